@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# fypsim's one entry point for a fresh machine. Every sub-command first does the set-up
+# (idempotent: libtorch 2.13.0 into a shared cache folder outside the clone), then builds.
+#
+#   scripts/dev.sh run  [CONFIG] [fypsim run options]   train on a config (default: configs/default.toml)
+#   scripts/dev.sh test                                  build and run the whole test suite
+#   scripts/dev.sh cli  ARGS...                          any fypsim sub-command, e.g. `cli inspect --user 3`
+#   scripts/dev.sh env                                   print the variables to build with cargo by hand
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "fypsim setup: '$1' is required but not installed ($2)" >&2; exit 1; }
+}
+need cargo "install Rust with rustup"
+need python3 "Python 3.9+ is used once, to install libtorch from PyPI"
+
+LIBTORCH="$(scripts/setup-libtorch.sh | tail -n 1)"
+export LIBTORCH
+# torch-sys checks the version itself; the libtorch of the PyPI wheel uses the C++11 ABI.
+export LIBTORCH_CXX11_ABI=1
+
+cmd="${1:-run}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    run)
+        cargo build --release --locked --bin fypsim
+        exec target/release/fypsim run "$@"
+        ;;
+    test)
+        # One release build serves the tests and the CLI the smoke tests call.
+        cargo test --release --locked "$@"
+        ;;
+    cli)
+        cargo build --release --locked --bin fypsim
+        exec target/release/fypsim "$@"
+        ;;
+    bench)
+        cargo build --release --locked --bin fypsim
+        exec target/release/fypsim bench "$@"
+        ;;
+    env)
+        echo "export LIBTORCH=$LIBTORCH LIBTORCH_CXX11_ABI=1"
+        ;;
+    *)
+        echo "usage: scripts/dev.sh run|test|cli|bench|env [args...]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,236 @@
+//! `fypsim`: the command-line front end. It parses arguments, shows progress and prints;
+//! all logic lives in the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use fypsim::config::{Checked, Config};
+use fypsim::plot::moving_average;
+use fypsim::run::{prepare_run_dir, run, RunObserver};
+use fypsim::train::EpisodeRecord;
+
+#[derive(Parser)]
+#[command(name = "fypsim", version, about = "A reinforcement-learning recommendation simulator for short-video feeds")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The experiment config (TOML).
+    #[arg(default_value = "configs/default.toml")]
+    config: PathBuf,
+    /// Override a config value, e.g. --set dqn.lr=0.0005 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Checked> {
+        Ok(Config::load(&self.config, &self.overrides)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the configured policy and write results (tables, plots, summary).
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Write into this folder instead of results/<name>/seed<seed>-<NNN>/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print a user's profile, history and top-k candidates as JSON.
+    Inspect {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The user id (0-based).
+        #[arg(long)]
+        user: u64,
+    },
+    /// Write the generated world's users.csv, videos.csv and interactions.csv.
+    World {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate config files and print the resolved config of each.
+    Check {
+        /// Config files to validate.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+        /// Print the resolved config (with every default filled in).
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// The progress display of a run: a bar with episode, mean return, epsilon and loss.
+struct Progress {
+    bar: Option<ProgressBar>,
+    returns: Vec<f64>,
+    window: usize,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool, window: usize) -> Progress {
+        Progress { bar: None, returns: Vec::new(), window, quiet }
+    }
+}
+
+impl RunObserver for Progress {
+    fn stage(&mut self, message: &str) {
+        if !self.quiet {
+            eprintln!("fypsim: {message}");
+        }
+    }
+
+    fn training_started(&mut self, episodes: usize) {
+        let bar = ProgressBar::new(episodes as u64);
+        if self.quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} training [{bar:30.cyan/blue}] episode {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+        if !self.quiet {
+            eprintln!("fypsim: training for {episodes} episodes");
+        }
+    }
+
+    fn episode(&mut self, r: &EpisodeRecord) {
+        self.returns.push(r.episode_return);
+        let avg = moving_average(&self.returns[self.returns.len().saturating_sub(self.window)..], self.window);
+        let loss = r.mean_loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "| return {:.2} (avg {}: {:.2}) | epsilon {:.3} | loss {loss}",
+                r.episode_return,
+                self.window,
+                avg.last().copied().unwrap_or(0.0),
+                r.epsilon
+            ));
+            bar.inc(1);
+        }
+        // Without a terminal, a plain line every tenth of the run.
+        let n = self.bar.as_ref().map_or(0, |b| b.length().unwrap_or(0));
+        if !self.quiet && !std::io::stderr().is_terminal() && n >= 10 && (r.episode as u64 + 1) % (n / 10) == 0 {
+            eprintln!(
+                "fypsim: episode {}/{n}: mean return (last {}) {:.2}, epsilon {:.3}, loss {loss}",
+                r.episode + 1,
+                self.window,
+                avg.last().copied().unwrap_or(0.0),
+                r.epsilon
+            );
+        }
+    }
+
+    fn training_finished(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
+    let checked = config.load()?;
+    let dir = prepare_run_dir(&checked, out)?;
+    if !quiet {
+        eprintln!(
+            "fypsim: run `{}` (policy {}, seed {}) -> {}",
+            checked.name,
+            checked.policy,
+            checked.seed,
+            dir.display()
+        );
+    }
+    let mut progress = Progress::new(quiet, checked.train.moving_average);
+    let summary = run(&checked, &dir, &mut progress)
+        .with_context(|| format!("run failed; files written so far are in {}", dir.display()))?;
+    println!("{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
+        summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second);
+    println!("mean training return over the last 100 episodes: {:.3}", summary.mean_return_last_100);
+    println!("evaluation ({} episodes each, exploration off, same users and random numbers):", checked.train.eval_episodes);
+    for e in &summary.evaluation {
+        println!("  {:<14} {:>8.3} ± {:.3}", e.policy.name(), e.mean_return, e.ci95);
+    }
+    println!("results: {}", dir.display());
+    Ok(())
+}
+
+fn cmd_inspect(config: &ConfigArgs, user: u64) -> Result<()> {
+    let checked = config.load()?;
+    let report = fypsim::inspect::inspect_user(&checked, user)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn cmd_world(config: &ConfigArgs, out: &Path) -> Result<()> {
+    let checked = config.load()?;
+    let world = fypsim::inspect::write_world(&checked, out)?;
+    println!(
+        "{} users, {} videos, {} interactions written to {}",
+        world.users.len(),
+        world.videos.len(),
+        world.history.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn cmd_check(configs: &[PathBuf], print: bool) -> Result<()> {
+    let mut failed = 0;
+    for path in configs {
+        match Config::load(path, &[]) {
+            Ok(c) => {
+                println!("ok: {}", path.display());
+                if print {
+                    println!("{}", c.to_toml());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} configs are invalid", configs.len());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run { config, out, quiet } => cmd_run(config, out.as_deref(), *quiet),
+        Command::Inspect { config, user } => cmd_inspect(config, *user),
+        Command::World { config, out } => cmd_world(config, out),
+        Command::Check { configs, print } => cmd_check(configs, *print),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

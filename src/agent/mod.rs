@@ -1,0 +1,55 @@
+//! Policies: the DQN and the baselines share one [`Policy`] trait, so the training loop
+//! does not know which one it drives.
+
+pub mod baselines;
+pub mod dqn;
+pub mod epsilon;
+pub mod replay;
+
+use crate::config::{Checked, PolicyKind};
+use crate::env::{Observation, State};
+use crate::rng::SimRng;
+use crate::Result;
+
+/// One step of experience.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub state: State,
+    pub action: usize,
+    pub reward: f64,
+    pub next_state: State,
+    /// The session ended: the target does not bootstrap from `next_state`.
+    pub terminal: bool,
+}
+
+/// Chooses which candidate slot to show.
+pub trait Policy {
+    fn kind(&self) -> PolicyKind;
+
+    /// A slot in `0..obs.candidates.len()`. `explore` is false during evaluation.
+    fn act(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<usize>;
+
+    /// Learners store the transition and may update; returns the loss of any update.
+    fn observe(&mut self, _transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
+        Ok(None)
+    }
+
+    /// Called after every training episode (epsilon schedules per episode use it).
+    fn end_episode(&mut self) {}
+
+    /// The current exploration rate (0 for policies that do not explore).
+    fn epsilon(&self) -> f64 {
+        0.0
+    }
+}
+
+/// The policy a config names.
+pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>> {
+    Ok(match kind {
+        PolicyKind::Dqn => Box::new(dqn::DqnAgent::new(config)?),
+        PolicyKind::Random => Box::new(baselines::RandomPolicy),
+        PolicyKind::Greedy => Box::new(baselines::GreedyPolicy),
+        PolicyKind::MostViewed => Box::new(baselines::MostViewedPolicy),
+        PolicyKind::Oracle => Box::new(baselines::OraclePolicy::new(config)),
+    })
+}

@@ -1,0 +1,137 @@
+//! A uniform experience-replay ring buffer with flat storage, sampled into batches.
+
+use rand::Rng;
+
+use crate::env::State;
+use crate::rng::SimRng;
+
+use super::Transition;
+
+/// A sampled batch, as flat row-major arrays ready to become tensors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub size: usize,
+    pub numeric: Vec<f32>,
+    pub categorical: Vec<i64>,
+    pub actions: Vec<i64>,
+    pub rewards: Vec<f32>,
+    pub next_numeric: Vec<f32>,
+    pub next_categorical: Vec<i64>,
+    /// 1 for slots holding a candidate in the next state.
+    pub next_valid: Vec<f32>,
+    /// 1 where the session ended.
+    pub terminal: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayBuffer {
+    capacity: usize,
+    n_num: usize,
+    n_cat: usize,
+    slots: usize,
+    len: usize,
+    next: usize,
+    numeric: Vec<f32>,
+    categorical: Vec<i64>,
+    actions: Vec<i64>,
+    rewards: Vec<f32>,
+    next_numeric: Vec<f32>,
+    next_categorical: Vec<i64>,
+    next_valid: Vec<f32>,
+    terminal: Vec<f32>,
+}
+
+impl ReplayBuffer {
+    pub fn new(capacity: usize, slots: usize) -> ReplayBuffer {
+        let n_num = State::n_numeric(slots);
+        let n_cat = State::n_categorical(slots);
+        ReplayBuffer {
+            capacity,
+            n_num,
+            n_cat,
+            slots,
+            len: 0,
+            next: 0,
+            numeric: vec![0.0; capacity * n_num],
+            categorical: vec![0; capacity * n_cat],
+            actions: vec![0; capacity],
+            rewards: vec![0.0; capacity],
+            next_numeric: vec![0.0; capacity * n_num],
+            next_categorical: vec![0; capacity * n_cat],
+            next_valid: vec![0.0; capacity * slots],
+            terminal: vec![0.0; capacity],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Stores a transition, overwriting the oldest when full.
+    pub fn push(&mut self, t: &Transition) {
+        let k = self.next;
+        let (nn, nc, ns) = (self.n_num, self.n_cat, self.slots);
+        self.numeric[k * nn..(k + 1) * nn].copy_from_slice(&t.state.numeric);
+        self.categorical[k * nc..(k + 1) * nc].copy_from_slice(&t.state.categorical);
+        self.actions[k] = t.action as i64;
+        self.rewards[k] = t.reward as f32;
+        self.next_numeric[k * nn..(k + 1) * nn].copy_from_slice(&t.next_state.numeric);
+        self.next_categorical[k * nc..(k + 1) * nc].copy_from_slice(&t.next_state.categorical);
+        for (d, &v) in self.next_valid[k * ns..(k + 1) * ns].iter_mut().zip(&t.next_state.valid) {
+            *d = if v { 1.0 } else { 0.0 };
+        }
+        self.terminal[k] = if t.terminal { 1.0 } else { 0.0 };
+        self.next = (self.next + 1) % self.capacity;
+        self.len = (self.len + 1).min(self.capacity);
+    }
+
+    /// `size` transitions drawn uniformly with replacement.
+    pub fn sample(&self, size: usize, rng: &mut SimRng) -> Batch {
+        assert!(self.len > 0, "sample from an empty replay buffer");
+        let (nn, nc, ns) = (self.n_num, self.n_cat, self.slots);
+        let mut b = Batch { size, ..Default::default() };
+        for _ in 0..size {
+            let k = rng.random_range(0..self.len);
+            b.numeric.extend_from_slice(&self.numeric[k * nn..(k + 1) * nn]);
+            b.categorical.extend_from_slice(&self.categorical[k * nc..(k + 1) * nc]);
+            b.actions.push(self.actions[k]);
+            b.rewards.push(self.rewards[k]);
+            b.next_numeric.extend_from_slice(&self.next_numeric[k * nn..(k + 1) * nn]);
+            b.next_categorical.extend_from_slice(&self.next_categorical[k * nc..(k + 1) * nc]);
+            b.next_valid.extend_from_slice(&self.next_valid[k * ns..(k + 1) * ns]);
+            b.terminal.push(self.terminal[k]);
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{stream, Stream};
+
+    fn t(i: usize) -> Transition {
+        let s = State { numeric: vec![i as f32; 4], categorical: vec![i as i64; 7], valid: vec![true] };
+        Transition { state: s.clone(), action: 0, reward: i as f64, next_state: s, terminal: i % 2 == 0 }
+    }
+
+    #[test]
+    fn ring_overwrites_oldest_and_samples_whole_rows() {
+        let mut r = ReplayBuffer::new(3, 1);
+        for i in 0..5 {
+            r.push(&t(i));
+        }
+        assert_eq!(r.len(), 3);
+        let b = r.sample(200, &mut stream(1, Stream::Replay));
+        for k in 0..b.size {
+            let i = b.rewards[k];
+            assert!((2.0..=4.0).contains(&i), "0 and 1 were overwritten");
+            assert!(b.numeric[k * 4..(k + 1) * 4].iter().all(|&x| x == i));
+            assert_eq!(b.terminal[k], if i as usize % 2 == 0 { 1.0 } else { 0.0 });
+        }
+    }
+}

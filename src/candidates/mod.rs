@@ -1,0 +1,285 @@
+//! Candidate generation and business rescoring (SPEC section 5).
+//!
+//! raw(j) = sum over h in H of cos(h, j) * s_h for every video j outside the user's history
+//! H. Only videos that share a user with some h can have a non-zero cosine, so the sum is
+//! taken over a two-hop walk (h -> its users -> their videos) with dense scratch arrays
+//! that are reset through touched lists: the cost of a request follows the user's
+//! neighbourhood, not the catalogue, and the matrix is always current.
+
+use serde::Serialize;
+
+use crate::config::CandidateConfig;
+use crate::matrix::InteractionMatrix;
+use crate::world::{User, Video};
+
+/// One candidate video, as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub video: u32,
+    pub category: u16,
+    /// sum over the history of cosine similarity times the history score.
+    pub raw: f64,
+    /// w1 * raw + w2 * (popularity_scale * views) + w3 * [interest match].
+    pub final_score: f64,
+    pub views: u64,
+    pub interest_match: bool,
+}
+
+/// Ordering by score descending, then video id ascending, so ties are reproducible.
+fn by_score_then_id(a: (f64, u32), b: (f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Reusable scratch space for candidate generation.
+#[derive(Debug, Clone)]
+pub struct CandidateGenerator {
+    dot: Vec<f64>,
+    dot_stamp: Vec<u32>,
+    dot_touched: Vec<u32>,
+    raw: Vec<f64>,
+    raw_stamp: Vec<u32>,
+    raw_touched: Vec<u32>,
+    in_history: Vec<u32>,
+    stamp: u32,
+    dot_epoch: u32,
+}
+
+impl CandidateGenerator {
+    pub fn new(n_items: usize) -> CandidateGenerator {
+        CandidateGenerator {
+            dot: vec![0.0; n_items],
+            dot_stamp: vec![0; n_items],
+            dot_touched: Vec::new(),
+            raw: vec![0.0; n_items],
+            raw_stamp: vec![0; n_items],
+            raw_touched: Vec::new(),
+            in_history: vec![0; n_items],
+            stamp: 0,
+            dot_epoch: 0,
+        }
+    }
+
+    /// Starts a request: a fresh stamp for the history and raw marks. Resets every mark
+    /// before the counters could wrap, never in the middle of a request.
+    fn begin(&mut self, history_len: usize) -> u32 {
+        if self.stamp >= u32::MAX - 1 || self.dot_epoch >= u32::MAX - history_len as u32 - 1 {
+            self.dot_stamp.fill(0);
+            self.raw_stamp.fill(0);
+            self.in_history.fill(0);
+            self.stamp = 0;
+            self.dot_epoch = 0;
+        }
+        self.stamp += 1;
+        self.stamp
+    }
+
+    /// The top `count` videos outside the user's history by raw score (ties by id), as
+    /// (video, raw) pairs in that order. Videos that share no user with the history score
+    /// 0 and fill in, by id, when fewer than `count` videos score above 0.
+    pub fn top_raw(&mut self, m: &InteractionMatrix, user: u32, count: usize) -> Vec<(u32, f64)> {
+        let history = m.user_row(user);
+        let stamp = self.begin(history.len());
+        for &h in &history.idx {
+            self.in_history[h as usize] = stamp;
+        }
+        self.raw_touched.clear();
+        for (h, s_h) in history.iter() {
+            let n_h = m.item_norm(h);
+            if n_h == 0.0 {
+                continue;
+            }
+            // dot(h, j) for every j sharing a user with h, under a fresh mark per h.
+            self.dot_epoch += 1;
+            let dstamp = self.dot_epoch;
+            self.dot_touched.clear();
+            for (v, r_hv) in m.item_row(h).iter() {
+                for (j, r_jv) in m.user_row(v).iter() {
+                    let ju = j as usize;
+                    if self.dot_stamp[ju] != dstamp {
+                        self.dot_stamp[ju] = dstamp;
+                        self.dot[ju] = 0.0;
+                        self.dot_touched.push(j);
+                    }
+                    self.dot[ju] += r_hv * r_jv;
+                }
+            }
+            for &j in &self.dot_touched {
+                let ju = j as usize;
+                if self.in_history[ju] == stamp {
+                    continue;
+                }
+                let n_j = m.item_norm(j);
+                if n_j == 0.0 {
+                    continue;
+                }
+                if self.raw_stamp[ju] != stamp {
+                    self.raw_stamp[ju] = stamp;
+                    self.raw[ju] = 0.0;
+                    self.raw_touched.push(j);
+                }
+                self.raw[ju] += self.dot[ju] / (n_h * n_j) * s_h;
+            }
+        }
+        let mut scored: Vec<(f64, u32)> =
+            self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).collect();
+        scored.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
+
+        let mut out: Vec<(u32, f64)> = Vec::with_capacity(count);
+        let positives = scored.iter().take_while(|s| s.0 > 0.0).count();
+        out.extend(scored[..positives.min(count)].iter().map(|&(s, j)| (j, s)));
+        if out.len() < count {
+            // The zero group: touched videos whose sum is exactly 0 and untouched videos,
+            // all at raw 0, in id order.
+            let zero_touched: Vec<u32> = {
+                let mut z: Vec<u32> =
+                    scored[positives..].iter().filter(|s| s.0 == 0.0).map(|s| s.1).collect();
+                z.sort_unstable();
+                z
+            };
+            let mut zi = 0;
+            for j in 0..m.n_items() as u32 {
+                if out.len() == count {
+                    break;
+                }
+                let ju = j as usize;
+                let seen = self.in_history[ju] == stamp;
+                let touched = self.raw_stamp[ju] == stamp;
+                if seen {
+                    continue;
+                }
+                if touched {
+                    // Only touched videos with raw exactly 0 belong to the zero group.
+                    while zi < zero_touched.len() && zero_touched[zi] < j {
+                        zi += 1;
+                    }
+                    if zi < zero_touched.len() && zero_touched[zi] == j {
+                        out.push((j, 0.0));
+                    }
+                } else {
+                    out.push((j, 0.0));
+                }
+            }
+            // Then the negative scores, best first.
+            let negatives = scored.iter().filter(|s| s.0 < 0.0);
+            for &(s, j) in negatives {
+                if out.len() == count {
+                    break;
+                }
+                out.push((j, s));
+            }
+        }
+        out
+    }
+
+    /// The candidates for a user: the top `config.count` by raw score, rescored with the
+    /// business weights and ordered by final score (ties by video id).
+    pub fn candidates(
+        &mut self,
+        m: &InteractionMatrix,
+        user: &User,
+        videos: &[Video],
+        config: &CandidateConfig,
+    ) -> Vec<Candidate> {
+        let top = self.top_raw(m, user.id, config.count);
+        rescore(&top, user, videos, config)
+    }
+}
+
+/// Applies the business weights to (video, raw) pairs and orders by final score.
+pub fn rescore(
+    top: &[(u32, f64)],
+    user: &User,
+    videos: &[Video],
+    config: &CandidateConfig,
+) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = top
+        .iter()
+        .map(|&(j, raw)| {
+            let v = &videos[j as usize];
+            let interest_match = user.is_interested_in(v.category);
+            let final_score = config.w_similarity * raw
+                + config.w_popularity * (config.popularity_scale * v.views as f64)
+                + config.w_interest * if interest_match { 1.0 } else { 0.0 };
+            Candidate {
+                video: j,
+                category: v.category,
+                raw,
+                final_score,
+                views: v.views,
+                interest_match,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| by_score_then_id((a.final_score, a.video), (b.final_score, b.video)));
+    out
+}
+
+/// The obvious dense computation, for tests and for checking the fast path: raw scores of
+/// every video outside the history (None inside it).
+pub fn dense_raw_scores(m: &InteractionMatrix, user: u32) -> Vec<Option<f64>> {
+    let n = m.n_items();
+    let nu = m.n_users();
+    let dense: Vec<Vec<f64>> = (0..n as u32)
+        .map(|i| (0..nu as u32).map(|u| m.get(i, u).unwrap_or(0.0)).collect())
+        .collect();
+    let norm: Vec<f64> = dense.iter().map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
+    let cos = |a: usize, b: usize| {
+        if norm[a] == 0.0 || norm[b] == 0.0 {
+            0.0
+        } else {
+            dense[a].iter().zip(&dense[b]).map(|(x, y)| x * y).sum::<f64>() / (norm[a] * norm[b])
+        }
+    };
+    let history: Vec<(usize, f64)> = (0..n).filter_map(|i| m.get(i as u32, user).map(|s| (i, s))).collect();
+    (0..n)
+        .map(|j| {
+            if history.iter().any(|&(h, _)| h == j) {
+                None
+            } else {
+                Some(history.iter().map(|&(h, s)| cos(h, j) * s).sum())
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: u32, interests: [u16; 2]) -> User {
+        User { id, age: 20, gender: 0, region: 0, interests }
+    }
+
+    #[test]
+    fn hand_made_example() {
+        // Users 0 and 1 both like videos 0 and 1; user 1 also liked 2 and skipped 3.
+        let m = InteractionMatrix::from_triplets(
+            5,
+            2,
+            [(0, 0, 2.0), (1, 0, 2.0), (0, 1, 2.0), (1, 1, 2.0), (2, 1, 2.0), (3, 1, -2.0)],
+        );
+        let mut g = CandidateGenerator::new(5);
+        let top = g.top_raw(&m, 0, 3);
+        // Video 2 co-occurs positively, 4 never co-occurs (0), 3 negatively.
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 4, 3]);
+        assert!(top[0].1 > 0.0 && top[1].1 == 0.0 && top[2].1 < 0.0);
+        let dense = dense_raw_scores(&m, 0);
+        assert!((dense[2].unwrap() - top[0].1).abs() < 1e-12);
+        assert!((dense[3].unwrap() - top[2].1).abs() < 1e-12);
+        assert_eq!(dense[0], None);
+    }
+
+    #[test]
+    fn rescoring_orders_by_final_score_with_ties_by_id() {
+        let videos: Vec<Video> = (0..3)
+            .map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10 })
+            .collect();
+        let c = CandidateConfig::default();
+        let u = user(0, [2, 5]);
+        let out = rescore(&[(0, 0.0), (1, 0.0), (2, 0.0)], &u, &videos, &c);
+        // Video 2 matches an interest (+0.3); 0 and 1 tie and keep id order.
+        assert_eq!(out.iter().map(|x| x.video).collect::<Vec<_>>(), vec![2, 0, 1]);
+        assert!((out[1].final_score - 0.1 * 0.1 * 10.0).abs() < 1e-12);
+        assert!((out[0].final_score - (0.1 + 0.3)).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,676 @@
+//! Experiment configuration: serde structs with the `instatok` defaults, dotted `--set`
+//! overrides, and validation of a raw [`Config`] into a [`Checked`] one.
+//!
+//! Only a [`Checked`] config reaches the simulator, so every number used downstream has
+//! been range-checked once, and every error names the TOML key, the bad value and what is
+//! allowed.
+
+mod validate;
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::ConfigError;
+
+/// A whole experiment: the world, the response model, the agent and the training budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Experiment name; results go to `results/<name>/`.
+    pub name: String,
+    /// The seed every random draw of the run derives from.
+    pub seed: u64,
+    /// The policy that is trained and recorded.
+    pub policy: PolicyKind,
+    pub world: WorldConfig,
+    pub response: ResponseConfig,
+    pub history: HistoryConfig,
+    pub scores: ScoreConfig,
+    pub candidates: CandidateConfig,
+    pub env: EnvConfig,
+    pub train: TrainConfig,
+    pub dqn: DqnConfig,
+    pub output: OutputConfig,
+    /// Written by fypsim beside results (crate version, git revision); ignored on input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "default".into(),
+            seed: 42,
+            policy: PolicyKind::Dqn,
+            world: WorldConfig::default(),
+            response: ResponseConfig::default(),
+            history: HistoryConfig::default(),
+            scores: ScoreConfig::default(),
+            candidates: CandidateConfig::default(),
+            env: EnvConfig::default(),
+            train: TrainConfig::default(),
+            dqn: DqnConfig::default(),
+            output: OutputConfig::default(),
+            provenance: None,
+        }
+    }
+}
+
+/// Which policy chooses the video to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// The deep Q-network agent.
+    Dqn,
+    /// A uniformly random candidate.
+    Random,
+    /// The candidate with the highest final (business) score: always slot 0.
+    Greedy,
+    /// The candidate with the most views.
+    MostViewed,
+    /// Knows the response model: the candidate with the highest expected reward.
+    Oracle,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::Dqn,
+        PolicyKind::Random,
+        PolicyKind::Greedy,
+        PolicyKind::MostViewed,
+        PolicyKind::Oracle,
+    ];
+
+    /// The name used in configs, file names and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Dqn => "dqn",
+            PolicyKind::Random => "random",
+            PolicyKind::Greedy => "greedy",
+            PolicyKind::MostViewed => "most_viewed",
+            PolicyKind::Oracle => "oracle",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Users and videos (SPEC section 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldConfig {
+    /// Video categories; user interests are drawn from these.
+    pub categories: Vec<String>,
+    pub regions: Vec<String>,
+    pub genders: Vec<String>,
+    pub n_videos: usize,
+    pub n_creators: usize,
+    /// Length of every video in seconds: the clock advances by this on watched or liked.
+    pub video_duration_s: f64,
+    /// Starting view counts are round(Normal(mean, std)), floored at 0.
+    pub initial_views_mean: f64,
+    pub initial_views_std: f64,
+    pub n_users: usize,
+    /// Ages are uniform integers in [age_min, age_max).
+    pub age_min: u32,
+    pub age_max: u32,
+    /// Draw each user's two interest categories without replacement (the prototype drew
+    /// with replacement, so a user could get the same one twice).
+    pub distinct_interests: bool,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        WorldConfig {
+            categories: [
+                "comedy",
+                "educational",
+                "news",
+                "food",
+                "politics",
+                "animals",
+                "tech",
+                "fashion",
+            ]
+            .map(String::from)
+            .to_vec(),
+            regions: ["west", "mid", "east"].map(String::from).to_vec(),
+            genders: ["m", "f"].map(String::from).to_vec(),
+            n_videos: 3000,
+            n_creators: 20,
+            video_duration_s: 6.0,
+            initial_views_mean: 50.0,
+            initial_views_std: 10.0,
+            n_users: 200,
+            age_min: 18,
+            age_max: 30,
+            distinct_interests: true,
+        }
+    }
+}
+
+/// One entry of the regional taste table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionalTaste {
+    pub category: String,
+    pub region: String,
+    pub delta: f64,
+}
+
+/// How a user reacts to a video (SPEC section 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    /// Added to p when the video's category is one of the user's interests.
+    pub interest_boost: f64,
+    /// Added to p for (category, region) pairs.
+    pub regional_taste: Vec<RegionalTaste>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        let t = |category: &str, region: &str, delta: f64| RegionalTaste {
+            category: category.into(),
+            region: region.into(),
+            delta,
+        };
+        ResponseConfig {
+            interest_boost: 0.3,
+            regional_taste: vec![
+                t("tech", "west", 0.1),
+                t("animals", "mid", 0.1),
+                t("food", "east", 0.1),
+                t("educational", "west", -0.2),
+                t("news", "mid", -0.2),
+                t("tech", "east", -0.2),
+            ],
+        }
+    }
+}
+
+/// The logged history the world starts with (SPEC section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Interactions per user: max(min, round(Normal(mean, std))).
+    pub interactions_mean: f64,
+    pub interactions_std: f64,
+    pub interactions_min: usize,
+    /// p is nudged up by this after a like for the end-of-session test.
+    pub like_boost: f64,
+    /// p is nudged down by this after a skip for the end-of-session test.
+    pub skip_penalty: f64,
+    /// The clock jumps by Normal(mean, std) seconds between sessions.
+    pub session_gap_mean_s: f64,
+    pub session_gap_std_s: f64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            interactions_mean: 30.0,
+            interactions_std: 10.0,
+            interactions_min: 5,
+            like_boost: 0.05,
+            skip_penalty: 0.3,
+            session_gap_mean_s: 3600.0,
+            session_gap_std_s: 400.0,
+        }
+    }
+}
+
+/// Interaction scores summed into the item-user matrix (SPEC section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreConfig {
+    pub watched: f64,
+    pub liked: f64,
+    pub skipped: f64,
+    /// `done` (history) and `session_end` (simulation).
+    pub other: f64,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        ScoreConfig { watched: 1.0, liked: 2.0, skipped: -2.0, other: -0.5 }
+    }
+}
+
+/// Candidate generation and business rescoring (SPEC section 5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CandidateConfig {
+    /// r: how many candidates the agent chooses among.
+    pub count: usize,
+    /// w1: weight of the raw similarity score.
+    pub w_similarity: f64,
+    /// w2: weight of the popularity term `popularity_scale * views`.
+    pub w_popularity: f64,
+    /// w3: weight of the interest match (1 if the category is an interest of the user).
+    pub w_interest: f64,
+    pub popularity_scale: f64,
+}
+
+impl Default for CandidateConfig {
+    fn default() -> Self {
+        CandidateConfig {
+            count: 10,
+            w_similarity: 0.5,
+            w_popularity: 0.1,
+            w_interest: 0.3,
+            popularity_scale: 0.1,
+        }
+    }
+}
+
+/// The agent's episodes (SPEC section 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvConfig {
+    /// Steps per episode at most (the episode also ends at session_end).
+    pub max_steps: usize,
+    pub reward_watched: f64,
+    pub reward_liked: f64,
+    pub reward_skipped: f64,
+    pub reward_session_end: f64,
+    /// The clock advances Uniform(skip_time_min_s, skip_time_max_s) on skipped and
+    /// session_end (and on skipped in the history).
+    pub skip_time_min_s: f64,
+    pub skip_time_max_s: f64,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        EnvConfig {
+            max_steps: 50,
+            reward_watched: 1.0,
+            reward_liked: 2.0,
+            reward_skipped: -2.0,
+            reward_session_end: -0.5,
+            skip_time_min_s: 1.0,
+            skip_time_max_s: 5.0,
+        }
+    }
+}
+
+/// The training budget and the baseline comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub episodes: usize,
+    /// Episodes each baseline (and the trained policy, exploration off) is evaluated on,
+    /// from the same starting world and the same random numbers.
+    pub eval_episodes: usize,
+    /// Baselines every run is compared with.
+    pub baselines: Vec<PolicyKind>,
+    /// Window of the moving average in the reward plot and the progress bar.
+    pub moving_average: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            episodes: 500,
+            eval_episodes: 100,
+            baselines: vec![
+                PolicyKind::Random,
+                PolicyKind::Greedy,
+                PolicyKind::MostViewed,
+                PolicyKind::Oracle,
+            ],
+            moving_average: 20,
+        }
+    }
+}
+
+/// How often epsilon decays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecayUnit {
+    /// After every learning update (the prototype's choice).
+    Update,
+    /// After every environment step.
+    Step,
+    /// After every episode.
+    Episode,
+}
+
+/// The shape of epsilon's decay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecayShape {
+    /// epsilon <- max(end, epsilon * rate) per unit.
+    Exponential,
+    /// From start to end in a straight line over `linear_units` units.
+    Linear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    Mse,
+    Huber,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    /// CUDA when available, else CPU.
+    Auto,
+}
+
+/// Epsilon-greedy exploration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpsilonConfig {
+    pub start: f64,
+    pub end: f64,
+    pub decay: DecayShape,
+    pub per: DecayUnit,
+    /// Multiplier per unit, for exponential decay.
+    pub rate: f64,
+    /// Units to go from start to end, for linear decay.
+    pub linear_units: usize,
+}
+
+impl Default for EpsilonConfig {
+    fn default() -> Self {
+        EpsilonConfig {
+            start: 1.0,
+            end: 0.01,
+            decay: DecayShape::Exponential,
+            per: DecayUnit::Episode,
+            rate: 0.99,
+            linear_units: 400,
+        }
+    }
+}
+
+/// Embedding sizes of the categorical state features (SPEC section 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    pub gender: usize,
+    pub region: usize,
+    /// Shared by interest 1 and interest 2.
+    pub interest: usize,
+    pub last_category: usize,
+    /// The last response (none, watched, skipped, liked).
+    pub last_action: usize,
+    /// Each candidate's category; 0 leaves candidate categories out of the state.
+    pub candidate_category: usize,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        EmbeddingConfig {
+            gender: 1,
+            region: 2,
+            interest: 4,
+            last_category: 4,
+            last_action: 2,
+            candidate_category: 4,
+        }
+    }
+}
+
+/// The deep Q-network (SPEC section 7, with the target network the prototype lacked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DqnConfig {
+    pub hidden: Vec<usize>,
+    pub lr: f64,
+    pub gamma: f64,
+    pub batch_size: usize,
+    pub replay_capacity: usize,
+    /// Environment steps before the first update.
+    pub learning_starts: usize,
+    /// An update every this many environment steps.
+    pub train_every: usize,
+    /// Copy the online network into the target network every this many updates.
+    pub target_update_every: usize,
+    pub loss: LossKind,
+    /// Clip the gradient's global norm to this; 0 turns clipping off.
+    pub grad_clip: f64,
+    pub device: DeviceKind,
+    /// libtorch CPU threads; 1 is fastest for a network this small and keeps runs
+    /// bit-reproducible.
+    pub threads: usize,
+    pub epsilon: EpsilonConfig,
+    pub embeddings: EmbeddingConfig,
+}
+
+impl Default for DqnConfig {
+    fn default() -> Self {
+        DqnConfig {
+            hidden: vec![64, 64],
+            lr: 1e-3,
+            gamma: 0.95,
+            batch_size: 50,
+            replay_capacity: 10_000,
+            learning_starts: 200,
+            train_every: 1,
+            target_update_every: 200,
+            loss: LossKind::Mse,
+            grad_clip: 10.0,
+            device: DeviceKind::Cpu,
+            threads: 1,
+            epsilon: EpsilonConfig::default(),
+            embeddings: EmbeddingConfig::default(),
+        }
+    }
+}
+
+/// What a run writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Folder under which `<name>/<run-id>/` is created.
+    pub results_dir: String,
+    /// Record every step in steps.parquet.
+    pub steps: bool,
+    /// Record each episode's wall-clock seconds. Turn off for byte-identical files
+    /// across repeated runs (everything else is already deterministic).
+    pub wall_time: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { results_dir: "results".into(), steps: true, wall_time: true }
+    }
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub crate_version: String,
+    pub git_revision: String,
+}
+
+/// A config that passed validation. Only this type reaches the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked(Config);
+
+impl Deref for Checked {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl Checked {
+    /// The validated config, e.g. to serialise it.
+    pub fn inner(&self) -> &Config {
+        &self.0
+    }
+
+    /// A copy with a different seed (still valid: any u64 is a seed).
+    pub fn with_seed(&self, seed: u64) -> Checked {
+        let mut c = self.0.clone();
+        c.seed = seed;
+        Checked(c)
+    }
+}
+
+impl Config {
+    /// Parses a TOML document, applies `key=value` overrides and validates.
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Checked, ConfigError> {
+        let config: Config = if overrides.is_empty() {
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+        } else {
+            let file: toml::Table =
+                text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            // Overrides land on the defaults merged with the file, so a key path is
+            // checked against the real shape of the config (`seed.x` is not a section).
+            let mut table = toml::Table::try_from(Config::default())
+                .expect("the default config serialises to a table");
+            merge(&mut table, file);
+            for o in overrides {
+                apply_override(&mut table, o)?;
+            }
+            Config::deserialize(toml::Value::Table(table))
+                .map_err(|e| ConfigError::Parse(format!("after --set overrides: {e}")))?
+        };
+        config.check()
+    }
+
+    /// Reads a TOML file, applies overrides and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Checked, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::from_toml_str(&text, overrides).map_err(|e| e.in_file(path))
+    }
+
+    /// Validates every value once.
+    pub fn check(self) -> Result<Checked, ConfigError> {
+        validate::validate(&self)?;
+        Ok(Checked(self))
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises to TOML")
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, any other value replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Sets `section.key=value` in a TOML table. The value is read as TOML (`0.5`, `true`,
+/// `[64, 64]`, `"text"`); a bare word that is not valid TOML is taken as a string.
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::Override {
+        assignment: assignment.to_string(),
+        reason: why.to_string(),
+    };
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| bad("expected section.key=value"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(bad("the key is empty or has an empty part"));
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("the key v was just parsed"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| {
+            bad(&format!("`{}` is a value, not a section", parts[..=i].join(".")))
+        })?;
+    }
+    unreachable!("the loop returns at the last part")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_instatok_preset_and_valid() {
+        let c = Config::default().check().unwrap();
+        assert_eq!(c.world.n_videos, 3000);
+        assert_eq!(c.world.n_users, 200);
+        assert_eq!(c.world.categories.len(), 8);
+        assert_eq!(c.candidates.count, 10);
+        assert_eq!(c.dqn.gamma, 0.95);
+        assert_eq!(c.env.max_steps, 50);
+        assert_eq!(c.train.episodes, 500);
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = Config::default();
+        let back = Config::from_toml_str(&c.to_toml(), &[]).unwrap();
+        assert_eq!(back.inner(), &c);
+    }
+
+    #[test]
+    fn overrides_set_nested_values_of_any_type() {
+        let c = Config::from_toml_str(
+            "",
+            &[
+                "dqn.lr=0.01".into(),
+                "dqn.hidden=[32, 16]".into(),
+                "policy=random".into(),
+                "dqn.epsilon.per=step".into(),
+                "output.steps=false".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dqn.lr, 0.01);
+        assert_eq!(c.dqn.hidden, vec![32, 16]);
+        assert_eq!(c.policy, PolicyKind::Random);
+        assert_eq!(c.dqn.epsilon.per, DecayUnit::Step);
+        assert!(!c.output.steps);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = Config::from_toml_str("[dqn]\nlearning_rate = 0.1\n", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("learning_rate"), "{msg}");
+        let e = Config::from_toml_str("", &["dqn.lrr=0.1".into()]).unwrap_err();
+        assert!(e.to_string().contains("lrr"), "{e}");
+    }
+
+    #[test]
+    fn malformed_overrides_are_explained() {
+        let e = Config::from_toml_str("", &["dqn.lr".into()]).unwrap_err();
+        assert!(e.to_string().contains("section.key=value"), "{e}");
+        let e = Config::from_toml_str("", &["seed.x=1".into()]).unwrap_err();
+        assert!(e.to_string().contains("not a section"), "{e}");
+    }
+}

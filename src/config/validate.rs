@@ -1,0 +1,311 @@
+//! Range checks of every config value. Each failure names the TOML key, the bad value and
+//! what is allowed.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::path::Path;
+
+use super::{Config, DecayShape, PolicyKind};
+
+/// Everything that can be wrong with a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {source}")]
+    InFile {
+        path: String,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    #[error("malformed config: {0}")]
+    Parse(String),
+    #[error("bad override `{assignment}`: {reason}")]
+    Override { assignment: String, reason: String },
+    #[error("invalid value for `{key}`: {value} (allowed: {allowed})")]
+    Invalid { key: String, value: String, allowed: String },
+}
+
+impl ConfigError {
+    pub(super) fn in_file(self, path: &Path) -> ConfigError {
+        match self {
+            e @ ConfigError::Read { .. } => e,
+            e => ConfigError::InFile { path: path.display().to_string(), source: Box::new(e) },
+        }
+    }
+}
+
+fn invalid(key: &str, value: impl Display, allowed: &str) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
+}
+
+fn finite(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "a finite number"))
+    }
+}
+
+fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "a finite number > 0"))
+    }
+}
+
+fn non_negative(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "a finite number >= 0"))
+    }
+}
+
+fn in_unit(key: &str, v: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "a number in [0, 1]"))
+    }
+}
+
+fn at_least(key: &str, v: usize, min: usize) -> Result<(), ConfigError> {
+    if v >= min {
+        Ok(())
+    } else {
+        Err(invalid(key, v, &format!("an integer >= {min}")))
+    }
+}
+
+fn at_most(key: &str, v: usize, max: usize, what: &str) -> Result<(), ConfigError> {
+    if v <= max {
+        Ok(())
+    } else {
+        Err(invalid(key, v, &format!("an integer <= {max} ({what})")))
+    }
+}
+
+fn distinct_names(key: &str, names: &[String]) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for n in names {
+        if n.trim().is_empty() {
+            return Err(invalid(key, format!("{names:?}"), "non-empty names"));
+        }
+        if !seen.insert(n) {
+            return Err(invalid(key, format!("{names:?}"), &format!("distinct names; `{n}` repeats")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+    if c.name.is_empty()
+        || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        || c.name.starts_with('.')
+    {
+        return Err(invalid(
+            "name",
+            format!("{:?}", c.name),
+            "a non-empty folder name of letters, digits, '-', '_' and '.', not starting with '.'",
+        ));
+    }
+
+    let w = &c.world;
+    at_least("world.categories", w.categories.len(), 2)?;
+    distinct_names("world.categories", &w.categories)?;
+    at_least("world.regions", w.regions.len(), 1)?;
+    distinct_names("world.regions", &w.regions)?;
+    at_least("world.genders", w.genders.len(), 1)?;
+    distinct_names("world.genders", &w.genders)?;
+    at_least("world.n_videos", w.n_videos, c.candidates.count.max(1) + 1)
+        .map_err(|_| invalid("world.n_videos", w.n_videos, "an integer > candidates.count"))?;
+    at_most("world.n_videos", w.n_videos, u32::MAX as usize, "video ids are 32-bit")?;
+    at_least("world.n_creators", w.n_creators, 1)?;
+    positive("world.video_duration_s", w.video_duration_s)?;
+    non_negative("world.initial_views_mean", w.initial_views_mean)?;
+    non_negative("world.initial_views_std", w.initial_views_std)?;
+    at_least("world.n_users", w.n_users, 1)?;
+    at_most("world.n_users", w.n_users, u32::MAX as usize, "user ids are 32-bit")?;
+    if w.age_max <= w.age_min {
+        return Err(invalid(
+            "world.age_max",
+            w.age_max,
+            &format!("an integer > world.age_min ({})", w.age_min),
+        ));
+    }
+
+    let r = &c.response;
+    finite("response.interest_boost", r.interest_boost)?;
+    for (i, t) in r.regional_taste.iter().enumerate() {
+        if !w.categories.contains(&t.category) {
+            return Err(invalid(
+                &format!("response.regional_taste[{i}].category"),
+                format!("{:?}", t.category),
+                &format!("one of world.categories {:?}", w.categories),
+            ));
+        }
+        if !w.regions.contains(&t.region) {
+            return Err(invalid(
+                &format!("response.regional_taste[{i}].region"),
+                format!("{:?}", t.region),
+                &format!("one of world.regions {:?}", w.regions),
+            ));
+        }
+        finite(&format!("response.regional_taste[{i}].delta"), t.delta)?;
+    }
+
+    let h = &c.history;
+    non_negative("history.interactions_mean", h.interactions_mean)?;
+    non_negative("history.interactions_std", h.interactions_std)?;
+    if h.interactions_mean > 100_000.0 {
+        return Err(invalid("history.interactions_mean", h.interactions_mean, "a number <= 100000"));
+    }
+    at_most("history.interactions_min", h.interactions_min, 100_000, "interactions per user")?;
+    finite("history.like_boost", h.like_boost)?;
+    finite("history.skip_penalty", h.skip_penalty)?;
+    non_negative("history.session_gap_mean_s", h.session_gap_mean_s)?;
+    non_negative("history.session_gap_std_s", h.session_gap_std_s)?;
+
+    let s = &c.scores;
+    finite("scores.watched", s.watched)?;
+    finite("scores.liked", s.liked)?;
+    finite("scores.skipped", s.skipped)?;
+    finite("scores.other", s.other)?;
+
+    let k = &c.candidates;
+    at_least("candidates.count", k.count, 1)?;
+    at_most("candidates.count", k.count, 1000, "the Q-network has one output per slot")?;
+    finite("candidates.w_similarity", k.w_similarity)?;
+    finite("candidates.w_popularity", k.w_popularity)?;
+    finite("candidates.w_interest", k.w_interest)?;
+    finite("candidates.popularity_scale", k.popularity_scale)?;
+
+    let e = &c.env;
+    at_least("env.max_steps", e.max_steps, 1)?;
+    finite("env.reward_watched", e.reward_watched)?;
+    finite("env.reward_liked", e.reward_liked)?;
+    finite("env.reward_skipped", e.reward_skipped)?;
+    finite("env.reward_session_end", e.reward_session_end)?;
+    non_negative("env.skip_time_min_s", e.skip_time_min_s)?;
+    if !(e.skip_time_max_s.is_finite() && e.skip_time_max_s > e.skip_time_min_s) {
+        return Err(invalid(
+            "env.skip_time_max_s",
+            e.skip_time_max_s,
+            &format!("a finite number > env.skip_time_min_s ({})", e.skip_time_min_s),
+        ));
+    }
+
+    let t = &c.train;
+    at_least("train.episodes", t.episodes, 1)?;
+    at_least("train.eval_episodes", t.eval_episodes, 1)?;
+    at_least("train.moving_average", t.moving_average, 1)?;
+    if t.baselines.contains(&PolicyKind::Dqn) {
+        return Err(invalid(
+            "train.baselines",
+            "\"dqn\"",
+            "baseline policies: \"random\", \"greedy\", \"most_viewed\", \"oracle\"",
+        ));
+    }
+
+    let d = &c.dqn;
+    if d.hidden.is_empty() || d.hidden.iter().any(|&h| h == 0 || h > 65_536) {
+        return Err(invalid(
+            "dqn.hidden",
+            format!("{:?}", d.hidden),
+            "a non-empty list of layer widths in 1..=65536",
+        ));
+    }
+    positive("dqn.lr", d.lr)?;
+    in_unit("dqn.gamma", d.gamma)?;
+    at_least("dqn.batch_size", d.batch_size, 1)?;
+    at_least("dqn.replay_capacity", d.replay_capacity, d.batch_size).map_err(|_| {
+        invalid(
+            "dqn.replay_capacity",
+            d.replay_capacity,
+            &format!("an integer >= dqn.batch_size ({})", d.batch_size),
+        )
+    })?;
+    at_least("dqn.train_every", d.train_every, 1)?;
+    at_least("dqn.target_update_every", d.target_update_every, 1)?;
+    non_negative("dqn.grad_clip", d.grad_clip)?;
+    at_least("dqn.threads", d.threads, 1)?;
+    at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
+
+    let eps = &d.epsilon;
+    in_unit("dqn.epsilon.start", eps.start)?;
+    in_unit("dqn.epsilon.end", eps.end)?;
+    if eps.end > eps.start {
+        return Err(invalid(
+            "dqn.epsilon.end",
+            eps.end,
+            &format!("a number <= dqn.epsilon.start ({})", eps.start),
+        ));
+    }
+    match eps.decay {
+        DecayShape::Exponential => {
+            if !(eps.rate > 0.0 && eps.rate <= 1.0) {
+                return Err(invalid("dqn.epsilon.rate", eps.rate, "a number in (0, 1]"));
+            }
+        }
+        DecayShape::Linear => at_least("dqn.epsilon.linear_units", eps.linear_units, 1)?,
+    }
+
+    let m = &d.embeddings;
+    for (key, v) in [
+        ("dqn.embeddings.gender", m.gender),
+        ("dqn.embeddings.region", m.region),
+        ("dqn.embeddings.interest", m.interest),
+        ("dqn.embeddings.last_category", m.last_category),
+        ("dqn.embeddings.last_action", m.last_action),
+    ] {
+        at_least(key, v, 1)?;
+        at_most(key, v, 1024, "embedding width")?;
+    }
+    at_most("dqn.embeddings.candidate_category", m.candidate_category, 1024, "embedding width")?;
+
+    if c.output.results_dir.trim().is_empty() {
+        return Err(invalid("output.results_dir", "\"\"", "a folder path"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_key_value_and_allowed_range() {
+        let m = err("[dqn]\nlr = -1.0\n");
+        assert!(m.contains("`dqn.lr`") && m.contains("-1") && m.contains("> 0"), "{m}");
+        let m = err("[dqn]\ngamma = 1.5\n");
+        assert!(m.contains("`dqn.gamma`") && m.contains("[0, 1]"), "{m}");
+        let m = err("[world]\nage_min = 30\nage_max = 20\n");
+        assert!(m.contains("`world.age_max`"), "{m}");
+        let m = err("[[response.regional_taste]]\ncategory = \"cats\"\nregion = \"west\"\ndelta = 0.1\n");
+        assert!(m.contains("regional_taste[0].category") && m.contains("cats"), "{m}");
+        let m = err("[world]\nn_videos = 5\n");
+        assert!(m.contains("`world.n_videos`"), "{m}");
+        let m = err("[dqn.epsilon]\nstart = 0.1\nend = 0.5\n");
+        assert!(m.contains("`dqn.epsilon.end`"), "{m}");
+        let m = err("name = \"../x\"\n");
+        assert!(m.contains("`name`"), "{m}");
+        let m = err("[train]\nbaselines = [\"dqn\"]\n");
+        assert!(m.contains("`train.baselines`"), "{m}");
+    }
+
+    #[test]
+    fn wrong_types_and_enum_values_are_reported() {
+        let m = err("seed = \"abc\"\n");
+        assert!(m.contains("seed") || m.contains("invalid type"), "{m}");
+        let m = err("policy = \"psychic\"\n");
+        assert!(m.contains("psychic") && m.contains("dqn"), "{m}");
+        let m = err("[dqn\nlr = 1\n");
+        assert!(m.contains("malformed"), "{m}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The agent's world (SPEC section 6): an episode is one session of one user; each step
+//! shows one of the user's candidates, draws the response, pays the reward and adds the
+//! interaction to the matrix at once, so the next candidates already reflect it.
+
+use rand::Rng;
+
+use crate::candidates::{Candidate, CandidateGenerator};
+use crate::config::Checked;
+use crate::matrix::InteractionMatrix;
+use crate::rng::SimRng;
+use crate::world::response::draw_session_response;
+use crate::world::{Action, Interaction, User, World};
+
+/// Index layout of [`State::categorical`].
+pub mod cat {
+    pub const GENDER: usize = 0;
+    pub const REGION: usize = 1;
+    pub const INTEREST_1: usize = 2;
+    pub const INTEREST_2: usize = 3;
+    /// The category of the last shown video + 1; 0 before the first.
+    pub const LAST_CATEGORY: usize = 4;
+    /// The last response: 0 none, 1 watched, 2 skipped, 3 liked.
+    pub const LAST_ACTION: usize = 5;
+    /// Then one entry per candidate slot: its category + 1, 0 for an empty slot.
+    pub const CANDIDATES: usize = 6;
+}
+
+/// Index layout of [`State::numeric`].
+pub mod num {
+    /// (age - age_min) / (age_max - age_min).
+    pub const AGE: usize = 0;
+    /// Videos watched or liked this session / max_steps.
+    pub const WATCHED: usize = 1;
+    /// Session length in seconds / (max_steps * video duration).
+    pub const SESSION_LENGTH: usize = 2;
+    /// Then one entry per candidate slot: its final score (0 for an empty slot).
+    pub const SCORES: usize = 3;
+}
+
+/// What the agent sees: numerical features and categorical ids, plus which slots hold a
+/// candidate (fewer than r when the user has seen almost everything).
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub numeric: Vec<f32>,
+    pub categorical: Vec<i64>,
+    pub valid: Vec<bool>,
+}
+
+impl State {
+    pub fn n_numeric(slots: usize) -> usize {
+        num::SCORES + slots
+    }
+    pub fn n_categorical(slots: usize) -> usize {
+        cat::CANDIDATES + slots
+    }
+}
+
+/// Everything a policy may look at: the state and, for baselines, the raw candidates.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub user: User,
+    pub candidates: Vec<Candidate>,
+    pub state: State,
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    pub video: u32,
+    pub category: u16,
+    pub slot: usize,
+    pub response: Action,
+    pub reward: f64,
+    /// The session ended (a terminal state: no bootstrapping).
+    pub terminal: bool,
+    /// The step budget ran out (not terminal: the user would have gone on).
+    pub truncated: bool,
+}
+
+/// The environment over one mutable copy of the world.
+#[derive(Debug, Clone)]
+pub struct Env {
+    config: Checked,
+    pub world: World,
+    pub matrix: InteractionMatrix,
+    generator: CandidateGenerator,
+    user: u32,
+    t: usize,
+    watched: usize,
+    session_len_s: f64,
+    last_category: Option<u16>,
+    last_response: Option<Action>,
+    session: u32,
+    obs: Option<Observation>,
+    /// Interactions simulated so far (appended to the world's log on demand).
+    pub log: Vec<Interaction>,
+    /// Keep the simulated interactions in `log` (off for long training runs).
+    pub keep_log: bool,
+}
+
+impl Env {
+    /// Builds the matrix from the world's history.
+    pub fn new(config: &Checked, world: World) -> Env {
+        let matrix = InteractionMatrix::from_triplets(
+            world.videos.len(),
+            world.users.len(),
+            world.history.iter().map(|i| (i.video, i.user, i.score)),
+        );
+        let generator = CandidateGenerator::new(world.videos.len());
+        Env {
+            config: config.clone(),
+            world,
+            matrix,
+            generator,
+            user: 0,
+            t: 0,
+            watched: 0,
+            session_len_s: 0.0,
+            last_category: None,
+            last_response: None,
+            session: 0,
+            obs: None,
+            log: Vec::new(),
+            keep_log: false,
+        }
+    }
+
+    pub fn n_slots(&self) -> usize {
+        self.config.candidates.count
+    }
+
+    /// Starts a session of `user` and returns the first observation.
+    pub fn reset(&mut self, user: u32) -> &Observation {
+        self.user = user;
+        self.t = 0;
+        self.watched = 0;
+        self.session_len_s = 0.0;
+        self.last_category = None;
+        self.last_response = None;
+        self.session = self.world.next_session[user as usize];
+        self.world.next_session[user as usize] += 1;
+        self.observe();
+        self.obs.as_ref().expect("observe sets it")
+    }
+
+    /// Picks a user uniformly and starts their session.
+    pub fn reset_random(&mut self, rng: &mut SimRng) -> &Observation {
+        let user = rng.random_range(0..self.world.users.len()) as u32;
+        self.reset(user)
+    }
+
+    pub fn observation(&self) -> &Observation {
+        self.obs.as_ref().expect("reset() before observation()")
+    }
+
+    pub fn user(&self) -> u32 {
+        self.user
+    }
+
+    fn observe(&mut self) {
+        let user = &self.world.users[self.user as usize];
+        let candidates =
+            self.generator.candidates(&self.matrix, user, &self.world.videos, &self.config.candidates);
+        let state = self.state_of(user, &candidates);
+        self.obs = Some(Observation { user: user.clone(), candidates, state });
+    }
+
+    fn state_of(&self, user: &User, candidates: &[Candidate]) -> State {
+        let c = &self.config;
+        let r = c.candidates.count;
+        let mut numeric = vec![0.0f32; State::n_numeric(r)];
+        numeric[num::AGE] = (user.age - c.world.age_min) as f32 / (c.world.age_max - c.world.age_min) as f32;
+        numeric[num::WATCHED] = self.watched as f32 / c.env.max_steps as f32;
+        numeric[num::SESSION_LENGTH] =
+            (self.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
+        let mut categorical = vec![0i64; State::n_categorical(r)];
+        categorical[cat::GENDER] = user.gender as i64;
+        categorical[cat::REGION] = user.region as i64;
+        categorical[cat::INTEREST_1] = user.interests[0] as i64;
+        categorical[cat::INTEREST_2] = user.interests[1] as i64;
+        categorical[cat::LAST_CATEGORY] = self.last_category.map_or(0, |x| x as i64 + 1);
+        categorical[cat::LAST_ACTION] = match self.last_response {
+            None | Some(Action::SessionEnd) | Some(Action::Done) => 0,
+            Some(Action::Watched) => 1,
+            Some(Action::Skipped) => 2,
+            Some(Action::Liked) => 3,
+        };
+        let mut valid = vec![false; r];
+        for (k, cand) in candidates.iter().enumerate().take(r) {
+            numeric[num::SCORES + k] = cand.final_score as f32;
+            categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
+            valid[k] = true;
+        }
+        State { numeric, categorical, valid }
+    }
+
+    /// Shows the candidate in `slot`, draws the response from `rng`, pays the reward and
+    /// updates the world, then prepares the next observation.
+    ///
+    /// An empty slot (there are fewer candidates than slots) falls back to slot 0.
+    pub fn step(&mut self, slot: usize, rng: &mut SimRng) -> StepOutcome {
+        let obs = self.obs.as_ref().expect("reset() before step()");
+        let slot = if slot < obs.candidates.len() { slot } else { 0 };
+        let cand = &obs.candidates[slot];
+        let (video, category) = (cand.video, cand.category);
+        let c = &self.config;
+
+        let vi = video as usize;
+        let user = &self.world.users[self.user as usize];
+        // Always three draws per step (p, response, skip time), so that two policies fed
+        // the same stream see the same numbers at every step (common random numbers).
+        let p = self.world.response.draw_p(user, &self.world.videos[vi], rng);
+        let response = draw_session_response(p, rng);
+        let skip_time = rng.random_range(c.env.skip_time_min_s..c.env.skip_time_max_s);
+        let reward = match response {
+            Action::Watched => c.env.reward_watched,
+            Action::Liked => c.env.reward_liked,
+            Action::Skipped => c.env.reward_skipped,
+            Action::SessionEnd | Action::Done => c.env.reward_session_end,
+        };
+        let dt = match response {
+            Action::Watched | Action::Liked => self.world.videos[vi].duration_s,
+            _ => skip_time,
+        };
+        // Showing the video counts a view (SPEC section 6).
+        self.world.videos[vi].views += 1;
+        let score = response.score(&c.scores);
+        self.matrix.add(video, self.user, score);
+        if self.keep_log {
+            self.log.push(Interaction {
+                user: self.user,
+                video,
+                session: self.session,
+                action: response,
+                score,
+                timestamp: self.world.clock[self.user as usize],
+            });
+        }
+        self.world.clock[self.user as usize] += dt;
+        self.session_len_s += dt;
+        if response.counts_view() {
+            self.watched += 1;
+        }
+        self.last_category = Some(category);
+        self.last_response = Some(response);
+        self.t += 1;
+        let terminal = response == Action::SessionEnd;
+        let truncated = !terminal && self.t >= c.env.max_steps;
+        self.observe();
+        StepOutcome { video, category, slot, response, reward, terminal, truncated }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::rng::{stream, Stream};
+
+    #[test]
+    fn a_step_updates_matrix_views_and_state() {
+        let c = Config::default().check().unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let obs = env.reset(3).clone();
+        assert_eq!(obs.candidates.len(), 10);
+        assert!(obs.state.valid.iter().all(|&v| v));
+        assert_eq!(obs.state.numeric[num::SCORES], obs.candidates[0].final_score as f32);
+        let video = obs.candidates[2].video;
+        let views = env.world.videos[video as usize].views;
+        let before = env.matrix.get(video, 3);
+        assert_eq!(before, None);
+        let mut rng = stream(1, Stream::Responses);
+        let out = env.step(2, &mut rng);
+        assert_eq!(out.video, video);
+        assert_eq!(env.world.videos[video as usize].views, views + 1);
+        assert_eq!(env.matrix.get(video, 3), Some(out.response.score(&c.scores)));
+        // The shown video is now in the history, so it is no longer a candidate.
+        assert!(env.observation().candidates.iter().all(|x| x.video != video));
+        let s = &env.observation().state;
+        assert_eq!(s.categorical[cat::LAST_CATEGORY], out.category as i64 + 1);
+        let expected = match out.response {
+            Action::Watched => 1,
+            Action::Skipped => 2,
+            Action::Liked => 3,
+            _ => 0,
+        };
+        assert_eq!(s.categorical[cat::LAST_ACTION], expected);
+    }
+
+    #[test]
+    fn episodes_end_at_session_end_or_the_step_budget() {
+        let c = Config::from_toml_str("[env]\nmax_steps = 5\n", &[]).unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let mut rng = stream(2, Stream::Responses);
+        for u in 0..20 {
+            env.reset(u);
+            let mut steps = 0;
+            loop {
+                let o = env.step(0, &mut rng);
+                steps += 1;
+                assert_eq!(o.terminal, o.response == Action::SessionEnd);
+                if o.terminal || o.truncated {
+                    assert!(o.terminal || steps == 5);
+                    break;
+                }
+            }
+            assert!(steps <= 5);
+        }
+    }
+}

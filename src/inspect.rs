@@ -1,0 +1,127 @@
+//! What `fypsim inspect` and `fypsim world` show: a user's profile, history and
+//! candidates, and the generated world as tables.
+
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::candidates::CandidateGenerator;
+use crate::config::Checked;
+use crate::env::Env;
+use crate::records::{self, frame};
+use crate::world::World;
+use crate::{Error, Result};
+
+#[derive(Debug, Serialize)]
+pub struct Profile {
+    pub id: u32,
+    pub age: u32,
+    pub gender: String,
+    pub region: String,
+    pub interests: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryRow {
+    pub video: u32,
+    pub category: String,
+    pub session: u32,
+    pub action: String,
+    pub score: f64,
+    pub timestamp: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SummedRow {
+    pub video: u32,
+    pub category: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CandidateRow {
+    pub video: u32,
+    pub category: String,
+    pub raw: f64,
+    pub final_score: f64,
+    pub views: u64,
+    pub interest_match: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserReport {
+    pub profile: Profile,
+    /// Every logged interaction, in time order.
+    pub history: Vec<HistoryRow>,
+    /// The user's row of the item-user matrix: summed scores per video.
+    pub summed: Vec<SummedRow>,
+    /// The top-k candidates ordered by final score.
+    pub candidates: Vec<CandidateRow>,
+}
+
+/// The profile, history and candidates of one user of the generated world.
+pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
+    let world = World::generate(config);
+    if user >= world.users.len() as u64 {
+        return Err(Error::UnknownUser { user, n_users: world.users.len() });
+    }
+    let env = Env::new(config, world);
+    let w = &config.world;
+    let cat = |c: u16| w.categories[c as usize].clone();
+    let u = &env.world.users[user as usize];
+    let profile = Profile {
+        id: u.id,
+        age: u.age,
+        gender: w.genders[u.gender as usize].clone(),
+        region: w.regions[u.region as usize].clone(),
+        interests: u.interests.iter().map(|&c| cat(c)).collect(),
+    };
+    let history = env
+        .world
+        .history
+        .iter()
+        .filter(|i| i.user as u64 == user)
+        .map(|i| HistoryRow {
+            video: i.video,
+            category: cat(env.world.videos[i.video as usize].category),
+            session: i.session,
+            action: i.action.name().into(),
+            score: i.score,
+            timestamp: i.timestamp,
+        })
+        .collect();
+    let summed = env
+        .matrix
+        .user_row(user as u32)
+        .iter()
+        .map(|(v, s)| SummedRow { video: v, category: cat(env.world.videos[v as usize].category), score: s })
+        .collect();
+    let mut generator = CandidateGenerator::new(env.world.videos.len());
+    let candidates = generator
+        .candidates(&env.matrix, u, &env.world.videos, &config.candidates)
+        .into_iter()
+        .map(|c| CandidateRow {
+            video: c.video,
+            category: cat(c.category),
+            raw: c.raw,
+            final_score: c.final_score,
+            views: c.views,
+            interest_match: c.interest_match,
+        })
+        .collect();
+    Ok(UserReport { profile, history, summed, candidates })
+}
+
+/// Writes users.csv, videos.csv and interactions.csv of the generated world into `dir`.
+pub fn write_world(config: &Checked, dir: &Path) -> Result<World> {
+    fs::create_dir_all(dir).map_err(Error::io("create folder", dir))?;
+    let world = World::generate(config);
+    let path = dir.join("users.csv");
+    records::write_csv(&mut frame(records::users_frame(&world, config), &path)?, &path)?;
+    let path = dir.join("videos.csv");
+    records::write_csv(&mut frame(records::videos_frame(&world, config), &path)?, &path)?;
+    let path = dir.join("interactions.csv");
+    records::write_csv(&mut frame(records::interactions_frame(&world), &path)?, &path)?;
+    Ok(world)
+}

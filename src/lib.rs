@@ -1,0 +1,24 @@
+//! fypsim: a reinforcement-learning recommendation simulator for short-video feeds.
+//!
+//! Data flows one way: a validated [`config::Checked`] config generates a
+//! [`world::World`] (users, videos, logged history); the history fills the sparse
+//! [`matrix::InteractionMatrix`]; [`candidates`] turns it into each user's candidates with
+//! business rescoring; a [`agent::Policy`] (the DQN or a baseline) picks what to show in
+//! the [`env::Env`]; the response model answers, and the matrix is updated online.
+//! [`run::run`] writes everything a run produces.
+
+pub mod agent;
+pub mod candidates;
+pub mod config;
+pub mod env;
+mod error;
+pub mod inspect;
+pub mod matrix;
+pub mod plot;
+pub mod records;
+pub mod rng;
+pub mod run;
+pub mod train;
+pub mod world;
+
+pub use error::{Error, Result};

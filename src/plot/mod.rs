@@ -1,0 +1,171 @@
+//! PNG plots drawn with plotters and a bundled font (DejaVu Sans), so they render on a
+//! headless machine without system fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::{Error, Result};
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The bundled file is a valid TrueType font; a failure here is a packaging bug.
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| ())
+            .expect("the bundled DejaVu Sans font loads");
+    });
+}
+
+/// One named horizontal reference line.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: String,
+    pub value: f64,
+}
+
+/// Trailing moving average over `window` points (shorter at the start).
+pub fn moving_average(xs: &[f64], window: usize) -> Vec<f64> {
+    let w = window.max(1);
+    let mut out = Vec::with_capacity(xs.len());
+    let mut sum = 0.0;
+    for i in 0..xs.len() {
+        sum += xs[i];
+        if i >= w {
+            sum -= xs[i - w];
+        }
+        out.push(sum / (i + 1).min(w) as f64);
+    }
+    out
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |message| Error::Plot { path: path.to_path_buf(), message }
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+/// A line chart of a per-episode series with its moving average and reference lines.
+pub fn series_plot(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series_name: &str,
+    values: &[Option<f64>],
+    window: usize,
+    references: &[Reference],
+) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let points: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.filter(|x| x.is_finite()).map(|x| (i as f64, x)))
+        .collect();
+    let ys: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let avg = moving_average(&ys, window);
+    let (y0, y1) = bounds(ys.iter().copied().chain(references.iter().map(|r| r.value)));
+    let x1 = (values.len().max(2) - 1) as f64;
+
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0.0..x1, y0..y1)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("episode")
+        .y_desc(y_label)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let light = RGBColor(31, 119, 180).mix(0.3);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), light.stroke_width(1)))
+        .map_err(|e| err(e.to_string()))?
+        .label(series_name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2)));
+    let dark = RGBColor(31, 119, 180);
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().zip(&avg).map(|(p, a)| (p.0, *a)),
+            dark.stroke_width(3),
+        ))
+        .map_err(|e| err(e.to_string()))?
+        .label(format!("{series_name}, moving average of {window}"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(3)));
+    for (k, r) in references.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let v = r.value;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, v), (x1, v)],
+                8,
+                5,
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label(format!("{} ({:.2})", r.name, v))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_average_is_trailing() {
+        let m = moving_average(&[1.0, 3.0, 5.0, 7.0], 2);
+        assert_eq!(m, vec![1.0, 2.0, 4.0, 6.0]);
+    }
+
+    #[test]
+    fn draws_a_png_with_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        let values: Vec<Option<f64>> = (0..50).map(|i| Some((i as f64).sin())).collect();
+        series_plot(&path, "t", "y", "s", &values, 5, &[Reference { name: "r".into(), value: 0.5 }])
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}

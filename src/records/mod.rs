@@ -1,0 +1,118 @@
+//! Typed rows -> polars DataFrames -> CSV and Parquet files.
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::config::Checked;
+use crate::train::{EpisodeRecord, StepRecord};
+use crate::world::World;
+use crate::{Error, Result};
+
+fn table_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(PolarsError) -> Error + 'a {
+    move |source| Error::Table { action, path: path.to_path_buf(), source }
+}
+
+/// The episodes table: episode, user, steps, return, mean_loss, epsilon and, when
+/// `wall_time` is on, wall_s.
+pub fn episodes_frame(rows: &[EpisodeRecord], wall_time: bool) -> PolarsResult<DataFrame> {
+    let mut df = df!(
+        "episode" => rows.iter().map(|r| r.episode).collect::<Vec<_>>(),
+        "user" => rows.iter().map(|r| r.user).collect::<Vec<_>>(),
+        "steps" => rows.iter().map(|r| r.steps).collect::<Vec<_>>(),
+        "return" => rows.iter().map(|r| r.episode_return).collect::<Vec<_>>(),
+        "mean_loss" => rows.iter().map(|r| r.mean_loss).collect::<Vec<_>>(),
+        "epsilon" => rows.iter().map(|r| r.epsilon).collect::<Vec<_>>(),
+    )?;
+    if wall_time {
+        df.with_column(Column::new("wall_s".into(), rows.iter().map(|r| r.wall_s).collect::<Vec<_>>()))?;
+    }
+    Ok(df)
+}
+
+/// The steps table: episode, t, user, video, slot, category, response, reward.
+pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFrame> {
+    let cats = &config.world.categories;
+    df!(
+        "episode" => rows.iter().map(|r| r.episode).collect::<Vec<_>>(),
+        "t" => rows.iter().map(|r| r.t).collect::<Vec<_>>(),
+        "user" => rows.iter().map(|r| r.user).collect::<Vec<_>>(),
+        "video" => rows.iter().map(|r| r.video).collect::<Vec<_>>(),
+        "slot" => rows.iter().map(|r| r.slot).collect::<Vec<_>>(),
+        "category" => rows.iter().map(|r| cats[r.category as usize].as_str()).collect::<Vec<_>>(),
+        "response" => rows.iter().map(|r| r.response.name()).collect::<Vec<_>>(),
+        "reward" => rows.iter().map(|r| r.reward).collect::<Vec<_>>(),
+    )
+}
+
+/// users.csv of `fypsim world`.
+pub fn users_frame(world: &World, config: &Checked) -> PolarsResult<DataFrame> {
+    let w = &config.world;
+    let u = &world.users;
+    df!(
+        "user" => u.iter().map(|x| x.id).collect::<Vec<_>>(),
+        "age" => u.iter().map(|x| x.age).collect::<Vec<_>>(),
+        "gender" => u.iter().map(|x| w.genders[x.gender as usize].as_str()).collect::<Vec<_>>(),
+        "region" => u.iter().map(|x| w.regions[x.region as usize].as_str()).collect::<Vec<_>>(),
+        "interest_1" => u.iter().map(|x| w.categories[x.interests[0] as usize].as_str()).collect::<Vec<_>>(),
+        "interest_2" => u.iter().map(|x| w.categories[x.interests[1] as usize].as_str()).collect::<Vec<_>>(),
+    )
+}
+
+/// videos.csv of `fypsim world` (views after the logged history).
+pub fn videos_frame(world: &World, config: &Checked) -> PolarsResult<DataFrame> {
+    let v = &world.videos;
+    df!(
+        "video" => v.iter().map(|x| x.id).collect::<Vec<_>>(),
+        "category" => v.iter().map(|x| config.world.categories[x.category as usize].as_str()).collect::<Vec<_>>(),
+        "creator" => v.iter().map(|x| x.creator).collect::<Vec<_>>(),
+        "duration_s" => v.iter().map(|x| x.duration_s).collect::<Vec<_>>(),
+        "views" => v.iter().map(|x| x.views).collect::<Vec<_>>(),
+    )
+}
+
+/// interactions.csv of `fypsim world`: the logged history.
+pub fn interactions_frame(world: &World) -> PolarsResult<DataFrame> {
+    let h = &world.history;
+    df!(
+        "user" => h.iter().map(|x| x.user).collect::<Vec<_>>(),
+        "video" => h.iter().map(|x| x.video).collect::<Vec<_>>(),
+        "session" => h.iter().map(|x| x.session).collect::<Vec<_>>(),
+        "action" => h.iter().map(|x| x.action.name()).collect::<Vec<_>>(),
+        "score" => h.iter().map(|x| x.score).collect::<Vec<_>>(),
+        "timestamp" => h.iter().map(|x| x.timestamp).collect::<Vec<_>>(),
+    )
+}
+
+/// Writes a frame as CSV with a header.
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(Error::io("create", path))?;
+    CsvWriter::new(file).include_header(true).finish(df).map_err(table_err("write", path))
+}
+
+/// Writes a frame as Parquet (zstd).
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(Error::io("create", path))?;
+    ParquetWriter::new(file).finish(df).map(|_| ()).map_err(table_err("write", path))
+}
+
+/// Reads a CSV file with a header.
+pub fn read_csv(path: &Path) -> Result<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(table_err("read", path))
+}
+
+/// Reads a Parquet file.
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = File::open(path).map_err(Error::io("open", path))?;
+    ParquetReader::new(file).finish().map_err(table_err("read", path))
+}
+
+/// Wraps a frame-building error with the file it was meant for.
+pub fn frame<T>(r: PolarsResult<T>, path: &Path) -> Result<T> {
+    r.map_err(table_err("build", path))
+}

@@ -1,0 +1,90 @@
+//! The logged history the world starts with (SPEC section 3).
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::Checked;
+
+use super::response::{draw_history_response, Action};
+use super::{Interaction, World};
+
+/// Appends every user's logged history to `world.history`, counting views and leaving each
+/// user's clock and next session id where the history ends.
+pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng) {
+    let h = &config.history;
+    let count =
+        Normal::new(h.interactions_mean, h.interactions_std).expect("validated: std >= 0");
+    let gap = Normal::new(h.session_gap_mean_s, h.session_gap_std_s).expect("validated: std >= 0");
+    let n_videos = world.videos.len();
+    let expected_rows = (h.interactions_mean.max(h.interactions_min as f64) * world.users.len() as f64) as usize;
+    world.history.reserve(expected_rows);
+
+    for ui in 0..world.users.len() {
+        let n = (count.sample(rng).round().max(0.0) as usize).max(h.interactions_min);
+        let mut session = 0u32;
+        let mut clock = 0.0f64;
+        for _ in 0..n {
+            let vi = rng.random_range(0..n_videos);
+            let user = &world.users[ui];
+            let p = world.response.draw_p(user, &world.videos[vi], rng);
+            let response = draw_history_response(p, rng);
+            if response.counts_view() {
+                world.videos[vi].views += 1;
+            }
+            let timestamp = clock;
+            clock += match response {
+                Action::Skipped => {
+                    rng.random_range(config.env.skip_time_min_s..config.env.skip_time_max_s)
+                }
+                _ => world.videos[vi].duration_s,
+            };
+            let p_stay = match response {
+                Action::Liked => p + h.like_boost,
+                Action::Skipped => p - h.skip_penalty,
+                _ => p,
+            };
+            let ends = p_stay < rng.random::<f64>();
+            let action = if ends { Action::Done } else { response };
+            world.history.push(Interaction {
+                user: ui as u32,
+                video: vi as u32,
+                session,
+                action,
+                score: action.score(&config.scores),
+                timestamp,
+            });
+            if ends {
+                session += 1;
+                clock += gap.sample(rng).max(0.0);
+            }
+        }
+        world.next_session[ui] = session + 1;
+        world.clock[ui] = clock;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::world::{Action, World};
+
+    #[test]
+    fn sessions_increment_and_time_moves_forward() {
+        let c = Config::default().check().unwrap();
+        let w = World::generate(&c);
+        for u in 0..w.users.len() as u32 {
+            let rows: Vec<_> = w.history.iter().filter(|i| i.user == u).collect();
+            assert!(rows.len() >= 5);
+            for pair in rows.windows(2) {
+                assert!(pair[1].timestamp > pair[0].timestamp);
+                let expected = pair[0].session + u32::from(pair[0].action == Action::Done);
+                assert_eq!(pair[1].session, expected);
+            }
+        }
+        // Scores follow the table.
+        for i in &w.history {
+            assert_eq!(i.score, i.action.score(&c.scores));
+            assert_ne!(i.action, Action::SessionEnd);
+        }
+    }
+}

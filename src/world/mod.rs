@@ -1,0 +1,171 @@
+//! The synthetic world (SPEC sections 1 and 3): users, videos and the logged history they
+//! start with. Everything is a pure function of the checked config and its seed.
+
+mod history;
+pub mod response;
+
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+use crate::config::Checked;
+use crate::rng::{stream, Stream};
+
+pub use history::generate_history;
+pub use response::{Action, ResponseModel};
+
+/// A user of the app. Categorical fields are indices into the config's name lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: u32,
+    pub age: u32,
+    pub gender: u16,
+    pub region: u16,
+    /// Two interest categories (distinct unless `world.distinct_interests` is false).
+    pub interests: [u16; 2],
+}
+
+impl User {
+    pub fn is_interested_in(&self, category: u16) -> bool {
+        self.interests.contains(&category)
+    }
+}
+
+/// A video of the catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Video {
+    pub id: u32,
+    pub category: u16,
+    pub creator: u32,
+    pub duration_s: f64,
+    pub views: u64,
+}
+
+/// One logged or simulated interaction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interaction {
+    pub user: u32,
+    pub video: u32,
+    pub session: u32,
+    pub action: Action,
+    pub score: f64,
+    /// Seconds since the user's first session began.
+    pub timestamp: f64,
+}
+
+/// Users, videos, the logged history and the response model of one run.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub users: Vec<User>,
+    pub videos: Vec<Video>,
+    pub history: Vec<Interaction>,
+    pub response: ResponseModel,
+    /// Each user's next session id (after their history).
+    pub next_session: Vec<u32>,
+    /// Each user's clock after their history.
+    pub clock: Vec<f64>,
+}
+
+impl World {
+    /// Generates the world of a config from its seed.
+    pub fn generate(config: &Checked) -> World {
+        let mut rng = stream(config.seed, Stream::World);
+        let videos = generate_videos(config, &mut rng);
+        let users = generate_users(config, &mut rng);
+        let response = ResponseModel::new(config);
+        let mut world = World {
+            next_session: vec![0; users.len()],
+            clock: vec![0.0; users.len()],
+            users,
+            videos,
+            history: Vec::new(),
+            response,
+        };
+        let mut hrng = stream(config.seed, Stream::History);
+        generate_history(config, &mut world, &mut hrng);
+        world
+    }
+}
+
+fn generate_videos(config: &Checked, rng: &mut impl Rng) -> Vec<Video> {
+    let w = &config.world;
+    let views = Normal::new(w.initial_views_mean, w.initial_views_std)
+        .expect("validated: std >= 0 and finite");
+    (0..w.n_videos)
+        .map(|id| Video {
+            id: id as u32,
+            category: rng.random_range(0..w.categories.len()) as u16,
+            creator: rng.random_range(0..w.n_creators) as u32,
+            duration_s: w.video_duration_s,
+            views: views.sample(rng).round().max(0.0) as u64,
+        })
+        .collect()
+}
+
+fn generate_users(config: &Checked, rng: &mut impl Rng) -> Vec<User> {
+    let w = &config.world;
+    let categories: Vec<u16> = (0..w.categories.len() as u16).collect();
+    (0..w.n_users)
+        .map(|id| {
+            let age = rng.random_range(w.age_min..w.age_max);
+            let gender = rng.random_range(0..w.genders.len()) as u16;
+            let region = rng.random_range(0..w.regions.len()) as u16;
+            let interests = if w.distinct_interests {
+                let pick: Vec<u16> = categories.choose_multiple(rng, 2).copied().collect();
+                [pick[0], pick[1]]
+            } else {
+                [
+                    rng.random_range(0..w.categories.len()) as u16,
+                    rng.random_range(0..w.categories.len()) as u16,
+                ]
+            };
+            User { id: id as u32, age, gender, region, interests }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn world_follows_the_preset() {
+        let c = Config::default().check().unwrap();
+        let w = World::generate(&c);
+        assert_eq!(w.users.len(), 200);
+        assert_eq!(w.videos.len(), 3000);
+        assert!(w.users.iter().all(|u| (18..30).contains(&u.age)));
+        assert!(w.users.iter().all(|u| u.interests[0] != u.interests[1]));
+        assert!(w.videos.iter().all(|v| v.category < 8 && v.creator < 20 && v.duration_s == 6.0));
+        let mean_views =
+            w.videos.iter().map(|v| v.views as f64).sum::<f64>() / w.videos.len() as f64;
+        // Initial views ~ Normal(50, 10), plus the history's views: about 2 per video.
+        assert!((50.0..56.0).contains(&mean_views), "{mean_views}");
+        // SPEC: about 6,100 history rows.
+        assert!((5_500..6_700).contains(&w.history.len()), "{}", w.history.len());
+    }
+
+    #[test]
+    fn same_seed_same_world_other_seed_other_world() {
+        let c = Config::default().check().unwrap();
+        let a = World::generate(&c);
+        let b = World::generate(&c);
+        assert_eq!(a.users, b.users);
+        assert_eq!(a.videos, b.videos);
+        assert_eq!(a.history, b.history);
+        let d = World::generate(&c.with_seed(43));
+        assert_ne!(a.users, d.users);
+    }
+
+    #[test]
+    fn prototype_interest_draws_may_repeat() {
+        let c = Config::from_toml_str("[world]\ndistinct_interests = false\nn_users = 2000\n", &[])
+            .unwrap();
+        let w = World::generate(&c);
+        let repeats = w.users.iter().filter(|u| u.interests[0] == u.interests[1]).count();
+        // With 8 categories 1/8 of users repeat: 250 expected, sd ~15.
+        assert!((170..330).contains(&repeats), "{repeats}");
+    }
+}
