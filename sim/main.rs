@@ -154,6 +154,7 @@ impl RunObserver for Progress {
 
 fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
     let checked = config.load()?;
+    fypsim::run::preflight(&checked)?;
     let dir = prepare_run_dir(&checked, out)?;
     if !quiet {
         eprintln!(

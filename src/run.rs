@@ -93,6 +93,15 @@ pub fn provenance() -> Provenance {
     Provenance { crate_version: env!("CARGO_PKG_VERSION").to_string(), git_revision: revision }
 }
 
+/// Checks what validation cannot: that the machine can run this config (a CUDA device
+/// when one is asked for). Called before anything is written.
+pub fn preflight(config: &Checked) -> Result<()> {
+    if config.policy == crate::config::PolicyKind::Dqn {
+        crate::agent::dqn::resolve_device(config.dqn.device)?;
+    }
+    Ok(())
+}
+
 /// Creates the run's folder: `out` if given (it may exist but must hold no finished run),
 /// else the next free `<results_dir>/<name>/seed<seed>-<NNN>`.
 pub fn prepare_run_dir(config: &Checked, out: Option<&Path>) -> Result<PathBuf> {

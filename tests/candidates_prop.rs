@@ -1,0 +1,106 @@
+//! The fast candidate path against the obvious dense computation, on random small worlds,
+//! before and after online updates; and the online matrix against a rebuild.
+
+use fypsim::candidates::{dense_raw_scores, rescore, CandidateGenerator};
+use fypsim::config::CandidateConfig;
+use fypsim::matrix::InteractionMatrix;
+use fypsim::world::{User, Video};
+use proptest::prelude::*;
+
+const SCORES: [f64; 4] = [1.0, 2.0, -2.0, -0.5];
+
+fn world() -> impl Strategy<Value = (usize, usize, Vec<(u32, u32, f64)>, Vec<(u32, u32, f64)>)> {
+    (2usize..25, 1usize..10).prop_flat_map(|(n_items, n_users)| {
+        let triplet = (0..n_items as u32, 0..n_users as u32, prop::sample::select(SCORES.to_vec()));
+        (
+            Just(n_items),
+            Just(n_users),
+            prop::collection::vec(triplet.clone(), 0..60),
+            prop::collection::vec(triplet, 0..30),
+        )
+    })
+}
+
+/// Checks that `fast` is a valid top-k of the dense scores: same values (within rounding)
+/// and nothing left out scores better than anything taken (ties by id, up to rounding).
+fn check_top(m: &InteractionMatrix, user: u32, k: usize, g: &mut CandidateGenerator) -> Result<(), TestCaseError> {
+    let dense = dense_raw_scores(m, user);
+    let fast = g.top_raw(m, user, k);
+    let eligible = dense.iter().filter(|d| d.is_some()).count();
+    prop_assert_eq!(fast.len(), k.min(eligible));
+    let eps = 1e-9;
+    let mut chosen = vec![false; dense.len()];
+    for &(j, s) in &fast {
+        let d = dense[j as usize];
+        prop_assert!(d.is_some(), "video {} is in the history", j);
+        prop_assert!((d.unwrap() - s).abs() < eps, "video {}: fast {} dense {:?}", j, s, d);
+        prop_assert!(!chosen[j as usize], "video {} twice", j);
+        chosen[j as usize] = true;
+    }
+    // Ordered by score descending, ties by id.
+    for w in fast.windows(2) {
+        prop_assert!(w[0].1 > w[1].1 - eps, "not descending: {:?}", fast);
+        if (w[0].1 - w[1].1).abs() < eps && w[0].1 == w[1].1 {
+            prop_assert!(w[0].0 < w[1].0, "ties not by id: {:?}", fast);
+        }
+    }
+    if let Some(&(_, worst)) = fast.last() {
+        for (j, d) in dense.iter().enumerate() {
+            if let (Some(d), false) = (d, chosen[j]) {
+                prop_assert!(*d <= worst + eps, "video {} scores {} above the worst chosen {}", j, d, worst);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn candidates_match_dense_brute_force((n_items, n_users, initial, updates) in world(), k in 1usize..8) {
+        let mut m = InteractionMatrix::from_triplets(n_items, n_users, initial.clone());
+        let mut g = CandidateGenerator::new(n_items);
+        for u in 0..n_users as u32 {
+            check_top(&m, u, k, &mut g)?;
+        }
+        // Online updates, checking after each one for the user it touched and another.
+        let mut all = initial;
+        for &(i, u, s) in &updates {
+            m.add(i, u, s);
+            all.push((i, u, s));
+            check_top(&m, u, k, &mut g)?;
+            check_top(&m, (u + 1) % n_users as u32, k, &mut g)?;
+        }
+        let rebuilt = InteractionMatrix::from_triplets(n_items, n_users, all);
+        let (online, fresh) = (m.to_csr(), rebuilt.to_csr());
+        prop_assert_eq!(online.indptr().to_owned().raw_storage().to_vec(), fresh.indptr().to_owned().raw_storage().to_vec());
+        prop_assert_eq!(online.indices(), fresh.indices());
+        for (a, b) in online.data().iter().zip(fresh.data()) {
+            prop_assert!((a - b).abs() < 1e-9);
+        }
+        prop_assert!(m.norm_drift() < 1e-9);
+    }
+
+    #[test]
+    fn rescoring_matches_the_formula(raws in prop::collection::vec(-3.0f64..3.0, 1..10), views in prop::collection::vec(0u64..500, 10)) {
+        let videos: Vec<Video> = (0..10u32)
+            .map(|id| Video { id, category: (id % 4) as u16, creator: 0, duration_s: 6.0, views: views[id as usize] })
+            .collect();
+        let user = User { id: 0, age: 20, gender: 0, region: 0, interests: [1, 2] };
+        let c = CandidateConfig::default();
+        let top: Vec<(u32, f64)> = raws.iter().enumerate().map(|(j, &r)| (j as u32, r)).collect();
+        let out = rescore(&top, &user, &videos, &c);
+        prop_assert_eq!(out.len(), raws.len());
+        for cand in &out {
+            let v = &videos[cand.video as usize];
+            let interest = if v.category == 1 || v.category == 2 { 1.0 } else { 0.0 };
+            let expect = 0.5 * raws[cand.video as usize] + 0.1 * (0.1 * v.views as f64) + 0.3 * interest;
+            prop_assert!((cand.final_score - expect).abs() < 1e-12);
+        }
+        for w in out.windows(2) {
+            prop_assert!(w[0].final_score > w[1].final_score
+                || (w[0].final_score == w[1].final_score && w[0].video < w[1].video));
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The CLI end to end: a smoke run that checks every file it writes, reproducibility,
+//! inspect and world, and bad input.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use fypsim::records::{read_csv, read_parquet};
+
+fn fypsim() -> Command {
+    let mut c = Command::cargo_bin("fypsim").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn smoke_run(out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    let mut c = fypsim();
+    c.args(["run", "configs/smoke.toml", "--quiet", "--out"]).arg(out);
+    for e in extra {
+        c.args(["--set", e]);
+    }
+    c.assert()
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1000, 600));
+    // A blank image compresses to almost nothing; a drawn chart with text does not.
+    assert!(bytes.len() > 20_000, "{} looks empty ({} bytes)", path.display(), bytes.len());
+}
+
+fn columns(df: &polars::prelude::DataFrame) -> Vec<String> {
+    df.get_column_names().iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn smoke_run_writes_every_documented_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let assert = smoke_run(&out, &[]).success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(stdout.contains(&format!("results: {}", out.display())), "{stdout}");
+
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("[provenance]") && config.contains("git_revision"), "{config}");
+    assert!(config.contains("seed = 7"));
+    // The resolved config is itself a valid config.
+    fypsim::config::Config::load(&out.join("config.toml"), &[]).unwrap();
+
+    let episodes = read_csv(&out.join("episodes.csv")).unwrap();
+    assert_eq!(
+        columns(&episodes),
+        ["episode", "user", "steps", "return", "mean_loss", "epsilon", "wall_s"]
+    );
+    assert_eq!(episodes.height(), 30);
+    let pq = read_parquet(&out.join("episodes.parquet")).unwrap();
+    assert_eq!(columns(&pq), columns(&episodes));
+    assert_eq!(pq.height(), 30);
+
+    let steps = read_parquet(&out.join("steps.parquet")).unwrap();
+    assert_eq!(
+        columns(&steps),
+        ["episode", "t", "user", "video", "slot", "category", "response", "reward"]
+    );
+    let total: u64 = episodes.column("steps").unwrap().cast(&polars::prelude::DataType::UInt64).unwrap()
+        .u64().unwrap().into_no_null_iter().sum();
+    assert_eq!(steps.height() as u64, total, "one steps row per step");
+
+    assert_png(&out.join("rewards.png"));
+    assert_png(&out.join("loss.png"));
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in ["policy", "seed", "episodes", "mean_return_last_100", "baselines", "steps_per_second"] {
+        assert!(summary.get(key).is_some(), "summary.json lacks {key}: {summary}");
+    }
+    assert_eq!(summary["policy"], "dqn");
+    assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["episodes"], 30);
+    for b in ["random", "greedy", "most_viewed", "oracle"] {
+        assert!(summary["baselines"][b].is_number(), "baseline {b}: {summary}");
+    }
+    assert!(summary["steps_per_second"].as_f64().unwrap() > 0.0);
+
+    let baselines = read_csv(&out.join("baselines.csv")).unwrap();
+    assert_eq!(columns(&baselines), ["policy", "episodes", "mean_return", "ci95", "mean_steps"]);
+    assert_eq!(baselines.height(), 5);
+}
+
+#[test]
+fn same_seed_gives_byte_identical_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    smoke_run(&a, &["output.wall_time=false"]).success();
+    smoke_run(&b, &["output.wall_time=false"]).success();
+    let ea = std::fs::read(a.join("episodes.csv")).unwrap();
+    let eb = std::fs::read(b.join("episodes.csv")).unwrap();
+    assert_eq!(ea, eb, "episodes.csv differs between two runs of one seed");
+    assert_eq!(
+        std::fs::read(a.join("baselines.csv")).unwrap(),
+        std::fs::read(b.join("baselines.csv")).unwrap()
+    );
+    let sa = read_parquet(&a.join("steps.parquet")).unwrap();
+    let sb = read_parquet(&b.join("steps.parquet")).unwrap();
+    assert!(sa.equals(&sb));
+
+    // Another seed gives another run.
+    let c = dir.path().join("c");
+    smoke_run(&c, &["output.wall_time=false", "seed=8"]).success();
+    assert_ne!(ea, std::fs::read(c.join("episodes.csv")).unwrap());
+}
+
+#[test]
+fn wall_time_only_adds_a_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    smoke_run(&a, &["output.wall_time=false", "output.steps=false"]).success();
+    smoke_run(&b, &["output.steps=false"]).success();
+    assert!(!b.join("steps.parquet").exists() && !a.join("steps.parquet").exists());
+    let ea = read_csv(&a.join("episodes.csv")).unwrap();
+    let eb = read_csv(&b.join("episodes.csv")).unwrap().drop("wall_s").unwrap();
+    assert!(ea.equals_missing(&eb));
+}
+
+#[test]
+fn default_results_folder_is_numbered_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("res");
+    for _ in 0..2 {
+        let mut c = fypsim();
+        c.args(["run", "configs/smoke.toml", "--quiet", "--set", "train.episodes=2", "--set"])
+            .arg(format!("output.results_dir=\"{}\"", results.display()));
+        c.assert().success();
+    }
+    assert!(results.join("smoke/seed7-001/summary.json").exists());
+    assert!(results.join("smoke/seed7-002/summary.json").exists());
+}
+
+#[test]
+fn inspect_prints_profile_history_and_candidates() {
+    let out = fypsim()
+        .args(["inspect", "configs/smoke.toml", "--user", "3"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["profile"]["id"], 3);
+    assert!(v["history"].as_array().unwrap().len() >= 5);
+    let cands = v["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 10);
+    for c in cands {
+        for key in ["video", "category", "raw", "final_score"] {
+            assert!(c.get(key).is_some(), "{c}");
+        }
+    }
+    let seen: Vec<u64> = v["summed"].as_array().unwrap().iter().map(|s| s["video"].as_u64().unwrap()).collect();
+    assert!(cands.iter().all(|c| !seen.contains(&c["video"].as_u64().unwrap())));
+    let finals: Vec<f64> = cands.iter().map(|c| c["final_score"].as_f64().unwrap()).collect();
+    assert!(finals.windows(2).all(|w| w[0] >= w[1]));
+
+    fypsim()
+        .args(["inspect", "configs/smoke.toml", "--user", "4000"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("user 4000 does not exist: the world has users 0..40"));
+}
+
+#[test]
+fn world_writes_three_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    fypsim().args(["world", "configs/smoke.toml", "--out"]).arg(dir.path()).assert().success();
+    let users = read_csv(&dir.path().join("users.csv")).unwrap();
+    assert_eq!(columns(&users), ["user", "age", "gender", "region", "interest_1", "interest_2"]);
+    assert_eq!(users.height(), 40);
+    let videos = read_csv(&dir.path().join("videos.csv")).unwrap();
+    assert_eq!(columns(&videos), ["video", "category", "creator", "duration_s", "views"]);
+    assert_eq!(videos.height(), 300);
+    let inter = read_csv(&dir.path().join("interactions.csv")).unwrap();
+    assert_eq!(columns(&inter), ["user", "video", "session", "action", "score", "timestamp"]);
+    assert!(inter.height() >= 40 * 5);
+}
+
+fn bad_config(text: Option<&str>, overrides: &[&str], expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    if let Some(t) = text {
+        std::fs::write(&path, t).unwrap();
+    }
+    let mut c = fypsim();
+    c.args(["run", "--quiet", "--out"]).arg(dir.path().join("out")).arg(&path);
+    for o in overrides {
+        c.args(["--set", o]);
+    }
+    let out = c.assert().failure().code(1).get_output().clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for e in expect {
+        assert!(stderr.contains(e), "expected `{e}` in: {stderr}");
+    }
+    assert!(!dir.path().join("out").exists(), "nothing is written for a bad config");
+}
+
+#[test]
+fn bad_configs_fail_with_documented_errors() {
+    bad_config(Some("[dqn]\nlearnin_rate = 0.1\n"), &[], &["unknown field `learnin_rate`", "bad.toml"]);
+    bad_config(Some("[dqn]\nlr = -0.5\n"), &[], &["invalid value for `dqn.lr`: -0.5", "allowed: a finite number > 0"]);
+    bad_config(Some("[dqn\nlr = 1\n"), &[], &["malformed config"]);
+    bad_config(None, &[], &["cannot read config file", "bad.toml"]);
+    bad_config(Some(""), &["dqn.gamma=2"], &["`dqn.gamma`", "[0, 1]"]);
+    bad_config(Some(""), &["nosuch.key=1"], &["unknown field `nosuch`"]);
+    bad_config(Some("policy = \"psychic\"\n"), &[], &["unknown variant `psychic`"]);
+    if !tch::Cuda::is_available() {
+        bad_config(Some("[dqn]\ndevice = \"cuda\"\n"), &[], &["`dqn.device` is \"cuda\" but libtorch finds no CUDA device"]);
+    }
+}

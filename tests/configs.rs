@@ -1,0 +1,42 @@
+//! Every shipped config parses and validates.
+
+use std::path::{Path, PathBuf};
+
+use fypsim::config::Config;
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            toml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files = Vec::new();
+    toml_files(&root, &mut files);
+    assert!(files.len() >= 2, "configs/ should hold default.toml and smoke.toml");
+    for f in &files {
+        // Sweep files are checked by the sweep tests; experiment configs here.
+        if f.components().any(|c| c.as_os_str() == "sweeps") {
+            continue;
+        }
+        if let Err(e) = Config::load(f, &[]) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn default_toml_is_the_instatok_preset() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
+    let shipped = Config::load(&root, &[]).unwrap();
+    let mut builtin = Config::default();
+    builtin.name = shipped.name.clone();
+    assert_eq!(shipped.inner(), &builtin, "configs/default.toml and Config::default() disagree");
+}
