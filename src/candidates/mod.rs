@@ -1,10 +1,14 @@
 //! Candidate generation and business rescoring (SPEC section 5).
 //!
 //! raw(j) = sum over h in H of cos(h, j) * s_h for every video j outside the user's history
-//! H. Only videos that share a user with some h can have a non-zero cosine, so the sum is
-//! taken over a two-hop walk (h -> its users -> their videos) with dense scratch arrays
-//! that are reset through touched lists: the cost of a request follows the user's
-//! neighbourhood, not the catalogue, and the matrix is always current.
+//! H. Written out, cos(h, j) = sum_v r_hv r_jv / (|h| |j|), so
+//!
+//!   raw(j) = (1 / |j|) * sum_v r_jv * w_v,   with   w_v = sum_{h in H} (s_h / |h|) r_hv.
+//!
+//! One pass over the history's users builds the user weights w, one pass over those
+//! users' rows accumulates raw: the cost follows the user's neighbourhood, not the
+//! catalogue, and since it reads the live matrix, an interaction shows in the very next
+//! request. Dense scratch arrays are reset through touched lists.
 
 use serde::Serialize;
 
@@ -33,41 +37,42 @@ fn by_score_then_id(a: (f64, u32), b: (f64, u32)) -> std::cmp::Ordering {
 /// Reusable scratch space for candidate generation.
 #[derive(Debug, Clone)]
 pub struct CandidateGenerator {
-    dot: Vec<f64>,
-    dot_stamp: Vec<u32>,
-    dot_touched: Vec<u32>,
+    weight: Vec<f64>,
+    weight_stamp: Vec<u32>,
+    weight_touched: Vec<u32>,
     raw: Vec<f64>,
     raw_stamp: Vec<u32>,
     raw_touched: Vec<u32>,
     in_history: Vec<u32>,
     stamp: u32,
-    dot_epoch: u32,
 }
 
 impl CandidateGenerator {
     pub fn new(n_items: usize) -> CandidateGenerator {
         CandidateGenerator {
-            dot: vec![0.0; n_items],
-            dot_stamp: vec![0; n_items],
-            dot_touched: Vec::new(),
+            weight: Vec::new(),
+            weight_stamp: Vec::new(),
+            weight_touched: Vec::new(),
             raw: vec![0.0; n_items],
             raw_stamp: vec![0; n_items],
             raw_touched: Vec::new(),
             in_history: vec![0; n_items],
             stamp: 0,
-            dot_epoch: 0,
         }
     }
 
-    /// Starts a request: a fresh stamp for the history and raw marks. Resets every mark
-    /// before the counters could wrap, never in the middle of a request.
-    fn begin(&mut self, history_len: usize) -> u32 {
-        if self.stamp >= u32::MAX - 1 || self.dot_epoch >= u32::MAX - history_len as u32 - 1 {
-            self.dot_stamp.fill(0);
+    /// Starts a request: a fresh stamp for every mark; all marks are reset once before
+    /// the counter could wrap.
+    fn begin(&mut self, n_users: usize) -> u32 {
+        if self.weight.len() < n_users {
+            self.weight.resize(n_users, 0.0);
+            self.weight_stamp.resize(n_users, 0);
+        }
+        if self.stamp == u32::MAX {
+            self.weight_stamp.fill(0);
             self.raw_stamp.fill(0);
             self.in_history.fill(0);
             self.stamp = 0;
-            self.dot_epoch = 0;
         }
         self.stamp += 1;
         self.stamp
@@ -77,39 +82,36 @@ impl CandidateGenerator {
     /// (video, raw) pairs in that order. Videos that share no user with the history score
     /// 0 and fill in, by id, when fewer than `count` videos score above 0.
     pub fn top_raw(&mut self, m: &InteractionMatrix, user: u32, count: usize) -> Vec<(u32, f64)> {
+        let stamp = self.begin(m.n_users());
         let history = m.user_row(user);
-        let stamp = self.begin(history.len());
         for &h in &history.idx {
             self.in_history[h as usize] = stamp;
         }
-        self.raw_touched.clear();
+        // w_v = sum over the history of (s_h / |h|) r_hv.
+        self.weight_touched.clear();
         for (h, s_h) in history.iter() {
             let n_h = m.item_norm(h);
             if n_h == 0.0 {
                 continue;
             }
-            // dot(h, j) for every j sharing a user with h, under a fresh mark per h.
-            self.dot_epoch += 1;
-            let dstamp = self.dot_epoch;
-            self.dot_touched.clear();
+            let f = s_h / n_h;
             for (v, r_hv) in m.item_row(h).iter() {
-                for (j, r_jv) in m.user_row(v).iter() {
-                    let ju = j as usize;
-                    if self.dot_stamp[ju] != dstamp {
-                        self.dot_stamp[ju] = dstamp;
-                        self.dot[ju] = 0.0;
-                        self.dot_touched.push(j);
-                    }
-                    self.dot[ju] += r_hv * r_jv;
+                let vu = v as usize;
+                if self.weight_stamp[vu] != stamp {
+                    self.weight_stamp[vu] = stamp;
+                    self.weight[vu] = 0.0;
+                    self.weight_touched.push(v);
                 }
+                self.weight[vu] += f * r_hv;
             }
-            for &j in &self.dot_touched {
+        }
+        // raw(j) |j| = sum_v r_jv w_v over videos outside the history.
+        self.raw_touched.clear();
+        for &v in &self.weight_touched {
+            let w_v = self.weight[v as usize];
+            for (j, r_jv) in m.user_row(v).iter() {
                 let ju = j as usize;
                 if self.in_history[ju] == stamp {
-                    continue;
-                }
-                let n_j = m.item_norm(j);
-                if n_j == 0.0 {
                     continue;
                 }
                 if self.raw_stamp[ju] != stamp {
@@ -117,8 +119,13 @@ impl CandidateGenerator {
                     self.raw[ju] = 0.0;
                     self.raw_touched.push(j);
                 }
-                self.raw[ju] += self.dot[ju] / (n_h * n_j) * s_h;
+                self.raw[ju] += w_v * r_jv;
             }
+        }
+        for &j in &self.raw_touched {
+            let n_j = m.item_norm(j);
+            let r = &mut self.raw[j as usize];
+            *r = if n_j == 0.0 { 0.0 } else { *r / n_j };
         }
         let mut scored: Vec<(f64, u32)> =
             self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).collect();
