@@ -29,6 +29,14 @@ pub struct Candidate {
     pub interest_match: bool,
 }
 
+/// Rounds a raw score to a multiple of 2^-40 (about 1e-12). Scores that are equal in exact
+/// arithmetic but were summed in different orders then compare equal, so ties really
+/// break by video id, whatever order a code path adds in.
+pub fn quantize(x: f64) -> f64 {
+    const SCALE: f64 = (1u64 << 40) as f64;
+    (x * SCALE).round() / SCALE
+}
+
 /// Ordering by score descending, then video id ascending, so ties are reproducible.
 fn by_score_then_id(a: (f64, u32), b: (f64, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
@@ -125,7 +133,7 @@ impl CandidateGenerator {
         for &j in &self.raw_touched {
             let n_j = m.item_norm(j);
             let r = &mut self.raw[j as usize];
-            *r = if n_j == 0.0 { 0.0 } else { *r / n_j };
+            *r = if n_j == 0.0 { 0.0 } else { quantize(*r / n_j) };
         }
         let mut scored: Vec<(f64, u32)> =
             self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).collect();
@@ -243,7 +251,7 @@ pub fn dense_raw_scores(m: &InteractionMatrix, user: u32) -> Vec<Option<f64>> {
             if history.iter().any(|&(h, _)| h == j) {
                 None
             } else {
-                Some(history.iter().map(|&(h, s)| cos(h, j) * s).sum())
+                Some(quantize(history.iter().map(|&(h, s)| cos(h, j) * s).sum()))
             }
         })
         .collect()
