@@ -218,3 +218,21 @@ fn bad_configs_fail_with_documented_errors() {
         bad_config(Some("[dqn]\ndevice = \"cuda\"\n"), &[], &["`dqn.device` is \"cuda\" but libtorch finds no CUDA device"]);
     }
 }
+
+#[test]
+fn unwritable_output_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = fypsim()
+        .args(["run", "configs/smoke.toml", "--quiet", "--out"])
+        .arg(file.join("run"))
+        .assert()
+        .failure()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot create folder") && stderr.contains("a-file/run"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}

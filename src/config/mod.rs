@@ -527,7 +527,7 @@ impl Config {
     /// Parses a TOML document, applies `key=value` overrides and validates.
     pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Checked, ConfigError> {
         let config: Config = if overrides.is_empty() {
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_string()))?
         } else {
             let file: toml::Table =
                 text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
@@ -540,7 +540,10 @@ impl Config {
                 apply_override(&mut table, o)?;
             }
             Config::deserialize(toml::Value::Table(table))
-                .map_err(|e| ConfigError::Parse(format!("after --set overrides: {e}")))?
+                .map_err(|e| {
+                    let msg = e.to_string().trim_end().replace('\n', " ");
+                    ConfigError::Parse(format!("after --set overrides: {msg}"))
+                })?
         };
         config.check()
     }

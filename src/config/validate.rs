@@ -12,12 +12,9 @@ use super::{Config, DecayShape, PolicyKind};
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{path}: {source}")]
-    InFile {
-        path: String,
-        #[source]
-        source: Box<ConfigError>,
-    },
+    /// An error of the file at `path` (not a `source`, so the message shows once).
+    #[error("{path}: {inner}")]
+    InFile { path: String, inner: Box<ConfigError> },
     #[error("malformed config: {0}")]
     Parse(String),
     #[error("bad override `{assignment}`: {reason}")]
@@ -30,7 +27,7 @@ impl ConfigError {
     pub(super) fn in_file(self, path: &Path) -> ConfigError {
         match self {
             e @ ConfigError::Read { .. } => e,
-            e => ConfigError::InFile { path: path.display().to_string(), source: Box::new(e) },
+            e => ConfigError::InFile { path: path.display().to_string(), inner: Box::new(e) },
         }
     }
 }
