@@ -67,6 +67,31 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run every configuration x seed of a sweep file, in parallel, resuming where it stopped.
+    Sweep {
+        /// The sweep file (TOML: base, seeds, [grid], [set]).
+        sweep: PathBuf,
+        /// Output folder (default: results/sweeps/<sweep name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Runs at once (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only the I-th of N disjoint parts, e.g. --shard 2/4 (for a job array).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Only list the runs (and whether each is complete).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Aggregate every run below DIR into report.md, report.csv, curves.png, policies.png.
+    Report {
+        /// A folder holding runs (a sweep's output, or results/).
+        dir: PathBuf,
+        /// Compare two configurations (labels as in report.md) as an A/B test.
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        ab: Option<Vec<String>>,
+    },
     /// Validate config files and print the resolved config of each.
     Check {
         /// Config files to validate.
@@ -166,7 +191,7 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
         );
     }
     let mut progress = Progress::new(quiet, checked.train.moving_average);
-    let summary = run(&checked, &dir, &mut progress)
+    let summary = run(&checked, &dir, &checked.name, &mut progress)
         .with_context(|| format!("run failed; files written so far are in {}", dir.display()))?;
     println!("{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
         summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second);
@@ -174,6 +199,9 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
     println!("evaluation ({} episodes each, exploration off, same users and random numbers):", checked.train.eval_episodes);
     for e in &summary.evaluation {
         println!("  {:<14} {:>8.3} ± {:.3}", e.policy.name(), e.mean_return, e.ci95);
+    }
+    if let Some(f) = summary.oracle_fraction {
+        println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }
     println!("results: {}", dir.display());
     Ok(())
@@ -219,13 +247,109 @@ fn cmd_check(configs: &[PathBuf], print: bool) -> Result<()> {
     Ok(())
 }
 
+fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option<&str>, dry_run: bool) -> Result<()> {
+    use fypsim::sweep::{execute, is_complete, parse_shard, plan, shard as take_shard, RunStatus};
+    let sweep = plan(path, out)?;
+    let total = sweep.runs.len();
+    let runs = match shard {
+        Some(s) => {
+            let (i, n) = parse_shard(s)?;
+            take_shard(sweep.runs, i, n)
+        }
+        None => sweep.runs,
+    };
+    let out_dir = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results/sweeps").join(&sweep.name));
+    let pending = runs.iter().filter(|r| !is_complete(r)).count();
+    eprintln!(
+        "fypsim: sweep `{}`: {} runs validated{}; {} to run, {} already complete",
+        sweep.name,
+        total,
+        shard.map_or(String::new(), |s| format!(", shard {s} has {}", runs.len())),
+        pending,
+        runs.len() - pending
+    );
+    if dry_run {
+        for r in &runs {
+            println!("{}\t{}\t{}", if is_complete(r) { "complete" } else { "pending" }, r.dir.display(), r.overrides.join(" "));
+        }
+        return Ok(());
+    }
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = ProgressBar::new(runs.len() as u64);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg} [{elapsed_precise}, eta {eta}]")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let outcome = execute(&runs, jobs, &|r, status| {
+        let what = match status {
+            RunStatus::Done => "done",
+            RunStatus::Skipped => "complete already",
+            RunStatus::Failed(_) => "FAILED",
+        };
+        bar.set_message(format!("| last: {} seed {} {what}", r.label, r.seed));
+        bar.inc(1);
+        if !std::io::stderr().is_terminal() {
+            eprintln!("fypsim: [{}/{}] {} seed {}: {what}", bar.position(), runs.len(), r.label, r.seed);
+        }
+    });
+    bar.finish_and_clear();
+    println!("{} runs done, {} skipped (complete), {} failed", outcome.done, outcome.skipped, outcome.failed.len());
+    for (run, err) in &outcome.failed {
+        println!("  failed: {run}: {err}");
+    }
+    println!("results: {}", out_dir.display());
+    println!("next: fypsim report {}", out_dir.display());
+    anyhow::ensure!(outcome.failed.is_empty(), "{} runs failed (each folder has error.txt); running the same command retries them", outcome.failed.len());
+    Ok(())
+}
+
+fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
+    if let Some([a, b]) = ab {
+        let o = fypsim::report::ab(dir, a, b)?;
+        println!("A = {}: {:.3} ± {:.3}", o.a, o.mean_a, o.ci95_a);
+        println!("B = {}: {:.3} ± {:.3}", o.b, o.mean_b, o.ci95_b);
+        println!("B - A over {} paired episodes: {:.3} ± {:.3}", o.pairs, o.diff, o.diff_ci95);
+        for f in &o.files {
+            println!("wrote {}", f.display());
+        }
+        return Ok(());
+    }
+    let o = fypsim::report::report(dir)?;
+    println!("{} runs in {} configurations", o.runs, o.rows.len());
+    for r in &o.rows {
+        println!(
+            "  {:<50} {} seeds  return {:.3} ± {:.3}  oracle_fraction {:.3}",
+            r.label, r.seeds, r.mean_return, r.ci95, r.oracle_fraction
+        );
+    }
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader goes away (`fypsim ... | head`):
+    // end quietly instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run { config, out, quiet } => cmd_run(config, out.as_deref(), *quiet),
         Command::Inspect { config, user } => cmd_inspect(config, *user),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),
+        Command::Sweep { sweep, out, jobs, shard, dry_run } => {
+            cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
+        }
+        Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

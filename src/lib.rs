@@ -16,8 +16,10 @@ pub mod inspect;
 pub mod matrix;
 pub mod plot;
 pub mod records;
+pub mod report;
 pub mod rng;
 pub mod run;
+pub mod sweep;
 pub mod train;
 pub mod world;
 

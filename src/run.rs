@@ -10,7 +10,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::agent::make_policy;
-use crate::config::{Checked, Provenance};
+use crate::config::{Checked, PolicyKind, Provenance};
 use crate::env::Env;
 use crate::plot::{series_plot, Reference};
 use crate::records::{self, frame};
@@ -19,15 +19,17 @@ use crate::world::World;
 use crate::{Error, Result};
 
 /// The files a run writes, in the order it writes them.
-pub const RUN_FILES: [&str; 8] = [
+pub const RUN_FILES: [&str; 10] = [
     "config.toml",
     "episodes.csv",
     "episodes.parquet",
     "steps.parquet",
+    "eval.csv",
+    "baselines.csv",
+    "eval_episodes.csv",
     "rewards.png",
     "loss.png",
     "summary.json",
-    "baselines.csv",
 ];
 
 /// What happens during a run, for progress displays.
@@ -47,9 +49,11 @@ pub struct Silent;
 impl RunObserver for Silent {}
 
 /// summary.json.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     pub name: String,
+    /// The configuration this run belongs to (runs that differ only in seed share it).
+    pub label: String,
     pub policy: String,
     pub seed: u64,
     pub episodes: usize,
@@ -57,6 +61,11 @@ pub struct Summary {
     pub updates: u64,
     /// Mean training return (exploration on) over the last 100 episodes.
     pub mean_return_last_100: f64,
+    /// The trained policy's mean evaluation return (exploration off).
+    pub eval_mean_return: f64,
+    /// (trained - random) / (oracle - random) on the evaluation episodes, when both
+    /// baselines ran.
+    pub oracle_fraction: Option<f64>,
     /// Each baseline's mean evaluation return (exploration off, common random numbers).
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
@@ -141,9 +150,26 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(Error::io("write", path))
 }
 
-/// Runs one experiment into `dir`. Files are written as soon as they exist, so a failure
-/// late in the run (a full disk, say) keeps everything written before it.
-pub fn run(config: &Checked, dir: &Path, observer: &mut dyn RunObserver) -> Result<Summary> {
+/// The trained policy's evaluation return after `episode` training episodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalPoint {
+    pub episode: u32,
+    pub mean_return: f64,
+    pub ci95: f64,
+}
+
+/// The fraction of the random-to-oracle gap that `value` closes (None without both).
+pub fn oracle_fraction(value: f64, random: Option<f64>, oracle: Option<f64>) -> Option<f64> {
+    match (random, oracle) {
+        (Some(r), Some(o)) if (o - r).abs() > 1e-12 => Some((value - r) / (o - r)),
+        _ => None,
+    }
+}
+
+/// Runs one experiment into `dir`. `label` names its configuration in reports (a sweep
+/// passes its grid point; a plain run its config name). Files are written as soon as they
+/// exist, so a failure late in the run (a full disk, say) keeps everything written before.
+pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObserver) -> Result<Summary> {
     let prov = provenance();
     let mut resolved = config.inner().clone();
     resolved.provenance = Some(prov.clone());
@@ -158,29 +184,33 @@ pub fn run(config: &Checked, dir: &Path, observer: &mut dyn RunObserver) -> Resu
 
     observer.stage("generating the world");
     let world = World::generate(config);
+    let n_eval = config.train.eval_episodes;
 
-    let mut evaluation = Vec::new();
+    let mut baselines = Vec::new();
     for &kind in &config.train.baselines {
         observer.stage(&format!("evaluating baseline {kind}"));
         let mut policy = make_policy(kind, config)?;
-        evaluation.push(evaluate(config, &world, policy.as_mut(), config.train.eval_episodes)?);
+        baselines.push(evaluate(config, &world, policy.as_mut(), n_eval)?);
     }
-    let mut baseline_table = frame(
-        polars::df!(
-            "policy" => evaluation.iter().map(|e| e.policy.name()).collect::<Vec<_>>(),
-            "episodes" => evaluation.iter().map(|e| e.episodes as u64).collect::<Vec<_>>(),
-            "mean_return" => evaluation.iter().map(|e| e.mean_return).collect::<Vec<_>>(),
-            "ci95" => evaluation.iter().map(|e| e.ci95).collect::<Vec<_>>(),
-            "mean_steps" => evaluation.iter().map(|e| e.mean_steps).collect::<Vec<_>>(),
-        ),
-        &dir.join("baselines.csv"),
-    )?;
 
     let mut policy = make_policy(config.policy, config)?;
     let mut env = Env::new(config, world.clone());
-    observer.training_started(config.train.episodes);
-    let outcome = train(config, &mut env, policy.as_mut(), config.output.steps, &mut |r| {
-        observer.episode(r)
+    let mut curve: Vec<EvalPoint> = Vec::new();
+    let (every, total) = (config.train.eval_every, config.train.episodes);
+    if every > 0 {
+        // The untrained policy: where the learning curve starts.
+        let e = evaluate(config, &world, policy.as_mut(), n_eval)?;
+        curve.push(EvalPoint { episode: 0, mean_return: e.mean_return, ci95: e.ci95 });
+    }
+    observer.training_started(total);
+    let outcome = train(config, &mut env, policy.as_mut(), config.output.steps, &mut |r, p| {
+        observer.episode(r);
+        let done = r.episode as usize + 1;
+        if every > 0 && done % every == 0 && done < total {
+            let e = evaluate(config, &world, p, n_eval)?;
+            curve.push(EvalPoint { episode: done as u32, mean_return: e.mean_return, ci95: e.ci95 });
+        }
+        Ok(())
     })?;
     observer.training_finished();
 
@@ -195,17 +225,69 @@ pub fn run(config: &Checked, dir: &Path, observer: &mut dyn RunObserver) -> Resu
     }
 
     observer.stage(&format!("evaluating the trained {} policy", config.policy));
-    let trained = evaluate(config, &world, policy.as_mut(), config.train.eval_episodes)?;
-    let mut references: Vec<Reference> = evaluation
-        .iter()
-        .map(|e| Reference { name: format!("{} (evaluation)", e.policy), value: e.mean_return })
-        .collect();
-    references.push(Reference {
-        name: format!("{} after training (evaluation)", trained.policy),
-        value: trained.mean_return,
-    });
-    evaluation.insert(0, trained);
+    let trained = evaluate(config, &world, policy.as_mut(), n_eval)?;
+    curve.push(EvalPoint { episode: total as u32, mean_return: trained.mean_return, ci95: trained.ci95 });
+    let path = dir.join("eval.csv");
+    let mut curve_df = frame(
+        polars::df!(
+            "episode" => curve.iter().map(|c| c.episode).collect::<Vec<_>>(),
+            "mean_return" => curve.iter().map(|c| c.mean_return).collect::<Vec<_>>(),
+            "ci95" => curve.iter().map(|c| c.ci95).collect::<Vec<_>>(),
+        ),
+        &path,
+    )?;
+    records::write_csv(&mut curve_df, &path)?;
 
+    let mut evaluation = vec![trained];
+    evaluation.extend(baselines);
+    let path = dir.join("baselines.csv");
+    let name = |k: usize, e: &EvalResult| {
+        if k == 0 { format!("{} (trained)", e.policy) } else { e.policy.name().to_string() }
+    };
+    let mut table = frame(
+        polars::df!(
+            "policy" => evaluation.iter().enumerate().map(|(k, e)| name(k, e)).collect::<Vec<_>>(),
+            "episodes" => evaluation.iter().map(|e| e.episodes as u64).collect::<Vec<_>>(),
+            "mean_return" => evaluation.iter().map(|e| e.mean_return).collect::<Vec<_>>(),
+            "ci95" => evaluation.iter().map(|e| e.ci95).collect::<Vec<_>>(),
+            "mean_steps" => evaluation.iter().map(|e| e.mean_steps).collect::<Vec<_>>(),
+        ),
+        &path,
+    )?;
+    records::write_csv(&mut table, &path)?;
+    let path = dir.join("eval_episodes.csv");
+    let rows = |f: &dyn Fn(usize, &EvalResult, usize) -> String| -> Vec<String> {
+        evaluation
+            .iter()
+            .enumerate()
+            .flat_map(|(k, e)| (0..e.returns.len()).map(move |i| (k, e, i)))
+            .map(|(k, e, i)| f(k, e, i))
+            .collect()
+    };
+    let mut per_episode = frame(
+        polars::df!(
+            "policy" => rows(&|k, e, _| name(k, e)),
+            "episode" => evaluation.iter().flat_map(|e| 0..e.returns.len() as u32).collect::<Vec<_>>(),
+            "user" => evaluation.iter().flat_map(|e| e.users.iter().copied()).collect::<Vec<_>>(),
+            "return" => evaluation.iter().flat_map(|e| e.returns.iter().copied()).collect::<Vec<_>>(),
+            "steps" => evaluation.iter().flat_map(|e| e.steps.iter().copied()).collect::<Vec<_>>(),
+        ),
+        &path,
+    )?;
+    records::write_csv(&mut per_episode, &path)?;
+
+    let references: Vec<Reference> = evaluation
+        .iter()
+        .enumerate()
+        .map(|(k, e)| Reference {
+            name: if k == 0 {
+                format!("{} after training (evaluation)", e.policy)
+            } else {
+                format!("{} (evaluation)", e.policy)
+            },
+            value: e.mean_return,
+        })
+        .collect();
     let returns: Vec<Option<f64>> = outcome.episodes.iter().map(|e| Some(e.episode_return)).collect();
     series_plot(
         &dir.join("rewards.png"),
@@ -227,31 +309,22 @@ pub fn run(config: &Checked, dir: &Path, observer: &mut dyn RunObserver) -> Resu
         &[],
     )?;
 
-    // The evaluation table gains the trained policy's row.
-    let path = dir.join("baselines.csv");
-    let trained = &evaluation[0];
-    let mut row = frame(
-        polars::df!(
-            "policy" => [format!("{} (trained)", trained.policy.name())],
-            "episodes" => [trained.episodes as u64],
-            "mean_return" => [trained.mean_return],
-            "ci95" => [trained.ci95],
-            "mean_steps" => [trained.mean_steps],
-        ),
-        &path,
-    )?;
-    row = frame(row.vstack(&baseline_table), &path)?;
-    baseline_table = row;
-    records::write_csv(&mut baseline_table, &path)?;
-
+    let baseline_mean = |k: PolicyKind| evaluation[1..].iter().find(|e| e.policy == k).map(|e| e.mean_return);
     let summary = Summary {
         name: config.name.clone(),
+        label: label.to_string(),
         policy: config.policy.name().into(),
         seed: config.seed,
         episodes: config.train.episodes,
         total_steps: outcome.total_steps,
         updates: outcome.updates,
         mean_return_last_100: outcome.mean_return_last(100),
+        eval_mean_return: evaluation[0].mean_return,
+        oracle_fraction: oracle_fraction(
+            evaluation[0].mean_return,
+            baseline_mean(PolicyKind::Random),
+            baseline_mean(PolicyKind::Oracle),
+        ),
         baselines: evaluation[1..]
             .iter()
             .map(|e| (e.policy.name().to_string(), e.mean_return))

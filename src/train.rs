@@ -71,13 +71,14 @@ impl TrainOutcome {
 }
 
 /// Trains (or, for a baseline, just runs) `policy` for `config.train.episodes` episodes on
-/// `env`, calling `progress` after each episode.
+/// `env`, calling `after_episode` after each one with the policy (to evaluate it, say:
+/// evaluation draws from its own streams, so it does not change the training run).
 pub fn train(
     config: &Checked,
     env: &mut Env,
     policy: &mut dyn Policy,
     record_steps: bool,
-    progress: &mut dyn FnMut(&EpisodeRecord),
+    after_episode: &mut dyn FnMut(&EpisodeRecord, &mut dyn Policy) -> Result<()>,
 ) -> Result<TrainOutcome> {
     let mut users_rng = stream(config.seed, Stream::EpisodeUsers);
     let mut response_rng = stream(config.seed, Stream::Responses);
@@ -135,7 +136,7 @@ pub fn train(
             epsilon: policy.epsilon(),
             wall_s: t0.elapsed().as_secs_f64(),
         };
-        progress(&rec);
+        after_episode(&rec, &mut *policy)?;
         out.episodes.push(rec);
     }
     out.elapsed_s = start.elapsed().as_secs_f64();
@@ -143,7 +144,7 @@ pub fn train(
 }
 
 /// A policy's returns on the evaluation episodes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EvalResult {
     pub policy: PolicyKind,
     pub episodes: usize,
@@ -151,8 +152,13 @@ pub struct EvalResult {
     /// Half-width of the 95% normal confidence interval of the mean, across episodes.
     pub ci95: f64,
     pub mean_steps: f64,
+    /// Per evaluation episode: its user, return and steps.
     #[serde(skip)]
     pub returns: Vec<f64>,
+    #[serde(skip)]
+    pub users: Vec<u32>,
+    #[serde(skip)]
+    pub steps: Vec<u32>,
 }
 
 /// Mean and 95% half-width of a sample.
@@ -180,23 +186,28 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
     let mut returns = Vec::with_capacity(episodes);
+    let mut users = Vec::with_capacity(episodes);
+    let mut steps = Vec::with_capacity(episodes);
     let mut total_steps = 0usize;
     for k in 0..episodes as u64 {
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);
         let user = rng.random_range(0..world.users.len()) as u32;
         env.reset(user);
-        let mut ret = 0.0;
+        let (mut ret, mut n) = (0.0, 0u32);
         loop {
             let slot = policy.act(env.observation(), false, &mut policy_rng)?;
             let o = env.step(slot, &mut rng);
             ret += o.reward;
-            total_steps += 1;
+            n += 1;
             if o.terminal || o.truncated {
                 break;
             }
         }
+        total_steps += n as usize;
         returns.push(ret);
+        users.push(user);
+        steps.push(n);
     }
     let (mean_return, ci95) = mean_ci95(&returns);
     Ok(EvalResult {
@@ -206,5 +217,7 @@ pub fn evaluate(
         ci95,
         mean_steps: total_steps as f64 / episodes.max(1) as f64,
         returns,
+        users,
+        steps,
     })
 }

@@ -309,6 +309,9 @@ pub struct TrainConfig {
     /// Episodes each baseline (and the trained policy, exploration off) is evaluated on,
     /// from the same starting world and the same random numbers.
     pub eval_episodes: usize,
+    /// Evaluate the trained policy every this many training episodes (and always at the
+    /// end); 0 evaluates only at the end.
+    pub eval_every: usize,
     /// Baselines every run is compared with.
     pub baselines: Vec<PolicyKind>,
     /// Window of the moving average in the reward plot and the progress bar.
@@ -320,6 +323,7 @@ impl Default for TrainConfig {
         TrainConfig {
             episodes: 500,
             eval_episodes: 100,
+            eval_every: 50,
             baselines: vec![
                 PolicyKind::Random,
                 PolicyKind::Greedy,

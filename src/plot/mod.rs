@@ -12,7 +12,8 @@ use crate::{Error, Result};
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn register_font() {
+/// Registers the bundled font once; every plot calls this first.
+pub fn register_font() {
     REGISTER.call_once(|| {
         // The bundled file is a valid TrueType font; a failure here is a packaging bug.
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
@@ -43,7 +44,8 @@ pub fn moving_average(xs: &[f64], window: usize) -> Vec<f64> {
     out
 }
 
-const PALETTE: [RGBColor; 6] = [
+/// Series colours.
+pub const PALETTE: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
