@@ -33,8 +33,15 @@ pub mod num {
     pub const WATCHED: usize = 1;
     /// Session length in seconds / (max_steps * video duration).
     pub const SESSION_LENGTH: usize = 2;
-    /// Then one entry per candidate slot: its final score (0 for an empty slot).
-    pub const SCORES: usize = 3;
+    /// Then, per candidate slot, `PER_SLOT` features (all 0 for an empty slot):
+    /// final score, raw similarity score, views / 100, interest match (0 or 1).
+    pub const SLOTS: usize = 3;
+    pub const PER_SLOT: usize = 4;
+    /// Offsets within a slot's features.
+    pub const FINAL: usize = 0;
+    pub const RAW: usize = 1;
+    pub const VIEWS: usize = 2;
+    pub const INTEREST: usize = 3;
 }
 
 /// What the agent sees: numerical features and categorical ids, plus which slots hold a
@@ -48,7 +55,7 @@ pub struct State {
 
 impl State {
     pub fn n_numeric(slots: usize) -> usize {
-        num::SCORES + slots
+        num::SLOTS + num::PER_SLOT * slots
     }
     pub fn n_categorical(slots: usize) -> usize {
         cat::CANDIDATES + slots
@@ -187,7 +194,11 @@ impl Env {
         };
         let mut valid = vec![false; r];
         for (k, cand) in candidates.iter().enumerate().take(r) {
-            numeric[num::SCORES + k] = cand.final_score as f32;
+            let f = &mut numeric[num::SLOTS + num::PER_SLOT * k..num::SLOTS + num::PER_SLOT * (k + 1)];
+            f[num::FINAL] = cand.final_score as f32;
+            f[num::RAW] = cand.raw as f32;
+            f[num::VIEWS] = cand.views as f32 / 100.0;
+            f[num::INTEREST] = if cand.interest_match { 1.0 } else { 0.0 };
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
             valid[k] = true;
         }
@@ -264,7 +275,8 @@ mod tests {
         let obs = env.reset(3).clone();
         assert_eq!(obs.candidates.len(), 10);
         assert!(obs.state.valid.iter().all(|&v| v));
-        assert_eq!(obs.state.numeric[num::SCORES], obs.candidates[0].final_score as f32);
+        assert_eq!(obs.state.numeric[num::SLOTS + num::FINAL], obs.candidates[0].final_score as f32);
+        assert_eq!(obs.state.numeric[num::SLOTS + num::PER_SLOT + num::RAW], obs.candidates[1].raw as f32);
         let video = obs.candidates[2].video;
         let views = env.world.videos[video as usize].views;
         let before = env.matrix.get(video, 3);

@@ -9,8 +9,8 @@ use rand::Rng;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::{Checked, DecayUnit, DeviceKind, DqnConfig, LossKind, PolicyKind};
-use crate::env::{cat, Observation, State};
+use crate::config::{Checked, DecayUnit, DeviceKind, DqnConfig, LossKind, PolicyKind, QHead};
+use crate::env::{cat, num, Observation, State};
 use crate::rng::{stream, SimRng, Stream};
 use crate::{Error, Result};
 
@@ -32,9 +32,12 @@ struct Vocab {
     slots: i64,
 }
 
-/// The Q-network: embeddings, hidden ReLU layers, one output per slot.
+/// The Q-network: embeddings, then either one MLP over the whole state with one output
+/// per slot (`slots`), or one MLP shared by all candidates over [user ‖ candidate] with one
+/// output (`items`).
 #[derive(Debug)]
 struct QNet {
+    head: QHead,
     gender: nn::Embedding,
     region: nn::Embedding,
     interest: nn::Embedding,
@@ -52,13 +55,12 @@ impl QNet {
         };
         let candidate_category = (e.candidate_category > 0)
             .then(|| emb("candidate_category", v.categories + 1, e.candidate_category));
-        let input = State::n_numeric(v.slots as usize)
-            + e.gender
-            + e.region
-            + 2 * e.interest
-            + e.last_category
-            + e.last_action
-            + v.slots as usize * e.candidate_category;
+        let user = num::SLOTS + e.gender + e.region + 2 * e.interest + e.last_category + e.last_action;
+        let item = num::PER_SLOT + e.candidate_category;
+        let (input, outputs) = match cfg.head {
+            QHead::Slots => (user + v.slots as usize * item, v.slots),
+            QHead::Items => (user + item, 1),
+        };
         let mut mlp = nn::seq();
         let mut width = input as i64;
         for (k, &h) in cfg.hidden.iter().enumerate() {
@@ -67,8 +69,9 @@ impl QNet {
                 .add_fn(|x| x.relu());
             width = h as i64;
         }
-        mlp = mlp.add(nn::linear(p / "q", width, v.slots, Default::default()));
+        mlp = mlp.add(nn::linear(p / "q", width, outputs, Default::default()));
         QNet {
+            head: cfg.head,
             gender: emb("gender", v.genders, e.gender),
             region: emb("region", v.regions, e.region),
             interest: emb("interest", v.categories, e.interest),
@@ -82,21 +85,36 @@ impl QNet {
     /// Q-values [batch, slots] from numeric [batch, n_num] and categorical [batch, n_cat].
     fn forward(&self, numeric: &Tensor, categorical: &Tensor) -> Tensor {
         let col = |k: usize| categorical.select(1, k as i64);
-        let mut parts = vec![
-            numeric.shallow_clone(),
-            self.gender.forward(&col(cat::GENDER)),
-            self.region.forward(&col(cat::REGION)),
-            self.interest.forward(&col(cat::INTEREST_1)),
-            self.interest.forward(&col(cat::INTEREST_2)),
-            self.last_category.forward(&col(cat::LAST_CATEGORY)),
-            self.last_action.forward(&col(cat::LAST_ACTION)),
-        ];
+        let batch = numeric.size()[0];
+        let slots = categorical.size()[1] - cat::CANDIDATES as i64;
+        let user = Tensor::cat(
+            &[
+                numeric.narrow(1, 0, num::SLOTS as i64),
+                self.gender.forward(&col(cat::GENDER)),
+                self.region.forward(&col(cat::REGION)),
+                self.interest.forward(&col(cat::INTEREST_1)),
+                self.interest.forward(&col(cat::INTEREST_2)),
+                self.last_category.forward(&col(cat::LAST_CATEGORY)),
+                self.last_action.forward(&col(cat::LAST_ACTION)),
+            ],
+            1,
+        );
+        // [batch, slots, per-candidate features]
+        let mut item = vec![numeric
+            .narrow(1, num::SLOTS as i64, slots * num::PER_SLOT as i64)
+            .view([batch, slots, num::PER_SLOT as i64])];
         if let Some(cc) = &self.candidate_category {
-            let slots = categorical.size()[1] - cat::CANDIDATES as i64;
-            let ids = categorical.narrow(1, cat::CANDIDATES as i64, slots);
-            parts.push(cc.forward(&ids).flatten(1, 2));
+            item.push(cc.forward(&categorical.narrow(1, cat::CANDIDATES as i64, slots)));
         }
-        self.mlp.forward(&Tensor::cat(&parts, 1))
+        let item = Tensor::cat(&item, 2);
+        match self.head {
+            QHead::Slots => self.mlp.forward(&Tensor::cat(&[user, item.flatten(1, 2)], 1)),
+            QHead::Items => {
+                let width = user.size()[1];
+                let user = user.unsqueeze(1).expand([batch, slots, width], false);
+                self.mlp.forward(&Tensor::cat(&[user, item], 2)).squeeze_dim(2)
+            }
+        }
     }
 }
 
@@ -217,11 +235,18 @@ impl DqnAgent {
         let next_valid = Tensor::from_slice(&b.next_valid).view([bs, -1]).to_device(d);
         let terminal = Tensor::from_slice(&b.terminal).to_device(d);
 
-        // TD target: r + gamma * (1 - terminal) * max over the next state's real slots.
+        // TD target: r + gamma * (1 - terminal) * Q_target(s', a'), a' the best real slot
+        // of s' by the target network, or by the online network with Double DQN.
         let target = tch::no_grad(|| {
-            let next_q = self.target.forward(&next_numeric, &next_categorical);
-            let masked = next_q + (next_valid - 1.0) * 1e9;
-            let (best, _) = masked.max_dim(1, false);
+            let mask = (next_valid - 1.0) * 1e9;
+            let next_q = self.target.forward(&next_numeric, &next_categorical) + &mask;
+            let best = if self.cfg.double {
+                let next_online = self.online.forward(&next_numeric, &next_categorical) + &mask;
+                let a = next_online.argmax(1, true);
+                next_q.gather(1, &a, false).squeeze_dim(1)
+            } else {
+                next_q.max_dim(1, false).0
+            };
             rewards + (1.0 - terminal) * self.cfg.gamma * best
         });
 
@@ -243,10 +268,29 @@ impl DqnAgent {
         // The target network follows every `target_update_every` updates.
         self.updates += 1;
         if self.updates % self.cfg.target_update_every as u64 == 0 {
-            self.target_vs.copy(&self.online_vs).expect("the two networks have one shape");
+            self.update_target();
         }
         self.epsilon.tick(DecayUnit::Update);
         loss.double_value(&[])
+    }
+}
+
+impl DqnAgent {
+    /// target <- tau * online + (1 - tau) * target (a hard copy when tau = 1).
+    fn update_target(&mut self) {
+        if self.cfg.tau >= 1.0 {
+            self.target_vs.copy(&self.online_vs).expect("the two networks have one shape");
+            return;
+        }
+        let online = self.online_vs.variables();
+        let tau = self.cfg.tau;
+        tch::no_grad(|| {
+            for (name, mut t) in self.target_vs.variables() {
+                let o = &online[&name];
+                let mixed = o * tau + &t * (1.0 - tau);
+                t.copy_(&mixed);
+            }
+        });
     }
 }
 
@@ -302,5 +346,97 @@ impl Policy for DqnAgent {
 
     fn epsilon(&self) -> f64 {
         self.epsilon.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::env::State;
+
+    fn agent(extra: &[&str]) -> DqnAgent {
+        let mut o: Vec<String> = vec!["world.n_videos=50".into(), "candidates.count=3".into()];
+        o.extend(extra.iter().map(|s| s.to_string()));
+        DqnAgent::new(&Config::from_toml_str("", &o).unwrap()).unwrap()
+    }
+
+    fn batch(n: usize) -> Batch {
+        let s = State {
+            numeric: vec![0.1; State::n_numeric(3)],
+            categorical: vec![0; State::n_categorical(3)],
+            valid: vec![true; 3],
+        };
+        let mut r = ReplayBuffer::new(n, 3);
+        for k in 0..n {
+            r.push(&Transition { state: s.clone(), action: k % 3, reward: 1.0, next_state: s.clone(), terminal: k % 2 == 0 });
+        }
+        r.sample(n, &mut stream(1, Stream::Replay))
+    }
+
+    #[test]
+    fn target_network_changes_only_at_its_period() {
+        for head in ["slots", "items"] {
+            let mut a = agent(&["dqn.target_update_every=3", &format!("dqn.head={head}")]);
+            let b = batch(8);
+            let t0 = a.target_weights();
+            assert_eq!(t0, a.online_weights(), "{head}: the target starts as a copy");
+            a.update(&b);
+            a.update(&b);
+            assert_eq!(a.target_weights(), t0, "{head}: unchanged before the period");
+            assert_ne!(a.online_weights(), t0, "{head}: the online network learns");
+            a.update(&b);
+            assert_eq!(a.target_weights(), a.online_weights(), "{head}: copied at the period");
+        }
+    }
+
+    #[test]
+    fn soft_updates_move_the_target_part_way() {
+        let mut a = agent(&["dqn.target_update_every=1", "dqn.tau=0.25"]);
+        let b = batch(8);
+        let t0 = a.target_weights();
+        a.update(&b);
+        let (t1, o1) = (a.target_weights(), a.online_weights());
+        for ((t0, t1), o1) in t0.iter().zip(&t1).zip(&o1) {
+            assert!((t1 - (0.25 * o1 + 0.75 * t0)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn items_head_scores_each_candidate_with_shared_weights() {
+        let a = agent(&["dqn.head=items"]);
+        let mut s = State {
+            numeric: vec![0.0; State::n_numeric(3)],
+            categorical: vec![0; State::n_categorical(3)],
+            valid: vec![true; 3],
+        };
+        // Two slots with identical features get identical Q-values; permuting the slots
+        // permutes the Q-values.
+        for k in 0..3 {
+            s.numeric[num::SLOTS + num::PER_SLOT * k + num::FINAL] = [0.5, 0.5, 2.0][k];
+            s.categorical[cat::CANDIDATES + k] = [1, 1, 4][k];
+        }
+        let q = a.q_values(&s);
+        assert!((q[0] - q[1]).abs() < 1e-6);
+        assert!((q[0] - q[2]).abs() > 1e-6);
+        s.numeric.swap(num::SLOTS + num::FINAL, num::SLOTS + 2 * num::PER_SLOT + num::FINAL);
+        s.categorical.swap(cat::CANDIDATES, cat::CANDIDATES + 2);
+        let p = a.q_values(&s);
+        assert!((p[0] - q[2]).abs() < 1e-6 && (p[2] - q[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_few_updates_fit_a_constant_reward() {
+        // Every transition pays 1 and ends: Q of every action should approach 1.
+        let mut a = agent(&["dqn.lr=0.01", "dqn.head=items"]);
+        let b = batch(32);
+        let mut b = b;
+        b.terminal.iter_mut().for_each(|t| *t = 1.0);
+        let first = a.update(&b);
+        let mut last = first;
+        for _ in 0..300 {
+            last = a.update(&b);
+        }
+        assert!(last < first * 0.05 && last < 1e-2, "loss {first} -> {last}");
     }
 }

@@ -115,7 +115,11 @@ mod tests {
     use crate::rng::{stream, Stream};
 
     fn t(i: usize) -> Transition {
-        let s = State { numeric: vec![i as f32; 4], categorical: vec![i as i64; 7], valid: vec![true] };
+        let s = State {
+            numeric: vec![i as f32; State::n_numeric(1)],
+            categorical: vec![i as i64; State::n_categorical(1)],
+            valid: vec![true],
+        };
         Transition { state: s.clone(), action: 0, reward: i as f64, next_state: s, terminal: i % 2 == 0 }
     }
 
@@ -130,7 +134,8 @@ mod tests {
         for k in 0..b.size {
             let i = b.rewards[k];
             assert!((2.0..=4.0).contains(&i), "0 and 1 were overwritten");
-            assert!(b.numeric[k * 4..(k + 1) * 4].iter().all(|&x| x == i));
+            let n = State::n_numeric(1);
+            assert!(b.numeric[k * n..(k + 1) * n].iter().all(|&x| x == i));
             assert_eq!(b.terminal[k], if i as usize % 2 == 0 { 1.0 } else { 0.0 });
         }
     }

@@ -364,6 +364,17 @@ pub enum LossKind {
     Huber,
 }
 
+/// The shape of the Q-network's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QHead {
+    /// The prototype's: one output per candidate slot over the whole state.
+    Slots,
+    /// One shared scorer applied to [user state ‖ each candidate's features]: it
+    /// generalises over videos and over the number of candidates.
+    Items,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
@@ -432,6 +443,10 @@ impl Default for EmbeddingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DqnConfig {
+    /// `slots` (the prototype's head) or `items` (a shared per-candidate scorer).
+    pub head: QHead,
+    /// Double DQN: the online network picks the next action, the target network values it.
+    pub double: bool,
     pub hidden: Vec<usize>,
     pub lr: f64,
     pub gamma: f64,
@@ -441,8 +456,10 @@ pub struct DqnConfig {
     pub learning_starts: usize,
     /// An update every this many environment steps.
     pub train_every: usize,
-    /// Copy the online network into the target network every this many updates.
+    /// Update the target network every this many updates.
     pub target_update_every: usize,
+    /// target <- tau * online + (1 - tau) * target at each target update; 1 is a hard copy.
+    pub tau: f64,
     pub loss: LossKind,
     /// Clip the gradient's global norm to this; 0 turns clipping off.
     pub grad_clip: f64,
@@ -457,6 +474,8 @@ pub struct DqnConfig {
 impl Default for DqnConfig {
     fn default() -> Self {
         DqnConfig {
+            head: QHead::Slots,
+            double: false,
             hidden: vec![64, 64],
             lr: 1e-3,
             gamma: 0.95,
@@ -465,6 +484,7 @@ impl Default for DqnConfig {
             learning_starts: 200,
             train_every: 1,
             target_update_every: 200,
+            tau: 1.0,
             loss: LossKind::Mse,
             grad_clip: 10.0,
             device: DeviceKind::Cpu,

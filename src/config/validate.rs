@@ -226,6 +226,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     })?;
     at_least("dqn.train_every", d.train_every, 1)?;
     at_least("dqn.target_update_every", d.target_update_every, 1)?;
+    if !(d.tau > 0.0 && d.tau <= 1.0) {
+        return Err(invalid("dqn.tau", d.tau, "a number in (0, 1]"));
+    }
     non_negative("dqn.grad_clip", d.grad_clip)?;
     at_least("dqn.threads", d.threads, 1)?;
     at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
