@@ -101,6 +101,7 @@ pub fn train(
                 reward: o.reward,
                 next_state: env.observation().state.clone(),
                 terminal: o.terminal,
+                episode_end: o.terminal || o.truncated,
             };
             if let Some(loss) = policy.observe(transition, &mut policy_rng)? {
                 loss_sum += loss;

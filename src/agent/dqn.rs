@@ -6,7 +6,11 @@
 use std::sync::Mutex;
 
 use rand::Rng;
-use tch::nn::{self, Module, OptimizerConfig};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::config::{Checked, DecayUnit, DeviceKind, DqnConfig, LossKind, PolicyKind, QHead};
@@ -14,6 +18,7 @@ use crate::env::{cat, num, Observation, State};
 use crate::rng::{stream, SimRng, Stream};
 use crate::{Error, Result};
 
+use super::adam::Adam;
 use super::epsilon::Epsilon;
 use super::replay::{Batch, ReplayBuffer};
 use super::{Policy, Transition};
@@ -45,6 +50,8 @@ struct QNet {
     last_action: nn::Embedding,
     candidate_category: Option<nn::Embedding>,
     mlp: nn::Sequential,
+    /// Dueling: V(state) from the user features.
+    value: Option<nn::Sequential>,
 }
 
 impl QNet {
@@ -70,6 +77,13 @@ impl QNet {
             width = h as i64;
         }
         mlp = mlp.add(nn::linear(p / "q", width, outputs, Default::default()));
+        let value = cfg.dueling.then(|| {
+            let h = cfg.hidden[0] as i64;
+            nn::seq()
+                .add(nn::linear(p / "value0", user as i64, h, Default::default()))
+                .add_fn(|x| x.relu())
+                .add(nn::linear(p / "value1", h, 1, Default::default()))
+        });
         QNet {
             head: cfg.head,
             gender: emb("gender", v.genders, e.gender),
@@ -79,6 +93,7 @@ impl QNet {
             last_action: emb("last_action", 4, e.last_action),
             candidate_category,
             mlp,
+            value,
         }
     }
 
@@ -107,13 +122,18 @@ impl QNet {
             item.push(cc.forward(&categorical.narrow(1, cat::CANDIDATES as i64, slots)));
         }
         let item = Tensor::cat(&item, 2);
-        match self.head {
-            QHead::Slots => self.mlp.forward(&Tensor::cat(&[user, item.flatten(1, 2)], 1)),
+        let q = match self.head {
+            QHead::Slots => self.mlp.forward(&Tensor::cat(&[&user, &item.flatten(1, 2)], 1)),
             QHead::Items => {
                 let width = user.size()[1];
-                let user = user.unsqueeze(1).expand([batch, slots, width], false);
-                self.mlp.forward(&Tensor::cat(&[user, item], 2)).squeeze_dim(2)
+                let u = user.unsqueeze(1).expand([batch, slots, width], false);
+                self.mlp.forward(&Tensor::cat(&[u, item], 2)).squeeze_dim(2)
             }
+        };
+        match &self.value {
+            // Dueling: the network's output is the advantage.
+            Some(v) => v.forward(&user) + &q - q.mean_dim(1, true, Kind::Float),
+            None => q,
         }
     }
 }
@@ -144,8 +164,11 @@ pub struct DqnAgent {
     online: QNet,
     target_vs: nn::VarStore,
     target: QNet,
-    optimizer: nn::Optimizer,
+    optimizer: Adam,
     replay: ReplayBuffer,
+    /// The last up-to-n transitions of the running episode, for n-step returns.
+    pending: VecDeque<Transition>,
+    target_rule: TargetRule,
     replay_rng: SimRng,
     epsilon: Epsilon,
     slots: usize,
@@ -176,8 +199,10 @@ impl DqnAgent {
         };
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
-        let optimizer = nn::Adam::default().build(&online_vs, cfg.lr)?;
+        let optimizer = Adam::new(&online_vs, cfg.lr);
         Ok(DqnAgent {
+            pending: VecDeque::new(),
+            target_rule: TargetRule::Standard,
             replay: ReplayBuffer::new(cfg.replay_capacity, config.candidates.count),
             replay_rng: stream(config.seed, Stream::Replay),
             epsilon: Epsilon::new(&cfg.epsilon),
@@ -234,21 +259,9 @@ impl DqnAgent {
         let next_categorical = Tensor::from_slice(&b.next_categorical).view([bs, -1]).to_device(d);
         let next_valid = Tensor::from_slice(&b.next_valid).view([bs, -1]).to_device(d);
         let terminal = Tensor::from_slice(&b.terminal).to_device(d);
+        let discount = Tensor::from_slice(&b.discount).to_device(d);
 
-        // TD target: r + gamma * (1 - terminal) * Q_target(s', a'), a' the best real slot
-        // of s' by the target network, or by the online network with Double DQN.
-        let target = tch::no_grad(|| {
-            let mask = (next_valid - 1.0) * 1e9;
-            let next_q = self.target.forward(&next_numeric, &next_categorical) + &mask;
-            let best = if self.cfg.double {
-                let next_online = self.online.forward(&next_numeric, &next_categorical) + &mask;
-                let a = next_online.argmax(1, true);
-                next_q.gather(1, &a, false).squeeze_dim(1)
-            } else {
-                next_q.max_dim(1, false).0
-            };
-            rewards + (1.0 - terminal) * self.cfg.gamma * best
-        });
+        let target = self.td_target(&rewards, &terminal, &discount, &next_numeric, &next_categorical, &next_valid);
 
         // Q of the actions taken, and the loss.
         let q = self.online.forward(&numeric, &categorical).gather(1, &actions, false).squeeze_dim(1);
@@ -275,7 +288,195 @@ impl DqnAgent {
     }
 }
 
+/// How the TD target is formed. Only `Standard` is used by fypsim; the broken rules exist
+/// so that tests can show that the learning tests catch a broken learner.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetRule {
+    Standard,
+    /// The reward's sign flipped.
+    WrongSign,
+    /// No TD target at all: every Q-value is regressed to 0.
+    NoTarget,
+}
+
+/// The non-tensor part of a checkpoint of the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentState {
+    epsilon: Epsilon,
+    steps: u64,
+    updates: u64,
+    adam_step: i64,
+    replay_rng: SimRng,
+    replay_len: usize,
+    replay_next: usize,
+    pending: Vec<(State, usize, f64, State, bool, bool)>,
+}
+
 impl DqnAgent {
+    /// TD targets: r + gamma^n * (1 - terminal) * Q_target(s', a'), with a' the best real
+    /// slot of s' by the target network, or by the online network with Double DQN. (For an
+    /// n-step transition r already sums n discounted rewards and s' is n steps on.)
+    fn td_target(
+        &self,
+        rewards: &Tensor,
+        terminal: &Tensor,
+        discount: &Tensor,
+        next_numeric: &Tensor,
+        next_categorical: &Tensor,
+        next_valid: &Tensor,
+    ) -> Tensor {
+        tch::no_grad(|| {
+            let mask = (next_valid - 1.0) * 1e9;
+            let next_q = self.target.forward(next_numeric, next_categorical) + &mask;
+            let best = if self.cfg.double {
+                let next_online = self.online.forward(next_numeric, next_categorical) + &mask;
+                let a = next_online.argmax(1, true);
+                next_q.gather(1, &a, false).squeeze_dim(1)
+            } else {
+                next_q.max_dim(1, false).0
+            };
+            let target: Tensor = rewards + (1.0 - terminal) * discount * best;
+            match self.target_rule {
+                TargetRule::Standard => target,
+                TargetRule::WrongSign => target - rewards * 2.0,
+                TargetRule::NoTarget => target.zeros_like(),
+            }
+        })
+    }
+
+    /// The TD targets of a batch (for tests and inspection).
+    pub fn td_targets(&self, b: &Batch) -> Vec<f32> {
+        let d = self.device;
+        let bs = b.size as i64;
+        let t = self.td_target(
+            &Tensor::from_slice(&b.rewards).to_device(d),
+            &Tensor::from_slice(&b.terminal).to_device(d),
+            &Tensor::from_slice(&b.discount).to_device(d),
+            &Tensor::from_slice(&b.next_numeric).view([bs, -1]).to_device(d),
+            &Tensor::from_slice(&b.next_categorical).view([bs, -1]).to_device(d),
+            &Tensor::from_slice(&b.next_valid).view([bs, -1]).to_device(d),
+        );
+        Vec::<f32>::try_from(&t.to_device(Device::Cpu)).expect("a float vector")
+    }
+
+    /// Q-values of the target network for one state.
+    pub fn target_q_values(&self, state: &State) -> Vec<f32> {
+        tch::no_grad(|| {
+            let n = Tensor::from_slice(&state.numeric).view([1, -1]).to_device(self.device);
+            let c = Tensor::from_slice(&state.categorical).view([1, -1]).to_device(self.device);
+            let q = self.target.forward(&n, &c).to_device(Device::Cpu).view([-1]);
+            Vec::<f32>::try_from(&q).expect("a float vector")
+        })
+    }
+
+    #[doc(hidden)]
+    pub fn set_target_rule(&mut self, rule: TargetRule) {
+        self.target_rule = rule;
+    }
+
+    /// The replay buffer (for tests and inspection).
+    pub fn replay(&self) -> &ReplayBuffer {
+        &self.replay
+    }
+
+    /// Stores the oldest pending transition as an n-step one: the discounted rewards of
+    /// the pending transitions, bootstrapping from the last one's next state.
+    fn store_front(&mut self) {
+        let gamma = self.cfg.gamma;
+        let mut reward = 0.0;
+        let mut discount = 1.0;
+        for t in &self.pending {
+            reward += discount * t.reward;
+            discount *= gamma;
+        }
+        let last = self.pending.back().expect("called with pending transitions");
+        let first = self.pending.front().expect("called with pending transitions");
+        let stored = Transition {
+            state: first.state.clone(),
+            action: first.action,
+            reward,
+            next_state: last.next_state.clone(),
+            terminal: last.terminal,
+            episode_end: last.episode_end,
+        };
+        self.replay.push(&stored, discount);
+        self.pending.pop_front();
+    }
+
+    /// Saves the whole agent (weights of both networks, Adam's moments, the replay buffer,
+    /// epsilon, counters, the replay RNG and any pending n-step transitions) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, t) in self.online_vs.variables() {
+            tensors.push((format!("online.{name}"), t));
+        }
+        for (name, t) in self.target_vs.variables() {
+            tensors.push((format!("target.{name}"), t));
+        }
+        let (adam, adam_step) = self.optimizer.state();
+        tensors.extend(adam);
+        let (replay_tensors, replay_len, replay_next) = self.replay.to_tensors();
+        tensors.extend(replay_tensors);
+        let path = dir.join("agent.ot");
+        Tensor::save_multi(&tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &path)?;
+        let state = AgentState {
+            epsilon: self.epsilon.clone(),
+            steps: self.steps,
+            updates: self.updates,
+            adam_step,
+            replay_rng: self.replay_rng.clone(),
+            replay_len,
+            replay_next,
+            pending: self
+                .pending
+                .iter()
+                .map(|t| (t.state.clone(), t.action, t.reward, t.next_state.clone(), t.terminal, t.episode_end))
+                .collect(),
+        };
+        let path = dir.join("agent.json");
+        let json = serde_json::to_string(&state).expect("agent state serialises");
+        std::fs::write(&path, json).map_err(Error::io("write", &path))
+    }
+
+    /// Restores an agent saved by [`DqnAgent::save`] (built from the same config).
+    pub fn load(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join("agent.json");
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let state: AgentState = serde_json::from_str(&text)
+            .map_err(|e| Error::Other(format!("{} is not a fypsim agent state: {e}", path.display())))?;
+        let path = dir.join("agent.ot");
+        let tensors: BTreeMap<String, Tensor> =
+            Tensor::load_multi_with_device(&path, self.device)?.into_iter().collect();
+        let bad = |e: String| Error::Other(format!("{}: {e}", path.display()));
+        for (prefix, vs) in [("online", &mut self.online_vs), ("target", &mut self.target_vs)] {
+            for (name, mut t) in vs.variables() {
+                let key = format!("{prefix}.{name}");
+                let src = tensors.get(&key).ok_or_else(|| bad(format!("checkpoint lacks {key}")))?;
+                tch::no_grad(|| t.copy_(src));
+            }
+        }
+        self.optimizer.load_state(&tensors, state.adam_step).map_err(bad)?;
+        self.replay.load_tensors(&tensors, state.replay_len, state.replay_next).map_err(bad)?;
+        self.epsilon = state.epsilon;
+        self.steps = state.steps;
+        self.updates = state.updates;
+        self.replay_rng = state.replay_rng;
+        self.pending = state
+            .pending
+            .into_iter()
+            .map(|(state, action, reward, next_state, terminal, episode_end)| Transition {
+                state,
+                action,
+                reward,
+                next_state,
+                terminal,
+                episode_end,
+            })
+            .collect();
+        Ok(())
+    }
+
     /// target <- tau * online + (1 - tau) * target (a hard copy when tau = 1).
     fn update_target(&mut self) {
         if self.cfg.tau >= 1.0 {
@@ -326,7 +527,16 @@ impl Policy for DqnAgent {
     }
 
     fn observe(&mut self, transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
-        self.replay.push(&transition);
+        let end = transition.episode_end;
+        self.pending.push_back(transition);
+        if self.pending.len() >= self.cfg.n_step {
+            self.store_front();
+        }
+        if end {
+            while !self.pending.is_empty() {
+                self.store_front();
+            }
+        }
         self.steps += 1;
         self.epsilon.tick(DecayUnit::Step);
         let c = &self.cfg;
@@ -336,8 +546,13 @@ impl Policy for DqnAgent {
         {
             return Ok(None);
         }
-        let batch = self.replay.sample(c.batch_size, &mut self.replay_rng);
-        Ok(Some(self.update(&batch)))
+        let (batch_size, gradient_steps) = (c.batch_size, c.gradient_steps);
+        let mut loss = 0.0;
+        for _ in 0..gradient_steps {
+            let batch = self.replay.sample(batch_size, &mut self.replay_rng);
+            loss += self.update(&batch);
+        }
+        Ok(Some(loss / gradient_steps as f64))
     }
 
     fn end_episode(&mut self) {
@@ -369,7 +584,8 @@ mod tests {
         };
         let mut r = ReplayBuffer::new(n, 3);
         for k in 0..n {
-            r.push(&Transition { state: s.clone(), action: k % 3, reward: 1.0, next_state: s.clone(), terminal: k % 2 == 0 });
+            let t = Transition { state: s.clone(), action: k % 3, reward: 1.0, next_state: s.clone(), terminal: k % 2 == 0, episode_end: k % 2 == 0 };
+            r.push(&t, 0.95);
         }
         r.sample(n, &mut stream(1, Stream::Replay))
     }

@@ -1,6 +1,7 @@
 //! Policies: the DQN and the baselines share one [`Policy`] trait, so the training loop
 //! does not know which one it drives.
 
+pub mod adam;
 pub mod baselines;
 pub mod dqn;
 pub mod epsilon;
@@ -20,6 +21,9 @@ pub struct Transition {
     pub next_state: State,
     /// The session ended: the target does not bootstrap from `next_state`.
     pub terminal: bool,
+    /// The episode ended here, by session end or by the step budget (n-step returns stop
+    /// at episode boundaries).
+    pub episode_end: bool,
 }
 
 /// Chooses which candidate slot to show.

@@ -21,6 +21,8 @@ pub struct Batch {
     pub next_valid: Vec<f32>,
     /// 1 where the session ended.
     pub terminal: Vec<f32>,
+    /// The bootstrap discount: gamma^n for an n-step transition.
+    pub discount: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,7 @@ pub struct ReplayBuffer {
     next_categorical: Vec<i64>,
     next_valid: Vec<f32>,
     terminal: Vec<f32>,
+    discount: Vec<f32>,
 }
 
 impl ReplayBuffer {
@@ -60,6 +63,7 @@ impl ReplayBuffer {
             next_categorical: vec![0; capacity * n_cat],
             next_valid: vec![0.0; capacity * slots],
             terminal: vec![0.0; capacity],
+            discount: vec![0.0; capacity],
         }
     }
 
@@ -71,8 +75,9 @@ impl ReplayBuffer {
         self.len == 0
     }
 
-    /// Stores a transition, overwriting the oldest when full.
-    pub fn push(&mut self, t: &Transition) {
+    /// Stores a transition whose bootstrap term is discounted by `discount`, overwriting
+    /// the oldest when full.
+    pub fn push(&mut self, t: &Transition, discount: f64) {
         let k = self.next;
         let (nn, nc, ns) = (self.n_num, self.n_cat, self.slots);
         self.numeric[k * nn..(k + 1) * nn].copy_from_slice(&t.state.numeric);
@@ -85,8 +90,68 @@ impl ReplayBuffer {
             *d = if v { 1.0 } else { 0.0 };
         }
         self.terminal[k] = if t.terminal { 1.0 } else { 0.0 };
+        self.discount[k] = discount as f32;
         self.next = (self.next + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);
+    }
+
+    /// Row `k` (in insertion order of the ring): action, reward, terminal, discount.
+    pub fn row(&self, k: usize) -> (i64, f32, f32, f32) {
+        (self.actions[k], self.rewards[k], self.terminal[k], self.discount[k])
+    }
+
+    /// The buffer's arrays as named tensors, with its length and write position.
+    pub fn to_tensors(&self) -> (Vec<(String, tch::Tensor)>, usize, usize) {
+        use tch::Tensor;
+        let t = vec![
+            ("replay.numeric".to_string(), Tensor::from_slice(&self.numeric)),
+            ("replay.categorical".to_string(), Tensor::from_slice(&self.categorical)),
+            ("replay.actions".to_string(), Tensor::from_slice(&self.actions)),
+            ("replay.rewards".to_string(), Tensor::from_slice(&self.rewards)),
+            ("replay.next_numeric".to_string(), Tensor::from_slice(&self.next_numeric)),
+            ("replay.next_categorical".to_string(), Tensor::from_slice(&self.next_categorical)),
+            ("replay.next_valid".to_string(), Tensor::from_slice(&self.next_valid)),
+            ("replay.terminal".to_string(), Tensor::from_slice(&self.terminal)),
+            ("replay.discount".to_string(), Tensor::from_slice(&self.discount)),
+        ];
+        (t, self.len, self.next)
+    }
+
+    /// Restores arrays saved by [`ReplayBuffer::to_tensors`] into a buffer of the same shape.
+    pub fn load_tensors(
+        &mut self,
+        tensors: &std::collections::BTreeMap<String, tch::Tensor>,
+        len: usize,
+        next: usize,
+    ) -> Result<(), String> {
+        fn fill<T: tch::kind::Element + Copy>(
+            dst: &mut [T],
+            tensors: &std::collections::BTreeMap<String, tch::Tensor>,
+            key: &str,
+        ) -> Result<(), String> {
+            let t = tensors.get(key).ok_or_else(|| format!("checkpoint lacks {key}"))?;
+            let t = t.to_device(tch::Device::Cpu);
+            if t.numel() != dst.len() {
+                return Err(format!("{key} has {} values, the buffer {}", t.numel(), dst.len()));
+            }
+            t.copy_data(dst, dst.len());
+            Ok(())
+        }
+        fill(&mut self.numeric, tensors, "replay.numeric")?;
+        fill(&mut self.categorical, tensors, "replay.categorical")?;
+        fill(&mut self.actions, tensors, "replay.actions")?;
+        fill(&mut self.rewards, tensors, "replay.rewards")?;
+        fill(&mut self.next_numeric, tensors, "replay.next_numeric")?;
+        fill(&mut self.next_categorical, tensors, "replay.next_categorical")?;
+        fill(&mut self.next_valid, tensors, "replay.next_valid")?;
+        fill(&mut self.terminal, tensors, "replay.terminal")?;
+        fill(&mut self.discount, tensors, "replay.discount")?;
+        if len > self.capacity || next >= self.capacity.max(1) {
+            return Err(format!("replay length {len} / position {next} exceed capacity {}", self.capacity));
+        }
+        self.len = len;
+        self.next = next;
+        Ok(())
     }
 
     /// `size` transitions drawn uniformly with replacement.
@@ -104,6 +169,7 @@ impl ReplayBuffer {
             b.next_categorical.extend_from_slice(&self.next_categorical[k * nc..(k + 1) * nc]);
             b.next_valid.extend_from_slice(&self.next_valid[k * ns..(k + 1) * ns]);
             b.terminal.push(self.terminal[k]);
+            b.discount.push(self.discount[k]);
         }
         b
     }
@@ -120,14 +186,14 @@ mod tests {
             categorical: vec![i as i64; State::n_categorical(1)],
             valid: vec![true],
         };
-        Transition { state: s.clone(), action: 0, reward: i as f64, next_state: s, terminal: i % 2 == 0 }
+        Transition { state: s.clone(), action: 0, reward: i as f64, next_state: s, terminal: i % 2 == 0, episode_end: i % 2 == 0 }
     }
 
     #[test]
     fn ring_overwrites_oldest_and_samples_whole_rows() {
         let mut r = ReplayBuffer::new(3, 1);
         for i in 0..5 {
-            r.push(&t(i));
+            r.push(&t(i), 0.9);
         }
         assert_eq!(r.len(), 3);
         let b = r.sample(200, &mut stream(1, Stream::Replay));

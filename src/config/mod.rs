@@ -447,6 +447,12 @@ pub struct DqnConfig {
     pub head: QHead,
     /// Double DQN: the online network picks the next action, the target network values it.
     pub double: bool,
+    /// Dueling: Q = V(state) + A(state, slot) - mean over slots of A.
+    pub dueling: bool,
+    /// n-step returns: sum n discounted rewards before bootstrapping (1 = plain DQN).
+    pub n_step: usize,
+    /// Gradient steps per training event.
+    pub gradient_steps: usize,
     pub hidden: Vec<usize>,
     pub lr: f64,
     pub gamma: f64,
@@ -476,6 +482,9 @@ impl Default for DqnConfig {
         DqnConfig {
             head: QHead::Slots,
             double: false,
+            dueling: false,
+            n_step: 1,
+            gradient_steps: 1,
             hidden: vec![64, 64],
             lr: 1e-3,
             gamma: 0.95,

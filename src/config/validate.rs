@@ -225,6 +225,10 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         )
     })?;
     at_least("dqn.train_every", d.train_every, 1)?;
+    at_least("dqn.n_step", d.n_step, 1)?;
+    at_most("dqn.n_step", d.n_step, 1000, "steps")?;
+    at_least("dqn.gradient_steps", d.gradient_steps, 1)?;
+    at_most("dqn.gradient_steps", d.gradient_steps, 1000, "updates per training event")?;
     at_least("dqn.target_update_every", d.target_update_every, 1)?;
     if !(d.tau > 0.0 && d.tau <= 1.0) {
         return Err(invalid("dqn.tau", d.tau, "a number in (0, 1]"));
