@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use fypsim::config::{Checked, Config};
 use fypsim::plot::moving_average;
-use fypsim::run::{prepare_run_dir, run, RunObserver};
+use fypsim::run::{prepare_run_dir, run_with, RunControl, RunEnd, RunObserver};
 use fypsim::train::EpisodeRecord;
 
 #[derive(Parser)]
@@ -45,11 +45,27 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// Write into this folder instead of results/<name>/seed<seed>-<NNN>/.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
+        /// Continue the interrupted run in DIR from its last checkpoint (its own
+        /// config.toml is used; CONFIG and --set are not allowed).
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Stop cleanly, after a checkpoint, once this many training episodes are done
+        /// (for time-limited jobs); continue later with --resume.
+        #[arg(long, value_name = "N")]
+        max_episodes: Option<u32>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Evaluate the agent saved in a run folder against the baselines.
+    Eval {
+        /// A run folder (with config.toml and checkpoint/).
+        dir: PathBuf,
+        /// Evaluation episodes per policy (default: the run's train.eval_episodes).
+        #[arg(long)]
+        episodes: Option<usize>,
     },
     /// Print a user's profile, history and top-k candidates as JSON.
     Inspect {
@@ -124,8 +140,9 @@ impl RunObserver for Progress {
         }
     }
 
-    fn training_started(&mut self, episodes: usize) {
+    fn training_started(&mut self, episodes: usize, done: usize) {
         let bar = ProgressBar::new(episodes as u64);
+        bar.set_position(done as u64);
         if self.quiet || !std::io::stderr().is_terminal() {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
@@ -139,7 +156,7 @@ impl RunObserver for Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
         if !self.quiet {
-            eprintln!("fypsim: training for {episodes} episodes");
+            eprintln!("fypsim: training for {} episodes", episodes - done);
         }
     }
 
@@ -177,13 +194,27 @@ impl RunObserver for Progress {
     }
 }
 
-fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
-    let checked = config.load()?;
+fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_episodes: Option<u32>, quiet: bool) -> Result<()> {
+    let (checked, dir) = match resume {
+        Some(dir) => {
+            anyhow::ensure!(
+                config.overrides.is_empty() && config.config == Path::new("configs/default.toml"),
+                "--resume continues a run with the config it started with; give no CONFIG or --set"
+            );
+            (fypsim::run::config_of_run(dir).with_context(|| format!("cannot resume {}", dir.display()))?, dir.to_path_buf())
+        }
+        None => {
+            let checked = config.load()?;
+            fypsim::run::preflight(&checked)?;
+            let dir = prepare_run_dir(&checked, out)?;
+            (checked, dir)
+        }
+    };
     fypsim::run::preflight(&checked)?;
-    let dir = prepare_run_dir(&checked, out)?;
     if !quiet {
         eprintln!(
-            "fypsim: run `{}` (policy {}, seed {}) -> {}",
+            "fypsim: {} `{}` (policy {}, seed {}) -> {}",
+            if resume.is_some() { "resuming run" } else { "run" },
             checked.name,
             checked.policy,
             checked.seed,
@@ -191,8 +222,17 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
         );
     }
     let mut progress = Progress::new(quiet, checked.train.moving_average);
-    let summary = run(&checked, &dir, &checked.name, &mut progress)
+    let control = RunControl { resume: resume.is_some(), max_episodes };
+    let end = run_with(&checked, &dir, &checked.name, control, &mut progress)
         .with_context(|| format!("run failed; files written so far are in {}", dir.display()))?;
+    let summary = match end {
+        RunEnd::Finished(s) => s,
+        RunEnd::Stopped { episodes_done } => {
+            println!("stopped after episode {episodes_done} of {} (checkpoint saved)", checked.train.episodes);
+            println!("continue with: fypsim run --resume {}", dir.display());
+            return Ok(());
+        }
+    };
     println!("{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
         summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second);
     println!("mean training return over the last 100 episodes: {:.3}", summary.mean_return_last_100);
@@ -204,6 +244,32 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, quiet: bool) -> Result<()> {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }
     println!("results: {}", dir.display());
+    Ok(())
+}
+
+fn cmd_eval(dir: &Path, episodes: Option<usize>) -> Result<()> {
+    let results = fypsim::run::eval_saved(dir, episodes)?;
+    let n = results[0].episodes;
+    println!("evaluation of the agent saved in {} ({n} episodes each, exploration off, common random numbers):", dir.display());
+    let names: Vec<String> = results
+        .iter()
+        .enumerate()
+        .map(|(k, e)| if k == 0 { format!("{} (saved)", e.policy) } else { e.policy.name().to_string() })
+        .collect();
+    for (name, e) in names.iter().zip(&results) {
+        println!("  {:<14} {:>8.3} ± {:.3}", name, e.mean_return, e.ci95);
+    }
+    let get = |k: fypsim::config::PolicyKind| results[1..].iter().find(|e| e.policy == k).map(|e| e.mean_return);
+    if let Some(f) = fypsim::run::oracle_fraction(
+        results[0].mean_return,
+        get(fypsim::config::PolicyKind::Random),
+        get(fypsim::config::PolicyKind::Oracle),
+    ) {
+        println!("oracle_fraction: {f:.3}");
+    }
+    let path = dir.join(format!("eval_saved_{n}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 
@@ -342,7 +408,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Run { config, out, quiet } => cmd_run(config, out.as_deref(), *quiet),
+        Command::Run { config, out, resume, max_episodes, quiet } => {
+            cmd_run(config, out.as_deref(), resume.as_deref(), *max_episodes, *quiet)
+        }
+        Command::Eval { dir, episodes } => cmd_eval(dir, *episodes),
         Command::Inspect { config, user } => cmd_inspect(config, *user),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),

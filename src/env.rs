@@ -84,6 +84,17 @@ pub struct StepOutcome {
     pub truncated: bool,
 }
 
+/// What simulation changed in the world: enough to rebuild an environment exactly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvState {
+    pub views: Vec<u64>,
+    pub clock: Vec<f64>,
+    pub next_session: Vec<u32>,
+    /// Every (video, user, score) added to the matrix, in order: replaying them onto the
+    /// history's matrix reproduces it bit for bit (norms included).
+    pub adds: Vec<(u32, u32, f64)>,
+}
+
 /// The environment over one mutable copy of the world.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -103,6 +114,7 @@ pub struct Env {
     pub log: Vec<Interaction>,
     /// Keep the simulated interactions in `log` (off for long training runs).
     pub keep_log: bool,
+    adds: Vec<(u32, u32, f64)>,
 }
 
 impl Env {
@@ -129,7 +141,38 @@ impl Env {
             obs: None,
             log: Vec::new(),
             keep_log: false,
+            adds: Vec::new(),
         }
+    }
+
+    /// What simulation has changed so far.
+    pub fn state(&self) -> EnvState {
+        EnvState {
+            views: self.world.videos.iter().map(|v| v.views).collect(),
+            clock: self.world.clock.clone(),
+            next_session: self.world.next_session.clone(),
+            adds: self.adds.clone(),
+        }
+    }
+
+    /// Re-applies a saved state to an environment fresh from the same world.
+    pub fn restore(&mut self, s: &EnvState) -> Result<(), String> {
+        if s.views.len() != self.world.videos.len() || s.clock.len() != self.world.users.len() {
+            return Err("the saved environment is of another world (sizes differ)".into());
+        }
+        for &(video, user, score) in &s.adds {
+            if video as usize >= self.world.videos.len() || user as usize >= self.world.users.len() {
+                return Err(format!("saved interaction ({video}, {user}) is outside the world"));
+            }
+            self.matrix.add(video, user, score);
+        }
+        for (v, &views) in self.world.videos.iter_mut().zip(&s.views) {
+            v.views = views;
+        }
+        self.world.clock = s.clock.clone();
+        self.world.next_session = s.next_session.clone();
+        self.adds = s.adds.clone();
+        Ok(())
     }
 
     pub fn n_slots(&self) -> usize {
@@ -237,6 +280,7 @@ impl Env {
         self.world.videos[vi].views += 1;
         let score = response.score(&c.scores);
         self.matrix.add(video, self.user, score);
+        self.adds.push((video, self.user, score));
         if self.keep_log {
             self.log.push(Interaction {
                 user: self.user,

@@ -14,12 +14,14 @@ use crate::config::{Checked, PolicyKind, Provenance};
 use crate::env::Env;
 use crate::plot::{series_plot, Reference};
 use crate::records::{self, frame};
-use crate::train::{evaluate, train, EpisodeRecord, EvalResult};
+use crate::agent::Policy;
+use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, TrainProgress};
 use crate::world::World;
 use crate::{Error, Result};
 
 /// The files a run writes, in the order it writes them.
-pub const RUN_FILES: [&str; 10] = [
+pub const RUN_FILES: [&str; 11] = [
+    "checkpoint",
     "config.toml",
     "episodes.csv",
     "episodes.parquet",
@@ -36,8 +38,8 @@ pub const RUN_FILES: [&str; 10] = [
 pub trait RunObserver {
     /// A stage begins (e.g. "evaluating baselines").
     fn stage(&mut self, _message: &str) {}
-    /// Training starts with this many episodes.
-    fn training_started(&mut self, _episodes: usize) {}
+    /// Training starts (or resumes after `done` episodes) toward `episodes`.
+    fn training_started(&mut self, _episodes: usize, _done: usize) {}
     /// A training episode ended.
     fn episode(&mut self, _record: &EpisodeRecord) {}
     /// Training ended.
@@ -150,14 +152,6 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(Error::io("write", path))
 }
 
-/// The trained policy's evaluation return after `episode` training episodes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalPoint {
-    pub episode: u32,
-    pub mean_return: f64,
-    pub ci95: f64,
-}
-
 /// The fraction of the random-to-oracle gap that `value` closes (None without both).
 pub fn oracle_fraction(value: f64, random: Option<f64>, oracle: Option<f64>) -> Option<f64> {
     match (random, oracle) {
@@ -166,21 +160,98 @@ pub fn oracle_fraction(value: f64, random: Option<f64>, oracle: Option<f64>) -> 
     }
 }
 
-/// Runs one experiment into `dir`. `label` names its configuration in reports (a sweep
-/// passes its grid point; a plain run its config name). Files are written as soon as they
-/// exist, so a failure late in the run (a full disk, say) keeps everything written before.
+/// How a run starts and when it may stop early.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunControl {
+    /// Continue from `dir/checkpoint` instead of starting afresh.
+    pub resume: bool,
+    /// Stop (after a checkpoint) once this many training episodes are done.
+    pub max_episodes: Option<u32>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    Finished(Box<Summary>),
+    /// Stopped early by `max_episodes`; `fypsim run --resume` continues it.
+    Stopped { episodes_done: u32 },
+}
+
+const CHECKPOINT: &str = "checkpoint";
+const COMPLETE: &str = "COMPLETE";
+
+/// Saves the agent and the training progress into `dir/checkpoint`, through a temporary
+/// folder, so that an interruption while saving never leaves a half-written checkpoint.
+fn save_checkpoint(dir: &Path, progress: &mut TrainProgress, env: &Env, policy: &dyn Policy) -> Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(Error::io("create folder", &tmp))?;
+    progress.env = env.state();
+    let json = serde_json::to_string(progress).expect("training progress serialises");
+    write_text(&tmp.join("progress.json"), &json)?;
+    policy.save(&tmp)?;
+    write_text(&tmp.join(COMPLETE), "")?;
+    let fin = dir.join(CHECKPOINT);
+    if fin.exists() {
+        fs::remove_dir_all(&fin).map_err(Error::io("replace", &fin))?;
+    }
+    fs::rename(&tmp, &fin).map_err(Error::io("rename into place", &fin))
+}
+
+/// The newest complete checkpoint of a run folder.
+pub fn checkpoint_dir(dir: &Path) -> Result<PathBuf> {
+    for name in [CHECKPOINT, "checkpoint.tmp"] {
+        let c = dir.join(name);
+        if c.join(COMPLETE).is_file() {
+            return Ok(c);
+        }
+    }
+    Err(Error::Other(format!(
+        "{} has no complete checkpoint (checkpoint/COMPLETE); was it written by `fypsim run` with train.checkpoint_every?",
+        dir.display()
+    )))
+}
+
+/// Runs one experiment into `dir` to the end. `label` names its configuration in reports
+/// (a sweep passes its grid point; a plain run its config name).
 pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObserver) -> Result<Summary> {
+    match run_with(config, dir, label, RunControl::default(), observer)? {
+        RunEnd::Finished(s) => Ok(*s),
+        RunEnd::Stopped { episodes_done } => Err(Error::Other(format!("run stopped after {episodes_done} episodes"))),
+    }
+}
+
+/// The config of a run folder, as it was resolved when the run started.
+pub fn config_of_run(dir: &Path) -> Result<Checked> {
+    Ok(crate::config::Config::load(&dir.join("config.toml"), &[])?)
+}
+
+/// Runs one experiment into `dir`, fresh or resumed. Files are written as soon as they
+/// exist, so a failure late in the run (a full disk, say) keeps everything written before.
+pub fn run_with(
+    config: &Checked,
+    dir: &Path,
+    label: &str,
+    control: RunControl,
+    observer: &mut dyn RunObserver,
+) -> Result<RunEnd> {
     let prov = provenance();
-    let mut resolved = config.inner().clone();
-    resolved.provenance = Some(prov.clone());
-    write_text(
-        &dir.join("config.toml"),
-        &format!(
-            "# The resolved config of this run. `fypsim run {}` repeats it.\n{}",
-            dir.join("config.toml").display(),
-            resolved.to_toml()
-        ),
-    )?;
+    if control.resume {
+        if dir.join("summary.json").exists() {
+            return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to resume", dir.display())));
+        }
+    } else {
+        let mut resolved = config.inner().clone();
+        resolved.provenance = Some(prov.clone());
+        write_text(
+            &dir.join("config.toml"),
+            &format!(
+                "# The resolved config of this run. `fypsim run {}` repeats it.\n{}",
+                dir.join("config.toml").display(),
+                resolved.to_toml()
+            ),
+        )?;
+    }
 
     observer.stage("generating the world");
     let world = World::generate(config);
@@ -195,37 +266,62 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
 
     let mut policy = make_policy(config.policy, config)?;
     let mut env = Env::new(config, world.clone());
-    let mut curve: Vec<EvalPoint> = Vec::new();
     let (every, total) = (config.train.eval_every, config.train.episodes);
-    if every > 0 {
-        // The untrained policy: where the learning curve starts.
-        let e = evaluate(config, &world, policy.as_mut(), n_eval)?;
-        curve.push(EvalPoint { episode: 0, mean_return: e.mean_return, ci95: e.ci95 });
-    }
-    observer.training_started(total);
-    let outcome = train(config, &mut env, policy.as_mut(), config.output.steps, &mut |r, p| {
-        observer.episode(r);
-        let done = r.episode as usize + 1;
-        if every > 0 && done % every == 0 && done < total {
-            let e = evaluate(config, &world, p, n_eval)?;
-            curve.push(EvalPoint { episode: done as u32, mean_return: e.mean_return, ci95: e.ci95 });
+    let mut progress = if control.resume {
+        let ck = checkpoint_dir(dir)?;
+        let path = ck.join("progress.json");
+        let text = fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let progress: TrainProgress = serde_json::from_str(&text)
+            .map_err(|e| Error::Other(format!("{} is not a fypsim checkpoint: {e}", path.display())))?;
+        policy.load(&ck)?;
+        env.restore(&progress.env).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        observer.stage(&format!("resuming after episode {} of {total}", progress.episodes_done));
+        progress
+    } else {
+        let mut p = TrainProgress::new(config, &env);
+        if every > 0 {
+            // The untrained policy: where the learning curve starts.
+            let e = evaluate(config, &world, policy.as_mut(), n_eval)?;
+            p.curve.push(EvalPoint { episode: 0, mean_return: e.mean_return, ci95: e.ci95 });
         }
-        Ok(())
+        p
+    };
+
+    let checkpoint_every = config.train.checkpoint_every;
+    observer.training_started(total, progress.episodes_done as usize);
+    train(config, &mut env, policy.as_mut(), config.output.steps, &mut progress, &mut |p, env, pol| {
+        observer.episode(p.episodes.last().expect("an episode was just recorded"));
+        let done = p.episodes_done as usize;
+        if every > 0 && done % every == 0 && done < total {
+            let e = evaluate(config, &world, pol, n_eval)?;
+            p.curve.push(EvalPoint { episode: done as u32, mean_return: e.mean_return, ci95: e.ci95 });
+        }
+        let stop = control.max_episodes.is_some_and(|m| done as u32 >= m) && done < total;
+        if stop || (checkpoint_every > 0 && done % checkpoint_every == 0 && done < total) {
+            save_checkpoint(dir, p, env, &*pol)?;
+        }
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
     })?;
     observer.training_finished();
+    if (progress.episodes_done as usize) < total {
+        return Ok(RunEnd::Stopped { episodes_done: progress.episodes_done });
+    }
+    // The final agent, for `fypsim eval DIR`.
+    save_checkpoint(dir, &mut progress, &env, policy.as_ref())?;
 
     let path = dir.join("episodes.csv");
-    let mut episodes = frame(records::episodes_frame(&outcome.episodes, config.output.wall_time), &path)?;
+    let mut episodes = frame(records::episodes_frame(&progress.episodes, config.output.wall_time), &path)?;
     records::write_csv(&mut episodes, &path)?;
     records::write_parquet(&mut episodes, &dir.join("episodes.parquet"))?;
     if config.output.steps {
         let path = dir.join("steps.parquet");
-        let mut steps = frame(records::steps_frame(&outcome.steps, config), &path)?;
+        let mut steps = frame(records::steps_frame(&progress.steps, config), &path)?;
         records::write_parquet(&mut steps, &path)?;
     }
 
     observer.stage(&format!("evaluating the trained {} policy", config.policy));
     let trained = evaluate(config, &world, policy.as_mut(), n_eval)?;
+    let mut curve = progress.curve.clone();
     curve.push(EvalPoint { episode: total as u32, mean_return: trained.mean_return, ci95: trained.ci95 });
     let path = dir.join("eval.csv");
     let mut curve_df = frame(
@@ -288,7 +384,7 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
             value: e.mean_return,
         })
         .collect();
-    let returns: Vec<Option<f64>> = outcome.episodes.iter().map(|e| Some(e.episode_return)).collect();
+    let returns: Vec<Option<f64>> = progress.episodes.iter().map(|e| Some(e.episode_return)).collect();
     series_plot(
         &dir.join("rewards.png"),
         &format!("{}: episode return ({} policy, seed {})", config.name, config.policy, config.seed),
@@ -298,7 +394,7 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
         config.train.moving_average,
         &references,
     )?;
-    let losses: Vec<Option<f64>> = outcome.episodes.iter().map(|e| e.mean_loss).collect();
+    let losses: Vec<Option<f64>> = progress.episodes.iter().map(|e| e.mean_loss).collect();
     series_plot(
         &dir.join("loss.png"),
         &format!("{}: mean TD loss per episode", config.name),
@@ -316,9 +412,9 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
         policy: config.policy.name().into(),
         seed: config.seed,
         episodes: config.train.episodes,
-        total_steps: outcome.total_steps,
-        updates: outcome.updates,
-        mean_return_last_100: outcome.mean_return_last(100),
+        total_steps: progress.total_steps,
+        updates: progress.updates,
+        mean_return_last_100: progress.mean_return_last(100),
         eval_mean_return: evaluation[0].mean_return,
         oracle_fraction: oracle_fraction(
             evaluation[0].mean_return,
@@ -330,13 +426,32 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
             .map(|e| (e.policy.name().to_string(), e.mean_return))
             .collect(),
         evaluation,
-        steps_per_second: outcome.steps_per_s(),
-        training_s: outcome.elapsed_s,
+        steps_per_second: progress.steps_per_s(),
+        training_s: progress.elapsed_s,
         crate_version: prov.crate_version,
         git_revision: prov.git_revision,
         results_dir: dir.display().to_string(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
     write_text(&dir.join("summary.json"), &json)?;
-    Ok(summary)
+    Ok(RunEnd::Finished(Box::new(summary)))
+}
+
+/// Evaluates the agent saved in a run folder against the baselines, on `episodes`
+/// evaluation episodes (the run's `train.eval_episodes` by default). The trained policy
+/// comes first.
+pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>> {
+    let config = config_of_run(dir)?;
+    preflight(&config)?;
+    let ck = checkpoint_dir(dir)?;
+    let world = World::generate(&config);
+    let n = episodes.unwrap_or(config.train.eval_episodes).max(1);
+    let mut policy = make_policy(config.policy, &config)?;
+    policy.load(&ck)?;
+    let mut out = vec![evaluate(&config, &world, policy.as_mut(), n)?];
+    for &kind in &config.train.baselines {
+        let mut b = make_policy(kind, &config)?;
+        out.push(evaluate(&config, &world, b.as_mut(), n)?);
+    }
+    Ok(out)
 }

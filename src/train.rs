@@ -4,17 +4,18 @@
 use std::time::Instant;
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::{Policy, Transition};
 use crate::config::{Checked, PolicyKind};
-use crate::env::Env;
+use crate::env::{Env, EnvState};
+use crate::rng::SimRng;
 use crate::rng::{stream, substream, Stream};
 use crate::world::{Action, World};
 use crate::Result;
 
 /// One training episode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeRecord {
     pub episode: u32,
     pub user: u32,
@@ -29,7 +30,7 @@ pub struct EpisodeRecord {
 }
 
 /// One step of a training episode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub episode: u32,
     pub t: u32,
@@ -41,17 +42,58 @@ pub struct StepRecord {
     pub reward: f64,
 }
 
-/// Everything a training run produced.
-#[derive(Debug, Clone, Default)]
-pub struct TrainOutcome {
-    pub episodes: Vec<EpisodeRecord>,
-    pub steps: Vec<StepRecord>,
-    pub total_steps: u64,
-    pub updates: u64,
-    pub elapsed_s: f64,
+/// The trained policy's evaluation return after `episode` training episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub episode: u32,
+    pub mean_return: f64,
+    pub ci95: f64,
 }
 
-impl TrainOutcome {
+/// Everything a training run has produced so far, and everything it needs to go on
+/// exactly where it stopped: a checkpoint saves this beside the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainProgress {
+    pub episodes_done: u32,
+    pub episodes: Vec<EpisodeRecord>,
+    pub steps: Vec<StepRecord>,
+    /// The learning curve (evaluation points).
+    pub curve: Vec<EvalPoint>,
+    pub total_steps: u64,
+    pub updates: u64,
+    /// Training seconds over every session of the run.
+    pub elapsed_s: f64,
+    pub users_rng: SimRng,
+    pub response_rng: SimRng,
+    pub policy_rng: SimRng,
+    pub env: EnvState,
+}
+
+/// Whether training goes on after an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+impl TrainProgress {
+    /// A run that has not started.
+    pub fn new(config: &Checked, env: &Env) -> TrainProgress {
+        TrainProgress {
+            episodes_done: 0,
+            episodes: Vec::new(),
+            steps: Vec::new(),
+            curve: Vec::new(),
+            total_steps: 0,
+            updates: 0,
+            elapsed_s: 0.0,
+            users_rng: stream(config.seed, Stream::EpisodeUsers),
+            response_rng: stream(config.seed, Stream::Responses),
+            policy_rng: stream(config.seed, Stream::Policy),
+            env: env.state(),
+        }
+    }
+
     pub fn steps_per_s(&self) -> f64 {
         if self.elapsed_s > 0.0 {
             self.total_steps as f64 / self.elapsed_s
@@ -70,31 +112,29 @@ impl TrainOutcome {
     }
 }
 
-/// Trains (or, for a baseline, just runs) `policy` for `config.train.episodes` episodes on
-/// `env`, calling `after_episode` after each one with the policy (to evaluate it, say:
-/// evaluation draws from its own streams, so it does not change the training run).
+/// Trains (or, for a baseline, just runs) `policy` on `env` from `progress` until
+/// `config.train.episodes` episodes are done, calling `after_episode` after each one (to
+/// evaluate or checkpoint; evaluation draws from its own streams, so it does not change
+/// the training run). `after_episode` can stop the run early.
 pub fn train(
     config: &Checked,
     env: &mut Env,
     policy: &mut dyn Policy,
     record_steps: bool,
-    after_episode: &mut dyn FnMut(&EpisodeRecord, &mut dyn Policy) -> Result<()>,
-) -> Result<TrainOutcome> {
-    let mut users_rng = stream(config.seed, Stream::EpisodeUsers);
-    let mut response_rng = stream(config.seed, Stream::Responses);
-    let mut policy_rng = stream(config.seed, Stream::Policy);
-    let mut out = TrainOutcome::default();
-    let start = Instant::now();
-    for episode in 0..config.train.episodes as u32 {
+    progress: &mut TrainProgress,
+    after_episode: &mut dyn FnMut(&mut TrainProgress, &Env, &mut dyn Policy) -> Result<Flow>,
+) -> Result<()> {
+    let mut session_start = Instant::now();
+    for episode in progress.episodes_done..config.train.episodes as u32 {
         let t0 = Instant::now();
-        env.reset_random(&mut users_rng);
+        env.reset_random(&mut progress.users_rng);
         let user = env.user();
         let (mut ret, mut steps, mut loss_sum, mut n_loss) = (0.0, 0u32, 0.0, 0u32);
         loop {
             let obs = env.observation();
-            let slot = policy.act(obs, true, &mut policy_rng)?;
+            let slot = policy.act(obs, true, &mut progress.policy_rng)?;
             let state = obs.state.clone();
-            let o = env.step(slot, &mut response_rng);
+            let o = env.step(slot, &mut progress.response_rng);
             let transition = Transition {
                 state,
                 action: o.slot,
@@ -103,13 +143,13 @@ pub fn train(
                 terminal: o.terminal,
                 episode_end: o.terminal || o.truncated,
             };
-            if let Some(loss) = policy.observe(transition, &mut policy_rng)? {
+            if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
                 loss_sum += loss;
                 n_loss += 1;
-                out.updates += 1;
+                progress.updates += 1;
             }
             if record_steps {
-                out.steps.push(StepRecord {
+                progress.steps.push(StepRecord {
                     episode,
                     t: steps,
                     user,
@@ -127,8 +167,8 @@ pub fn train(
             }
         }
         policy.end_episode();
-        out.total_steps += steps as u64;
-        let rec = EpisodeRecord {
+        progress.total_steps += steps as u64;
+        progress.episodes.push(EpisodeRecord {
             episode,
             user,
             steps,
@@ -136,12 +176,17 @@ pub fn train(
             mean_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
             epsilon: policy.epsilon(),
             wall_s: t0.elapsed().as_secs_f64(),
-        };
-        after_episode(&rec, &mut *policy)?;
-        out.episodes.push(rec);
+        });
+        progress.episodes_done = episode + 1;
+        // Time spent in evaluations and checkpoints is not training time.
+        progress.elapsed_s += session_start.elapsed().as_secs_f64();
+        let flow = after_episode(progress, env, &mut *policy)?;
+        session_start = Instant::now();
+        if flow == Flow::Stop {
+            break;
+        }
     }
-    out.elapsed_s = start.elapsed().as_secs_f64();
-    Ok(out)
+    Ok(())
 }
 
 /// A policy's returns on the evaluation episodes.

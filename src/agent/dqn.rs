@@ -562,6 +562,14 @@ impl Policy for DqnAgent {
     fn epsilon(&self) -> f64 {
         self.epsilon.value()
     }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        DqnAgent::save(self, dir)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        DqnAgent::load(self, dir)
+    }
 }
 
 #[cfg(test)]

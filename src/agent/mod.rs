@@ -45,6 +45,16 @@ pub trait Policy {
     fn epsilon(&self) -> f64 {
         0.0
     }
+
+    /// Saves whatever the policy has learned into `dir` (nothing for stateless baselines).
+    fn save(&self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads what [`Policy::save`] wrote.
+    fn load(&mut self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The policy a config names.

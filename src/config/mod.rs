@@ -312,6 +312,9 @@ pub struct TrainConfig {
     /// Evaluate the trained policy every this many training episodes (and always at the
     /// end); 0 evaluates only at the end.
     pub eval_every: usize,
+    /// Save the agent and the training state every this many episodes (and always at
+    /// the end); 0 saves only at the end.
+    pub checkpoint_every: usize,
     /// Baselines every run is compared with.
     pub baselines: Vec<PolicyKind>,
     /// Window of the moving average in the reward plot and the progress bar.
@@ -324,6 +327,7 @@ impl Default for TrainConfig {
             episodes: 500,
             eval_episodes: 100,
             eval_every: 50,
+            checkpoint_every: 100,
             baselines: vec![
                 PolicyKind::Random,
                 PolicyKind::Greedy,

@@ -9,7 +9,7 @@ use crate::config::{Checked, ScoreConfig};
 use super::{User, Video};
 
 /// What a user did with a shown video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Watched,
