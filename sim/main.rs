@@ -211,6 +211,10 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         }
     };
     fypsim::run::preflight(&checked)?;
+    if !checked.train.seeds.is_empty() {
+        anyhow::ensure!(resume.is_none() && max_episodes.is_none(), "--resume and --max-episodes work on single-seed runs; rerunning a multi-seed run keeps its finished seeds");
+        return cmd_run_seeds(&checked, &dir, quiet);
+    }
     if !quiet {
         eprintln!(
             "fypsim: {} `{}` (policy {}, seed {}) -> {}",
@@ -243,6 +247,35 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     if let Some(f) = summary.oracle_fraction {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }
+    println!("results: {}", dir.display());
+    Ok(())
+}
+
+fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
+    let mut resolved = checked.inner().clone();
+    resolved.provenance = Some(fypsim::run::provenance());
+    std::fs::write(dir.join("config.toml"), resolved.to_toml()).with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = checked.train.seeds.len();
+    if !quiet {
+        eprintln!("fypsim: `{}` under {n} seeds ({jobs} at a time) -> {}", checked.name, dir.display());
+    }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let summary = fypsim::multiseed::run_seeds(checked, dir, jobs, &|seed, status| {
+        let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if !quiet {
+            eprintln!("fypsim: [{k}/{n}] seed {seed}: {status:?}");
+        }
+    })?;
+    println!(
+        "{} policy, {} seeds x {} episodes; evaluation over {} episodes per seed, exploration off:",
+        summary.policy, n, summary.episodes, summary.eval_episodes
+    );
+    for (name, i) in &summary.eval_mean_return {
+        println!("  {:<14} {:>8.3} ± {:.3}", name, i.mean, i.ci95);
+    }
+    println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
+    println!("{} - greedy: {:.3} ± {:.3}", summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95);
     println!("results: {}", dir.display());
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod env;
 mod error;
 pub mod inspect;
 pub mod matrix;
+pub mod multiseed;
 pub mod plot;
 pub mod records;
 pub mod report;

@@ -59,6 +59,10 @@ pub fn discover(dir: &Path) -> Result<Vec<RunInfo>> {
     for d in found {
         let path = d.join("summary.json");
         let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        // A multi-seed aggregate: its runs are the seed folders below it.
+        if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("multi_seed").is_some()) {
+            continue;
+        }
         let summary: Summary = serde_json::from_str(&text)
             .map_err(|e| Error::Other(format!("{} is not a fypsim summary: {e}", path.display())))?;
         let curve_path = d.join("eval.csv");

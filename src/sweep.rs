@@ -304,3 +304,25 @@ mod tests {
         assert!(plan(&s, None).unwrap_err().to_string().contains("unknown field `extra`"));
     }
 }
+
+/// The runs of a multi-seed config (`train.seeds`): one per seed, in `<dir>/seed<s>`, all
+/// labelled with the config's name.
+pub fn seed_runs(config: &Checked, dir: &Path) -> Vec<PlannedRun> {
+    config
+        .train
+        .seeds
+        .iter()
+        .map(|&seed| {
+            let mut c = config.inner().clone();
+            c.seed = seed;
+            c.train.seeds = Vec::new();
+            PlannedRun {
+                label: config.name.clone(),
+                seed,
+                overrides: vec![format!("seed={seed}")],
+                config: c.check().expect("a valid config with another seed is valid"),
+                dir: dir.join(format!("seed{seed}")),
+            }
+        })
+        .collect()
+}

@@ -273,3 +273,41 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
     assert_eq!(saved[0]["mean_return"], summary["eval_mean_return"]);
 }
+
+#[test]
+fn multi_seed_runs_aggregate_with_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let o = fypsim()
+        .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1, 2, 3]", "--set", "train.episodes=10", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&o);
+    assert!(text.contains("oracle_fraction:"), "{text}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["seeds"], serde_json::json!([1, 2, 3]));
+    assert_eq!(s["per_seed"].as_array().unwrap().len(), 3);
+    for p in ["dqn", "random", "greedy", "oracle"] {
+        assert!(s["eval_mean_return"][p]["mean"].is_number(), "{p}: {s}");
+        assert!(s["eval_mean_return"][p]["ci95"].as_f64().unwrap() >= 0.0);
+    }
+    // The aggregate equals the mean of the seed runs' own summaries.
+    let mean: f64 = (1..=3)
+        .map(|k| {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{k}/summary.json"))).unwrap()).unwrap();
+            v["oracle_fraction"].as_f64().unwrap()
+        })
+        .sum::<f64>()
+        / 3.0;
+    assert!((s["oracle_fraction"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    for f in ["report.md", "report.csv", "curves.png", "policies.png", "config.toml"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // One seed is not a multi-seed run.
+    fypsim().args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"]).assert().failure()
+        .stderr(predicates::str::contains("`train.seeds`"));
+}

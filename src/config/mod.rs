@@ -306,6 +306,9 @@ impl Default for EnvConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub episodes: usize,
+    /// Train one independent run per seed (each in `seed<s>/`) and aggregate them with
+    /// 95% intervals across seeds; empty trains once with `seed`.
+    pub seeds: Vec<u64>,
     /// Episodes each baseline (and the trained policy, exploration off) is evaluated on,
     /// from the same starting world and the same random numbers.
     pub eval_episodes: usize,
@@ -325,6 +328,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             episodes: 500,
+            seeds: Vec::new(),
             eval_episodes: 100,
             eval_every: 50,
             checkpoint_every: 100,

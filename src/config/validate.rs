@@ -196,6 +196,13 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
 
     let t = &c.train;
     at_least("train.episodes", t.episodes, 1)?;
+    let mut seen = HashSet::new();
+    if let Some(s) = t.seeds.iter().find(|s| !seen.insert(**s)) {
+        return Err(invalid("train.seeds", s, "distinct seeds"));
+    }
+    if t.seeds.len() == 1 {
+        return Err(invalid("train.seeds", "a single seed", "an empty list (use `seed`) or at least 2 seeds"));
+    }
     at_least("train.eval_episodes", t.eval_episodes, 1)?;
     at_least("train.moving_average", t.moving_average, 1)?;
     if t.baselines.contains(&PolicyKind::Dqn) {

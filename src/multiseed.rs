@@ -1,0 +1,114 @@
+//! One config trained under several seeds (`train.seeds`), aggregated: the evidence that a
+//! policy beats the baselines is a mean across independent seeds with its interval.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Checked, PolicyKind};
+use crate::report::{self, mean_ci};
+use crate::sweep::{execute, seed_runs, RunStatus};
+use crate::{Error, Result};
+
+/// Mean and 95% t-interval half-width across seeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interval {
+    pub mean: f64,
+    pub ci95: f64,
+}
+
+impl Interval {
+    fn of(xs: &[f64]) -> Interval {
+        let (mean, ci95) = mean_ci(xs);
+        Interval { mean, ci95 }
+    }
+}
+
+/// summary.json of a multi-seed run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MultiSeedSummary {
+    /// Marks this summary as an aggregate (reports skip it and read the per-seed runs).
+    pub multi_seed: bool,
+    pub name: String,
+    pub policy: String,
+    pub seeds: Vec<u64>,
+    pub episodes: usize,
+    pub eval_episodes: usize,
+    /// Mean evaluation return (exploration off) of the trained policy and each baseline,
+    /// across seeds.
+    pub eval_mean_return: BTreeMap<String, Interval>,
+    /// (trained - random) / (oracle - random), per seed, then across seeds.
+    pub oracle_fraction: Interval,
+    /// Per seed: trained - greedy, across seeds.
+    pub advantage_over_greedy: Interval,
+    pub per_seed: Vec<SeedResult>,
+    pub steps_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub eval_mean_return: BTreeMap<String, f64>,
+    pub oracle_fraction: Option<f64>,
+}
+
+/// Trains every seed of `config.train.seeds` into `dir/seed<s>/` (`jobs` at a time; seeds
+/// already complete are kept), then writes the aggregate summary.json and the report.
+pub fn run_seeds(
+    config: &Checked,
+    dir: &Path,
+    jobs: usize,
+    on_done: &(dyn Fn(u64, &RunStatus) + Sync),
+) -> Result<MultiSeedSummary> {
+    let runs = seed_runs(config, dir);
+    let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s));
+    if let Some((run, err)) = outcome.failed.first() {
+        return Err(Error::Other(format!("{} of {} seeds failed; first: {run}: {err}", outcome.failed.len(), runs.len())));
+    }
+    let found = report::discover(dir)?;
+    let trained = config.policy.name().to_string();
+    let mut per_seed = Vec::new();
+    for r in &found {
+        let mut m = BTreeMap::new();
+        m.insert(trained.clone(), r.summary.eval_mean_return);
+        for (k, v) in &r.summary.baselines {
+            m.insert(k.clone(), *v);
+        }
+        per_seed.push(SeedResult { seed: r.summary.seed, eval_mean_return: m, oracle_fraction: r.summary.oracle_fraction });
+    }
+    let mut names: Vec<String> = per_seed.iter().flat_map(|s| s.eval_mean_return.keys().cloned()).collect();
+    names.sort();
+    names.dedup();
+    let eval_mean_return = names
+        .iter()
+        .map(|n| {
+            let xs: Vec<f64> = per_seed.iter().filter_map(|s| s.eval_mean_return.get(n).copied()).collect();
+            (n.clone(), Interval::of(&xs))
+        })
+        .collect();
+    let fractions: Vec<f64> = per_seed.iter().filter_map(|s| s.oracle_fraction).collect();
+    let greedy = PolicyKind::Greedy.name();
+    let advantage: Vec<f64> = per_seed
+        .iter()
+        .filter_map(|s| Some(s.eval_mean_return.get(&trained)? - s.eval_mean_return.get(greedy)?))
+        .collect();
+    let summary = MultiSeedSummary {
+        multi_seed: true,
+        name: config.name.clone(),
+        policy: trained,
+        seeds: config.train.seeds.clone(),
+        episodes: config.train.episodes,
+        eval_episodes: config.train.eval_episodes,
+        eval_mean_return,
+        oracle_fraction: Interval::of(&fractions),
+        advantage_over_greedy: Interval::of(&advantage),
+        per_seed,
+        steps_per_second: found.iter().map(|r| r.summary.steps_per_second).sum::<f64>() / found.len().max(1) as f64,
+    };
+    let path = dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
+    std::fs::write(&path, json).map_err(Error::io("write", &path))?;
+    report::report(dir)?;
+    Ok(summary)
+}
