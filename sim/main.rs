@@ -108,6 +108,20 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         ab: Option<Vec<String>>,
     },
+    /// Measure world, matrix, neighbour, candidate, update and DQN timings for a config.
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Repeats of the whole-world timings (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Steps of the throughput loops.
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+    },
     /// Validate config files and print the resolved config of each.
     Check {
         /// Config files to validate.
@@ -277,6 +291,32 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
     println!("{} - greedy: {:.3} ± {:.3}", summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95);
     println!("results: {}", dir.display());
+    Ok(())
+}
+
+fn cmd_bench(config: &ConfigArgs, json: bool, repeats: usize, steps: usize) -> Result<()> {
+    let checked = config.load()?;
+    fypsim::run::preflight(&checked)?;
+    let label = config.config.display().to_string();
+    let r = fypsim::bench::bench(&checked, &label, repeats, steps, &mut |stage| {
+        if !json {
+            eprintln!("fypsim bench: {stage}");
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!("{} ({} users, {} videos, {} history rows); medians", r.config, r.users, r.videos, r.history_rows);
+    println!("  world build          {:>12.3} s", r.world_build_s);
+    println!("  matrix build         {:>12.3} s", r.matrix_build_s);
+    println!("  top-{} neighbours    {:>12.3} s", r.neighbours_k, r.neighbours_build_s);
+    println!("  candidates / request {:>12.1} us", r.candidates_us);
+    println!("  update / interaction {:>12.3} us", r.update_us);
+    println!("  DQN update           {:>12.1} us", r.dqn_update_us);
+    println!("  env steps            {:>12.0} /s (greedy, no learning)", r.env_steps_per_s);
+    println!("  training steps       {:>12.0} /s (DQN, one update per step)", r.train_steps_per_s);
+    println!("  peak memory          {:>12.0} MiB", r.peak_rss_mb);
     Ok(())
 }
 
@@ -452,6 +492,7 @@ fn main() -> ExitCode {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
         Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
+        Command::Bench { config, json, repeats, steps } => cmd_bench(config, *json, *repeats, *steps),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //! [`run::run`] writes everything a run produces.
 
 pub mod agent;
+pub mod bench;
 pub mod candidates;
 pub mod config;
 pub mod env;

@@ -254,7 +254,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(!b.join("summary.json").exists() && b.join("checkpoint/COMPLETE").exists());
     fypsim().args(["run", "--quiet", "--resume"]).arg(&b).assert().success();
     for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs after resume");
+        assert_eq!(std::fs::read_to_string(a.join(f)).unwrap(), std::fs::read_to_string(b.join(f)).unwrap(), "{f} differs after resume");
     }
     let (sa, sb) = (read_parquet(&a.join("steps.parquet")).unwrap(), read_parquet(&b.join("steps.parquet")).unwrap());
     assert!(sa.equals(&sb));

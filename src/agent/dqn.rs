@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::config::{Checked, DecayUnit, DeviceKind, DqnConfig, LossKind, PolicyKind, QHead};
@@ -37,102 +37,154 @@ struct Vocab {
     slots: i64,
 }
 
+/// One categorical feature's slice of the flat embedding table.
+#[derive(Debug, Clone, Copy)]
+struct EmbField {
+    /// Index into the state's categorical ids.
+    column: usize,
+    /// First element of this feature's table in the flat table.
+    base: i64,
+    width: i64,
+}
+
 /// The Q-network: embeddings, then either one MLP over the whole state with one output
 /// per slot (`slots`), or one MLP shared by all candidates over [user ‖ candidate] with one
 /// output (`items`).
+///
+/// Every categorical feature has its own embedding table of its own width, but the tables
+/// live in one flat parameter, read by a single `index_select` with indices computed on
+/// the CPU side: one kernel instead of two per feature, forward and backward. (Interest 1
+/// and 2 share one table.)
 #[derive(Debug)]
 struct QNet {
     head: QHead,
-    gender: nn::Embedding,
-    region: nn::Embedding,
-    interest: nn::Embedding,
-    last_category: nn::Embedding,
-    last_action: nn::Embedding,
-    candidate_category: Option<nn::Embedding>,
-    mlp: nn::Sequential,
-    /// Dueling: V(state) from the user features.
-    value: Option<nn::Sequential>,
+    table: Tensor,
+    /// The user's features, in order, then one candidate-category field per slot.
+    user_fields: Vec<EmbField>,
+    slot_fields: Vec<EmbField>,
+    user_emb: i64,
+    slot_emb: i64,
+    slots: i64,
+    layers: Vec<nn::Linear>,
+    value: Option<(nn::Linear, nn::Linear)>,
+}
+
+fn linear(x: &Tensor, l: &nn::Linear) -> Tensor {
+    l.bs.as_ref().expect("layers have a bias").addmm(x, &l.ws.tr())
 }
 
 impl QNet {
     fn new(p: &nn::Path, cfg: &DqnConfig, v: Vocab) -> QNet {
         let e = &cfg.embeddings;
-        let emb = |name: &str, n: i64, d: usize| {
-            nn::embedding(p / name, n, d as i64, Default::default())
+        // (vocabulary, width) of each table; interest 1 and 2 share table 2.
+        let tables = [
+            (v.genders, e.gender),
+            (v.regions, e.region),
+            (v.categories, e.interest),
+            (v.categories + 1, e.last_category),
+            (4, e.last_action),
+            (v.categories + 1, e.candidate_category),
+        ];
+        let mut bases = Vec::new();
+        let mut total = 0i64;
+        for &(n, w) in &tables {
+            bases.push(total);
+            total += n * w as i64;
+        }
+        let field = |column: usize, t: usize| EmbField { column, base: bases[t], width: tables[t].1 as i64 };
+        let user_fields = vec![
+            field(cat::GENDER, 0),
+            field(cat::REGION, 1),
+            field(cat::INTEREST_1, 2),
+            field(cat::INTEREST_2, 2),
+            field(cat::LAST_CATEGORY, 3),
+            field(cat::LAST_ACTION, 4),
+        ];
+        let slot_fields: Vec<EmbField> = if e.candidate_category > 0 {
+            (0..v.slots as usize).map(|k| field(cat::CANDIDATES + k, 5)).collect()
+        } else {
+            Vec::new()
         };
-        let candidate_category = (e.candidate_category > 0)
-            .then(|| emb("candidate_category", v.categories + 1, e.candidate_category));
-        let user = num::SLOTS + e.gender + e.region + 2 * e.interest + e.last_category + e.last_action;
-        let item = num::PER_SLOT + e.candidate_category;
+        let user_emb: i64 = user_fields.iter().map(|f| f.width).sum();
+        let slot_emb = e.candidate_category as i64;
+        // Like nn::Embedding: standard normal initial values.
+        let table = p.var("embeddings", &[total.max(1)], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+
+        let user = num::SLOTS as i64 + user_emb;
+        let item = num::PER_SLOT as i64 + slot_emb;
         let (input, outputs) = match cfg.head {
-            QHead::Slots => (user + v.slots as usize * item, v.slots),
+            QHead::Slots => (user + v.slots * item, v.slots),
             QHead::Items => (user + item, 1),
         };
-        let mut mlp = nn::seq();
-        let mut width = input as i64;
+        let mut layers = Vec::new();
+        let mut width = input;
         for (k, &h) in cfg.hidden.iter().enumerate() {
-            mlp = mlp
-                .add(nn::linear(p / format!("hidden{k}"), width, h as i64, Default::default()))
-                .add_fn(|x| x.relu());
+            layers.push(nn::linear(p / format!("hidden{k}"), width, h as i64, Default::default()));
             width = h as i64;
         }
-        mlp = mlp.add(nn::linear(p / "q", width, outputs, Default::default()));
+        layers.push(nn::linear(p / "q", width, outputs, Default::default()));
         let value = cfg.dueling.then(|| {
             let h = cfg.hidden[0] as i64;
-            nn::seq()
-                .add(nn::linear(p / "value0", user as i64, h, Default::default()))
-                .add_fn(|x| x.relu())
-                .add(nn::linear(p / "value1", h, 1, Default::default()))
+            (
+                nn::linear(p / "value0", user, h, Default::default()),
+                nn::linear(p / "value1", h, 1, Default::default()),
+            )
         });
-        QNet {
-            head: cfg.head,
-            gender: emb("gender", v.genders, e.gender),
-            region: emb("region", v.regions, e.region),
-            interest: emb("interest", v.categories, e.interest),
-            last_category: emb("last_category", v.categories + 1, e.last_category),
-            last_action: emb("last_action", 4, e.last_action),
-            candidate_category,
-            mlp,
-            value,
-        }
+        QNet { head: cfg.head, table, user_fields, slot_fields, user_emb, slot_emb, slots: v.slots, layers, value }
     }
 
-    /// Q-values [batch, slots] from numeric [batch, n_num] and categorical [batch, n_cat].
-    fn forward(&self, numeric: &Tensor, categorical: &Tensor) -> Tensor {
-        let col = |k: usize| categorical.select(1, k as i64);
-        let batch = numeric.size()[0];
-        let slots = categorical.size()[1] - cat::CANDIDATES as i64;
-        let user = Tensor::cat(
-            &[
-                numeric.narrow(1, 0, num::SLOTS as i64),
-                self.gender.forward(&col(cat::GENDER)),
-                self.region.forward(&col(cat::REGION)),
-                self.interest.forward(&col(cat::INTEREST_1)),
-                self.interest.forward(&col(cat::INTEREST_2)),
-                self.last_category.forward(&col(cat::LAST_CATEGORY)),
-                self.last_action.forward(&col(cat::LAST_ACTION)),
-            ],
-            1,
-        );
-        // [batch, slots, per-candidate features]
-        let mut item = vec![numeric
-            .narrow(1, num::SLOTS as i64, slots * num::PER_SLOT as i64)
-            .view([batch, slots, num::PER_SLOT as i64])];
-        if let Some(cc) = &self.candidate_category {
-            item.push(cc.forward(&categorical.narrow(1, cat::CANDIDATES as i64, slots)));
+    /// Flat-table indices of a batch of categorical states (row-major, `n_cat` ids each).
+    fn indices(&self, categorical: &[i64], n_cat: usize) -> Vec<i64> {
+        let per = (self.user_emb + self.slot_emb * self.slot_fields.len() as i64) as usize;
+        let mut out = Vec::with_capacity(categorical.len() / n_cat.max(1) * per);
+        for row in categorical.chunks(n_cat) {
+            for f in self.user_fields.iter().chain(&self.slot_fields) {
+                let start = f.base + row[f.column] * f.width;
+                out.extend(start..start + f.width);
+            }
         }
-        let item = Tensor::cat(&item, 2);
+        out
+    }
+
+    fn mlp(&self, x: &Tensor) -> Tensor {
+        let last = self.layers.len() - 1;
+        let mut h = x.shallow_clone();
+        for (k, l) in self.layers.iter().enumerate() {
+            h = linear(&h, l);
+            if k < last {
+                h = h.relu();
+            }
+        }
+        h
+    }
+
+    /// Q-values [batch, slots] from numeric [batch, n_num] and flat-table indices
+    /// [batch, n_idx] (from [`QNet::indices`]).
+    fn forward(&self, numeric: &Tensor, indices: &Tensor) -> Tensor {
+        let batch = numeric.size()[0];
+        let emb = self.table.index_select(0, &indices.view([-1])).view([batch, -1]);
+        let user = Tensor::cat(&[numeric.narrow(1, 0, num::SLOTS as i64), emb.narrow(1, 0, self.user_emb)], 1);
+        let per_slot = numeric
+            .narrow(1, num::SLOTS as i64, self.slots * num::PER_SLOT as i64)
+            .view([batch, self.slots, num::PER_SLOT as i64]);
+        let item = if self.slot_emb > 0 {
+            let cats = emb.narrow(1, self.user_emb, self.slots * self.slot_emb).view([batch, self.slots, self.slot_emb]);
+            Tensor::cat(&[per_slot, cats], 2)
+        } else {
+            per_slot
+        };
         let q = match self.head {
-            QHead::Slots => self.mlp.forward(&Tensor::cat(&[&user, &item.flatten(1, 2)], 1)),
+            QHead::Slots => self.mlp(&Tensor::cat(&[&user, &item.view([batch, -1])], 1)),
             QHead::Items => {
                 let width = user.size()[1];
-                let u = user.unsqueeze(1).expand([batch, slots, width], false);
-                self.mlp.forward(&Tensor::cat(&[u, item], 2)).squeeze_dim(2)
+                let u = user.unsqueeze(1).expand([batch, self.slots, width], false);
+                let x = Tensor::cat(&[u, item], 2).view([batch * self.slots, -1]);
+                self.mlp(&x).view([batch, self.slots])
             }
         };
         match &self.value {
             // Dueling: the network's output is the advantage.
-            Some(v) => v.forward(&user) + &q - q.mean_dim(1, true, Kind::Float),
+            Some((v0, v1)) => linear(&linear(&user, v0).relu(), v1) + &q - q.mean_dim(1, true, Kind::Float),
             None => q,
         }
     }
@@ -231,7 +283,8 @@ impl DqnAgent {
     pub fn q_values(&self, state: &State) -> Vec<f32> {
         tch::no_grad(|| {
             let n = Tensor::from_slice(&state.numeric).view([1, -1]).to_device(self.device);
-            let c = Tensor::from_slice(&state.categorical).view([1, -1]).to_device(self.device);
+            let idx = self.online.indices(&state.categorical, state.categorical.len());
+            let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
             let q = self.online.forward(&n, &c).to_device(Device::Cpu).view([-1]);
             Vec::<f32>::try_from(&q).expect("a float vector")
         })
@@ -249,22 +302,11 @@ impl DqnAgent {
     /// One gradient step on a batch; returns the loss. Reads top to bottom: the TD target
     /// from the target network, the loss, the step.
     pub fn update(&mut self, b: &Batch) -> f64 {
-        let d = self.device;
-        let bs = b.size as i64;
-        let numeric = Tensor::from_slice(&b.numeric).view([bs, -1]).to_device(d);
-        let categorical = Tensor::from_slice(&b.categorical).view([bs, -1]).to_device(d);
-        let actions = Tensor::from_slice(&b.actions).view([bs, 1]).to_device(d);
-        let rewards = Tensor::from_slice(&b.rewards).to_device(d);
-        let next_numeric = Tensor::from_slice(&b.next_numeric).view([bs, -1]).to_device(d);
-        let next_categorical = Tensor::from_slice(&b.next_categorical).view([bs, -1]).to_device(d);
-        let next_valid = Tensor::from_slice(&b.next_valid).view([bs, -1]).to_device(d);
-        let terminal = Tensor::from_slice(&b.terminal).to_device(d);
-        let discount = Tensor::from_slice(&b.discount).to_device(d);
-
-        let target = self.td_target(&rewards, &terminal, &discount, &next_numeric, &next_categorical, &next_valid);
+        let t = self.tensors(b);
+        let target = self.td_target(&t);
 
         // Q of the actions taken, and the loss.
-        let q = self.online.forward(&numeric, &categorical).gather(1, &actions, false).squeeze_dim(1);
+        let q = self.online.forward(&t.numeric, &t.indices).gather(1, &t.actions, false).squeeze_dim(1);
         let loss = match self.cfg.loss {
             LossKind::Mse => q.mse_loss(&target, Reduction::Mean),
             LossKind::Huber => q.huber_loss(&target, Reduction::Mean, 1.0),
@@ -273,10 +315,7 @@ impl DqnAgent {
         // The step.
         self.optimizer.zero_grad();
         loss.backward();
-        if self.cfg.grad_clip > 0.0 {
-            self.optimizer.clip_grad_norm(self.cfg.grad_clip);
-        }
-        self.optimizer.step();
+        self.optimizer.step(self.cfg.grad_clip);
 
         // The target network follows every `target_update_every` updates.
         self.updates += 1;
@@ -300,6 +339,20 @@ pub enum TargetRule {
     NoTarget,
 }
 
+/// A batch on the device.
+struct BatchTensors {
+    numeric: Tensor,
+    indices: Tensor,
+    actions: Tensor,
+    rewards: Tensor,
+    next_numeric: Tensor,
+    next_indices: Tensor,
+    /// 0 for a real next slot, -1e9 for an empty one.
+    next_mask: Tensor,
+    /// (1 - terminal) * discount.
+    bootstrap: Tensor,
+}
+
 /// The non-tensor part of a checkpoint of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentState {
@@ -317,29 +370,43 @@ impl DqnAgent {
     /// TD targets: r + gamma^n * (1 - terminal) * Q_target(s', a'), with a' the best real
     /// slot of s' by the target network, or by the online network with Double DQN. (For an
     /// n-step transition r already sums n discounted rewards and s' is n steps on.)
-    fn td_target(
-        &self,
-        rewards: &Tensor,
-        terminal: &Tensor,
-        discount: &Tensor,
-        next_numeric: &Tensor,
-        next_categorical: &Tensor,
-        next_valid: &Tensor,
-    ) -> Tensor {
+    /// A batch as tensors on the agent's device. The masks and bootstrap factors are
+    /// formed here on the CPU side: fewer kernels per update.
+    fn tensors(&self, b: &Batch) -> BatchTensors {
+        let d = self.device;
+        let bs = b.size as i64;
+        let n_cat = b.categorical.len() / b.size.max(1);
+        let mask: Vec<f32> = b.next_valid.iter().map(|&v| if v > 0.0 { 0.0 } else { -1e9 }).collect();
+        let bootstrap: Vec<f32> = b.terminal.iter().zip(&b.discount).map(|(t, g)| (1.0 - t) * g).collect();
+        BatchTensors {
+            numeric: Tensor::from_slice(&b.numeric).view([bs, -1]).to_device(d),
+            indices: Tensor::from_slice(&self.online.indices(&b.categorical, n_cat)).view([bs, -1]).to_device(d),
+            actions: Tensor::from_slice(&b.actions).view([bs, 1]).to_device(d),
+            rewards: Tensor::from_slice(&b.rewards).to_device(d),
+            next_numeric: Tensor::from_slice(&b.next_numeric).view([bs, -1]).to_device(d),
+            next_indices: Tensor::from_slice(&self.online.indices(&b.next_categorical, n_cat)).view([bs, -1]).to_device(d),
+            next_mask: Tensor::from_slice(&mask).view([bs, -1]).to_device(d),
+            bootstrap: Tensor::from_slice(&bootstrap).to_device(d),
+        }
+    }
+
+    /// TD targets: r + gamma^n * (1 - terminal) * Q_target(s', a'), with a' the best real
+    /// slot of s' by the target network, or by the online network with Double DQN. (For an
+    /// n-step transition r already sums n discounted rewards and s' is n steps on.)
+    fn td_target(&self, t: &BatchTensors) -> Tensor {
         tch::no_grad(|| {
-            let mask = (next_valid - 1.0) * 1e9;
-            let next_q = self.target.forward(next_numeric, next_categorical) + &mask;
+            let next_q = self.target.forward(&t.next_numeric, &t.next_indices) + &t.next_mask;
             let best = if self.cfg.double {
-                let next_online = self.online.forward(next_numeric, next_categorical) + &mask;
+                let next_online = self.online.forward(&t.next_numeric, &t.next_indices) + &t.next_mask;
                 let a = next_online.argmax(1, true);
                 next_q.gather(1, &a, false).squeeze_dim(1)
             } else {
                 next_q.max_dim(1, false).0
             };
-            let target: Tensor = rewards + (1.0 - terminal) * discount * best;
+            let target: Tensor = &t.rewards + &t.bootstrap * best;
             match self.target_rule {
                 TargetRule::Standard => target,
-                TargetRule::WrongSign => target - rewards * 2.0,
+                TargetRule::WrongSign => target - &t.rewards * 2.0,
                 TargetRule::NoTarget => target.zeros_like(),
             }
         })
@@ -347,16 +414,7 @@ impl DqnAgent {
 
     /// The TD targets of a batch (for tests and inspection).
     pub fn td_targets(&self, b: &Batch) -> Vec<f32> {
-        let d = self.device;
-        let bs = b.size as i64;
-        let t = self.td_target(
-            &Tensor::from_slice(&b.rewards).to_device(d),
-            &Tensor::from_slice(&b.terminal).to_device(d),
-            &Tensor::from_slice(&b.discount).to_device(d),
-            &Tensor::from_slice(&b.next_numeric).view([bs, -1]).to_device(d),
-            &Tensor::from_slice(&b.next_categorical).view([bs, -1]).to_device(d),
-            &Tensor::from_slice(&b.next_valid).view([bs, -1]).to_device(d),
-        );
+        let t = self.td_target(&self.tensors(b));
         Vec::<f32>::try_from(&t.to_device(Device::Cpu)).expect("a float vector")
     }
 
@@ -364,7 +422,8 @@ impl DqnAgent {
     pub fn target_q_values(&self, state: &State) -> Vec<f32> {
         tch::no_grad(|| {
             let n = Tensor::from_slice(&state.numeric).view([1, -1]).to_device(self.device);
-            let c = Tensor::from_slice(&state.categorical).view([1, -1]).to_device(self.device);
+            let idx = self.target.indices(&state.categorical, state.categorical.len());
+            let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
             let q = self.target.forward(&n, &c).to_device(Device::Cpu).view([-1]);
             Vec::<f32>::try_from(&q).expect("a float vector")
         })

@@ -1,0 +1,281 @@
+//! `fypsim bench`: how long each part of the simulator takes for a config, as medians over
+//! repeats. Figures, not pass/fail: machines are shared and noisy.
+
+use std::time::Instant;
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::agent::baselines::GreedyPolicy;
+use crate::agent::dqn::DqnAgent;
+use crate::agent::replay::ReplayBuffer;
+use crate::agent::{Policy, Transition};
+use crate::candidates::CandidateGenerator;
+use crate::config::Checked;
+use crate::env::Env;
+use crate::matrix::InteractionMatrix;
+use crate::rng::{stream, Stream};
+use crate::train::{train, Flow, TrainProgress};
+use crate::world::World;
+use crate::Result;
+
+/// The figures of one benchmark run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub config: String,
+    pub users: usize,
+    pub videos: usize,
+    pub history_rows: usize,
+    pub world_build_s: f64,
+    pub matrix_build_s: f64,
+    /// Exact top-k item neighbours (cosine) of every video from the built matrix.
+    pub neighbours_build_s: f64,
+    pub neighbours_k: usize,
+    /// One user's candidates (exact, from the live matrix), median over users.
+    pub candidates_us: f64,
+    /// One interaction added to the matrix.
+    pub update_us: f64,
+    /// One DQN gradient step on a batch of `dqn.batch_size`.
+    pub dqn_update_us: f64,
+    /// Environment steps per second under the greedy baseline (no learning).
+    pub env_steps_per_s: f64,
+    /// Training steps per second: environment, DQN acting and one update per step.
+    pub train_steps_per_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs[xs.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB; NaN where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Exact top-`k` neighbours by cosine of every item, computed item by item over the
+/// two-hop walk item -> users -> items, on `threads` threads. Returns (neighbour, cosine)
+/// lists ordered by cosine descending, ties by id.
+pub fn item_neighbours(m: &InteractionMatrix, k: usize, threads: usize) -> Vec<Vec<(u32, f32)>> {
+    let n = m.n_items();
+    let threads = threads.max(1).min(n.max(1));
+    let chunk = n.div_ceil(threads);
+    let mut out: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
+    std::thread::scope(|scope| {
+        for (t, part) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                let mut dot = vec![0.0f64; n];
+                let mut touched: Vec<u32> = Vec::new();
+                for (off, slot) in part.iter_mut().enumerate() {
+                    let i = (t * chunk + off) as u32;
+                    let ni = m.item_norm(i);
+                    if ni == 0.0 {
+                        continue;
+                    }
+                    touched.clear();
+                    for (v, r_iv) in m.item_row(i).iter() {
+                        for (j, r_jv) in m.user_row(v).iter() {
+                            if j == i {
+                                continue;
+                            }
+                            let ju = j as usize;
+                            if dot[ju] == 0.0 {
+                                touched.push(j);
+                            }
+                            dot[ju] += r_iv * r_jv;
+                            if dot[ju] == 0.0 {
+                                // Keep the mark: a sum that returns to exactly 0 stays listed.
+                                dot[ju] = f64::MIN_POSITIVE;
+                            }
+                        }
+                    }
+                    let mut cand: Vec<(f64, u32)> = touched
+                        .iter()
+                        .map(|&j| {
+                            let nj = m.item_norm(j);
+                            let c = if nj == 0.0 { 0.0 } else { dot[j as usize] / (ni * nj) };
+                            dot[j as usize] = 0.0;
+                            (c, j)
+                        })
+                        .collect();
+                    let by = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+                    if cand.len() > k {
+                        cand.select_nth_unstable_by(k, by);
+                        cand.truncate(k);
+                    }
+                    cand.sort_by(by);
+                    *slot = cand.into_iter().map(|(c, j)| (j, c as f32)).collect();
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Times every part for `config`; `repeats` for the whole-world timings, `steps` for the
+/// throughput loops.
+pub fn bench(config: &Checked, label: &str, repeats: usize, steps: usize, progress: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let repeats = repeats.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    progress("world generation");
+    let mut world_s = Vec::new();
+    let mut world = None;
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let w = World::generate(config);
+        world_s.push(t.elapsed().as_secs_f64());
+        world = Some(w);
+    }
+    let world = world.expect("at least one repeat");
+
+    progress("matrix build");
+    let mut matrix_s = Vec::new();
+    let mut matrix = None;
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let m = InteractionMatrix::from_triplets(
+            world.videos.len(),
+            world.users.len(),
+            world.history.iter().map(|i| (i.video, i.user, i.score)),
+        );
+        matrix_s.push(t.elapsed().as_secs_f64());
+        matrix = Some(m);
+    }
+    let mut matrix = matrix.expect("at least one repeat");
+
+    progress("item neighbours");
+    let k = 50;
+    let mut neigh_s = Vec::new();
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let n = item_neighbours(&matrix, k, threads);
+        neigh_s.push(t.elapsed().as_secs_f64());
+        drop(n);
+    }
+
+    progress("candidate requests");
+    let mut g = CandidateGenerator::new(world.videos.len());
+    let mut rng = stream(config.seed, Stream::Eval);
+    let mut cand_us = Vec::new();
+    for _ in 0..steps.min(20_000).max(100) {
+        let u = rng.random_range(0..world.users.len());
+        let t = Instant::now();
+        let c = g.candidates(&matrix, &world.users[u], &world.videos, &config.candidates);
+        cand_us.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(c);
+    }
+
+    progress("incremental updates");
+    let mut upd_us = Vec::new();
+    for _ in 0..steps.min(100_000).max(1000) {
+        let (v, u) = (rng.random_range(0..world.videos.len()) as u32, rng.random_range(0..world.users.len()) as u32);
+        let t = Instant::now();
+        matrix.add(v, u, 1.0);
+        upd_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(matrix);
+
+    progress("DQN updates");
+    let mut agent = DqnAgent::new(config)?;
+    let mut env = Env::new(config, world.clone());
+    let mut replay = ReplayBuffer::new(config.dqn.batch_size.max(256), config.candidates.count);
+    let mut erng = stream(config.seed, Stream::Responses);
+    env.reset(0);
+    for _ in 0..replay_len(config) {
+        let s = env.observation().state.clone();
+        let o = env.step(0, &mut erng);
+        let t = Transition { state: s, action: 0, reward: o.reward, next_state: env.observation().state.clone(), terminal: o.terminal, episode_end: o.terminal || o.truncated };
+        replay.push(&t, config.dqn.gamma);
+        if o.terminal || o.truncated {
+            env.reset_random(&mut erng);
+        }
+    }
+    let mut rrng = stream(config.seed, Stream::Replay);
+    let mut dqn_us = Vec::new();
+    for _ in 0..(steps / 10).clamp(50, 2000) {
+        let b = replay.sample(config.dqn.batch_size, &mut rrng);
+        let t = Instant::now();
+        agent.update(&b);
+        dqn_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+
+    progress("environment steps (greedy)");
+    let episodes_for = |steps: usize, per: f64| ((steps as f64 / per).ceil() as usize).max(1);
+    let env_sps = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0))?;
+    progress("training steps (DQN)");
+    let mut agent = DqnAgent::new(config)?;
+    let train_sps = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0))?;
+
+    Ok(BenchReport {
+        config: label.to_string(),
+        users: world.users.len(),
+        videos: world.videos.len(),
+        history_rows: world.history.len(),
+        world_build_s: median(world_s),
+        matrix_build_s: median(matrix_s),
+        neighbours_build_s: median(neigh_s),
+        neighbours_k: k,
+        candidates_us: median(cand_us),
+        update_us: median(upd_us),
+        dqn_update_us: median(dqn_us),
+        env_steps_per_s: env_sps,
+        train_steps_per_s: train_sps,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+fn replay_len(config: &Checked) -> usize {
+    config.dqn.batch_size.max(256)
+}
+
+/// Steps per second of `episodes` training episodes of `policy` (learning included when
+/// it learns), from a fresh copy of the world.
+fn throughput(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize) -> Result<f64> {
+    let mut c = config.inner().clone();
+    c.train.episodes = episodes;
+    c.dqn.learning_starts = 0;
+    let c = c.check()?;
+    let mut env = Env::new(&c, world.clone());
+    let mut progress = TrainProgress::new(&c, &env);
+    train(&c, &mut env, policy, false, &mut progress, &mut |_, _, _| Ok(Flow::Continue))?;
+    Ok(progress.steps_per_s())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_match_pairwise_cosine() {
+        let m = InteractionMatrix::from_triplets(
+            6,
+            4,
+            [(0, 0, 1.0), (1, 0, 2.0), (1, 1, 1.0), (2, 1, -2.0), (3, 2, 1.0), (4, 2, 1.0), (4, 3, 1.0), (0, 3, 2.0)],
+        );
+        let n = item_neighbours(&m, 2, 2);
+        for i in 0..6u32 {
+            let mut all: Vec<(f64, u32)> =
+                (0..6u32).filter(|&j| j != i).map(|j| (m.cosine(i, j), j)).filter(|x| x.0 != 0.0).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            all.truncate(2);
+            let got: Vec<u32> = n[i as usize].iter().map(|x| x.0).collect();
+            let want: Vec<u32> = all.iter().map(|x| x.1).collect();
+            assert_eq!(got, want, "item {i}");
+            for (g, w) in n[i as usize].iter().zip(&all) {
+                assert!((g.1 as f64 - w.0).abs() < 1e-6);
+            }
+        }
+    }
+}
