@@ -34,7 +34,8 @@ pub mod num {
     /// Session length in seconds / (max_steps * video duration).
     pub const SESSION_LENGTH: usize = 2;
     /// Then, per candidate slot, `PER_SLOT` features (all 0 for an empty slot):
-    /// final score, raw similarity score, views / 100, interest match (0 or 1).
+    /// final score and raw similarity score (each divided by the largest magnitude among
+    /// the candidates), views / 100, interest match (0 or 1).
     pub const SLOTS: usize = 3;
     pub const PER_SLOT: usize = 4;
     /// Offsets within a slot's features.
@@ -236,10 +237,17 @@ impl Env {
             Some(Action::Liked) => 3,
         };
         let mut valid = vec![false; r];
+        // Raw and final scores grow with the user's history; the agent sees them relative
+        // to the largest among the candidates, so their scale stays the same all run long.
+        let scale = |f: fn(&Candidate) -> f64| {
+            let m = candidates.iter().map(|c| f(c).abs()).fold(0.0, f64::max);
+            if m > 0.0 { 1.0 / m } else { 1.0 }
+        };
+        let (raw_scale, final_scale) = (scale(|c| c.raw), scale(|c| c.final_score));
         for (k, cand) in candidates.iter().enumerate().take(r) {
             let f = &mut numeric[num::SLOTS + num::PER_SLOT * k..num::SLOTS + num::PER_SLOT * (k + 1)];
-            f[num::FINAL] = cand.final_score as f32;
-            f[num::RAW] = cand.raw as f32;
+            f[num::FINAL] = (cand.final_score * final_scale) as f32;
+            f[num::RAW] = (cand.raw * raw_scale) as f32;
             f[num::VIEWS] = cand.views as f32 / 100.0;
             f[num::INTEREST] = if cand.interest_match { 1.0 } else { 0.0 };
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
@@ -319,8 +327,10 @@ mod tests {
         let obs = env.reset(3).clone();
         assert_eq!(obs.candidates.len(), 10);
         assert!(obs.state.valid.iter().all(|&v| v));
-        assert_eq!(obs.state.numeric[num::SLOTS + num::FINAL], obs.candidates[0].final_score as f32);
-        assert_eq!(obs.state.numeric[num::SLOTS + num::PER_SLOT + num::RAW], obs.candidates[1].raw as f32);
+        // Slot 0 has the largest final score: it reads 1.
+        assert_eq!(obs.state.numeric[num::SLOTS + num::FINAL], 1.0);
+        let max_raw = obs.candidates.iter().map(|c| c.raw.abs()).fold(0.0, f64::max);
+        assert_eq!(obs.state.numeric[num::SLOTS + num::PER_SLOT + num::RAW], (obs.candidates[1].raw / max_raw) as f32);
         let video = obs.candidates[2].video;
         let views = env.world.videos[video as usize].views;
         let before = env.matrix.get(video, 3);

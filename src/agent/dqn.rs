@@ -218,6 +218,8 @@ pub struct DqnAgent {
     target: QNet,
     optimizer: Adam,
     replay: ReplayBuffer,
+    /// 1 for numeric state columns the network sees, 0 for candidate features left out.
+    feature_mask: Vec<f32>,
     /// The last up-to-n transitions of the running episode, for n-step returns.
     pending: VecDeque<Transition>,
     target_rule: TargetRule,
@@ -252,7 +254,17 @@ impl DqnAgent {
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
         let optimizer = Adam::new(&online_vs, cfg.lr);
+        let slots = config.candidates.count;
+        let mut feature_mask = vec![1.0f32; State::n_numeric(slots)];
+        for (j, name) in crate::config::CANDIDATE_FEATURES.iter().enumerate() {
+            if !cfg.candidate_features.iter().any(|f| f == name) {
+                for k in 0..slots {
+                    feature_mask[num::SLOTS + num::PER_SLOT * k + j] = 0.0;
+                }
+            }
+        }
         Ok(DqnAgent {
+            feature_mask,
             pending: VecDeque::new(),
             target_rule: TargetRule::Standard,
             replay: ReplayBuffer::new(cfg.replay_capacity, config.candidates.count),
@@ -282,7 +294,7 @@ impl DqnAgent {
     /// Q-values of one state, for inspection and acting.
     pub fn q_values(&self, state: &State) -> Vec<f32> {
         tch::no_grad(|| {
-            let n = Tensor::from_slice(&state.numeric).view([1, -1]).to_device(self.device);
+            let n = Tensor::from_slice(&self.masked(&state.numeric)).view([1, -1]).to_device(self.device);
             let idx = self.online.indices(&state.categorical, state.categorical.len());
             let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
             let q = self.online.forward(&n, &c).to_device(Device::Cpu).view([-1]);
@@ -370,6 +382,12 @@ impl DqnAgent {
     /// TD targets: r + gamma^n * (1 - terminal) * Q_target(s', a'), with a' the best real
     /// slot of s' by the target network, or by the online network with Double DQN. (For an
     /// n-step transition r already sums n discounted rewards and s' is n steps on.)
+    /// Numeric rows (one or many) with the left-out candidate features zeroed.
+    fn masked(&self, numeric: &[f32]) -> Vec<f32> {
+        let n = self.feature_mask.len();
+        numeric.iter().enumerate().map(|(i, x)| x * self.feature_mask[i % n]).collect()
+    }
+
     /// A batch as tensors on the agent's device. The masks and bootstrap factors are
     /// formed here on the CPU side: fewer kernels per update.
     fn tensors(&self, b: &Batch) -> BatchTensors {
@@ -379,11 +397,11 @@ impl DqnAgent {
         let mask: Vec<f32> = b.next_valid.iter().map(|&v| if v > 0.0 { 0.0 } else { -1e9 }).collect();
         let bootstrap: Vec<f32> = b.terminal.iter().zip(&b.discount).map(|(t, g)| (1.0 - t) * g).collect();
         BatchTensors {
-            numeric: Tensor::from_slice(&b.numeric).view([bs, -1]).to_device(d),
+            numeric: Tensor::from_slice(&self.masked(&b.numeric)).view([bs, -1]).to_device(d),
             indices: Tensor::from_slice(&self.online.indices(&b.categorical, n_cat)).view([bs, -1]).to_device(d),
             actions: Tensor::from_slice(&b.actions).view([bs, 1]).to_device(d),
             rewards: Tensor::from_slice(&b.rewards).to_device(d),
-            next_numeric: Tensor::from_slice(&b.next_numeric).view([bs, -1]).to_device(d),
+            next_numeric: Tensor::from_slice(&self.masked(&b.next_numeric)).view([bs, -1]).to_device(d),
             next_indices: Tensor::from_slice(&self.online.indices(&b.next_categorical, n_cat)).view([bs, -1]).to_device(d),
             next_mask: Tensor::from_slice(&mask).view([bs, -1]).to_device(d),
             bootstrap: Tensor::from_slice(&bootstrap).to_device(d),
@@ -421,7 +439,7 @@ impl DqnAgent {
     /// Q-values of the target network for one state.
     pub fn target_q_values(&self, state: &State) -> Vec<f32> {
         tch::no_grad(|| {
-            let n = Tensor::from_slice(&state.numeric).view([1, -1]).to_device(self.device);
+            let n = Tensor::from_slice(&self.masked(&state.numeric)).view([1, -1]).to_device(self.device);
             let idx = self.target.indices(&state.categorical, state.categorical.len());
             let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
             let q = self.target.forward(&n, &c).to_device(Device::Cpu).view([-1]);

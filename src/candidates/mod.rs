@@ -135,34 +135,36 @@ impl CandidateGenerator {
             let r = &mut self.raw[j as usize];
             *r = if n_j == 0.0 { 0.0 } else { quantize(*r / n_j) };
         }
-        let mut scored: Vec<(f64, u32)> =
-            self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).collect();
-        scored.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
-
-        let mut out: Vec<(u32, f64)> = Vec::with_capacity(count);
-        let positives = scored.iter().take_while(|s| s.0 > 0.0).count();
-        out.extend(scored[..positives.min(count)].iter().map(|&(s, j)| (j, s)));
+        // Only the best `count` are needed: select them, then sort just those.
+        let order = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
+        let mut positive: Vec<(f64, u32)> = self
+            .raw_touched
+            .iter()
+            .map(|&j| (self.raw[j as usize], j))
+            .filter(|s| s.0 > 0.0)
+            .collect();
+        if positive.len() > count {
+            positive.select_nth_unstable_by(count, order);
+            positive.truncate(count);
+        }
+        positive.sort_unstable_by(order);
+        let mut out: Vec<(u32, f64)> = positive.iter().map(|&(s, j)| (j, s)).collect();
         if out.len() < count {
             // The zero group: touched videos whose sum is exactly 0 and untouched videos,
             // all at raw 0, in id order.
-            let zero_touched: Vec<u32> = {
-                let mut z: Vec<u32> =
-                    scored[positives..].iter().filter(|s| s.0 == 0.0).map(|s| s.1).collect();
-                z.sort_unstable();
-                z
-            };
+            let mut zero_touched: Vec<u32> =
+                self.raw_touched.iter().copied().filter(|&j| self.raw[j as usize] == 0.0).collect();
+            zero_touched.sort_unstable();
             let mut zi = 0;
             for j in 0..m.n_items() as u32 {
                 if out.len() == count {
                     break;
                 }
                 let ju = j as usize;
-                let seen = self.in_history[ju] == stamp;
-                let touched = self.raw_stamp[ju] == stamp;
-                if seen {
+                if self.in_history[ju] == stamp {
                     continue;
                 }
-                if touched {
+                if self.raw_stamp[ju] == stamp {
                     // Only touched videos with raw exactly 0 belong to the zero group.
                     while zi < zero_touched.len() && zero_touched[zi] < j {
                         zi += 1;
@@ -175,12 +177,15 @@ impl CandidateGenerator {
                 }
             }
             // Then the negative scores, best first.
-            let negatives = scored.iter().filter(|s| s.0 < 0.0);
-            for &(s, j) in negatives {
-                if out.len() == count {
-                    break;
-                }
-                out.push((j, s));
+            if out.len() < count {
+                let mut negative: Vec<(f64, u32)> = self
+                    .raw_touched
+                    .iter()
+                    .map(|&j| (self.raw[j as usize], j))
+                    .filter(|s| s.0 < 0.0)
+                    .collect();
+                negative.sort_unstable_by(order);
+                out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
             }
         }
         out

@@ -483,7 +483,13 @@ pub struct DqnConfig {
     pub threads: usize,
     pub epsilon: EpsilonConfig,
     pub embeddings: EmbeddingConfig,
+    /// The per-candidate numbers the network sees, from "final", "raw", "views",
+    /// "interest" (the others read 0). Each candidate's category is always embedded.
+    pub candidate_features: Vec<String>,
 }
+
+/// The names `dqn.candidate_features` accepts, in state order.
+pub const CANDIDATE_FEATURES: [&str; 4] = ["final", "raw", "views", "interest"];
 
 impl Default for DqnConfig {
     fn default() -> Self {
@@ -508,6 +514,7 @@ impl Default for DqnConfig {
             threads: 1,
             epsilon: EpsilonConfig::default(),
             embeddings: EmbeddingConfig::default(),
+            candidate_features: CANDIDATE_FEATURES.map(String::from).to_vec(),
         }
     }
 }

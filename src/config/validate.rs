@@ -244,6 +244,15 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("dqn.threads", d.threads, 1)?;
     at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
 
+    for f in &d.candidate_features {
+        if !super::CANDIDATE_FEATURES.contains(&f.as_str()) {
+            return Err(invalid(
+                "dqn.candidate_features",
+                format!("{f:?}"),
+                &format!("names from {:?}", super::CANDIDATE_FEATURES),
+            ));
+        }
+    }
     let eps = &d.epsilon;
     in_unit("dqn.epsilon.start", eps.start)?;
     in_unit("dqn.epsilon.end", eps.end)?;
