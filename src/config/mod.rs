@@ -211,6 +211,19 @@ pub struct HistoryConfig {
     /// The clock jumps by Normal(mean, std) seconds between sessions.
     pub session_gap_mean_s: f64,
     pub session_gap_std_s: f64,
+    /// How logged-history videos are drawn: `uniform` (the prototype) or `zipf`
+    /// (power-law popularity over a random ranking of the catalogue).
+    pub popularity: Popularity,
+    /// The Zipf exponent s for `popularity = "zipf"` (P(rank k) ~ 1 / k^s).
+    pub zipf_exponent: f64,
+}
+
+/// The popularity of videos in the logged history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Popularity {
+    Uniform,
+    Zipf,
 }
 
 impl Default for HistoryConfig {
@@ -223,6 +236,8 @@ impl Default for HistoryConfig {
             skip_penalty: 0.3,
             session_gap_mean_s: 3600.0,
             session_gap_std_s: 400.0,
+            popularity: Popularity::Uniform,
+            zipf_exponent: 1.0,
         }
     }
 }

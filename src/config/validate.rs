@@ -164,6 +164,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     finite("history.skip_penalty", h.skip_penalty)?;
     non_negative("history.session_gap_mean_s", h.session_gap_mean_s)?;
     non_negative("history.session_gap_std_s", h.session_gap_std_s)?;
+    if !(h.zipf_exponent.is_finite() && h.zipf_exponent >= 0.0) {
+        return Err(invalid("history.zipf_exponent", h.zipf_exponent, "a finite number >= 0"));
+    }
 
     let s = &c.scores;
     finite("scores.watched", s.watched)?;

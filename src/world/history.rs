@@ -1,9 +1,10 @@
 //! The logged history the world starts with (SPEC section 3).
 
+use rand::seq::SliceRandom;
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, Zipf};
 
-use crate::config::Checked;
+use crate::config::{Checked, Popularity};
 
 use super::response::{draw_history_response, Action};
 use super::{Interaction, World};
@@ -16,6 +17,17 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
         Normal::new(h.interactions_mean, h.interactions_std).expect("validated: std >= 0");
     let gap = Normal::new(h.session_gap_mean_s, h.session_gap_std_s).expect("validated: std >= 0");
     let n_videos = world.videos.len();
+    // Popularity: uniform, or Zipf over a random ranking of the catalogue (so the popular
+    // videos are not simply the lowest ids).
+    let zipf = match h.popularity {
+        Popularity::Uniform => None,
+        Popularity::Zipf => {
+            let mut ranking: Vec<u32> = (0..n_videos as u32).collect();
+            ranking.shuffle(rng);
+            let z = Zipf::new(n_videos as f64, h.zipf_exponent).expect("validated: n >= 1, s >= 0");
+            Some((ranking, z))
+        }
+    };
     let expected_rows = (h.interactions_mean.max(h.interactions_min as f64) * world.users.len() as f64) as usize;
     world.history.reserve(expected_rows);
 
@@ -24,7 +36,10 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
         let mut session = 0u32;
         let mut clock = 0.0f64;
         for _ in 0..n {
-            let vi = rng.random_range(0..n_videos);
+            let vi = match &zipf {
+                None => rng.random_range(0..n_videos),
+                Some((ranking, z)) => ranking[(z.sample(rng) as usize - 1).min(n_videos - 1)] as usize,
+            };
             let user = &world.users[ui];
             let p = world.response.draw_p(user, &world.videos[vi], rng);
             let response = draw_history_response(p, rng);
@@ -66,6 +81,33 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn zipf_popularity_is_skewed() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 1000\nn_users = 500\n[history]\npopularity = \"zipf\"\nzipf_exponent = 1.0\n",
+            &[],
+        )
+        .unwrap();
+        let w = World::generate(&c);
+        let mut counts = vec![0usize; 1000];
+        for i in &w.history {
+            counts[i.video as usize] += 1;
+        }
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let total: usize = counts.iter().sum();
+        // Zipf(1) over 1,000 items: the top 10 hold about 39% of the draws (H_10 / H_1000).
+        let top10 = counts[..10].iter().sum::<usize>() as f64 / total as f64;
+        assert!((0.33..0.45).contains(&top10), "{top10}");
+        // And uniform draws do not concentrate so.
+        let u = World::generate(&Config::from_toml_str("[world]\nn_videos = 1000\nn_users = 500\n", &[]).unwrap());
+        let mut uc = vec![0usize; 1000];
+        for i in &u.history {
+            uc[i.video as usize] += 1;
+        }
+        uc.sort_unstable_by(|a, b| b.cmp(a));
+        assert!((uc[..10].iter().sum::<usize>() as f64 / u.history.len() as f64) < 0.05);
+    }
     use crate::world::{Action, World};
 
     #[test]
