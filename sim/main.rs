@@ -121,6 +121,10 @@ enum Command {
         /// Steps of the throughput loops.
         #[arg(long, default_value_t = 20_000)]
         steps: usize,
+        /// Only the data-structure kernels (world, matrix, neighbours, candidates,
+        /// updates): skips the DQN and the whole-loop throughput, which copy the world.
+        #[arg(long)]
+        kernels_only: bool,
     },
     /// Validate config files and print the resolved config of each.
     Check {
@@ -294,11 +298,11 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench(config: &ConfigArgs, json: bool, repeats: usize, steps: usize) -> Result<()> {
+fn cmd_bench(config: &ConfigArgs, json: bool, repeats: usize, steps: usize, kernels_only: bool) -> Result<()> {
     let checked = config.load()?;
     fypsim::run::preflight(&checked)?;
     let label = config.config.display().to_string();
-    let r = fypsim::bench::bench(&checked, &label, repeats, steps, &mut |stage| {
+    let r = fypsim::bench::bench(&checked, &label, repeats, steps, kernels_only, &mut |stage| {
         if !json {
             eprintln!("fypsim bench: {stage}");
         }
@@ -492,7 +496,9 @@ fn main() -> ExitCode {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
         Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
-        Command::Bench { config, json, repeats, steps } => cmd_bench(config, *json, *repeats, *steps),
+        Command::Bench { config, json, repeats, steps, kernels_only } => {
+            cmd_bench(config, *json, *repeats, *steps, *kernels_only)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
