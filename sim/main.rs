@@ -317,6 +317,7 @@ fn cmd_bench(config: &ConfigArgs, json: bool, repeats: usize, steps: usize, kern
     println!("  top-{} neighbours    {:>12.3} s", r.neighbours_k, r.neighbours_build_s);
     println!("  candidates / request {:>12.1} us", r.candidates_us);
     println!("  update / interaction {:>12.3} us", r.update_us);
+    println!("  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh", r.recall_at_r, r.recall_stale, r.stale_after_interactions);
     println!("  DQN update           {:>12.1} us", r.dqn_update_us);
     println!("  env steps            {:>12.0} /s (greedy, no learning)", r.env_steps_per_s);
     println!("  training steps       {:>12.0} /s (DQN, one update per step)", r.train_steps_per_s);

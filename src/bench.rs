@@ -10,7 +10,8 @@ use crate::agent::baselines::GreedyPolicy;
 use crate::agent::dqn::DqnAgent;
 use crate::agent::replay::ReplayBuffer;
 use crate::agent::{Policy, Transition};
-use crate::candidates::CandidateGenerator;
+use crate::candidates::{item_neighbours, CandidateGenerator, NeighbourIndex};
+use crate::config::CandidateSource;
 use crate::config::Checked;
 use crate::env::Env;
 use crate::matrix::InteractionMatrix;
@@ -35,6 +36,12 @@ pub struct BenchReport {
     pub candidates_us: f64,
     /// One interaction added to the matrix.
     pub update_us: f64,
+    /// Mean recall of the top-r candidates from the neighbour lists against exact ones,
+    /// with freshly built lists (sampled users).
+    pub recall_at_r: f64,
+    /// The same after `stale_after_interactions` random interactions without a refresh.
+    pub recall_stale: f64,
+    pub stale_after_interactions: usize,
     /// One DQN gradient step on a batch of `dqn.batch_size`.
     pub dqn_update_us: f64,
     /// Environment steps per second under the greedy baseline (no learning).
@@ -62,65 +69,6 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Exact top-`k` neighbours by cosine of every item, computed item by item over the
-/// two-hop walk item -> users -> items, on `threads` threads. Returns (neighbour, cosine)
-/// lists ordered by cosine descending, ties by id.
-pub fn item_neighbours(m: &InteractionMatrix, k: usize, threads: usize) -> Vec<Vec<(u32, f32)>> {
-    let n = m.n_items();
-    let threads = threads.max(1).min(n.max(1));
-    let chunk = n.div_ceil(threads);
-    let mut out: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
-    std::thread::scope(|scope| {
-        for (t, part) in out.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || {
-                let mut dot = vec![0.0f64; n];
-                let mut touched: Vec<u32> = Vec::new();
-                for (off, slot) in part.iter_mut().enumerate() {
-                    let i = (t * chunk + off) as u32;
-                    let ni = m.item_norm(i);
-                    if ni == 0.0 {
-                        continue;
-                    }
-                    touched.clear();
-                    for (v, r_iv) in m.item_row(i).iter() {
-                        for (j, r_jv) in m.user_row(v).iter() {
-                            if j == i {
-                                continue;
-                            }
-                            let ju = j as usize;
-                            if dot[ju] == 0.0 {
-                                touched.push(j);
-                            }
-                            dot[ju] += r_iv * r_jv;
-                            if dot[ju] == 0.0 {
-                                // Keep the mark: a sum that returns to exactly 0 stays listed.
-                                dot[ju] = f64::MIN_POSITIVE;
-                            }
-                        }
-                    }
-                    let mut cand: Vec<(f64, u32)> = touched
-                        .iter()
-                        .map(|&j| {
-                            let nj = m.item_norm(j);
-                            let c = if nj == 0.0 { 0.0 } else { dot[j as usize] / (ni * nj) };
-                            dot[j as usize] = 0.0;
-                            (c, j)
-                        })
-                        .collect();
-                    let by = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-                    if cand.len() > k {
-                        cand.select_nth_unstable_by(k, by);
-                        cand.truncate(k);
-                    }
-                    cand.sort_by(by);
-                    *slot = cand.into_iter().map(|(c, j)| (j, c as f32)).collect();
-                }
-            });
-        }
-    });
-    out
 }
 
 /// Times every part for `config`; `repeats` for the whole-world timings, `steps` for the
@@ -163,14 +111,15 @@ pub fn bench(
     let mut matrix = matrix.expect("at least one repeat");
 
     progress("item neighbours");
-    let k = 50;
+    let k = config.candidates.neighbours;
     let mut neigh_s = Vec::new();
+    let mut index = NeighbourIndex::default();
     for _ in 0..repeats {
         let t = Instant::now();
-        let n = item_neighbours(&matrix, k, threads);
+        index = NeighbourIndex { lists: item_neighbours(&matrix, k, threads), k };
         neigh_s.push(t.elapsed().as_secs_f64());
-        drop(n);
     }
+    let use_index = config.candidates.source == CandidateSource::Neighbours;
 
     progress("candidate requests");
     let mut g = CandidateGenerator::new(world.videos.len());
@@ -186,10 +135,13 @@ pub fn bench(
         }
         let u = rng.random_range(0..world.users.len());
         let t = Instant::now();
-        let c = g.candidates(&matrix, &world.users[u], &world.videos, &config.candidates);
+        let c = g.candidates(&matrix, use_index.then_some(&index), &world.users[u], &world.videos, &config.candidates);
         cand_us.push(t.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(c);
     }
+
+    progress("recall of neighbour-list candidates");
+    let recall_fresh = recall(&mut g, &matrix, &index, &world, config, &mut rng);
 
     progress("incremental updates");
     let mut upd_us = Vec::new();
@@ -199,6 +151,10 @@ pub fn bench(
         matrix.add(v, u, 1.0);
         upd_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // The same lists after those interactions, without a refresh: staleness.
+    progress("recall with stale neighbour lists");
+    let recall_stale = recall(&mut g, &matrix, &index, &world, config, &mut rng);
+    let stale_after = upd_us.len();
     drop(matrix);
     if kernels_only {
         return Ok(BenchReport {
@@ -212,6 +168,9 @@ pub fn bench(
             neighbours_k: k,
             candidates_us: median(cand_us),
             update_us: median(upd_us),
+            recall_at_r: recall_fresh,
+            recall_stale,
+            stale_after_interactions: stale_after,
             dqn_update_us: f64::NAN,
             env_steps_per_s: f64::NAN,
             train_steps_per_s: f64::NAN,
@@ -261,11 +220,39 @@ pub fn bench(
         neighbours_k: k,
         candidates_us: median(cand_us),
         update_us: median(upd_us),
+        recall_at_r: recall_fresh,
+        recall_stale,
+        stale_after_interactions: stale_after,
         dqn_update_us: median(dqn_us),
         env_steps_per_s: env_sps,
         train_steps_per_s: train_sps,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// Mean |approximate top-r ∩ exact top-r| / r over sampled users (at most 2 s of exact
+/// requests, at least 5 users).
+fn recall(
+    g: &mut CandidateGenerator,
+    m: &InteractionMatrix,
+    index: &NeighbourIndex,
+    world: &World,
+    config: &Checked,
+    rng: &mut crate::rng::SimRng,
+) -> f64 {
+    let r = config.candidates.count;
+    let start = Instant::now();
+    let mut total = 0.0;
+    let mut n = 0;
+    while n < 200 && (n < 5 || start.elapsed().as_secs_f64() < 2.0) {
+        let u = rng.random_range(0..world.users.len()) as u32;
+        let exact: Vec<u32> = g.top_raw(m, u, r).into_iter().map(|x| x.0).collect();
+        let approx: Vec<u32> = g.top_raw_from(m, index, u, r).into_iter().map(|x| x.0).collect();
+        let hit = approx.iter().filter(|j| exact.contains(j)).count();
+        total += hit as f64 / r.max(1) as f64;
+        n += 1;
+    }
+    total / n as f64
 }
 
 fn replay_len(config: &Checked) -> usize {
@@ -296,7 +283,7 @@ mod tests {
             4,
             [(0, 0, 1.0), (1, 0, 2.0), (1, 1, 1.0), (2, 1, -2.0), (3, 2, 1.0), (4, 2, 1.0), (4, 3, 1.0), (0, 3, 2.0)],
         );
-        let n = item_neighbours(&m, 2, 2);
+        let n = crate::candidates::item_neighbours(&m, 2, 2);
         for i in 0..6u32 {
             let mut all: Vec<(f64, u32)> =
                 (0..6u32).filter(|&j| j != i).map(|j| (m.cosine(i, j), j)).filter(|x| x.0 != 0.0).collect();
@@ -306,7 +293,7 @@ mod tests {
             let want: Vec<u32> = all.iter().map(|x| x.1).collect();
             assert_eq!(got, want, "item {i}");
             for (g, w) in n[i as usize].iter().zip(&all) {
-                assert!((g.1 as f64 - w.0).abs() < 1e-6);
+                assert!((g.1 - w.0).abs() < 1e-9);
             }
         }
     }

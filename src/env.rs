@@ -4,12 +4,16 @@
 
 use rand::Rng;
 
-use crate::candidates::{Candidate, CandidateGenerator};
-use crate::config::Checked;
+use crate::candidates::{Candidate, CandidateGenerator, NeighbourIndex};
+use crate::config::{CandidateSource, Checked};
 use crate::matrix::InteractionMatrix;
 use crate::rng::SimRng;
 use crate::world::response::draw_session_response;
 use crate::world::{Action, Interaction, User, World};
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Index layout of [`State::categorical`].
 pub mod cat {
@@ -103,6 +107,9 @@ pub struct Env {
     pub world: World,
     pub matrix: InteractionMatrix,
     generator: CandidateGenerator,
+    /// The neighbour lists, with `candidates.source = "neighbours"`.
+    index: Option<NeighbourIndex>,
+    adds_since_refresh: usize,
     user: u32,
     t: usize,
     watched: usize,
@@ -127,11 +134,15 @@ impl Env {
             world.history.iter().map(|i| (i.video, i.user, i.score)),
         );
         let generator = CandidateGenerator::new(world.videos.len());
+        let index = (config.candidates.source == CandidateSource::Neighbours)
+            .then(|| NeighbourIndex::build(&matrix, config.candidates.neighbours, threads()));
         Env {
             config: config.clone(),
             world,
             matrix,
             generator,
+            index,
+            adds_since_refresh: 0,
             user: 0,
             t: 0,
             watched: 0,
@@ -144,6 +155,11 @@ impl Env {
             keep_log: false,
             adds: Vec::new(),
         }
+    }
+
+    /// The neighbour lists in use (with `candidates.source = "neighbours"`).
+    pub fn index(&self) -> Option<&NeighbourIndex> {
+        self.index.as_ref()
     }
 
     /// What simulation has changed so far.
@@ -166,6 +182,7 @@ impl Env {
                 return Err(format!("saved interaction ({video}, {user}) is outside the world"));
             }
             self.matrix.add(video, user, score);
+            self.after_add();
         }
         for (v, &views) in self.world.videos.iter_mut().zip(&s.views) {
             v.views = views;
@@ -210,8 +227,13 @@ impl Env {
 
     fn observe(&mut self) {
         let user = &self.world.users[self.user as usize];
-        let candidates =
-            self.generator.candidates(&self.matrix, user, &self.world.videos, &self.config.candidates);
+        let candidates = self.generator.candidates(
+            &self.matrix,
+            self.index.as_ref(),
+            user,
+            &self.world.videos,
+            &self.config.candidates,
+        );
         let state = self.state_of(user, &candidates);
         self.obs = Some(Observation { user: user.clone(), candidates, state });
     }
@@ -256,6 +278,19 @@ impl Env {
         State { numeric, categorical, valid }
     }
 
+    /// Rebuilds the neighbour lists when `candidates.refresh_every` interactions arrived.
+    fn after_add(&mut self) {
+        let every = self.config.candidates.refresh_every;
+        if self.index.is_none() || every == 0 {
+            return;
+        }
+        self.adds_since_refresh += 1;
+        if self.adds_since_refresh >= every {
+            self.index = Some(NeighbourIndex::build(&self.matrix, self.config.candidates.neighbours, threads()));
+            self.adds_since_refresh = 0;
+        }
+    }
+
     /// Shows the candidate in `slot`, draws the response from `rng`, pays the reward and
     /// updates the world, then prepares the next observation.
     ///
@@ -289,6 +324,7 @@ impl Env {
         let score = response.score(&c.scores);
         self.matrix.add(video, self.user, score);
         self.adds.push((video, self.user, score));
+        self.after_add();
         if self.keep_log {
             self.log.push(Interaction {
                 user: self.user,
@@ -308,7 +344,7 @@ impl Env {
         self.last_response = Some(response);
         self.t += 1;
         let terminal = response == Action::SessionEnd;
-        let truncated = !terminal && self.t >= c.env.max_steps;
+        let truncated = !terminal && self.t >= self.config.env.max_steps;
         self.observe();
         StepOutcome { video, category, slot, response, reward, terminal, truncated }
     }
@@ -351,6 +387,33 @@ mod tests {
             _ => 0,
         };
         assert_eq!(s.categorical[cat::LAST_ACTION], expected);
+    }
+
+    #[test]
+    fn neighbour_lists_see_interactions_at_once_and_refresh_on_cadence() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 400\nn_users = 60\n[candidates]\nsource = \"neighbours\"\nneighbours = 20\nrefresh_every = 3\n",
+            &[],
+        )
+        .unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let mut rng = stream(4, Stream::Responses);
+        let before = env.index().unwrap().lists.clone();
+        env.reset(7);
+        for _ in 0..3 {
+            let shown = env.observation().candidates[0].video;
+            let o = env.step(0, &mut rng);
+            // The user's history is live: the shown video is never offered again.
+            assert!(env.observation().candidates.iter().all(|x| x.video != shown));
+            if o.terminal || o.truncated {
+                env.reset(7);
+            }
+        }
+        // Three interactions: the lists were rebuilt from the updated matrix.
+        let after = &env.index().unwrap().lists;
+        let rebuilt = NeighbourIndex::build(&env.matrix, 20, 1).lists;
+        assert_eq!(after, &rebuilt);
+        assert_ne!(after, &before, "the interactions changed some neighbour lists");
     }
 
     #[test]

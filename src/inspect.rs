@@ -99,7 +99,7 @@ pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
         .collect();
     let mut generator = CandidateGenerator::new(env.world.videos.len());
     let candidates = generator
-        .candidates(&env.matrix, u, &env.world.videos, &config.candidates)
+        .candidates(&env.matrix, env.index(), u, &env.world.videos, &config.candidates)
         .into_iter()
         .map(|c| CandidateRow {
             video: c.video,

@@ -1,7 +1,7 @@
 //! The fast candidate path against the obvious dense computation, on random small worlds,
 //! before and after online updates; and the online matrix against a rebuild.
 
-use fypsim::candidates::{dense_raw_scores, rescore, CandidateGenerator};
+use fypsim::candidates::{dense_raw_scores, rescore, CandidateGenerator, NeighbourIndex};
 use fypsim::config::CandidateConfig;
 use fypsim::matrix::InteractionMatrix;
 use fypsim::world::{User, Video};
@@ -55,6 +55,19 @@ fn check_top(m: &InteractionMatrix, user: u32, k: usize, g: &mut CandidateGenera
     Ok(())
 }
 
+/// With lists long enough to hold every co-occurring video, neighbour-list candidates
+/// are the exact ones.
+fn check_neighbours_equal_exact(m: &InteractionMatrix, user: u32, k: usize, g: &mut CandidateGenerator) -> Result<(), TestCaseError> {
+    let index = NeighbourIndex::build(m, m.n_items(), 2);
+    let exact = g.top_raw(m, user, k);
+    let approx = g.top_raw_from(m, &index, user, k);
+    prop_assert_eq!(exact.len(), approx.len());
+    for (e, a) in exact.iter().zip(&approx) {
+        prop_assert!((e.1 - a.1).abs() < 1e-9, "{:?} vs {:?}", exact, approx);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -72,6 +85,9 @@ proptest! {
             all.push((i, u, s));
             check_top(&m, u, k, &mut g)?;
             check_top(&m, (u + 1) % n_users as u32, k, &mut g)?;
+        }
+        for u in 0..n_users as u32 {
+            check_neighbours_equal_exact(&m, u, k, &mut g)?;
         }
         let rebuilt = InteractionMatrix::from_triplets(n_items, n_users, all);
         let (online, fresh) = (m.to_csr(), rebuilt.to_csr());

@@ -91,6 +91,43 @@ impl CandidateGenerator {
     /// 0 and fill in, by id, when fewer than `count` videos score above 0.
     pub fn top_raw(&mut self, m: &InteractionMatrix, user: u32, count: usize) -> Vec<(u32, f64)> {
         let stamp = self.begin(m.n_users());
+        self.accumulate_exact(m, user, stamp);
+        self.select(m, count, stamp)
+    }
+
+    /// Like [`CandidateGenerator::top_raw`], but raw(j) sums only over the precomputed
+    /// neighbour lists: raw(j) = sum over h in H with j in N(h) of cos(h, j) * s_h. The
+    /// user's history is read live, so an interaction shows in the next request at once;
+    /// the lists may be stale (see [`NeighbourIndex`]).
+    pub fn top_raw_from(&mut self, m: &InteractionMatrix, index: &NeighbourIndex, user: u32, count: usize) -> Vec<(u32, f64)> {
+        let stamp = self.begin(m.n_users());
+        let history = m.user_row(user);
+        for &h in &history.idx {
+            self.in_history[h as usize] = stamp;
+        }
+        self.raw_touched.clear();
+        for (h, s_h) in history.iter() {
+            for &(j, c) in &index.lists[h as usize] {
+                let ju = j as usize;
+                if self.in_history[ju] == stamp {
+                    continue;
+                }
+                if self.raw_stamp[ju] != stamp {
+                    self.raw_stamp[ju] = stamp;
+                    self.raw[ju] = 0.0;
+                    self.raw_touched.push(j);
+                }
+                self.raw[ju] += c * s_h;
+            }
+        }
+        for &j in &self.raw_touched {
+            let r = &mut self.raw[j as usize];
+            *r = quantize(*r);
+        }
+        self.select(m, count, stamp)
+    }
+
+    fn accumulate_exact(&mut self, m: &InteractionMatrix, user: u32, stamp: u32) {
         let history = m.user_row(user);
         for &h in &history.idx {
             self.in_history[h as usize] = stamp;
@@ -135,6 +172,10 @@ impl CandidateGenerator {
             let r = &mut self.raw[j as usize];
             *r = if n_j == 0.0 { 0.0 } else { quantize(*r / n_j) };
         }
+    }
+
+    /// The best `count` of the accumulated raw scores (see `top_raw`).
+    fn select(&mut self, m: &InteractionMatrix, count: usize, stamp: u32) -> Vec<(u32, f64)> {
         // Only the best `count` are needed: select them, then sort just those.
         let order = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
         let mut positive: Vec<(f64, u32)> = self
@@ -191,18 +232,100 @@ impl CandidateGenerator {
         out
     }
 
-    /// The candidates for a user: the top `config.count` by raw score, rescored with the
-    /// business weights and ordered by final score (ties by video id).
+    /// The candidates for a user: the top `config.count` by raw score (exact, or from
+    /// `index` when given), rescored with the business weights and ordered by final score
+    /// (ties by video id).
     pub fn candidates(
         &mut self,
         m: &InteractionMatrix,
+        index: Option<&NeighbourIndex>,
         user: &User,
         videos: &[Video],
         config: &CandidateConfig,
     ) -> Vec<Candidate> {
-        let top = self.top_raw(m, user.id, config.count);
+        let top = match index {
+            Some(ix) => self.top_raw_from(m, ix, user.id, config.count),
+            None => self.top_raw(m, user.id, config.count),
+        };
         rescore(&top, user, videos, config)
     }
+}
+
+/// Precomputed top-k item neighbours by cosine, for candidate requests whose cost must
+/// not depend on how popular the user's videos are. Built from the matrix as it was; it
+/// goes stale as interactions arrive, and is rebuilt on a cadence.
+#[derive(Debug, Clone, Default)]
+pub struct NeighbourIndex {
+    /// Per video: (neighbour, cosine), best first, ties by id.
+    pub lists: Vec<Vec<(u32, f64)>>,
+    pub k: usize,
+}
+
+impl NeighbourIndex {
+    /// Exact top-`k` neighbours of every video, on `threads` threads.
+    pub fn build(m: &InteractionMatrix, k: usize, threads: usize) -> NeighbourIndex {
+        NeighbourIndex { lists: item_neighbours(m, k, threads), k }
+    }
+}
+
+/// Exact top-`k` neighbours by cosine of every item, computed item by item over the
+/// two-hop walk item -> users -> items, on `threads` threads. Returns (neighbour, cosine)
+/// lists ordered by cosine descending, ties by id; items that share no user are absent.
+pub fn item_neighbours(m: &InteractionMatrix, k: usize, threads: usize) -> Vec<Vec<(u32, f64)>> {
+    let n = m.n_items();
+    let threads = threads.max(1).min(n.max(1));
+    let chunk = n.div_ceil(threads).max(1);
+    let mut out: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n];
+    std::thread::scope(|scope| {
+        for (t, part) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                let mut dot = vec![0.0f64; n];
+                let mut mark = vec![false; n];
+                let mut touched: Vec<u32> = Vec::new();
+                for (off, slot) in part.iter_mut().enumerate() {
+                    let i = (t * chunk + off) as u32;
+                    let ni = m.item_norm(i);
+                    if ni == 0.0 {
+                        continue;
+                    }
+                    touched.clear();
+                    for (v, r_iv) in m.item_row(i).iter() {
+                        for (j, r_jv) in m.user_row(v).iter() {
+                            let ju = j as usize;
+                            if j == i {
+                                continue;
+                            }
+                            if !mark[ju] {
+                                mark[ju] = true;
+                                touched.push(j);
+                            }
+                            dot[ju] += r_iv * r_jv;
+                        }
+                    }
+                    let mut cand: Vec<(f64, u32)> = touched
+                        .iter()
+                        .map(|&j| {
+                            let ju = j as usize;
+                            let nj = m.item_norm(j);
+                            let c = if nj == 0.0 { 0.0 } else { quantize(dot[ju] / (ni * nj)) };
+                            dot[ju] = 0.0;
+                            mark[ju] = false;
+                            (c, j)
+                        })
+                        .filter(|x| x.0 != 0.0)
+                        .collect();
+                    let by = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
+                    if cand.len() > k {
+                        cand.select_nth_unstable_by(k, by);
+                        cand.truncate(k);
+                    }
+                    cand.sort_by(by);
+                    *slot = cand.into_iter().map(|(c, j)| (j, c)).collect();
+                }
+            });
+        }
+    });
+    out
 }
 
 /// Applies the business weights to (video, raw) pairs and orders by final score.

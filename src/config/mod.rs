@@ -272,6 +272,23 @@ pub struct CandidateConfig {
     /// w3: weight of the interest match (1 if the category is an interest of the user).
     pub w_interest: f64,
     pub popularity_scale: f64,
+    /// `exact`: raw scores over every co-occurring video, from the live matrix;
+    /// `neighbours`: over precomputed top-`neighbours` lists per video (fast at platform
+    /// scale; approximate, and stale between refreshes).
+    pub source: CandidateSource,
+    /// Neighbours kept per video for `source = "neighbours"`.
+    pub neighbours: usize,
+    /// Rebuild the neighbour lists every this many simulated interactions; 0 never
+    /// rebuilds after the start.
+    pub refresh_every: usize,
+}
+
+/// Where candidate raw scores come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateSource {
+    Exact,
+    Neighbours,
 }
 
 impl Default for CandidateConfig {
@@ -282,6 +299,9 @@ impl Default for CandidateConfig {
             w_popularity: 0.1,
             w_interest: 0.3,
             popularity_scale: 0.1,
+            source: CandidateSource::Exact,
+            neighbours: 50,
+            refresh_every: 0,
         }
     }
 }

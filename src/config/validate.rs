@@ -181,6 +181,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     finite("candidates.w_popularity", k.w_popularity)?;
     finite("candidates.w_interest", k.w_interest)?;
     finite("candidates.popularity_scale", k.popularity_scale)?;
+    at_least("candidates.neighbours", k.neighbours, 1)?;
 
     let e = &c.env;
     at_least("env.max_steps", e.max_steps, 1)?;
