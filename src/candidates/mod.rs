@@ -320,7 +320,11 @@ pub fn item_neighbours(m: &InteractionMatrix, k: usize, threads: usize) -> Vec<V
                         cand.truncate(k);
                     }
                     cand.sort_by(by);
-                    *slot = cand.into_iter().map(|(c, j)| (j, c)).collect();
+                    // A fresh, exact-size list: collecting in place would keep the scratch
+                    // buffer's capacity (up to every touched video) for each of the lists.
+                    let mut list = Vec::with_capacity(cand.len());
+                    list.extend(cand.iter().map(|&(c, j)| (j, c)));
+                    *slot = list;
                 }
             });
         }
