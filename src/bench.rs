@@ -156,26 +156,28 @@ pub fn bench(
     let recall_stale = recall(&mut g, &matrix, &index, &world, config, &mut rng);
     let stale_after = upd_us.len();
     drop(matrix);
+    let mut report = BenchReport {
+        config: label.to_string(),
+        users: world.users.len(),
+        videos: world.videos.len(),
+        history_rows: world.history.len(),
+        world_build_s: median(world_s),
+        matrix_build_s: median(matrix_s),
+        neighbours_build_s: median(neigh_s),
+        neighbours_k: k,
+        candidates_us: median(cand_us),
+        update_us: median(upd_us),
+        recall_at_r: recall_fresh,
+        recall_stale,
+        stale_after_interactions: stale_after,
+        dqn_update_us: f64::NAN,
+        env_steps_per_s: f64::NAN,
+        train_steps_per_s: f64::NAN,
+        peak_rss_mb: f64::NAN,
+    };
     if kernels_only {
-        return Ok(BenchReport {
-            config: label.to_string(),
-            users: world.users.len(),
-            videos: world.videos.len(),
-            history_rows: world.history.len(),
-            world_build_s: median(world_s),
-            matrix_build_s: median(matrix_s),
-            neighbours_build_s: median(neigh_s),
-            neighbours_k: k,
-            candidates_us: median(cand_us),
-            update_us: median(upd_us),
-            recall_at_r: recall_fresh,
-            recall_stale,
-            stale_after_interactions: stale_after,
-            dqn_update_us: f64::NAN,
-            env_steps_per_s: f64::NAN,
-            train_steps_per_s: f64::NAN,
-            peak_rss_mb: peak_rss_mb(),
-        });
+        report.peak_rss_mb = peak_rss_mb();
+        return Ok(report);
     }
 
     progress("DQN updates");
@@ -209,25 +211,11 @@ pub fn bench(
     let mut agent = DqnAgent::new(config)?;
     let train_sps = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0))?;
 
-    Ok(BenchReport {
-        config: label.to_string(),
-        users: world.users.len(),
-        videos: world.videos.len(),
-        history_rows: world.history.len(),
-        world_build_s: median(world_s),
-        matrix_build_s: median(matrix_s),
-        neighbours_build_s: median(neigh_s),
-        neighbours_k: k,
-        candidates_us: median(cand_us),
-        update_us: median(upd_us),
-        recall_at_r: recall_fresh,
-        recall_stale,
-        stale_after_interactions: stale_after,
-        dqn_update_us: median(dqn_us),
-        env_steps_per_s: env_sps,
-        train_steps_per_s: train_sps,
-        peak_rss_mb: peak_rss_mb(),
-    })
+    report.dqn_update_us = median(dqn_us);
+    report.env_steps_per_s = env_sps;
+    report.train_steps_per_s = train_sps;
+    report.peak_rss_mb = peak_rss_mb();
+    Ok(report)
 }
 
 /// Mean |approximate top-r ∩ exact top-r| / r over sampled users (at most 2 s of exact

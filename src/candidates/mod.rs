@@ -108,16 +108,7 @@ impl CandidateGenerator {
         self.raw_touched.clear();
         for (h, s_h) in history.iter() {
             for &(j, c) in &index.lists[h as usize] {
-                let ju = j as usize;
-                if self.in_history[ju] == stamp {
-                    continue;
-                }
-                if self.raw_stamp[ju] != stamp {
-                    self.raw_stamp[ju] = stamp;
-                    self.raw[ju] = 0.0;
-                    self.raw_touched.push(j);
-                }
-                self.raw[ju] += c * s_h;
+                self.add_raw(j, c * s_h, stamp);
             }
         }
         for &j in &self.raw_touched {
@@ -125,6 +116,21 @@ impl CandidateGenerator {
             *r = quantize(*r);
         }
         self.select(m, count, stamp)
+    }
+
+    /// Adds to video j's raw score unless j is in the history (marks reset by stamp).
+    #[inline]
+    fn add_raw(&mut self, j: u32, delta: f64, stamp: u32) {
+        let ju = j as usize;
+        if self.in_history[ju] == stamp {
+            return;
+        }
+        if self.raw_stamp[ju] != stamp {
+            self.raw_stamp[ju] = stamp;
+            self.raw[ju] = 0.0;
+            self.raw_touched.push(j);
+        }
+        self.raw[ju] += delta;
     }
 
     fn accumulate_exact(&mut self, m: &InteractionMatrix, user: u32, stamp: u32) {
@@ -152,19 +158,11 @@ impl CandidateGenerator {
         }
         // raw(j) |j| = sum_v r_jv w_v over videos outside the history.
         self.raw_touched.clear();
-        for &v in &self.weight_touched {
+        for t in 0..self.weight_touched.len() {
+            let v = self.weight_touched[t];
             let w_v = self.weight[v as usize];
             for (j, r_jv) in m.user_row(v).iter() {
-                let ju = j as usize;
-                if self.in_history[ju] == stamp {
-                    continue;
-                }
-                if self.raw_stamp[ju] != stamp {
-                    self.raw_stamp[ju] = stamp;
-                    self.raw[ju] = 0.0;
-                    self.raw_touched.push(j);
-                }
-                self.raw[ju] += w_v * r_jv;
+                self.add_raw(j, w_v * r_jv, stamp);
             }
         }
         for &j in &self.raw_touched {
