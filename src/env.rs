@@ -9,7 +9,7 @@ use crate::config::{CandidateSource, Checked};
 use crate::matrix::InteractionMatrix;
 use crate::rng::SimRng;
 use crate::world::response::draw_session_response;
-use crate::world::{Action, Interaction, User, World};
+use crate::world::{Action, User, World};
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -116,12 +116,7 @@ pub struct Env {
     session_len_s: f64,
     last_category: Option<u16>,
     last_response: Option<Action>,
-    session: u32,
     obs: Option<Observation>,
-    /// Interactions simulated so far (appended to the world's log on demand).
-    pub log: Vec<Interaction>,
-    /// Keep the simulated interactions in `log` (off for long training runs).
-    pub keep_log: bool,
     adds: Vec<(u32, u32, f64)>,
 }
 
@@ -149,10 +144,7 @@ impl Env {
             session_len_s: 0.0,
             last_category: None,
             last_response: None,
-            session: 0,
             obs: None,
-            log: Vec::new(),
-            keep_log: false,
             adds: Vec::new(),
         }
     }
@@ -205,7 +197,7 @@ impl Env {
         self.session_len_s = 0.0;
         self.last_category = None;
         self.last_response = None;
-        self.session = self.world.next_session[user as usize];
+        // A new session of this user: the next one starts after it.
         self.world.next_session[user as usize] += 1;
         self.observe();
         self.obs.as_ref().expect("observe sets it")
@@ -325,16 +317,6 @@ impl Env {
         self.matrix.add(video, self.user, score);
         self.adds.push((video, self.user, score));
         self.after_add();
-        if self.keep_log {
-            self.log.push(Interaction {
-                user: self.user,
-                video,
-                session: self.session,
-                action: response,
-                score,
-                timestamp: self.world.clock[self.user as usize],
-            });
-        }
         self.world.clock[self.user as usize] += dt;
         self.session_len_s += dt;
         if response.counts_view() {

@@ -19,21 +19,6 @@ use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, 
 use crate::world::World;
 use crate::{Error, Result};
 
-/// The files a run writes, in the order it writes them.
-pub const RUN_FILES: [&str; 11] = [
-    "checkpoint",
-    "config.toml",
-    "episodes.csv",
-    "episodes.parquet",
-    "steps.parquet",
-    "eval.csv",
-    "baselines.csv",
-    "eval_episodes.csv",
-    "rewards.png",
-    "loss.png",
-    "summary.json",
-];
-
 /// What happens during a run, for progress displays.
 pub trait RunObserver {
     /// A stage begins (e.g. "evaluating baselines").

@@ -76,14 +76,6 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 5] = [
-        PolicyKind::Dqn,
-        PolicyKind::Random,
-        PolicyKind::Greedy,
-        PolicyKind::MostViewed,
-        PolicyKind::Oracle,
-    ];
-
     /// The name used in configs, file names and tables.
     pub fn name(self) -> &'static str {
         match self {

@@ -22,9 +22,6 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] =
-        [Action::Watched, Action::Skipped, Action::Liked, Action::Done, Action::SessionEnd];
-
     pub fn name(self) -> &'static str {
         match self {
             Action::Watched => "watched",
