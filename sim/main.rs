@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use fypsim::config::{Checked, Config};
-use fypsim::plot::moving_average;
 use fypsim::run::{prepare_run_dir, run_with, RunControl, RunEnd, RunObserver};
 use fypsim::train::EpisodeRecord;
 
@@ -140,14 +139,15 @@ enum Command {
 /// The progress display of a run: a bar with episode, mean return, epsilon and loss.
 struct Progress {
     bar: Option<ProgressBar>,
-    returns: Vec<f64>,
+    /// The last `window` returns.
+    returns: std::collections::VecDeque<f64>,
     window: usize,
     quiet: bool,
 }
 
 impl Progress {
     fn new(quiet: bool, window: usize) -> Progress {
-        Progress { bar: None, returns: Vec::new(), window, quiet }
+        Progress { bar: None, returns: std::collections::VecDeque::new(), window, quiet }
     }
 }
 
@@ -179,15 +179,18 @@ impl RunObserver for Progress {
     }
 
     fn episode(&mut self, r: &EpisodeRecord) {
-        self.returns.push(r.episode_return);
-        let avg = moving_average(&self.returns[self.returns.len().saturating_sub(self.window)..], self.window);
+        if self.returns.len() == self.window {
+            self.returns.pop_front();
+        }
+        self.returns.push_back(r.episode_return);
+        let avg = self.returns.iter().sum::<f64>() / self.returns.len() as f64;
         let loss = r.mean_loss.map_or("-".to_string(), |l| format!("{l:.4}"));
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "| return {:.2} (avg {}: {:.2}) | epsilon {:.3} | loss {loss}",
                 r.episode_return,
                 self.window,
-                avg.last().copied().unwrap_or(0.0),
+                avg,
                 r.epsilon
             ));
             bar.inc(1);
@@ -199,7 +202,7 @@ impl RunObserver for Progress {
                 "fypsim: episode {}/{n}: mean return (last {}) {:.2}, epsilon {:.3}, loss {loss}",
                 r.episode + 1,
                 self.window,
-                avg.last().copied().unwrap_or(0.0),
+                avg,
                 r.epsilon
             );
         }
@@ -223,12 +226,15 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         }
         None => {
             let checked = config.load()?;
+            // Before anything is written: a run that cannot start leaves no folder.
             fypsim::run::preflight(&checked)?;
             let dir = prepare_run_dir(&checked, out)?;
             (checked, dir)
         }
     };
-    fypsim::run::preflight(&checked)?;
+    if resume.is_some() {
+        fypsim::run::preflight(&checked)?;
+    }
     if !checked.train.seeds.is_empty() {
         anyhow::ensure!(resume.is_none() && max_episodes.is_none(), "--resume and --max-episodes work on single-seed runs; rerunning a multi-seed run keeps its finished seeds");
         return cmd_run_seeds(&checked, &dir, quiet);
@@ -270,9 +276,6 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
 }
 
 fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
-    let mut resolved = checked.inner().clone();
-    resolved.provenance = Some(fypsim::run::provenance());
-    std::fs::write(dir.join("config.toml"), resolved.to_toml()).with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = checked.train.seeds.len();
     if !quiet {
@@ -337,12 +340,7 @@ fn cmd_eval(dir: &Path, episodes: Option<usize>) -> Result<()> {
     for (name, e) in names.iter().zip(&results) {
         println!("  {:<14} {:>8.3} ± {:.3}", name, e.mean_return, e.ci95);
     }
-    let get = |k: fypsim::config::PolicyKind| results[1..].iter().find(|e| e.policy == k).map(|e| e.mean_return);
-    if let Some(f) = fypsim::run::oracle_fraction(
-        results[0].mean_return,
-        get(fypsim::config::PolicyKind::Random),
-        get(fypsim::config::PolicyKind::Oracle),
-    ) {
+    if let Some(f) = fypsim::run::oracle_fraction_of(&results) {
         println!("oracle_fraction: {f:.3}");
     }
     let path = dir.join(format!("eval_saved_{n}.json"));

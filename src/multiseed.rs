@@ -53,14 +53,16 @@ pub struct SeedResult {
     pub oracle_fraction: Option<f64>,
 }
 
-/// Trains every seed of `config.train.seeds` into `dir/seed<s>/` (`jobs` at a time; seeds
-/// already complete are kept), then writes the aggregate summary.json and the report.
+/// Writes the resolved config.toml, trains every seed of `config.train.seeds` into
+/// `dir/seed<s>/` (`jobs` at a time; seeds already complete are kept), then writes the
+/// aggregate summary.json and the report.
 pub fn run_seeds(
     config: &Checked,
     dir: &Path,
     jobs: usize,
     on_done: &(dyn Fn(u64, &RunStatus) + Sync),
 ) -> Result<MultiSeedSummary> {
+    crate::run::write_resolved_config(config, dir, &crate::run::provenance())?;
     let runs = seed_runs(config, dir);
     let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s));
     if let Some((run, err)) = outcome.failed.first() {

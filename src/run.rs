@@ -206,6 +206,26 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
     }
 }
 
+/// Writes `dir/config.toml`: the resolved config with its provenance, itself a valid
+/// config that repeats the run.
+pub fn write_resolved_config(config: &Checked, dir: &Path, provenance: &Provenance) -> Result<()> {
+    let mut resolved = config.inner().clone();
+    resolved.provenance = Some(provenance.clone());
+    let path = dir.join("config.toml");
+    write_text(
+        &path,
+        &format!("# The resolved config of this run. `fypsim run {}` repeats it.\n{}", path.display(), resolved.to_toml()),
+    )
+}
+
+/// The oracle fraction of an evaluation whose first entry is the trained policy and the
+/// rest baselines (None without both the random and the oracle baseline).
+pub fn oracle_fraction_of(evaluation: &[EvalResult]) -> Option<f64> {
+    let (trained, baselines) = evaluation.split_first()?;
+    let mean = |k: PolicyKind| baselines.iter().find(|e| e.policy == k).map(|e| e.mean_return);
+    oracle_fraction(trained.mean_return, mean(PolicyKind::Random), mean(PolicyKind::Oracle))
+}
+
 /// The config of a run folder, as it was resolved when the run started.
 pub fn config_of_run(dir: &Path) -> Result<Checked> {
     Ok(crate::config::Config::load(&dir.join("config.toml"), &[])?)
@@ -226,16 +246,7 @@ pub fn run_with(
             return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to resume", dir.display())));
         }
     } else {
-        let mut resolved = config.inner().clone();
-        resolved.provenance = Some(prov.clone());
-        write_text(
-            &dir.join("config.toml"),
-            &format!(
-                "# The resolved config of this run. `fypsim run {}` repeats it.\n{}",
-                dir.join("config.toml").display(),
-                resolved.to_toml()
-            ),
-        )?;
+        write_resolved_config(config, dir, &prov)?;
     }
 
     observer.stage("generating the world");
@@ -390,7 +401,6 @@ pub fn run_with(
         &[],
     )?;
 
-    let baseline_mean = |k: PolicyKind| evaluation[1..].iter().find(|e| e.policy == k).map(|e| e.mean_return);
     let summary = Summary {
         name: config.name.clone(),
         label: label.to_string(),
@@ -401,11 +411,7 @@ pub fn run_with(
         updates: progress.updates,
         mean_return_last_100: progress.mean_return_last(100),
         eval_mean_return: evaluation[0].mean_return,
-        oracle_fraction: oracle_fraction(
-            evaluation[0].mean_return,
-            baseline_mean(PolicyKind::Random),
-            baseline_mean(PolicyKind::Oracle),
-        ),
+        oracle_fraction: oracle_fraction_of(&evaluation),
         baselines: evaluation[1..]
             .iter()
             .map(|e| (e.policy.name().to_string(), e.mean_return))
