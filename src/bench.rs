@@ -183,10 +183,12 @@ pub fn bench(
     progress("DQN updates");
     let mut agent = DqnAgent::new(config)?;
     let mut env = Env::new(config, world.clone());
-    let mut replay = ReplayBuffer::new(config.dqn.batch_size.max(256), config.candidates.count);
+    // Enough transitions to sample batches from.
+    let filled = config.dqn.batch_size.max(256);
+    let mut replay = ReplayBuffer::new(filled, config.candidates.count);
     let mut erng = stream(config.seed, Stream::Responses);
     env.reset(0);
-    for _ in 0..replay_len(config) {
+    for _ in 0..filled {
         let s = env.observation().state.clone();
         let o = env.step(0, &mut erng);
         let t = Transition { state: s, action: 0, reward: o.reward, next_state: env.observation().state.clone(), terminal: o.terminal, episode_end: o.terminal || o.truncated };
@@ -241,10 +243,6 @@ fn recall(
         n += 1;
     }
     total / n as f64
-}
-
-fn replay_len(config: &Checked) -> usize {
-    config.dqn.batch_size.max(256)
 }
 
 /// Steps per second of `episodes` training episodes of `policy` (learning included when

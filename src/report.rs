@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::plot::{register_font, PALETTE};
+use crate::plot::{finish_chart, plot_err, register_font, PALETTE};
 use crate::records::{self, frame};
 use crate::run::Summary;
 use crate::{Error, Result};
@@ -237,10 +237,6 @@ pub fn report(dir: &Path) -> Result<ReportOutcome> {
     Ok(ReportOutcome { runs: runs.len(), rows, files: vec![md_path, csv_path, curves, policies] })
 }
 
-fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |message| Error::Plot { path: path.to_path_buf(), message }
-}
-
 fn short(label: &str, max: usize) -> String {
     if label.chars().count() <= max {
         label.to_string()
@@ -311,15 +307,7 @@ fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> 
             .label(short(label, 60))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish_chart(&mut chart, &root, 14, path)
 }
 
 /// Horizontal grouped bars: per configuration the trained policy and each baseline, with
@@ -388,15 +376,7 @@ fn draw_policies(path: &Path, rows: &[ConfigRow], baselines: &[String]) -> Resul
             }))
             .map_err(|e| err(e.to_string()))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish_chart(&mut chart, &root, 14, path)
 }
 
 /// The result of an A/B comparison.

@@ -348,17 +348,13 @@ pub fn run_with(
     )?;
     records::write_csv(&mut table, &path)?;
     let path = dir.join("eval_episodes.csv");
-    let rows = |f: &dyn Fn(usize, &EvalResult, usize) -> String| -> Vec<String> {
-        evaluation
-            .iter()
-            .enumerate()
-            .flat_map(|(k, e)| (0..e.returns.len()).map(move |i| (k, e, i)))
-            .map(|(k, e, i)| f(k, e, i))
-            .collect()
-    };
     let mut per_episode = frame(
         polars::df!(
-            "policy" => rows(&|k, e, _| name(k, e)),
+            "policy" => evaluation
+                .iter()
+                .enumerate()
+                .flat_map(|(k, e)| std::iter::repeat_n(name(k, e), e.returns.len()))
+                .collect::<Vec<_>>(),
             "episode" => evaluation.iter().flat_map(|e| 0..e.returns.len() as u32).collect::<Vec<_>>(),
             "user" => evaluation.iter().flat_map(|e| e.users.iter().copied()).collect::<Vec<_>>(),
             "return" => evaluation.iter().flat_map(|e| e.returns.iter().copied()).collect::<Vec<_>>(),

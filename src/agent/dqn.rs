@@ -293,11 +293,15 @@ impl DqnAgent {
 
     /// Q-values of one state, for inspection and acting.
     pub fn q_values(&self, state: &State) -> Vec<f32> {
+        self.state_q_values(&self.online, state)
+    }
+
+    fn state_q_values(&self, net: &QNet, state: &State) -> Vec<f32> {
         tch::no_grad(|| {
             let n = Tensor::from_slice(&self.masked(&state.numeric)).view([1, -1]).to_device(self.device);
-            let idx = self.online.indices(&state.categorical, state.categorical.len());
+            let idx = net.indices(&state.categorical, state.categorical.len());
             let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
-            let q = self.online.forward(&n, &c).to_device(Device::Cpu).view([-1]);
+            let q = net.forward(&n, &c).to_device(Device::Cpu).view([-1]);
             Vec::<f32>::try_from(&q).expect("a float vector")
         })
     }
@@ -438,13 +442,7 @@ impl DqnAgent {
 
     /// Q-values of the target network for one state.
     pub fn target_q_values(&self, state: &State) -> Vec<f32> {
-        tch::no_grad(|| {
-            let n = Tensor::from_slice(&self.masked(&state.numeric)).view([1, -1]).to_device(self.device);
-            let idx = self.target.indices(&state.categorical, state.categorical.len());
-            let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
-            let q = self.target.forward(&n, &c).to_device(Device::Cpu).view([-1]);
-            Vec::<f32>::try_from(&q).expect("a float vector")
-        })
+        self.state_q_values(&self.target, state)
     }
 
     #[doc(hidden)]

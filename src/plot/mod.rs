@@ -54,8 +54,28 @@ pub const PALETTE: [RGBColor; 6] = [
     RGBColor(227, 119, 194),
 ];
 
-fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
+/// Turns a plotters error into one that names the picture.
+pub fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |message| Error::Plot { path: path.to_path_buf(), message }
+}
+
+/// Draws the legend of `chart` (lower right, labels at `font` px) and writes the picture.
+pub fn finish_chart<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    font: u32,
+    path: &Path,
+) -> Result<()> {
+    let err = plot_err(path);
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -138,16 +158,7 @@ pub fn series_plot(
             .label(format!("{} ({:.2})", r.name, v))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
+    finish_chart(&mut chart, &root, 15, path)
 }
 
 #[cfg(test)]
