@@ -219,7 +219,8 @@ pub struct DqnAgent {
     optimizer: Adam,
     replay: ReplayBuffer,
     /// 1 for numeric state columns the network sees, 0 for candidate features left out.
-    feature_mask: Vec<f32>,
+    /// None when the network sees every column (the default): no copy per state.
+    feature_mask: Option<Vec<f32>>,
     /// The last up-to-n transitions of the running episode, for n-step returns.
     pending: VecDeque<Transition>,
     target_rule: TargetRule,
@@ -264,7 +265,7 @@ impl DqnAgent {
             }
         }
         Ok(DqnAgent {
-            feature_mask,
+            feature_mask: feature_mask.contains(&0.0).then_some(feature_mask),
             pending: VecDeque::new(),
             target_rule: TargetRule::Standard,
             replay: ReplayBuffer::new(cfg.replay_capacity, config.candidates.count),
@@ -387,9 +388,14 @@ impl DqnAgent {
     /// slot of s' by the target network, or by the online network with Double DQN. (For an
     /// n-step transition r already sums n discounted rewards and s' is n steps on.)
     /// Numeric rows (one or many) with the left-out candidate features zeroed.
-    fn masked(&self, numeric: &[f32]) -> Vec<f32> {
-        let n = self.feature_mask.len();
-        numeric.iter().enumerate().map(|(i, x)| x * self.feature_mask[i % n]).collect()
+    fn masked<'a>(&self, numeric: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match &self.feature_mask {
+            None => std::borrow::Cow::Borrowed(numeric),
+            Some(mask) => {
+                let n = mask.len();
+                numeric.iter().enumerate().map(|(i, x)| x * mask[i % n]).collect()
+            }
+        }
     }
 
     /// A batch as tensors on the agent's device. The masks and bootstrap factors are
