@@ -5,6 +5,8 @@
 #   scripts/dev.sh run  [CONFIG] [fypsim run options]   train on a config (default: configs/default.toml)
 #   scripts/dev.sh test                                  build and run the whole test suite
 #   scripts/dev.sh cli  ARGS...                          any fypsim sub-command, e.g. `cli inspect --user 3`
+#   scripts/dev.sh bench [CONFIG...] [options]           fypsim bench (figures as a table or JSON)
+#   scripts/dev.sh criterion                             criterion benches of the kernels
 #   scripts/dev.sh env                                   print the variables to build with cargo by hand
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,11 +41,15 @@ case "$cmd" in
         cargo build --release --locked --bin fypsim
         exec target/release/fypsim bench "$@"
         ;;
+    criterion)
+        # Criterion's statistics for the kernels (benches/kernels.rs).
+        exec cargo bench --locked --bench kernels "$@"
+        ;;
     env)
         echo "export LIBTORCH=$LIBTORCH LIBTORCH_CXX11_ABI=1"
         ;;
     *)
-        echo "usage: scripts/dev.sh run|test|cli|bench|env [args...]" >&2
+        echo "usage: scripts/dev.sh run|test|cli|bench|criterion|env [args...]" >&2
         exit 2
         ;;
 esac

@@ -107,10 +107,18 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         ab: Option<Vec<String>>,
     },
-    /// Measure world, matrix, neighbour, candidate, update and DQN timings for a config.
+    /// Measure world, matrix, neighbour, candidate, update and DQN timings for one config
+    /// or several (smallest first: peak memory is the process's, so it only grows).
     Bench {
-        #[command(flatten)]
-        config: ConfigArgs,
+        /// Config files (TOML); several measure how cost grows with size.
+        #[arg(default_value = "configs/default.toml")]
+        configs: Vec<PathBuf>,
+        /// Override a config value in every config, e.g. --set dqn.device=cuda (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Also write scaling.csv and scaling.png (cost against size, log-log) into DIR.
+        #[arg(long, value_name = "DIR")]
+        scaling: Option<PathBuf>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -301,31 +309,64 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench(config: &ConfigArgs, json: bool, repeats: usize, steps: usize, kernels_only: bool) -> Result<()> {
-    let checked = config.load()?;
-    fypsim::run::preflight(&checked)?;
-    let label = config.config.display().to_string();
-    let r = fypsim::bench::bench(&checked, &label, repeats, steps, kernels_only, &mut |stage| {
-        if !json {
-            eprintln!("fypsim bench: {stage}");
-        }
-    })?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-        return Ok(());
+struct BenchArgs<'a> {
+    configs: &'a [PathBuf],
+    overrides: &'a [String],
+    scaling: Option<&'a Path>,
+    json: bool,
+    repeats: usize,
+    steps: usize,
+    kernels_only: bool,
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    // Every config is checked before the first (possibly long) measurement starts.
+    let mut checked = Vec::new();
+    for path in a.configs {
+        let c = Config::load(path, a.overrides)?;
+        fypsim::run::preflight(&c)?;
+        checked.push((path.display().to_string(), c));
     }
-    println!("{} ({} users, {} videos, {} history rows); medians", r.config, r.users, r.videos, r.history_rows);
-    println!("  world build          {:>12.3} s", r.world_build_s);
-    println!("  matrix build         {:>12.3} s", r.matrix_build_s);
-    println!("  top-{} neighbours    {:>12.3} s", r.neighbours_k, r.neighbours_build_s);
-    println!("  candidates / request {:>12.1} us", r.candidates_us);
-    println!("  update / interaction {:>12.3} us", r.update_us);
-    println!("  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh", r.recall_at_r, r.recall_stale, r.stale_after_interactions);
-    println!("  DQN update           {:>12.1} us", r.dqn_update_us);
-    println!("  env steps            {:>12.0} /s (greedy, no learning)", r.env_steps_per_s);
-    println!("  training steps       {:>12.0} /s (DQN, one update per step)", r.train_steps_per_s);
-    println!("  peak memory          {:>12.0} MiB", r.peak_rss_mb);
+    if let Some(dir) = a.scaling {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut reports = Vec::new();
+    for (label, c) in &checked {
+        let r = fypsim::bench::bench(c, label, a.repeats, a.steps, a.kernels_only, &mut |stage| {
+            if !a.json {
+                eprintln!("fypsim bench {label}: {stage}");
+            }
+        })?;
+        if a.json {
+            // One JSON object per config, one per line.
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_bench(&r);
+        }
+        reports.push(r);
+    }
+    if let Some(dir) = a.scaling {
+        let files = fypsim::bench::write_scaling(&reports, dir)?;
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!("fypsim bench: wrote {}", names.join(", "));
+    }
     Ok(())
+}
+
+fn print_bench(r: &fypsim::bench::BenchReport) {
+    let na = |x: f64, prec: usize| if x.is_nan() { "-".to_string() } else { format!("{x:.prec$}") };
+    println!("{} ({} users, {} videos, {} history rows); medians", r.config, r.users, r.videos, r.history_rows);
+    println!("  world build          {:>12} s", na(r.world_build_s, 3));
+    println!("  matrix build         {:>12} s", na(r.matrix_build_s, 3));
+    println!("  top-{} neighbours    {:>12} s", r.neighbours_k, na(r.neighbours_build_s, 3));
+    println!("  candidates / request {:>12} us", na(r.candidates_us, 1));
+    println!("    from the neighbour lists {:>6} us", na(r.candidates_neighbours_us, 1));
+    println!("  update / interaction {:>12} us", na(r.update_us, 3));
+    println!("  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh", r.recall_at_r, r.recall_stale, r.stale_after_interactions);
+    println!("  DQN update           {:>12} us", na(r.dqn_update_us, 1));
+    println!("  env steps            {:>12} /s (greedy, no learning)", na(r.env_steps_per_s, 0));
+    println!("  training steps       {:>12} /s (DQN, one update per step)", na(r.train_steps_per_s, 0));
+    println!("  peak memory          {:>12} MiB", na(r.peak_rss_mb, 0));
 }
 
 fn cmd_eval(dir: &Path, episodes: Option<usize>) -> Result<()> {
@@ -495,9 +536,15 @@ fn main() -> ExitCode {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
         Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
-        Command::Bench { config, json, repeats, steps, kernels_only } => {
-            cmd_bench(config, *json, *repeats, *steps, *kernels_only)
-        }
+        Command::Bench { configs, overrides, scaling, json, repeats, steps, kernels_only } => cmd_bench(BenchArgs {
+            configs,
+            overrides,
+            scaling: scaling.as_deref(),
+            json: *json,
+            repeats: *repeats,
+            steps: *steps,
+            kernels_only: *kernels_only,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! `fypsim bench`: how long each part of the simulator takes for a config, as medians over
 //! repeats. Figures, not pass/fail: machines are shared and noisy.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::Rng;
@@ -15,6 +16,7 @@ use crate::config::CandidateSource;
 use crate::config::Checked;
 use crate::env::Env;
 use crate::matrix::InteractionMatrix;
+use crate::plot::{loglog_plot, Series};
 use crate::rng::{stream, Stream};
 use crate::train::{train, Flow, TrainProgress};
 use crate::world::World;
@@ -32,8 +34,12 @@ pub struct BenchReport {
     /// Exact top-k item neighbours (cosine) of every video from the built matrix.
     pub neighbours_build_s: f64,
     pub neighbours_k: usize,
-    /// One user's candidates (exact, from the live matrix), median over users.
+    /// One user's candidates as the config makes them (`candidates.source`), median over
+    /// users.
     pub candidates_us: f64,
+    /// One user's candidates from the exact neighbour lists, median over users (the
+    /// approximate mode; its recall is `recall_at_r`).
+    pub candidates_neighbours_us: f64,
     /// One interaction added to the matrix.
     pub update_us: f64,
     /// Mean recall of the top-r candidates from the neighbour lists against exact ones,
@@ -124,21 +130,25 @@ pub fn bench(
     progress("candidate requests");
     let mut g = CandidateGenerator::new(world.videos.len());
     let mut rng = stream(config.seed, Stream::Eval);
-    let mut cand_us = Vec::new();
-    // At most this long per timing loop: at platform scale one exact request can take
-    // a large fraction of a second.
-    let budget = std::time::Duration::from_secs(10);
-    let start = Instant::now();
-    for _ in 0..steps.min(20_000).max(100) {
-        if start.elapsed() > budget && cand_us.len() >= 5 {
-            break;
+    // At most 10 s per timing loop: at platform scale one exact request can take a large
+    // fraction of a second.
+    let mut time_requests = |index: Option<&NeighbourIndex>, rng: &mut crate::rng::SimRng| {
+        let budget = std::time::Duration::from_secs(10);
+        let (start, mut us) = (Instant::now(), Vec::new());
+        for _ in 0..steps.min(20_000).max(100) {
+            if start.elapsed() > budget && us.len() >= 5 {
+                break;
+            }
+            let u = rng.random_range(0..world.users.len());
+            let t = Instant::now();
+            let c = g.candidates(&matrix, index, &world.users[u], &world.videos, &config.candidates);
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(c);
         }
-        let u = rng.random_range(0..world.users.len());
-        let t = Instant::now();
-        let c = g.candidates(&matrix, use_index.then_some(&index), &world.users[u], &world.videos, &config.candidates);
-        cand_us.push(t.elapsed().as_secs_f64() * 1e6);
-        std::hint::black_box(c);
-    }
+        us
+    };
+    let cand_us = time_requests(use_index.then_some(&index), &mut rng);
+    let cand_nb_us = time_requests(Some(&index), &mut rng);
 
     progress("recall of neighbour-list candidates");
     let recall_fresh = recall(&mut g, &matrix, &index, &world, config, &mut rng);
@@ -166,6 +176,7 @@ pub fn bench(
         neighbours_build_s: median(neigh_s),
         neighbours_k: k,
         candidates_us: median(cand_us),
+        candidates_neighbours_us: median(cand_nb_us),
         update_us: median(upd_us),
         recall_at_r: recall_fresh,
         recall_stale,
@@ -218,6 +229,54 @@ pub fn bench(
     report.train_steps_per_s = train_sps;
     report.peak_rss_mb = peak_rss_mb();
     Ok(report)
+}
+
+/// Writes how each kernel's cost grows with the size of the world: `scaling.csv` (one
+/// row per config) and `scaling.png` (log-log, every cost in seconds against the number
+/// of logged interactions), into `dir`. Returns the paths written.
+pub fn write_scaling(reports: &[BenchReport], dir: &Path) -> Result<Vec<PathBuf>> {
+    use polars::prelude::Column;
+    std::fs::create_dir_all(dir).map_err(crate::Error::io("create", dir))?;
+    let col = |name: &str, f: fn(&BenchReport) -> f64| Column::new(name.into(), reports.iter().map(f).collect::<Vec<f64>>());
+    let mut df = crate::records::frame(
+        polars::prelude::DataFrame::new_infer_height(vec![
+            Column::new("config".into(), reports.iter().map(|r| r.config.clone()).collect::<Vec<_>>()),
+            Column::new("users".into(), reports.iter().map(|r| r.users as u64).collect::<Vec<_>>()),
+            Column::new("videos".into(), reports.iter().map(|r| r.videos as u64).collect::<Vec<_>>()),
+            Column::new("history_rows".into(), reports.iter().map(|r| r.history_rows as u64).collect::<Vec<_>>()),
+            col("world_build_s", |r| r.world_build_s),
+            col("matrix_build_s", |r| r.matrix_build_s),
+            col("neighbours_build_s", |r| r.neighbours_build_s),
+            col("candidates_us", |r| r.candidates_us),
+            col("candidates_neighbours_us", |r| r.candidates_neighbours_us),
+            col("update_us", |r| r.update_us),
+            col("recall_at_r", |r| r.recall_at_r),
+            col("peak_rss_mb", |r| r.peak_rss_mb),
+        ]),
+        dir,
+    )?;
+    let csv = dir.join("scaling.csv");
+    crate::records::write_csv(&mut df, &csv)?;
+    let series = |name: &str, scale: f64, f: fn(&BenchReport) -> f64| Series {
+        name: name.to_string(),
+        points: reports.iter().map(|r| (r.history_rows as f64, f(r) * scale)).collect(),
+    };
+    let png = dir.join("scaling.png");
+    loglog_plot(
+        &png,
+        "fypsim: cost against the size of the world",
+        "logged interactions (history rows)",
+        "seconds",
+        &[
+            series("world generation", 1.0, |r| r.world_build_s),
+            series("matrix build", 1.0, |r| r.matrix_build_s),
+            series("exact item neighbours (all videos)", 1.0, |r| r.neighbours_build_s),
+            series("candidates / request", 1e-6, |r| r.candidates_us),
+            series("candidates / request, neighbour lists", 1e-6, |r| r.candidates_neighbours_us),
+            series("update / interaction", 1e-6, |r| r.update_us),
+        ],
+    )?;
+    Ok(vec![csv, png])
 }
 
 /// Mean |approximate top-r ∩ exact top-r| / r over sampled users (at most 2 s of exact

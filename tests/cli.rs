@@ -185,6 +185,40 @@ fn world_writes_three_tables() {
     assert!(inter.height() >= 40 * 5);
 }
 
+#[test]
+fn bench_measures_several_sizes_and_writes_the_scaling_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fypsim()
+        .args(["bench", "configs/smoke.toml", "configs/smoke.toml", "--kernels-only", "--json", "--repeats", "1"])
+        .args(["--steps", "200", "--set", "world.n_users=80", "--scaling"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    // One JSON object per config, with the keys.
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["users"], 80, "--set applies to every config");
+        for key in ["world_build_s", "matrix_build_s", "neighbours_build_s", "candidates_us", "candidates_neighbours_us", "update_us", "peak_rss_mb"] {
+            assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {l}");
+        }
+    }
+    let table = read_csv(&dir.path().join("scaling.csv")).unwrap();
+    assert_eq!(table.height(), 2);
+    assert!(columns(&table).contains(&"candidates_neighbours_us".to_string()));
+    let png = std::fs::read(dir.path().join("scaling.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "the plot has lines and text");
+    // A bad config among several fails before anything is measured.
+    fypsim()
+        .args(["bench", "configs/smoke.toml", "configs/nope.toml", "--kernels-only"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("configs/nope.toml"));
+}
+
 fn bad_config(text: Option<&str>, overrides: &[&str], expect: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

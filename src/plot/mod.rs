@@ -161,6 +161,63 @@ pub fn series_plot(
     finish_chart(&mut chart, &root, 15, path)
 }
 
+/// One named series of (x, y) points for [`loglog_plot`].
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A log-log chart of several series with markers (how a cost grows with a size).
+/// Points that are not finite and positive are left out (a log axis cannot show them).
+pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let ok = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite() && p.0 > 0.0 && p.1 > 0.0;
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().filter(ok).copied()).collect();
+    if all.is_empty() {
+        return Err(err("no positive values to plot".into()));
+    }
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        // Half a decade of room on each side.
+        (lo / 3.0, hi * 3.0)
+    };
+    let (x0, x1) = range(&mut all.iter().map(|p| p.0));
+    let (y0, y1) = range(&mut all.iter().map(|p| p.1));
+    let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.0e}"))
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (k, s) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let pts: Vec<(f64, f64)> = s.points.iter().filter(ok).copied().collect();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    finish_chart(&mut chart, &root, 14, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +237,16 @@ mod tests {
             .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn loglog_draws_and_refuses_nothing_to_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.png");
+        let s = Series { name: "a".into(), points: vec![(1e3, 1e-6), (1e6, 1e-3), (1e7, f64::NAN)] };
+        loglog_plot(&path, "t", "x", "y", &[s]).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"\x89PNG");
+        let empty = Series { name: "b".into(), points: vec![(0.0, 1.0)] };
+        assert!(loglog_plot(&dir.path().join("e.png"), "t", "x", "y", &[empty]).is_err());
     }
 }
