@@ -366,6 +366,14 @@ fn print_bench(r: &fypsim::bench::BenchReport) {
     println!("  DQN update           {:>12} us", na(r.dqn_update_us, 1));
     println!("  env steps            {:>12} /s (greedy, no learning)", na(r.env_steps_per_s, 0));
     println!("  training steps       {:>12} /s (DQN, one update per step)", na(r.train_steps_per_s, 0));
+    println!(
+        "  lockstep, {} sessions: env {} /s on 1 thread, {} /s on {} threads; training {} /s",
+        r.parallel_sessions,
+        na(r.lockstep_env_steps_per_s_1_thread, 0),
+        na(r.lockstep_env_steps_per_s, 0),
+        r.parallel_threads,
+        na(r.lockstep_train_steps_per_s, 0)
+    );
     println!("  peak memory          {:>12} MiB", na(r.peak_rss_mb, 0));
 }
 

@@ -54,6 +54,17 @@ pub struct BenchReport {
     pub env_steps_per_s: f64,
     /// Training steps per second: environment, DQN acting and one update per step.
     pub train_steps_per_s: f64,
+    /// Sessions in flight for the lockstep figures below.
+    pub parallel_sessions: usize,
+    /// Threads of the parallel figure (one per core).
+    pub parallel_threads: usize,
+    /// Environment steps per second, greedy, `parallel_sessions` sessions in lockstep,
+    /// observed on 1 thread and on `parallel_threads` threads.
+    pub lockstep_env_steps_per_s_1_thread: f64,
+    pub lockstep_env_steps_per_s: f64,
+    /// Training steps per second, DQN, `parallel_sessions` sessions in lockstep on
+    /// `parallel_threads` threads (batched forward pass), updates every `dqn.train_every`.
+    pub lockstep_train_steps_per_s: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -184,6 +195,11 @@ pub fn bench(
         dqn_update_us: f64::NAN,
         env_steps_per_s: f64::NAN,
         train_steps_per_s: f64::NAN,
+        parallel_sessions: PARALLEL_SESSIONS,
+        parallel_threads: threads,
+        lockstep_env_steps_per_s_1_thread: f64::NAN,
+        lockstep_env_steps_per_s: f64::NAN,
+        lockstep_train_steps_per_s: f64::NAN,
         peak_rss_mb: f64::NAN,
     };
     if kernels_only {
@@ -219,10 +235,16 @@ pub fn bench(
 
     progress("environment steps (greedy)");
     let episodes_for = |steps: usize, per: f64| ((steps as f64 / per).ceil() as usize).max(1);
-    let env_sps = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0))?;
+    let env_sps = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), 1, 1)?;
     progress("training steps (DQN)");
     let mut agent = DqnAgent::new(config)?;
-    let train_sps = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0))?;
+    let train_sps = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0), 1, 1)?;
+    progress("lockstep sessions (greedy, 1 thread and one per core; DQN)");
+    let p = PARALLEL_SESSIONS;
+    report.lockstep_env_steps_per_s_1_thread = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, 1)?;
+    report.lockstep_env_steps_per_s = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, threads)?;
+    let mut agent = DqnAgent::new(config)?;
+    report.lockstep_train_steps_per_s = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0), p, threads)?;
 
     report.dqn_update_us = median(dqn_us);
     report.env_steps_per_s = env_sps;
@@ -304,11 +326,17 @@ fn recall(
     total / n as f64
 }
 
+/// Sessions in flight for the lockstep figures.
+const PARALLEL_SESSIONS: usize = 32;
+
 /// Steps per second of `episodes` training episodes of `policy` (learning included when
-/// it learns), from a fresh copy of the world.
-fn throughput(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize) -> Result<f64> {
+/// it learns), from a fresh copy of the world, with `sessions` in lockstep on `threads`.
+fn throughput(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize, sessions: usize, threads: usize) -> Result<f64> {
     let mut c = config.inner().clone();
     c.train.episodes = episodes;
+    c.train.sessions = sessions;
+    c.train.threads = threads;
+    c.train.checkpoint_every = 0;
     c.dqn.learning_starts = 0;
     let c = c.check()?;
     let mut env = Env::new(&c, world.clone());

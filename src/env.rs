@@ -110,14 +110,29 @@ pub struct Env {
     /// The neighbour lists, with `candidates.source = "neighbours"`.
     index: Option<NeighbourIndex>,
     adds_since_refresh: usize,
-    user: u32,
-    t: usize,
+    session: Session,
+    obs: Option<Observation>,
+    adds: Vec<(u32, u32, f64)>,
+}
+
+/// One user's session in progress: what the state needs besides the world. The
+/// environment runs one through `reset`/`step`; lockstep training runs many over one
+/// shared world through `start_session`/`observe_session`/`apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user: u32,
+    /// Steps taken so far.
+    pub t: usize,
     watched: usize,
     session_len_s: f64,
     last_category: Option<u16>,
     last_response: Option<Action>,
-    obs: Option<Observation>,
-    adds: Vec<(u32, u32, f64)>,
+}
+
+impl Session {
+    fn new(user: u32) -> Session {
+        Session { user, t: 0, watched: 0, session_len_s: 0.0, last_category: None, last_response: None }
+    }
 }
 
 impl Env {
@@ -138,12 +153,7 @@ impl Env {
             generator,
             index,
             adds_since_refresh: 0,
-            user: 0,
-            t: 0,
-            watched: 0,
-            session_len_s: 0.0,
-            last_category: None,
-            last_response: None,
+            session: Session::new(0),
             obs: None,
             adds: Vec::new(),
         }
@@ -191,14 +201,7 @@ impl Env {
 
     /// Starts a session of `user` and returns the first observation.
     pub fn reset(&mut self, user: u32) -> &Observation {
-        self.user = user;
-        self.t = 0;
-        self.watched = 0;
-        self.session_len_s = 0.0;
-        self.last_category = None;
-        self.last_response = None;
-        // A new session of this user: the next one starts after it.
-        self.world.next_session[user as usize] += 1;
+        self.session = self.start_session(user);
         self.observe();
         self.obs.as_ref().expect("observe sets it")
     }
@@ -214,37 +217,48 @@ impl Env {
     }
 
     pub fn user(&self) -> u32 {
-        self.user
+        self.session.user
+    }
+
+    /// A new session of `user` (the user's session counter moves on), for
+    /// [`Env::observe_session`] and [`Env::apply`].
+    pub fn start_session(&mut self, user: u32) -> Session {
+        self.world.next_session[user as usize] += 1;
+        Session::new(user)
+    }
+
+    /// What the agent sees in `session` now: its candidates from the live matrix, made
+    /// with the scratch space `g`. Reads the world only, so many sessions can be observed
+    /// at once from several threads.
+    pub fn observe_session(&self, session: &Session, g: &mut CandidateGenerator) -> Observation {
+        let user = &self.world.users[session.user as usize];
+        let candidates = g.candidates(&self.matrix, self.index.as_ref(), user, &self.world.videos, &self.config.candidates);
+        let state = self.state_of(session, user, &candidates);
+        Observation { user: user.clone(), candidates, state }
     }
 
     fn observe(&mut self) {
-        let user = &self.world.users[self.user as usize];
-        let candidates = self.generator.candidates(
-            &self.matrix,
-            self.index.as_ref(),
-            user,
-            &self.world.videos,
-            &self.config.candidates,
-        );
-        let state = self.state_of(user, &candidates);
-        self.obs = Some(Observation { user: user.clone(), candidates, state });
+        // The scratch space is lent out for the call (an empty generator allocates nothing).
+        let mut g = std::mem::replace(&mut self.generator, CandidateGenerator::new(0));
+        self.obs = Some(self.observe_session(&self.session, &mut g));
+        self.generator = g;
     }
 
-    fn state_of(&self, user: &User, candidates: &[Candidate]) -> State {
+    fn state_of(&self, session: &Session, user: &User, candidates: &[Candidate]) -> State {
         let c = &self.config;
         let r = c.candidates.count;
         let mut numeric = vec![0.0f32; State::n_numeric(r)];
         numeric[num::AGE] = (user.age - c.world.age_min) as f32 / (c.world.age_max - c.world.age_min) as f32;
-        numeric[num::WATCHED] = self.watched as f32 / c.env.max_steps as f32;
+        numeric[num::WATCHED] = session.watched as f32 / c.env.max_steps as f32;
         numeric[num::SESSION_LENGTH] =
-            (self.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
+            (session.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
         let mut categorical = vec![0i64; State::n_categorical(r)];
         categorical[cat::GENDER] = user.gender as i64;
         categorical[cat::REGION] = user.region as i64;
         categorical[cat::INTEREST_1] = user.interests[0] as i64;
         categorical[cat::INTEREST_2] = user.interests[1] as i64;
-        categorical[cat::LAST_CATEGORY] = self.last_category.map_or(0, |x| x as i64 + 1);
-        categorical[cat::LAST_ACTION] = match self.last_response {
+        categorical[cat::LAST_CATEGORY] = session.last_category.map_or(0, |x| x as i64 + 1);
+        categorical[cat::LAST_ACTION] = match session.last_response {
             None | Some(Action::SessionEnd) | Some(Action::Done) => 0,
             Some(Action::Watched) => 1,
             Some(Action::Skipped) => 2,
@@ -288,14 +302,25 @@ impl Env {
     ///
     /// An empty slot (there are fewer candidates than slots) falls back to slot 0.
     pub fn step(&mut self, slot: usize, rng: &mut SimRng) -> StepOutcome {
-        let obs = self.obs.as_ref().expect("reset() before step()");
+        let obs = self.obs.take().expect("reset() before step()");
+        let mut session = std::mem::replace(&mut self.session, Session::new(0));
+        let out = self.apply(&mut session, &obs, slot, rng);
+        self.session = session;
+        self.observe();
+        out
+    }
+
+    /// Shows the candidate in `slot` of `obs` (the session's current observation) to the
+    /// session's user, draws the response from `rng`, pays the reward and updates the
+    /// world and the session. The next observation is the caller's to make.
+    pub fn apply(&mut self, session: &mut Session, obs: &Observation, slot: usize, rng: &mut SimRng) -> StepOutcome {
         let slot = if slot < obs.candidates.len() { slot } else { 0 };
         let cand = &obs.candidates[slot];
         let (video, category) = (cand.video, cand.category);
         let c = &self.config;
 
         let vi = video as usize;
-        let user = &self.world.users[self.user as usize];
+        let user = &self.world.users[session.user as usize];
         // Always three draws per step (p, response, skip time), so that two policies fed
         // the same stream see the same numbers at every step (common random numbers).
         let p = self.world.response.draw_p(user, &self.world.videos[vi], rng);
@@ -314,20 +339,19 @@ impl Env {
         // Showing the video counts a view (SPEC section 6).
         self.world.videos[vi].views += 1;
         let score = response.score(&c.scores);
-        self.matrix.add(video, self.user, score);
-        self.adds.push((video, self.user, score));
+        self.matrix.add(video, session.user, score);
+        self.adds.push((video, session.user, score));
         self.after_add();
-        self.world.clock[self.user as usize] += dt;
-        self.session_len_s += dt;
+        self.world.clock[session.user as usize] += dt;
+        session.session_len_s += dt;
         if response.counts_view() {
-            self.watched += 1;
+            session.watched += 1;
         }
-        self.last_category = Some(category);
-        self.last_response = Some(response);
-        self.t += 1;
+        session.last_category = Some(category);
+        session.last_response = Some(response);
+        session.t += 1;
         let terminal = response == Action::SessionEnd;
-        let truncated = !terminal && self.t >= self.config.env.max_steps;
-        self.observe();
+        let truncated = !terminal && session.t >= self.config.env.max_steps;
         StepOutcome { video, category, slot, response, reward, terminal, truncated }
     }
 }

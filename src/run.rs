@@ -241,6 +241,12 @@ pub fn run_with(
     observer: &mut dyn RunObserver,
 ) -> Result<RunEnd> {
     let prov = provenance();
+    if config.train.sessions > 1 && (control.resume || control.max_episodes.is_some()) {
+        return Err(Error::Other(format!(
+            "--resume and --max-episodes need train.sessions = 1 (this config has {}): sessions in flight are not checkpointed",
+            config.train.sessions
+        )));
+    }
     if control.resume {
         if dir.join("summary.json").exists() {
             return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to resume", dir.display())));

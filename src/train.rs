@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Policy, Transition};
 use crate::config::{Checked, PolicyKind};
-use crate::env::{Env, EnvState};
+use crate::candidates::CandidateGenerator;
+use crate::env::{Env, EnvState, Observation, Session, State, StepOutcome};
 use crate::rng::SimRng;
 use crate::rng::{stream, substream, Stream};
 use crate::world::{Action, World};
@@ -112,6 +113,10 @@ impl TrainProgress {
     }
 }
 
+/// Called after every training episode, with the training state, the environment and the
+/// policy (to evaluate or checkpoint); it says whether training goes on.
+pub type AfterEpisode<'a> = dyn FnMut(&mut TrainProgress, &Env, &mut dyn Policy) -> Result<Flow> + 'a;
+
 /// Trains (or, for a baseline, just runs) `policy` on `env` from `progress` until
 /// `config.train.episodes` episodes are done, calling `after_episode` after each one (to
 /// evaluate or checkpoint; evaluation draws from its own streams, so it does not change
@@ -122,8 +127,11 @@ pub fn train(
     policy: &mut dyn Policy,
     record_steps: bool,
     progress: &mut TrainProgress,
-    after_episode: &mut dyn FnMut(&mut TrainProgress, &Env, &mut dyn Policy) -> Result<Flow>,
+    after_episode: &mut AfterEpisode,
 ) -> Result<()> {
+    if config.train.sessions > 1 {
+        return train_lockstep(config, env, policy, record_steps, progress, after_episode);
+    }
     let mut session_start = Instant::now();
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let t0 = Instant::now();
@@ -187,6 +195,155 @@ pub fn train(
         }
     }
     Ok(())
+}
+
+/// One session of lockstep training in flight.
+struct Running {
+    session: Session,
+    /// Its current observation (None until the next observation phase).
+    obs: Option<Observation>,
+    episode: u32,
+    ret: f64,
+    loss_sum: f64,
+    n_loss: u32,
+    started: Instant,
+    /// The step just applied, waiting for its next observation: the state it was taken
+    /// in and what happened.
+    pending: Option<(State, StepOutcome)>,
+}
+
+/// Training with `train.sessions` sessions in flight at once over the one shared world.
+/// Each tick: start episodes in free slots (users drawn in slot order); observe every
+/// session that needs it, in parallel on `train.threads` threads (observing only reads
+/// the world); hand each finished step to the learner in slot order; pick the actions of
+/// all running sessions with one batched forward pass; apply them in slot order. The
+/// parallel phase only reads, and everything that draws or writes runs in slot order,
+/// so a seed gives the same run whatever the thread count.
+///
+/// Episodes are recorded as they finish; `episode` is the order in which they started.
+fn train_lockstep(
+    config: &Checked,
+    env: &mut Env,
+    policy: &mut dyn Policy,
+    record_steps: bool,
+    progress: &mut TrainProgress,
+    after_episode: &mut AfterEpisode,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let threads = match config.train.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::Error::Other(format!("cannot start {threads} threads for train.sessions: {e}")))?;
+    let total = config.train.episodes as u32;
+    let mut started = progress.episodes_done;
+    let mut slots: Vec<Option<Running>> = (0..config.train.sessions).map(|_| None).collect();
+    let n_videos = env.world.videos.len();
+    let chunk = slots.len().div_ceil(threads);
+    let mut generators: Vec<CandidateGenerator> = (0..threads).map(|_| CandidateGenerator::new(n_videos)).collect();
+    let mut session_start = Instant::now();
+    loop {
+        for slot in slots.iter_mut().filter(|s| s.is_none()) {
+            if started >= total {
+                break;
+            }
+            let user = progress.users_rng.random_range(0..env.world.users.len()) as u32;
+            *slot = Some(Running {
+                session: env.start_session(user),
+                obs: None,
+                episode: started,
+                ret: 0.0,
+                loss_sum: 0.0,
+                n_loss: 0,
+                started: Instant::now(),
+                pending: None,
+            });
+            started += 1;
+        }
+        if slots.iter().all(Option::is_none) {
+            return Ok(());
+        }
+
+        // Observe (in parallel: reads only), one contiguous block of slots per thread,
+        // each thread with its own candidate scratch space.
+        let shared: &Env = env;
+        pool.install(|| {
+            slots.par_chunks_mut(chunk).zip(generators.par_iter_mut()).for_each(|(part, g)| {
+                for r in part.iter_mut().flatten().filter(|r| r.obs.is_none()) {
+                    r.obs = Some(shared.observe_session(&r.session, g));
+                }
+            });
+        });
+
+        // Hand the finished steps to the learner, in slot order.
+        for slot in slots.iter_mut() {
+            let Some(r) = slot.as_mut() else { continue };
+            let Some((state, o)) = r.pending.take() else { continue };
+            let next = &r.obs.as_ref().expect("observed above").state;
+            let end = o.terminal || o.truncated;
+            let transition = Transition { state, action: o.slot, reward: o.reward, next_state: next.clone(), terminal: o.terminal, episode_end: end };
+            if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
+                r.loss_sum += loss;
+                r.n_loss += 1;
+                progress.updates += 1;
+            }
+            if record_steps {
+                progress.steps.push(StepRecord {
+                    episode: r.episode,
+                    t: r.session.t as u32 - 1,
+                    user: r.session.user,
+                    video: o.video,
+                    slot: o.slot as u32,
+                    category: o.category,
+                    response: o.response,
+                    reward: o.reward,
+                });
+            }
+            r.ret += o.reward;
+            progress.total_steps += 1;
+            if end {
+                policy.end_episode();
+                progress.episodes.push(EpisodeRecord {
+                    episode: r.episode,
+                    user: r.session.user,
+                    steps: r.session.t as u32,
+                    episode_return: r.ret,
+                    mean_loss: (r.n_loss > 0).then(|| r.loss_sum / r.n_loss as f64),
+                    epsilon: policy.epsilon(),
+                    wall_s: r.started.elapsed().as_secs_f64(),
+                });
+                *slot = None;
+                progress.episodes_done += 1;
+                progress.elapsed_s += session_start.elapsed().as_secs_f64();
+                let flow = after_episode(progress, env, &mut *policy)?;
+                session_start = Instant::now();
+                if flow == Flow::Stop {
+                    return Ok(());
+                }
+            }
+        }
+
+        // Act: one batched forward pass for every running session.
+        let running: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].as_ref().is_some_and(|r| r.obs.is_some())).collect();
+        if running.is_empty() {
+            continue;
+        }
+        let actions = {
+            let obs: Vec<&Observation> = running.iter().map(|&i| slots[i].as_ref().and_then(|r| r.obs.as_ref()).expect("running")).collect();
+            policy.act_batch(&obs, true, &mut progress.policy_rng)?
+        };
+
+        // Apply, in slot order.
+        for (&i, &a) in running.iter().zip(&actions) {
+            let r = slots[i].as_mut().expect("running");
+            let obs = r.obs.take().expect("running");
+            let o = env.apply(&mut r.session, &obs, a, &mut progress.response_rng);
+            r.pending = Some((obs.state, o));
+        }
+    }
 }
 
 /// A policy's returns on the evaluation episodes.

@@ -114,6 +114,41 @@ fn same_seed_gives_byte_identical_episodes() {
 }
 
 #[test]
+fn lockstep_sessions_give_the_same_run_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockstep = ["output.wall_time=false", "train.sessions=6", "train.checkpoint_every=0"];
+    let mut runs = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let out = dir.path().join(format!("t{threads}"));
+        let mut set: Vec<String> = lockstep.iter().map(|s| s.to_string()).collect();
+        set.push(format!("train.threads={threads}"));
+        smoke_run(&out, &set.iter().map(String::as_str).collect::<Vec<_>>()).success();
+        runs.push(out);
+    }
+    let episodes: Vec<Vec<u8>> = runs.iter().map(|r| std::fs::read(r.join("episodes.csv")).unwrap()).collect();
+    assert_eq!(episodes[0], episodes[1], "1 and 2 threads differ");
+    assert_eq!(episodes[0], episodes[2], "1 and 3 threads differ");
+    let steps: Vec<_> = runs.iter().map(|r| read_parquet(&r.join("steps.parquet")).unwrap()).collect();
+    assert!(steps[0].equals(&steps[1]) && steps[0].equals(&steps[2]));
+    // Every episode ran and learnt: 30 episodes, each recorded once, with updates.
+    let e = read_csv(&runs[0].join("episodes.csv")).unwrap();
+    assert_eq!(e.height(), 30);
+    let mut ids: Vec<i64> = e.column("episode").unwrap().cast(&polars::prelude::DataType::Int64).unwrap().i64().unwrap().into_no_null_iter().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..30).collect::<Vec<i64>>());
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(runs[0].join("summary.json")).unwrap()).unwrap();
+    assert!(summary["updates"].as_u64().unwrap() > 0);
+    // Sessions in lockstep are another schedule than one at a time: another run.
+    let single = dir.path().join("single");
+    smoke_run(&single, &["output.wall_time=false", "train.checkpoint_every=0"]).success();
+    assert_ne!(std::fs::read(single.join("episodes.csv")).unwrap(), episodes[0]);
+    // Checkpoints of sessions in flight are not supported: a clear error, not a silent skip.
+    smoke_run(&dir.path().join("bad"), &["train.sessions=4"])
+        .failure()
+        .stderr(predicates::str::contains("train.checkpoint_every"));
+}
+
+#[test]
 fn wall_time_only_adds_a_column() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));

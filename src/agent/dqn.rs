@@ -607,6 +607,41 @@ impl Policy for DqnAgent {
         Ok(best)
     }
 
+    fn act_batch(&mut self, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<usize>> {
+        // The exploration draws first, in order, as `act` would make them.
+        let mut out: Vec<Option<usize>> = Vec::with_capacity(obs.len());
+        for o in obs {
+            let n = o.candidates.len().min(self.slots);
+            out.push((explore && rng.random::<f64>() < self.epsilon.value()).then(|| rng.random_range(0..n)));
+        }
+        // One forward pass for every greedy choice.
+        let greedy: Vec<usize> = (0..obs.len()).filter(|&i| out[i].is_none()).collect();
+        if !greedy.is_empty() {
+            let numeric: Vec<f32> = greedy.iter().flat_map(|&i| self.masked(&obs[i].state.numeric).into_owned()).collect();
+            let categorical: Vec<i64> = greedy.iter().flat_map(|&i| obs[i].state.categorical.iter().copied()).collect();
+            let n_cat = obs[greedy[0]].state.categorical.len();
+            let q: Vec<f32> = tch::no_grad(|| {
+                let b = greedy.len() as i64;
+                let x = Tensor::from_slice(&numeric).view([b, -1]).to_device(self.device);
+                let idx = Tensor::from_slice(&self.online.indices(&categorical, n_cat)).view([b, -1]).to_device(self.device);
+                let q = self.online.forward(&x, &idx).to_device(Device::Cpu).view([-1]);
+                Vec::<f32>::try_from(&q).expect("a float vector")
+            });
+            for (row, &i) in greedy.iter().enumerate() {
+                let q = &q[row * self.slots..(row + 1) * self.slots];
+                let n = obs[i].candidates.len().min(self.slots);
+                let mut best = 0;
+                for k in 1..n {
+                    if q[k] > q[best] {
+                        best = k;
+                    }
+                }
+                out[i] = Some(best);
+            }
+        }
+        Ok(out.into_iter().map(|x| x.expect("every observation has a slot")).collect())
+    }
+
     fn observe(&mut self, transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
         let end = transition.episode_end;
         self.pending.push_back(transition);
@@ -728,6 +763,23 @@ mod tests {
         s.categorical.swap(cat::CANDIDATES, cat::CANDIDATES + 2);
         let p = a.q_values(&s);
         assert!((p[0] - q[2]).abs() < 1e-6 && (p[2] - q[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn batched_acting_chooses_and_draws_like_one_at_a_time() {
+        let o = ["world.n_videos=200", "world.n_users=30", "candidates.count=5", "dqn.head=items", "dqn.epsilon.start=0.5"];
+        let config = Config::from_toml_str("", &o.map(String::from)).unwrap();
+        let mut a = DqnAgent::new(&config).unwrap();
+        let mut env = crate::env::Env::new(&config, crate::world::World::generate(&config));
+        let obs: Vec<Observation> = (0..12).map(|u| env.reset(u).clone()).collect();
+        let refs: Vec<&Observation> = obs.iter().collect();
+        for explore in [true, false] {
+            let (mut r1, mut r2) = (stream(3, Stream::Policy), stream(3, Stream::Policy));
+            let one: Vec<usize> = obs.iter().map(|o| a.act(o, explore, &mut r1).unwrap()).collect();
+            let batch = a.act_batch(&refs, explore, &mut r2).unwrap();
+            assert_eq!(one, batch, "explore = {explore}");
+            assert_eq!(r1.random::<u64>(), r2.random::<u64>(), "the same draws were made");
+        }
     }
 
     #[test]

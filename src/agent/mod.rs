@@ -33,6 +33,14 @@ pub trait Policy {
     /// A slot in `0..obs.candidates.len()`. `explore` is false during evaluation.
     fn act(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<usize>;
 
+    /// A slot for each of several observations (sessions run in lockstep). Draws from
+    /// `rng` exactly as `act` called on each observation in order would, so the choices do
+    /// not depend on how sessions are batched; learners override it to score all
+    /// observations in one forward pass.
+    fn act_batch(&mut self, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<usize>> {
+        obs.iter().map(|o| self.act(o, explore, rng)).collect()
+    }
+
     /// Learners store the transition and may update; returns the loss of any update.
     fn observe(&mut self, _transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
         Ok(None)

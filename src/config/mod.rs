@@ -349,6 +349,13 @@ pub struct TrainConfig {
     pub baselines: Vec<PolicyKind>,
     /// Window of the moving average in the reward plot and the progress bar.
     pub moving_average: usize,
+    /// Training sessions run at once over the one shared world, in lockstep: each tick
+    /// observes every session (in parallel), picks every action with one batched forward
+    /// pass, then applies the steps in session order. 1 is the plain episode loop.
+    pub sessions: usize,
+    /// Threads that observe sessions in parallel (with `sessions` > 1); 0 = one per core.
+    /// Results do not depend on it.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
@@ -366,6 +373,8 @@ impl Default for TrainConfig {
                 PolicyKind::Oracle,
             ],
             moving_average: 20,
+            sessions: 1,
+            threads: 0,
         }
     }
 }

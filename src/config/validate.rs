@@ -209,6 +209,19 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     at_least("train.eval_episodes", t.eval_episodes, 1)?;
     at_least("train.moving_average", t.moving_average, 1)?;
+    if !(1..=4096).contains(&t.sessions) {
+        return Err(invalid("train.sessions", t.sessions, "an integer in 1..=4096"));
+    }
+    if t.threads > 1024 {
+        return Err(invalid("train.threads", t.threads, "an integer in 0..=1024 (0 = one per core)"));
+    }
+    if t.sessions > 1 && t.checkpoint_every > 0 {
+        return Err(invalid(
+            "train.checkpoint_every",
+            t.checkpoint_every,
+            "0 when train.sessions > 1 (sessions in flight are not checkpointed; the final agent is saved)",
+        ));
+    }
     if t.baselines.contains(&PolicyKind::Dqn) {
         return Err(invalid(
             "train.baselines",
