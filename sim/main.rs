@@ -65,6 +65,10 @@ enum Command {
         /// Evaluation episodes per policy (default: the run's train.eval_episodes).
         #[arg(long)]
         episodes: Option<usize>,
+        /// Also score every choice of the saved agent with the true response model against
+        /// the best candidate on offer; writes choices_<episodes>.csv and prints a summary.
+        #[arg(long)]
+        choices: bool,
     },
     /// Print a user's profile, history and top-k candidates as JSON.
     Inspect {
@@ -377,7 +381,24 @@ fn print_bench(r: &fypsim::bench::BenchReport) {
     println!("  peak memory          {:>12} MiB", na(r.peak_rss_mb, 0));
 }
 
-fn cmd_eval(dir: &Path, episodes: Option<usize>) -> Result<()> {
+fn cmd_eval(dir: &Path, episodes: Option<usize>, choices: bool) -> Result<()> {
+    if choices {
+        let (path, records) = fypsim::run::eval_saved_choices(dir, episodes)?;
+        let s = fypsim::train::summarize_choices(&records, 5);
+        println!("choices of the agent saved in {} over {} steps, scored with the true response model:", dir.display(), s.steps);
+        println!("  shows a candidate of the best expected p on offer: {:.1}% of steps", 100.0 * s.oracle_match);
+        println!("  mean shortfall in expected p per step: {:.4}", s.mean_shortfall);
+        println!(
+            "  a candidate of the user's interests was on offer at {:.1}% of steps, and shown at {:.1}% of those",
+            100.0 * s.interest_on_offer,
+            100.0 * s.interest_shown_when_offered
+        );
+        println!("  most frequent misses (best expected p on offer -> shown: share of steps):");
+        for (best, shown, share) in &s.misses {
+            println!("    {best:.3} -> {shown:.3}: {:.1}%", 100.0 * share);
+        }
+        println!("wrote {}", path.display());
+    }
     let results = fypsim::run::eval_saved(dir, episodes)?;
     let n = results[0].episodes;
     println!("evaluation of the agent saved in {} ({n} episodes each, exploration off, common random numbers):", dir.display());
@@ -536,7 +557,7 @@ fn main() -> ExitCode {
         Command::Run { config, out, resume, max_episodes, quiet } => {
             cmd_run(config, out.as_deref(), resume.as_deref(), *max_episodes, *quiet)
         }
-        Command::Eval { dir, episodes } => cmd_eval(dir, *episodes),
+        Command::Eval { dir, episodes, choices } => cmd_eval(dir, *episodes, *choices),
         Command::Inspect { config, user } => cmd_inspect(config, *user),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),

@@ -433,7 +433,9 @@ pub fn run_with(
 /// Evaluates the agent saved in a run folder against the baselines, on `episodes`
 /// evaluation episodes (the run's `train.eval_episodes` by default). The trained policy
 /// comes first.
-pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>> {
+/// A run's config, its world, the policy saved in its checkpoint, and the number of
+/// evaluation episodes (`episodes`, or the run's `train.eval_episodes`).
+fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<(Checked, World, Box<dyn Policy>, usize)> {
     let config = config_of_run(dir)?;
     preflight(&config)?;
     let ck = checkpoint_dir(dir)?;
@@ -441,6 +443,39 @@ pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>
     let n = episodes.unwrap_or(config.train.eval_episodes).max(1);
     let mut policy = make_policy(config.policy, &config)?;
     policy.load(&ck)?;
+    Ok((config, world, policy, n))
+}
+
+/// The saved agent's evaluation with every choice scored against the oracle's; writes
+/// `choices_<episodes>.csv` into the run folder and returns its path with the records.
+pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBuf, Vec<crate::train::ChoiceRecord>)> {
+    use polars::prelude::Column;
+    let (config, world, mut policy, n) = saved_policy(dir, episodes)?;
+    let (_, records) = crate::train::evaluate_choices(&config, &world, policy.as_mut(), n)?;
+    let path = dir.join(format!("choices_{n}.csv"));
+    let col_u32 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> u32| Column::new(name.into(), records.iter().map(f).collect::<Vec<u32>>());
+    let col_f64 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> f64| Column::new(name.into(), records.iter().map(f).collect::<Vec<f64>>());
+    let col_bool = |name: &str, f: fn(&crate::train::ChoiceRecord) -> bool| Column::new(name.into(), records.iter().map(f).collect::<Vec<bool>>());
+    let mut df = crate::records::frame(
+        polars::prelude::DataFrame::new_infer_height(vec![
+            col_u32("episode", |r| r.episode),
+            col_u32("t", |r| r.t),
+            col_u32("user", |r| r.user),
+            col_u32("slot", |r| r.slot),
+            col_u32("category", |r| r.category as u32),
+            col_bool("interest_match", |r| r.interest_match),
+            col_f64("expected_p", |r| r.expected_p),
+            col_f64("best_expected_p", |r| r.best_expected_p),
+            col_bool("interest_on_offer", |r| r.interest_on_offer),
+        ]),
+        &path,
+    )?;
+    crate::records::write_csv(&mut df, &path)?;
+    Ok((path, records))
+}
+
+pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>> {
+    let (config, world, mut policy, n) = saved_policy(dir, episodes)?;
     let mut out = vec![evaluate(&config, &world, policy.as_mut(), n)?];
     for &kind in &config.train.baselines {
         let mut b = make_policy(kind, &config)?;

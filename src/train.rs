@@ -387,6 +387,102 @@ pub fn evaluate(
     policy: &mut dyn Policy,
     episodes: usize,
 ) -> Result<EvalResult> {
+    evaluate_with(config, world, policy, episodes, &mut |_, _, _, _| {})
+}
+
+/// One evaluation step, scored with the true response model: what the policy showed
+/// against the best candidate on offer (the oracle's choice).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChoiceRecord {
+    pub episode: u32,
+    pub t: u32,
+    pub user: u32,
+    pub slot: u32,
+    pub category: u16,
+    pub interest_match: bool,
+    /// E[p] of the shown candidate under the true response model.
+    pub expected_p: f64,
+    /// The largest E[p] among the candidates.
+    pub best_expected_p: f64,
+    /// Whether any candidate matched one of the user's interests.
+    pub interest_on_offer: bool,
+}
+
+/// [`evaluate`], recording every step as a [`ChoiceRecord`].
+pub fn evaluate_choices(
+    config: &Checked,
+    world: &World,
+    policy: &mut dyn Policy,
+    episodes: usize,
+) -> Result<(EvalResult, Vec<ChoiceRecord>)> {
+    let mut out = Vec::new();
+    let r = evaluate_with(config, world, policy, episodes, &mut |k, env, obs, o| {
+        let rm = &env.world.response;
+        let best = obs.candidates.iter().map(|c| rm.expected_p(&obs.user, c.category)).fold(f64::NEG_INFINITY, f64::max);
+        let shown = &obs.candidates[o.slot];
+        out.push(ChoiceRecord {
+            episode: k as u32,
+            t: out.last().filter(|c: &&ChoiceRecord| c.episode == k as u32).map_or(0, |c| c.t + 1),
+            user: obs.user.id,
+            slot: o.slot as u32,
+            category: shown.category,
+            interest_match: shown.interest_match,
+            expected_p: rm.expected_p(&obs.user, shown.category),
+            best_expected_p: best,
+            interest_on_offer: obs.candidates.iter().any(|c| c.interest_match),
+        });
+    })?;
+    Ok((r, out))
+}
+
+/// What a policy's choices cost against the oracle's (see [`ChoiceRecord`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChoiceSummary {
+    pub steps: usize,
+    /// Share of steps whose shown candidate has the best E[p] on offer.
+    pub oracle_match: f64,
+    /// Mean of (best E[p] - shown E[p]) per step.
+    pub mean_shortfall: f64,
+    /// Share of steps that offered a candidate of the user's interests.
+    pub interest_on_offer: f64,
+    /// Share of those steps where one was shown.
+    pub interest_shown_when_offered: f64,
+    /// The most frequent misses: (best E[p], shown E[p]) rounded to 3 decimals, with
+    /// their share of all steps, most frequent first.
+    pub misses: Vec<(f64, f64, f64)>,
+}
+
+/// Summarises choice records (at most `top` kinds of miss).
+pub fn summarize_choices(records: &[ChoiceRecord], top: usize) -> ChoiceSummary {
+    let n = records.len().max(1) as f64;
+    let round = |x: f64| (x * 1000.0).round() as i64;
+    let mut misses = std::collections::BTreeMap::<(i64, i64), usize>::new();
+    for r in records.iter().filter(|r| round(r.expected_p) != round(r.best_expected_p)) {
+        *misses.entry((round(r.best_expected_p), round(r.expected_p))).or_default() += 1;
+    }
+    let mut misses: Vec<((i64, i64), usize)> = misses.into_iter().collect();
+    misses.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let offered = records.iter().filter(|r| r.interest_on_offer).count();
+    ChoiceSummary {
+        steps: records.len(),
+        oracle_match: records.iter().filter(|r| round(r.expected_p) == round(r.best_expected_p)).count() as f64 / n,
+        mean_shortfall: records.iter().map(|r| r.best_expected_p - r.expected_p).sum::<f64>() / n,
+        interest_on_offer: offered as f64 / n,
+        interest_shown_when_offered: records.iter().filter(|r| r.interest_on_offer && r.interest_match).count() as f64
+            / offered.max(1) as f64,
+        misses: misses.into_iter().take(top).map(|((b, c), k)| (b as f64 / 1000.0, c as f64 / 1000.0, k as f64 / n)).collect(),
+    }
+}
+
+/// [`evaluate`], calling `on_step(episode, env, observation, outcome)` after every step
+/// (with the observation the step was chosen from).
+fn evaluate_with(
+    config: &Checked,
+    world: &World,
+    policy: &mut dyn Policy,
+    episodes: usize,
+    on_step: &mut dyn FnMut(u64, &Env, &Observation, &StepOutcome),
+) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
     let mut returns = Vec::with_capacity(episodes);
     let mut users = Vec::with_capacity(episodes);
@@ -400,7 +496,9 @@ pub fn evaluate(
         let (mut ret, mut n) = (0.0, 0u32);
         loop {
             let slot = policy.act(env.observation(), false, &mut policy_rng)?;
+            let obs = env.observation().clone();
             let o = env.step(slot, &mut rng);
+            on_step(k, &env, &obs, &o);
             ret += o.reward;
             n += 1;
             if o.terminal || o.truncated {

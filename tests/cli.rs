@@ -149,6 +149,29 @@ fn lockstep_sessions_give_the_same_run_whatever_the_thread_count() {
 }
 
 #[test]
+fn eval_choices_scores_each_choice_against_the_best_on_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |run: &Path, policy: &str| {
+        smoke_run(run, &[&format!("policy={policy}"), "output.steps=false"]).success();
+        let out = fypsim().args(["eval", "--episodes", "15", "--choices"]).arg(run).assert().success();
+        let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        assert!(text.contains("mean shortfall in expected p per step"), "{text}");
+        let df = read_csv(&run.join("choices_15.csv")).unwrap();
+        assert_eq!(
+            columns(&df),
+            ["episode", "t", "user", "slot", "category", "interest_match", "expected_p", "best_expected_p", "interest_on_offer"]
+        );
+        let shown: Vec<f64> = df.column("expected_p").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let best: Vec<f64> = df.column("best_expected_p").unwrap().f64().unwrap().into_no_null_iter().collect();
+        assert!(shown.iter().zip(&best).all(|(s, b)| s <= b), "nothing beats the best on offer");
+        shown.iter().zip(&best).map(|(s, b)| b - s).sum::<f64>() / shown.len() as f64
+    };
+    // The oracle shows the best candidate every time; random does not.
+    assert_eq!(read(&dir.path().join("oracle"), "oracle"), 0.0);
+    assert!(read(&dir.path().join("random"), "random") > 0.02);
+}
+
+#[test]
 fn wall_time_only_adds_a_column() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
