@@ -42,6 +42,9 @@ struct Vocab {
 struct EmbField {
     /// Index into the state's categorical ids.
     column: usize,
+    /// For a crossed feature: another column, and how many ids `column` has; the row is
+    /// then `ids[cross.0] * cross.1 + ids[column]`.
+    cross: Option<(usize, i64)>,
     /// First element of this feature's table in the flat table.
     base: i64,
     width: i64,
@@ -84,6 +87,7 @@ impl QNet {
             (v.categories + 1, e.last_category),
             (4, e.last_action),
             (v.categories + 1, e.candidate_category),
+            (v.regions * (v.categories + 1), e.region_category),
         ];
         let mut bases = Vec::new();
         let mut total = 0i64;
@@ -91,7 +95,7 @@ impl QNet {
             bases.push(total);
             total += n * w as i64;
         }
-        let field = |column: usize, t: usize| EmbField { column, base: bases[t], width: tables[t].1 as i64 };
+        let field = |column: usize, t: usize| EmbField { column, cross: None, base: bases[t], width: tables[t].1 as i64 };
         let user_fields = vec![
             field(cat::GENDER, 0),
             field(cat::REGION, 1),
@@ -100,13 +104,18 @@ impl QNet {
             field(cat::LAST_CATEGORY, 3),
             field(cat::LAST_ACTION, 4),
         ];
-        let slot_fields: Vec<EmbField> = if e.candidate_category > 0 {
-            (0..v.slots as usize).map(|k| field(cat::CANDIDATES + k, 5)).collect()
-        } else {
-            Vec::new()
-        };
+        // Per slot: the candidate's category, then its (region, category) cross.
+        let mut slot_fields: Vec<EmbField> = Vec::new();
+        for k in 0..v.slots as usize {
+            if e.candidate_category > 0 {
+                slot_fields.push(field(cat::CANDIDATES + k, 5));
+            }
+            if e.region_category > 0 {
+                slot_fields.push(EmbField { cross: Some((cat::REGION, v.categories + 1)), ..field(cat::CANDIDATES + k, 6) });
+            }
+        }
         let user_emb: i64 = user_fields.iter().map(|f| f.width).sum();
-        let slot_emb = e.candidate_category as i64;
+        let slot_emb = (e.candidate_category + e.region_category) as i64;
         // Like nn::Embedding: standard normal initial values.
         let table = p.var("embeddings", &[total.max(1)], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
 
@@ -135,11 +144,15 @@ impl QNet {
 
     /// Flat-table indices of a batch of categorical states (row-major, `n_cat` ids each).
     fn indices(&self, categorical: &[i64], n_cat: usize) -> Vec<i64> {
-        let per = (self.user_emb + self.slot_emb * self.slot_fields.len() as i64) as usize;
+        let per = (self.user_emb + self.slot_emb * self.slots) as usize;
         let mut out = Vec::with_capacity(categorical.len() / n_cat.max(1) * per);
         for row in categorical.chunks(n_cat) {
             for f in self.user_fields.iter().chain(&self.slot_fields) {
-                let start = f.base + row[f.column] * f.width;
+                let id = match f.cross {
+                    Some((other, n)) => row[other] * n + row[f.column],
+                    None => row[f.column],
+                };
+                let start = f.base + id * f.width;
                 out.extend(start..start + f.width);
             }
         }
@@ -763,6 +776,34 @@ mod tests {
         s.categorical.swap(cat::CANDIDATES, cat::CANDIDATES + 2);
         let p = a.q_values(&s);
         assert!((p[0] - q[2]).abs() < 1e-6 && (p[2] - q[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn region_category_cross_reads_one_row_per_pair() {
+        // 3 regions, 8 categories: the cross table has 3 x 9 rows of width 2, after the
+        // candidate-category table; each slot reads [category (4) | cross (2)].
+        let a = agent(&["dqn.embeddings.region_category=2", "dqn.head=items"]);
+        let mut row = vec![0i64; State::n_categorical(3)];
+        row[cat::REGION] = 2;
+        row[cat::CANDIDATES] = 5;
+        row[cat::CANDIDATES + 1] = 0;
+        let idx = a.online.indices(&row, row.len());
+        let net = &a.online;
+        assert_eq!(idx.len() as i64, net.user_emb + 3 * (4 + 2));
+        let cross = net.slot_fields.iter().find(|f| f.cross.is_some()).unwrap();
+        let slot0 = &idx[net.user_emb as usize..net.user_emb as usize + 6];
+        let want = cross.base + (2 * 9 + 5) * 2;
+        assert_eq!(&slot0[4..], &[want, want + 1], "slot 0: region 2, category id 5");
+        let slot1 = &idx[net.user_emb as usize + 6..net.user_emb as usize + 12];
+        assert_eq!(slot1[4], cross.base + (2 * 9) * 2, "slot 1: empty (id 0) in region 2");
+        // Region 1 reads another row for the same candidate.
+        row[cat::REGION] = 1;
+        let other = a.online.indices(&row, row.len());
+        assert_eq!(other[net.user_emb as usize + 4], cross.base + (9 + 5) * 2);
+        // The Q-values stay permutation-equivariant over slots.
+        let s = State { numeric: vec![0.3; State::n_numeric(3)], categorical: { let mut r = row.clone(); r[cat::CANDIDATES + 1] = 3; r[cat::CANDIDATES + 2] = 5; r }, valid: vec![true; 3] };
+        let q = a.q_values(&s);
+        assert!((q[0] - q[2]).abs() < 1e-6 && (q[0] - q[1]).abs() > 1e-7);
     }
 
     #[test]

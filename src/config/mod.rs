@@ -468,6 +468,10 @@ pub struct EmbeddingConfig {
     pub last_action: usize,
     /// Each candidate's category; 0 leaves candidate categories out of the state.
     pub candidate_category: usize,
+    /// Each candidate's (user region, candidate category) pair, a crossed feature as in
+    /// wide-and-deep recommenders: one vector per pair, so an effect of the pair needs no
+    /// hidden unit to combine the two; 0 leaves it out.
+    pub region_category: usize,
 }
 
 impl Default for EmbeddingConfig {
@@ -479,6 +483,7 @@ impl Default for EmbeddingConfig {
             last_category: 4,
             last_action: 2,
             candidate_category: 4,
+            region_category: 0,
         }
     }
 }

@@ -301,6 +301,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         at_most(key, v, 1024, "embedding width")?;
     }
     at_most("dqn.embeddings.candidate_category", m.candidate_category, 1024, "embedding width")?;
+    at_most("dqn.embeddings.region_category", m.region_category, 1024, "embedding width")?;
 
     if c.output.results_dir.trim().is_empty() {
         return Err(invalid("output.results_dir", "\"\"", "a folder path"));
