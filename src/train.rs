@@ -484,11 +484,17 @@ fn evaluate_with(
     on_step: &mut dyn FnMut(u64, &Env, &Observation, &StepOutcome),
 ) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
+    // The starting point of every episode, kept only when episodes start afresh (at
+    // platform scale a copy of the matrix is gigabytes).
+    let base = (config.train.eval_world == crate::config::EvalWorld::Fresh).then(|| env.clone());
     let mut returns = Vec::with_capacity(episodes);
     let mut users = Vec::with_capacity(episodes);
     let mut steps = Vec::with_capacity(episodes);
     let mut total_steps = 0usize;
     for k in 0..episodes as u64 {
+        if let (Some(base), true) = (&base, k > 0) {
+            env.clone_from(base);
+        }
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);
         let user = rng.random_range(0..world.users.len()) as u32;
@@ -521,4 +527,47 @@ fn evaluate_with(
         users,
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::baselines::GreedyPolicy;
+    use crate::config::Config;
+
+    /// Greedy, except that its first `odd` choices show the last slot instead.
+    struct OddStart {
+        odd: usize,
+    }
+
+    impl Policy for OddStart {
+        fn kind(&self) -> PolicyKind {
+            PolicyKind::Greedy
+        }
+        fn act(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<usize> {
+            if self.odd > 0 {
+                self.odd -= 1;
+                return Ok(obs.candidates.len() - 1);
+            }
+            GreedyPolicy.act(obs, explore, rng)
+        }
+    }
+
+    #[test]
+    fn fresh_evaluation_episodes_do_not_see_earlier_ones() {
+        let config = |world: &str| Config::from_toml_str(&format!("[train]\neval_world = \"{world}\"\n"), &[]).unwrap();
+        let (fresh, evolving) = (config("fresh"), config("evolving"));
+        let w = World::generate(&fresh);
+        let greedy = evaluate(&fresh, &w, &mut GreedyPolicy, 40).unwrap();
+        // Other choices in episode 0 only: with fresh worlds, episodes 1.. are the same.
+        let odd = evaluate(&fresh, &w, &mut OddStart { odd: 3 }, 40).unwrap();
+        assert_ne!(greedy.returns[0], odd.returns[0], "episode 0 differs by construction");
+        assert_eq!(greedy.returns[1..], odd.returns[1..]);
+        assert_eq!(greedy.steps[1..], odd.steps[1..]);
+        // In one evolving world, the views and interactions of earlier episodes change
+        // later ones.
+        let moving = evaluate(&evolving, &w, &mut GreedyPolicy, 40).unwrap();
+        assert_eq!(moving.returns[0], greedy.returns[0], "episode 0 starts from the same world");
+        assert_ne!(moving.returns, greedy.returns);
+    }
 }

@@ -59,6 +59,18 @@ impl Default for Config {
     }
 }
 
+/// What world each evaluation episode runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalWorld {
+    /// One copy of the generated world for the whole evaluation: every shown video stays
+    /// in the matrix, so later episodes see what earlier ones did (a feed that moves).
+    Evolving,
+    /// Every episode starts from the generated world: episodes are independent draws,
+    /// and the result does not depend on how many are run.
+    Fresh,
+}
+
 /// Which policy chooses the video to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -356,6 +368,9 @@ pub struct TrainConfig {
     /// Threads that observe sessions in parallel (with `sessions` > 1); 0 = one per core.
     /// Results do not depend on it.
     pub threads: usize,
+    /// The world of evaluation episodes: `evolving` (one copy for all) or `fresh` (each
+    /// episode from the generated world).
+    pub eval_world: EvalWorld,
 }
 
 impl Default for TrainConfig {
@@ -375,6 +390,7 @@ impl Default for TrainConfig {
             moving_average: 20,
             sessions: 1,
             threads: 0,
+            eval_world: EvalWorld::Evolving,
         }
     }
 }
