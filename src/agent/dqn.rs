@@ -311,11 +311,19 @@ impl DqnAgent {
     }
 
     fn state_q_values(&self, net: &QNet, state: &State) -> Vec<f32> {
+        self.states_q_values(net, &[state])
+    }
+
+    /// Q-values of several states in one forward pass, row after row (`slots` each).
+    fn states_q_values(&self, net: &QNet, states: &[&State]) -> Vec<f32> {
+        let numeric: Vec<f32> = states.iter().flat_map(|s| self.masked(&s.numeric).into_owned()).collect();
+        let categorical: Vec<i64> = states.iter().flat_map(|s| s.categorical.iter().copied()).collect();
+        let n_cat = states.first().map_or(1, |s| s.categorical.len());
         tch::no_grad(|| {
-            let n = Tensor::from_slice(&self.masked(&state.numeric)).view([1, -1]).to_device(self.device);
-            let idx = net.indices(&state.categorical, state.categorical.len());
-            let c = Tensor::from_slice(&idx).view([1, -1]).to_device(self.device);
-            let q = net.forward(&n, &c).to_device(Device::Cpu).view([-1]);
+            let b = states.len() as i64;
+            let x = Tensor::from_slice(&numeric).view([b, -1]).to_device(self.device);
+            let idx = Tensor::from_slice(&net.indices(&categorical, n_cat)).view([b, -1]).to_device(self.device);
+            let q = net.forward(&x, &idx).to_device(Device::Cpu).view([-1]);
             Vec::<f32>::try_from(&q).expect("a float vector")
         })
     }
@@ -397,9 +405,6 @@ struct AgentState {
 }
 
 impl DqnAgent {
-    /// TD targets: r + gamma^n * (1 - terminal) * Q_target(s', a'), with a' the best real
-    /// slot of s' by the target network, or by the online network with Double DQN. (For an
-    /// n-step transition r already sums n discounted rewards and s' is n steps on.)
     /// Numeric rows (one or many) with the left-out candidate features zeroed.
     fn masked<'a>(&self, numeric: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
         match &self.feature_mask {
@@ -606,42 +611,24 @@ impl Policy for DqnAgent {
     }
 
     fn act(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<usize> {
-        let n = obs.candidates.len().min(self.slots);
-        if explore && rng.random::<f64>() < self.epsilon.value() {
-            return Ok(rng.random_range(0..n));
-        }
-        let q = self.q_values(&obs.state);
-        let mut best = 0;
-        for k in 1..n {
-            if q[k] > q[best] {
-                best = k;
-            }
-        }
-        Ok(best)
+        Ok(self.act_batch(&[obs], explore, rng)?[0])
     }
 
     fn act_batch(&mut self, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<usize>> {
-        // The exploration draws first, in order, as `act` would make them.
+        // The exploration draws first, in order, as one observation at a time would make
+        // them; then one forward pass for every greedy choice.
         let mut out: Vec<Option<usize>> = Vec::with_capacity(obs.len());
         for o in obs {
             let n = o.candidates.len().min(self.slots);
             out.push((explore && rng.random::<f64>() < self.epsilon.value()).then(|| rng.random_range(0..n)));
         }
-        // One forward pass for every greedy choice.
         let greedy: Vec<usize> = (0..obs.len()).filter(|&i| out[i].is_none()).collect();
         if !greedy.is_empty() {
-            let numeric: Vec<f32> = greedy.iter().flat_map(|&i| self.masked(&obs[i].state.numeric).into_owned()).collect();
-            let categorical: Vec<i64> = greedy.iter().flat_map(|&i| obs[i].state.categorical.iter().copied()).collect();
-            let n_cat = obs[greedy[0]].state.categorical.len();
-            let q: Vec<f32> = tch::no_grad(|| {
-                let b = greedy.len() as i64;
-                let x = Tensor::from_slice(&numeric).view([b, -1]).to_device(self.device);
-                let idx = Tensor::from_slice(&self.online.indices(&categorical, n_cat)).view([b, -1]).to_device(self.device);
-                let q = self.online.forward(&x, &idx).to_device(Device::Cpu).view([-1]);
-                Vec::<f32>::try_from(&q).expect("a float vector")
-            });
+            let states: Vec<&State> = greedy.iter().map(|&i| &obs[i].state).collect();
+            let q = self.states_q_values(&self.online, &states);
             for (row, &i) in greedy.iter().enumerate() {
                 let q = &q[row * self.slots..(row + 1) * self.slots];
+                // The first best among the real candidates.
                 let n = obs[i].candidates.len().min(self.slots);
                 let mut best = 0;
                 for k in 1..n {
