@@ -134,67 +134,107 @@ pub fn train(
     }
     let mut session_start = Instant::now();
     for episode in progress.episodes_done..config.train.episodes as u32 {
-        let t0 = Instant::now();
+        let started = Instant::now();
         env.reset_random(&mut progress.users_rng);
-        let user = env.user();
-        let (mut ret, mut steps, mut loss_sum, mut n_loss) = (0.0, 0u32, 0.0, 0u32);
+        let mut ep = EpisodeInProgress::new(episode, env.user(), started);
         loop {
             let obs = env.observation();
             let slot = policy.act(obs, true, &mut progress.policy_rng)?;
             let state = obs.state.clone();
             let o = env.step(slot, &mut progress.response_rng);
-            let transition = Transition {
-                state,
-                action: o.slot,
-                reward: o.reward,
-                next_state: env.observation().state.clone(),
-                terminal: o.terminal,
-                episode_end: o.terminal || o.truncated,
-            };
-            if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
-                loss_sum += loss;
-                n_loss += 1;
-                progress.updates += 1;
-            }
-            if record_steps {
-                progress.steps.push(StepRecord {
-                    episode,
-                    t: steps,
-                    user,
-                    video: o.video,
-                    slot: o.slot as u32,
-                    category: o.category,
-                    response: o.response,
-                    reward: o.reward,
-                });
-            }
-            ret += o.reward;
-            steps += 1;
-            if o.terminal || o.truncated {
+            let next = env.observation().state.clone();
+            if ep.learn_from(policy, progress, record_steps, state, next, &o)? {
                 break;
             }
         }
-        policy.end_episode();
-        progress.total_steps += steps as u64;
-        progress.episodes.push(EpisodeRecord {
-            episode,
-            user,
-            steps,
-            episode_return: ret,
-            mean_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
-            epsilon: policy.epsilon(),
-            wall_s: t0.elapsed().as_secs_f64(),
-        });
-        progress.episodes_done = episode + 1;
-        // Time spent in evaluations and checkpoints is not training time.
-        progress.elapsed_s += session_start.elapsed().as_secs_f64();
-        let flow = after_episode(progress, env, &mut *policy)?;
-        session_start = Instant::now();
-        if flow == Flow::Stop {
+        if ep.finish(policy, progress, env, after_episode, &mut session_start)? == Flow::Stop {
             break;
         }
     }
     Ok(())
+}
+
+/// One training episode under way: what its records need. Both training loops hand
+/// steps to the learner and close episodes through it.
+struct EpisodeInProgress {
+    episode: u32,
+    user: u32,
+    steps: u32,
+    ret: f64,
+    loss_sum: f64,
+    n_loss: u32,
+    started: Instant,
+}
+
+impl EpisodeInProgress {
+    fn new(episode: u32, user: u32, started: Instant) -> EpisodeInProgress {
+        EpisodeInProgress { episode, user, steps: 0, ret: 0.0, loss_sum: 0.0, n_loss: 0, started }
+    }
+
+    /// Hands one step (taken in `state`, leading to `next_state`) to the learner and
+    /// records it; returns whether the episode ended there.
+    fn learn_from(
+        &mut self,
+        policy: &mut dyn Policy,
+        progress: &mut TrainProgress,
+        record_steps: bool,
+        state: State,
+        next_state: State,
+        o: &StepOutcome,
+    ) -> Result<bool> {
+        let end = o.terminal || o.truncated;
+        let transition =
+            Transition { state, action: o.slot, reward: o.reward, next_state, terminal: o.terminal, episode_end: end };
+        if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
+            self.loss_sum += loss;
+            self.n_loss += 1;
+            progress.updates += 1;
+        }
+        if record_steps {
+            progress.steps.push(StepRecord {
+                episode: self.episode,
+                t: self.steps,
+                user: self.user,
+                video: o.video,
+                slot: o.slot as u32,
+                category: o.category,
+                response: o.response,
+                reward: o.reward,
+            });
+        }
+        self.ret += o.reward;
+        self.steps += 1;
+        progress.total_steps += 1;
+        Ok(end)
+    }
+
+    /// Closes the episode: the policy's per-episode tick, its record, the training clock
+    /// (time in `after_episode`, evaluations and checkpoints, is not training time), and
+    /// `after_episode`'s verdict.
+    fn finish(
+        self,
+        policy: &mut dyn Policy,
+        progress: &mut TrainProgress,
+        env: &Env,
+        after_episode: &mut AfterEpisode,
+        session_start: &mut Instant,
+    ) -> Result<Flow> {
+        policy.end_episode();
+        progress.episodes.push(EpisodeRecord {
+            episode: self.episode,
+            user: self.user,
+            steps: self.steps,
+            episode_return: self.ret,
+            mean_loss: (self.n_loss > 0).then(|| self.loss_sum / self.n_loss as f64),
+            epsilon: policy.epsilon(),
+            wall_s: self.started.elapsed().as_secs_f64(),
+        });
+        progress.episodes_done += 1;
+        progress.elapsed_s += session_start.elapsed().as_secs_f64();
+        let flow = after_episode(progress, env, policy)?;
+        *session_start = Instant::now();
+        Ok(flow)
+    }
 }
 
 /// One session of lockstep training in flight.
@@ -202,11 +242,7 @@ struct Running {
     session: Session,
     /// Its current observation (None until the next observation phase).
     obs: Option<Observation>,
-    episode: u32,
-    ret: f64,
-    loss_sum: f64,
-    n_loss: u32,
-    started: Instant,
+    episode: EpisodeInProgress,
     /// The step just applied, waiting for its next observation: the state it was taken
     /// in and what happened.
     pending: Option<(State, StepOutcome)>,
@@ -231,7 +267,7 @@ fn train_lockstep(
 ) -> Result<()> {
     use rayon::prelude::*;
     let threads = match config.train.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => crate::cores(),
         t => t,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -239,7 +275,7 @@ fn train_lockstep(
         .build()
         .map_err(|e| crate::Error::Other(format!("cannot start {threads} threads for train.sessions: {e}")))?;
     let total = config.train.episodes as u32;
-    let mut started = progress.episodes_done;
+    let mut n_started = progress.episodes_done;
     let mut slots: Vec<Option<Running>> = (0..config.train.sessions).map(|_| None).collect();
     let n_videos = env.world.videos.len();
     let chunk = slots.len().div_ceil(threads);
@@ -247,21 +283,17 @@ fn train_lockstep(
     let mut session_start = Instant::now();
     loop {
         for slot in slots.iter_mut().filter(|s| s.is_none()) {
-            if started >= total {
+            if n_started >= total {
                 break;
             }
             let user = progress.users_rng.random_range(0..env.world.users.len()) as u32;
             *slot = Some(Running {
                 session: env.start_session(user),
                 obs: None,
-                episode: started,
-                ret: 0.0,
-                loss_sum: 0.0,
-                n_loss: 0,
-                started: Instant::now(),
+                episode: EpisodeInProgress::new(n_started, user, Instant::now()),
                 pending: None,
             });
-            started += 1;
+            n_started += 1;
         }
         if slots.iter().all(Option::is_none) {
             return Ok(());
@@ -282,45 +314,10 @@ fn train_lockstep(
         for slot in slots.iter_mut() {
             let Some(r) = slot.as_mut() else { continue };
             let Some((state, o)) = r.pending.take() else { continue };
-            let next = &r.obs.as_ref().expect("observed above").state;
-            let end = o.terminal || o.truncated;
-            let transition = Transition { state, action: o.slot, reward: o.reward, next_state: next.clone(), terminal: o.terminal, episode_end: end };
-            if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
-                r.loss_sum += loss;
-                r.n_loss += 1;
-                progress.updates += 1;
-            }
-            if record_steps {
-                progress.steps.push(StepRecord {
-                    episode: r.episode,
-                    t: r.session.t as u32 - 1,
-                    user: r.session.user,
-                    video: o.video,
-                    slot: o.slot as u32,
-                    category: o.category,
-                    response: o.response,
-                    reward: o.reward,
-                });
-            }
-            r.ret += o.reward;
-            progress.total_steps += 1;
-            if end {
-                policy.end_episode();
-                progress.episodes.push(EpisodeRecord {
-                    episode: r.episode,
-                    user: r.session.user,
-                    steps: r.session.t as u32,
-                    episode_return: r.ret,
-                    mean_loss: (r.n_loss > 0).then(|| r.loss_sum / r.n_loss as f64),
-                    epsilon: policy.epsilon(),
-                    wall_s: r.started.elapsed().as_secs_f64(),
-                });
-                *slot = None;
-                progress.episodes_done += 1;
-                progress.elapsed_s += session_start.elapsed().as_secs_f64();
-                let flow = after_episode(progress, env, &mut *policy)?;
-                session_start = Instant::now();
-                if flow == Flow::Stop {
+            let next = r.obs.as_ref().expect("observed above").state.clone();
+            if r.episode.learn_from(policy, progress, record_steps, state, next, &o)? {
+                let done = slot.take().expect("running").episode;
+                if done.finish(policy, progress, env, after_episode, &mut session_start)? == Flow::Stop {
                     return Ok(());
                 }
             }
@@ -387,7 +384,7 @@ pub fn evaluate(
     policy: &mut dyn Policy,
     episodes: usize,
 ) -> Result<EvalResult> {
-    evaluate_with(config, world, policy, episodes, &mut |_, _, _, _| {})
+    evaluate_with(config, world, policy, episodes, None)
 }
 
 /// One evaluation step, scored with the true response model: what the policy showed
@@ -416,13 +413,13 @@ pub fn evaluate_choices(
     episodes: usize,
 ) -> Result<(EvalResult, Vec<ChoiceRecord>)> {
     let mut out = Vec::new();
-    let r = evaluate_with(config, world, policy, episodes, &mut |k, env, obs, o| {
+    let r = evaluate_with(config, world, policy, episodes, Some(&mut |k, t, env, obs, o| {
         let rm = &env.world.response;
         let best = obs.candidates.iter().map(|c| rm.expected_p(&obs.user, c.category)).fold(f64::NEG_INFINITY, f64::max);
         let shown = &obs.candidates[o.slot];
         out.push(ChoiceRecord {
             episode: k as u32,
-            t: out.last().filter(|c: &&ChoiceRecord| c.episode == k as u32).map_or(0, |c| c.t + 1),
+            t,
             user: obs.user.id,
             slot: o.slot as u32,
             category: shown.category,
@@ -431,7 +428,7 @@ pub fn evaluate_choices(
             best_expected_p: best,
             interest_on_offer: obs.candidates.iter().any(|c| c.interest_match),
         });
-    })?;
+    }))?;
     Ok((r, out))
 }
 
@@ -474,14 +471,14 @@ pub fn summarize_choices(records: &[ChoiceRecord], top: usize) -> ChoiceSummary 
     }
 }
 
-/// [`evaluate`], calling `on_step(episode, env, observation, outcome)` after every step
-/// (with the observation the step was chosen from).
+/// [`evaluate`], calling `on_step(episode, t, env, observation, outcome)` after every step
+/// when given (with the observation the step was chosen from; only then is it copied).
 fn evaluate_with(
     config: &Checked,
     world: &World,
     policy: &mut dyn Policy,
     episodes: usize,
-    on_step: &mut dyn FnMut(u64, &Env, &Observation, &StepOutcome),
+    mut on_step: Option<&mut dyn FnMut(u64, u32, &Env, &Observation, &StepOutcome)>,
 ) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
     // The starting point of every episode, kept only when episodes start afresh (at
@@ -502,9 +499,11 @@ fn evaluate_with(
         let (mut ret, mut n) = (0.0, 0u32);
         loop {
             let slot = policy.act(env.observation(), false, &mut policy_rng)?;
-            let obs = env.observation().clone();
+            let obs = on_step.is_some().then(|| env.observation().clone());
             let o = env.step(slot, &mut rng);
-            on_step(k, &env, &obs, &o);
+            if let (Some(f), Some(obs)) = (on_step.as_mut(), &obs) {
+                f(k, n, &env, obs, &o);
+            }
             ret += o.reward;
             n += 1;
             if o.terminal || o.truncated {
