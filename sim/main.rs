@@ -288,7 +288,7 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
 }
 
 fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = fypsim::cores();
     let n = checked.train.seeds.len();
     if !quiet {
         eprintln!("fypsim: `{}` under {n} seeds ({jobs} at a time) -> {}", checked.name, dir.display());
@@ -486,7 +486,7 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
         }
         return Ok(());
     }
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = jobs.unwrap_or_else(fypsim::cores);
     let bar = ProgressBar::new(runs.len() as u64);
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());

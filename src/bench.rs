@@ -99,7 +99,7 @@ pub fn bench(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
     let repeats = repeats.max(1);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::cores();
 
     progress("world generation");
     let mut world_s = Vec::new();

@@ -11,10 +11,6 @@ use crate::rng::SimRng;
 use crate::world::response::draw_session_response;
 use crate::world::{Action, User, World};
 
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Index layout of [`State::categorical`].
 pub mod cat {
     pub const GENDER: usize = 0;
@@ -145,7 +141,7 @@ impl Env {
         );
         let generator = CandidateGenerator::new(world.videos.len());
         let index = (config.candidates.source == CandidateSource::Neighbours)
-            .then(|| NeighbourIndex::build(&matrix, config.candidates.neighbours, threads()));
+            .then(|| NeighbourIndex::build(&matrix, config.candidates.neighbours, crate::cores()));
         Env {
             config: config.clone(),
             world,
@@ -292,7 +288,7 @@ impl Env {
         }
         self.adds_since_refresh += 1;
         if self.adds_since_refresh >= every {
-            self.index = Some(NeighbourIndex::build(&self.matrix, self.config.candidates.neighbours, threads()));
+            self.index = Some(NeighbourIndex::build(&self.matrix, self.config.candidates.neighbours, crate::cores()));
             self.adds_since_refresh = 0;
         }
     }

@@ -26,3 +26,9 @@ pub mod train;
 pub mod world;
 
 pub use error::{Error, Result};
+
+/// The cores this process may use (1 when the platform cannot tell): the default for every
+/// "one per core" setting.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
