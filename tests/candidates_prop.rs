@@ -1,7 +1,7 @@
 //! The fast candidate path against the obvious dense computation, on random small worlds,
 //! before and after online updates; and the online matrix against a rebuild.
 
-use fypsim::candidates::{dense_raw_scores, rescore, CandidateGenerator, NeighbourIndex};
+use fypsim::candidates::{dense_raw_scores, item_neighbours, quantize, rescore, CandidateGenerator, NeighbourIndex};
 use fypsim::config::CandidateConfig;
 use fypsim::matrix::InteractionMatrix;
 use fypsim::world::{User, Video};
@@ -68,8 +68,51 @@ fn check_neighbours_equal_exact(m: &InteractionMatrix, user: u32, k: usize, g: &
     Ok(())
 }
 
+/// Item-neighbour lists by the definition: every other video with a nonzero rounded
+/// cosine, best first, ties by id, cut to k.
+fn brute_force_neighbours(m: &InteractionMatrix, k: usize) -> Vec<Vec<(u32, f64)>> {
+    (0..m.n_items() as u32)
+        .map(|i| {
+            let mut all: Vec<(u32, f64)> = (0..m.n_items() as u32)
+                .filter(|&j| j != i)
+                .map(|j| (j, quantize(m.cosine(i, j))))
+                .filter(|x| x.1 != 0.0)
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            all.truncate(k);
+            all
+        })
+        .collect()
+}
+
+/// A world with many videos per user, so that one video's two-hop walk touches more videos
+/// than the neighbour build keeps (its early cut) and sometimes most of the catalogue (its
+/// dense pass); few distinct scores, so cosines tie often.
+/// Scores are the defaults, or multiples of 0.1 (not exact in `f32`, so the build keeps
+/// `f64` scores).
+fn crowded_world() -> impl Strategy<Value = (usize, usize, Vec<(u32, u32, f64)>)> {
+    (2usize..400, 1usize..12, prop::bool::ANY).prop_flat_map(|(n_items, n_users, tenths)| {
+        let scale = if tenths { 0.1 } else { 1.0 };
+        let score = prop::sample::select(SCORES.to_vec()).prop_map(move |s| s * scale);
+        let triplet = (0..n_items as u32, 0..n_users as u32, score);
+        (Just(n_items), Just(n_users), prop::collection::vec(triplet, 0..1500))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The neighbour build (prefetching, early cut, dense or sparse pass, any thread count)
+    /// gives exactly the lists of the definition.
+    #[test]
+    fn neighbour_lists_equal_brute_force((n_items, n_users, triplets) in crowded_world(), k in 1usize..12, threads in 1usize..4) {
+        let m = InteractionMatrix::from_triplets(n_items, n_users, triplets);
+        let fast = item_neighbours(&m, k, threads);
+        let slow = brute_force_neighbours(&m, k);
+        for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+            prop_assert_eq!(f, s, "video {}", i);
+        }
+    }
 
     #[test]
     fn candidates_match_dense_brute_force((n_items, n_users, initial, updates) in world(), k in 1usize..8) {

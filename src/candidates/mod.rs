@@ -266,68 +266,319 @@ impl NeighbourIndex {
     }
 }
 
+/// The user rows copied into one contiguous CSR of (item rank, score) entries for the
+/// neighbour build. The build reads one random user row per (item, user) entry, so it is
+/// bound by memory: from the matrix's per-user vectors that is three dependent cache misses
+/// (the row header, then its ids and its scores), here one offset and one stream of
+/// entries that the walk prefetches a few users ahead.
+///
+/// Scores are stored as `f32` when every one of them is exactly an `f32` (the default
+/// scores and their sums are), which halves the stream; the products are still taken in
+/// `f64`, so the lists are bit for bit those of an `f64` walk. Otherwise they stay `f64`.
+///
+/// Items are relabelled by rank of popularity (most users first, ties by id), so that the
+/// popular items, which take most of the walk's additions, share a few cache lines of the
+/// dot-product scratch array.
+struct UserRows<S> {
+    ptr: Vec<usize>,
+    ent: Vec<(u32, S)>,
+    /// rank -> item id.
+    item: Vec<u32>,
+    /// item id -> rank.
+    rank: Vec<u32>,
+}
+
+/// A stored score: `f32` (when exact) or `f64`.
+trait StoredScore: Copy + Send + Sync {
+    fn from_f64(x: f64) -> Self;
+    fn get(self) -> f64;
+}
+
+impl StoredScore for f32 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self as f64
+    }
+}
+
+impl StoredScore for f64 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> f64 {
+        x
+    }
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self
+    }
+}
+
+/// Whether every score in the matrix survives a round trip through `f32` unchanged.
+fn scores_fit_f32(m: &InteractionMatrix) -> bool {
+    (0..m.n_users() as u32).all(|u| m.user_row(u).val.iter().all(|&x| (x as f32) as f64 == x))
+}
+
+impl<S: StoredScore> UserRows<S> {
+    fn new(m: &InteractionMatrix) -> UserRows<S> {
+        let n = m.n_items() as u32;
+        let mut item: Vec<u32> = (0..n).collect();
+        item.sort_by_key(|&j| (std::cmp::Reverse(m.item_row(j).len()), j));
+        let mut rank = vec![0u32; n as usize];
+        for (r, &j) in item.iter().enumerate() {
+            rank[j as usize] = r as u32;
+        }
+        let mut ptr = Vec::with_capacity(m.n_users() + 1);
+        let mut ent = Vec::with_capacity(m.nnz());
+        ptr.push(0);
+        for u in 0..m.n_users() as u32 {
+            let r = m.user_row(u);
+            ent.extend(r.iter().map(|(j, x)| (rank[j as usize], S::from_f64(x))));
+            ptr.push(ent.len());
+        }
+        UserRows { ptr, ent, item, rank }
+    }
+
+    /// Asks the cache for user `v`'s row offset (a first stage, so that `prefetch_row` a
+    /// few users later does not wait for it).
+    #[inline(always)]
+    fn prefetch_offset(&self, v: u32) {
+        prefetch(self.ptr.as_ptr().wrapping_add(v as usize));
+    }
+
+    /// Asks the cache for every line of user `v`'s entries.
+    #[inline(always)]
+    fn prefetch_row(&self, v: u32) {
+        let (a, b) = (self.ptr[v as usize], self.ptr[v as usize + 1]);
+        let start = self.ent.as_ptr().wrapping_add(a).cast::<u8>();
+        let bytes = (b - a) * std::mem::size_of::<(u32, S)>();
+        for off in (0..bytes).step_by(64) {
+            prefetch(start.wrapping_add(off));
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, v: u32) -> &[(u32, S)] {
+        &self.ent[self.ptr[v as usize]..self.ptr[v as usize + 1]]
+    }
+}
+
+/// A cache hint: no effect on results, and none at all off x86-64.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults and dereferences nothing, so
+    // any address (even one past a vector's end) is fine.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// How many users ahead the neighbour build prefetches rows (offsets twice as far).
+const PREFETCH_AHEAD: usize = 4;
+
 /// Exact top-`k` neighbours by cosine of every item, computed item by item over the
 /// two-hop walk item -> users -> items, on `threads` threads. Returns (neighbour, cosine)
 /// lists ordered by cosine descending, ties by id; items that share no user are absent.
+///
+/// Threads take items in small blocks from a shared counter, so a thread that draws the
+/// most popular items does not finish last by itself (popularity is skewed at scale).
 pub fn item_neighbours(m: &InteractionMatrix, k: usize, threads: usize) -> Vec<Vec<(u32, f64)>> {
+    if scores_fit_f32(m) {
+        neighbours_with(m, k, threads, UserRows::<f32>::new(m))
+    } else {
+        neighbours_with(m, k, threads, UserRows::<f64>::new(m))
+    }
+}
+
+fn neighbours_with<S: StoredScore>(m: &InteractionMatrix, k: usize, threads: usize, rows: UserRows<S>) -> Vec<Vec<(u32, f64)>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    const BLOCK: usize = 64;
     let n = m.n_items();
-    let threads = threads.max(1).min(n.max(1));
-    let chunk = n.div_ceil(threads).max(1);
-    let mut out: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n];
+    let threads = threads.max(1).min(n.div_ceil(BLOCK).max(1));
+    // By rank, like the scratch arrays.
+    let norms: Vec<f64> = rows.item.iter().map(|&j| m.item_norm(j)).collect();
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Vec<(u32, f64)>>> = Mutex::new(vec![Vec::new(); n]);
     std::thread::scope(|scope| {
-        for (t, part) in out.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || {
+        for _ in 0..threads {
+            scope.spawn(|| {
                 let mut dot = vec![0.0f64; n];
-                let mut mark = vec![false; n];
                 let mut touched: Vec<u32> = Vec::new();
-                for (off, slot) in part.iter_mut().enumerate() {
-                    let i = (t * chunk + off) as u32;
-                    let ni = m.item_norm(i);
-                    if ni == 0.0 {
-                        continue;
+                let mut top = TopK::new(k);
+                let mut block: Vec<Vec<(u32, f64)>> = Vec::with_capacity(BLOCK);
+                loop {
+                    let start = next.fetch_add(BLOCK, Ordering::Relaxed);
+                    if start >= n {
+                        break;
                     }
-                    touched.clear();
-                    for (v, r_iv) in m.item_row(i).iter() {
-                        for (j, r_jv) in m.user_row(v).iter() {
-                            let ju = j as usize;
-                            if j == i {
-                                continue;
-                            }
-                            if !mark[ju] {
-                                mark[ju] = true;
-                                touched.push(j);
-                            }
-                            dot[ju] += r_iv * r_jv;
-                        }
+                    let end = (start + BLOCK).min(n);
+                    block.clear();
+                    for i in start as u32..end as u32 {
+                        block.push(neighbours_of(m, &rows, &norms, i, &mut dot, &mut touched, &mut top));
                     }
-                    let mut cand: Vec<(f64, u32)> = touched
-                        .iter()
-                        .map(|&j| {
-                            let ju = j as usize;
-                            let nj = m.item_norm(j);
-                            let c = if nj == 0.0 { 0.0 } else { quantize(dot[ju] / (ni * nj)) };
-                            dot[ju] = 0.0;
-                            mark[ju] = false;
-                            (c, j)
-                        })
-                        .filter(|x| x.0 != 0.0)
-                        .collect();
-                    let by = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
-                    if cand.len() > k {
-                        cand.select_nth_unstable_by(k, by);
-                        cand.truncate(k);
+                    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                    for (slot, list) in out[start..end].iter_mut().zip(block.drain(..)) {
+                        *slot = list;
                     }
-                    cand.sort_by(by);
-                    // A fresh, exact-size list: collecting in place would keep the scratch
-                    // buffer's capacity (up to every touched video) for each of the lists.
-                    let mut list = Vec::with_capacity(cand.len());
-                    list.extend(cand.iter().map(|&(c, j)| (j, c)));
-                    *slot = list;
                 }
             });
         }
     });
-    out
+    out.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One item's exact top-`k` neighbour list (see [`item_neighbours`]). `dot` (indexed by
+/// rank, like `norms`) is all zero on entry and is left so.
+///
+/// A video is marked as touched by its dot product being nonzero: one that sums back to
+/// exactly 0 may be listed twice, and it (like any video at 0) is skipped when read, as a
+/// cosine of 0 is never a neighbour. Most videos touched score far below the k-th best,
+/// so [`TopK`] drops them before any rounding or sorting.
+fn neighbours_of<S: StoredScore>(
+    m: &InteractionMatrix,
+    rows: &UserRows<S>,
+    norms: &[f64],
+    i: u32,
+    dot: &mut [f64],
+    touched: &mut Vec<u32>,
+    top: &mut TopK,
+) -> Vec<(u32, f64)> {
+    let ni = m.item_norm(i);
+    if ni == 0.0 {
+        return Vec::new();
+    }
+    // `touched` is a buffer written without a branch: every entry is stored and the count
+    // moves on only for a first touch (which is at random, so a branch would mispredict).
+    let mut count = 0;
+    let row = m.item_row(i);
+    for (p, (v, r_iv)) in row.iter().enumerate() {
+        if let Some(&ahead) = row.idx.get(p + 2 * PREFETCH_AHEAD) {
+            rows.prefetch_offset(ahead);
+        }
+        if let Some(&ahead) = row.idx.get(p + PREFETCH_AHEAD) {
+            rows.prefetch_row(ahead);
+        }
+        let entries = rows.row(v);
+        if touched.len() < count + entries.len() {
+            touched.resize((count + entries.len()).max(2 * touched.len()), 0);
+        }
+        for &(j, r_jv) in entries {
+            let d = &mut dot[j as usize];
+            touched[count] = j;
+            count += (*d == 0.0) as usize;
+            *d += r_iv * r_jv.get();
+        }
+    }
+    // The item itself was accumulated too (it is in every one of its users' rows).
+    dot[rows.rank[i as usize] as usize] = 0.0;
+    top.clear();
+    let n = norms.len();
+    if count * 4 > n {
+        // Popular items touch much of the catalogue: then one pass in rank order reads
+        // `dot` and `norms` sequentially instead of at random, and decides without a
+        // branch per video whether it can make the list (a zero, or 0 / 0, cannot).
+        for j in 0..n {
+            let d = dot[j];
+            dot[j] = 0.0;
+            let c = d / (ni * norms[j]);
+            if c >= top.cut && d != 0.0 {
+                top.offer(c, rows.item[j]);
+            }
+        }
+    } else {
+        for &j in &touched[..count] {
+            let d = dot[j as usize];
+            if d != 0.0 {
+                dot[j as usize] = 0.0;
+                let nj = norms[j as usize];
+                if nj != 0.0 {
+                    top.offer(d / (ni * nj), rows.item[j as usize]);
+                }
+            }
+        }
+    }
+    top.finish()
+}
+
+/// The best `k` of a stream of (unrounded cosine, video) pairs by the rounded cosine
+/// (ties by id, zeros dropped), keeping only what can still make the list.
+///
+/// Rounding ([`quantize`]) is monotone, so once `k` offers have an unrounded cosine of at
+/// least c, the final k-th best rounds to at least q = quantize(c); every member of the
+/// final list then has an unrounded cosine of at least q - 2^-41, and an offer below
+/// q - 2^-39 can be dropped unseen. Only when q > 0: with the zeros dropped, a non-positive
+/// cut could exclude a negative cosine that still belongs in the list. The result is the
+/// same as rounding, filtering and sorting every offer.
+struct TopK {
+    k: usize,
+    buf: Vec<(f64, u32)>,
+    cap: usize,
+    cut: f64,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        let cap = (4 * k).max(64);
+        TopK { k, buf: Vec::with_capacity(cap), cap, cut: f64::NEG_INFINITY }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.cap = (4 * self.k).max(64);
+        self.cut = f64::NEG_INFINITY;
+    }
+
+    #[inline]
+    fn offer(&mut self, c: f64, j: u32) {
+        if c < self.cut {
+            return;
+        }
+        self.buf.push((c, j));
+        if self.buf.len() >= self.cap {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.k > 0 && self.buf.len() > self.k {
+            let (_, kth, _) =
+                self.buf.select_nth_unstable_by(self.k - 1, |a, b| b.0.total_cmp(&a.0));
+            let q = quantize(kth.0);
+            if q > 0.0 {
+                self.cut = self.cut.max(q - 1.0 / (1u64 << 39) as f64);
+                let cut = self.cut;
+                self.buf.retain(|x| x.0 >= cut);
+            }
+        }
+        // Many offers at (nearly) the same value: let the buffer grow rather than compact
+        // for every offer.
+        if self.buf.len() * 2 > self.cap {
+            self.cap *= 2;
+        }
+    }
+
+    /// (video, rounded cosine), best first, ties by id.
+    fn finish(&mut self) -> Vec<(u32, f64)> {
+        let mut cand: Vec<(f64, u32)> =
+            self.buf.iter().map(|&(c, j)| (quantize(c), j)).filter(|x| x.0 != 0.0).collect();
+        let by = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
+        if cand.len() > self.k {
+            cand.select_nth_unstable_by(self.k, by);
+            cand.truncate(self.k);
+        }
+        cand.sort_by(by);
+        // A fresh, exact-size list, so no list keeps a scratch buffer's capacity.
+        let mut list = Vec::with_capacity(cand.len());
+        list.extend(cand.iter().map(|&(c, j)| (j, c)));
+        list
+    }
 }
 
 /// Applies the business weights to (video, raw) pairs and orders by final score.
