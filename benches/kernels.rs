@@ -16,7 +16,7 @@ use rand::Rng;
 use fypsim::agent::dqn::DqnAgent;
 use fypsim::agent::replay::ReplayBuffer;
 use fypsim::agent::Transition;
-use fypsim::candidates::{CandidateGenerator, NeighbourIndex};
+use fypsim::candidates::{Accumulation, CandidateGenerator, NeighbourIndex};
 use fypsim::config::{Checked, Config};
 use fypsim::env::Env;
 use fypsim::matrix::InteractionMatrix;
@@ -63,6 +63,37 @@ fn kernels(c: &mut Criterion) {
             black_box(g.candidates(&matrix, Some(&index), &world.users[u], &world.videos, &config.candidates))
         })
     });
+
+    // The same request late in a run: a training run's interactions land in the matrix,
+    // so the default run's 500 episodes of shown videos make every request touch most of
+    // the catalogue. Grown here by 20,000 greedy steps (slot 0 is the best final score).
+    let mut grown = Env::new(&config, world.clone());
+    let mut grng = stream(2, Stream::Responses);
+    grown.reset_random(&mut grng);
+    for _ in 0..20_000 {
+        let o = grown.step(0, &mut grng);
+        if o.terminal || o.truncated {
+            grown.reset_random(&mut grng);
+        }
+    }
+    c.bench_function("candidates exact / request, after 20,000 greedy steps", |b| {
+        b.iter(|| {
+            let u = rng.random_range(0..n_users);
+            black_box(g.candidates(&grown.matrix, None, &grown.world.users[u], &grown.world.videos, &config.candidates))
+        })
+    });
+
+    // Both accumulations forced, on both worlds: what the automatic choice chooses between.
+    for (label, mx) in [("generated world", &matrix), ("after 20,000 greedy steps", &grown.matrix)] {
+        for how in [Accumulation::Sparse, Accumulation::Dense] {
+            c.bench_function(&format!("top raw scores, {how:?} accumulation / request, {label}"), |b| {
+                b.iter(|| {
+                    let u = rng.random_range(0..n_users) as u32;
+                    black_box(g.top_raw_with(mx, u, config.candidates.count, how))
+                })
+            });
+        }
+    }
 
     let mut m = matrix.clone();
     c.bench_function("incremental update / interaction", |b| {

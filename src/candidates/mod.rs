@@ -34,7 +34,25 @@ pub struct Candidate {
 /// break by video id, whatever order a code path adds in.
 pub fn quantize(x: f64) -> f64 {
     const SCALE: f64 = (1u64 << 40) as f64;
-    (x * SCALE).round() / SCALE
+    let y = x * SCALE;
+    // `f64::round` is a libm call on the default x86-64 target, and the candidate request
+    // rounds thousands of scores. The same rounding (half away from zero, sign of zero
+    // kept) by truncation: exact for |y| < 2^62, where `y - t` is exact (for |y| >= 2^52,
+    // y is already an integer). Anything larger, infinite or NaN goes to `round`.
+    if y.abs() < (1u64 << 62) as f64 {
+        let t = y as i64;
+        let f = y - t as f64;
+        let r = if f >= 0.5 {
+            t + 1
+        } else if f <= -0.5 {
+            t - 1
+        } else {
+            t
+        };
+        (r as f64).copysign(y) / SCALE
+    } else {
+        y.round() / SCALE
+    }
 }
 
 /// Ordering by score descending, then video id ascending, so ties are reproducible.
@@ -90,9 +108,19 @@ impl CandidateGenerator {
     /// (video, raw) pairs in that order. Videos that share no user with the history score
     /// 0 and fill in, by id, when fewer than `count` videos score above 0.
     pub fn top_raw(&mut self, m: &InteractionMatrix, user: u32, count: usize) -> Vec<(u32, f64)> {
+        self.top_raw_with(m, user, count, Accumulation::Auto)
+    }
+
+    /// [`CandidateGenerator::top_raw`] with the accumulation chosen by the caller (both
+    /// give the same result bit for bit; tests and benches compare them).
+    #[doc(hidden)]
+    pub fn top_raw_with(&mut self, m: &InteractionMatrix, user: u32, count: usize, how: Accumulation) -> Vec<(u32, f64)> {
         let stamp = self.begin(m.n_users());
-        self.accumulate_exact(m, user, stamp);
-        self.select(m, count, stamp)
+        if self.accumulate_exact(m, user, stamp, how) {
+            self.select_dense(m, count, stamp)
+        } else {
+            self.select(m, count, stamp, true)
+        }
     }
 
     /// Like [`CandidateGenerator::top_raw`], but raw(j) sums only over the precomputed
@@ -115,7 +143,7 @@ impl CandidateGenerator {
             let r = &mut self.raw[j as usize];
             *r = quantize(*r);
         }
-        self.select(m, count, stamp)
+        self.select(m, count, stamp, false)
     }
 
     /// Adds to video j's raw score unless j is in the history (marks reset by stamp).
@@ -133,7 +161,9 @@ impl CandidateGenerator {
         self.raw[ju] += delta;
     }
 
-    fn accumulate_exact(&mut self, m: &InteractionMatrix, user: u32, stamp: u32) {
+    /// Accumulates raw(j) for every video outside the history; returns whether it did so
+    /// densely (see below).
+    fn accumulate_exact(&mut self, m: &InteractionMatrix, user: u32, stamp: u32, how: Accumulation) -> bool {
         let history = m.user_row(user);
         for &h in &history.idx {
             self.in_history[h as usize] = stamp;
@@ -156,39 +186,116 @@ impl CandidateGenerator {
                 self.weight[vu] += f * r_hv;
             }
         }
-        // raw(j) |j| = sum_v r_jv w_v over videos outside the history.
+        // raw(j) |j| = sum_v r_jv w_v over videos outside the history. The user's own row
+        // holds only history videos, so it is skipped. When the rows to walk hold about as
+        // many entries as the catalogue has videos (as soon as a run's shown videos have
+        // joined many histories), a dense pass is cheaper: every video's sum starts at 0
+        // and is added to in the same order without marks or branches, history videos
+        // included (they are left out at selection), and selection scans the catalogue.
+        let n = m.n_items();
+        let dense = match how {
+            Accumulation::Sparse => false,
+            Accumulation::Dense => true,
+            Accumulation::Auto => {
+                let mut entries = 0usize;
+                for &v in &self.weight_touched {
+                    if v != user {
+                        entries += m.user_row(v).len();
+                    }
+                }
+                entries * 2 >= n
+            }
+        };
+        if dense {
+            let raw = &mut self.raw[..n];
+            raw.fill(0.0);
+            for &v in &self.weight_touched {
+                if v == user {
+                    continue;
+                }
+                let w_v = self.weight[v as usize];
+                let row = m.user_row(v);
+                for (&j, &r_jv) in row.idx.iter().zip(&row.val) {
+                    raw[j as usize] += w_v * r_jv;
+                }
+            }
+            return true;
+        }
         self.raw_touched.clear();
         for t in 0..self.weight_touched.len() {
             let v = self.weight_touched[t];
+            if v == user {
+                continue;
+            }
             let w_v = self.weight[v as usize];
             for (j, r_jv) in m.user_row(v).iter() {
                 self.add_raw(j, w_v * r_jv, stamp);
             }
         }
-        for &j in &self.raw_touched {
-            let n_j = m.item_norm(j);
-            let r = &mut self.raw[j as usize];
-            *r = if n_j == 0.0 { 0.0 } else { quantize(*r / n_j) };
+        false
+    }
+
+    /// raw(j) from an accumulated raw(j) |j|: 0 for a video whose row is all zero.
+    #[inline]
+    fn normalised(m: &InteractionMatrix, j: u32, acc: f64) -> f64 {
+        let n_j = m.item_norm(j);
+        if n_j == 0.0 {
+            0.0
+        } else {
+            quantize(acc / n_j)
         }
     }
 
-    /// The best `count` of the accumulated raw scores (see `top_raw`).
-    fn select(&mut self, m: &InteractionMatrix, count: usize, stamp: u32) -> Vec<(u32, f64)> {
-        // Only the best `count` are needed: select them, then sort just those.
-        let order = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
-        let mut positive: Vec<(f64, u32)> = self
-            .raw_touched
-            .iter()
-            .map(|&j| (self.raw[j as usize], j))
-            .filter(|s| s.0 > 0.0)
-            .collect();
-        if positive.len() > count {
-            positive.select_nth_unstable_by(count, order);
-            positive.truncate(count);
+    /// The best `count` of the sparsely accumulated raw scores (see `top_raw`); with
+    /// `normalise`, the sums are raw(j) |j|, divided by |j| and rounded here.
+    ///
+    /// Touched videos come in no particular order, so a video that ties the worst entry
+    /// of a full list can still enter it by id. Once the list is full, a positive sum
+    /// below t = worst - 2^-40 (one rounding step under it, so it cannot round up to a
+    /// tie) cannot make the list: when its square is below |j|^2 t^2 (with a 2^-45
+    /// relative margin for the roundings of that test) it skips the square root, the
+    /// division and the rounding. Non-positive sums are normalised only when the list
+    /// stays short (and then nothing was skipped).
+    fn select(&mut self, m: &InteractionMatrix, count: usize, stamp: u32, normalise: bool) -> Vec<(u32, f64)> {
+        let mut best = Best::new(count);
+        let margin = 1.0 - 1.0 / (1u64 << 45) as f64;
+        let step = 1.0 / (1u64 << 40) as f64;
+        let mut cut2 = f64::NEG_INFINITY;
+        let norm2 = m.item_norms2();
+        for t in 0..self.raw_touched.len() {
+            let j = self.raw_touched[t];
+            let acc = self.raw[j as usize];
+            if acc <= 0.0 {
+                continue;
+            }
+            let r = if normalise {
+                if acc * acc <= norm2[j as usize] * cut2 {
+                    continue;
+                }
+                let r = Self::normalised(m, j, acc);
+                self.raw[j as usize] = r;
+                r
+            } else {
+                acc
+            };
+            if r > 0.0 && best.offer(r, j) && normalise {
+                if let Some(worst) = best.full_worst() {
+                    let t = (worst - step) * margin;
+                    cut2 = if t > 0.0 { t * t } else { f64::NEG_INFINITY };
+                }
+            }
         }
-        positive.sort_unstable_by(order);
-        let mut out: Vec<(u32, f64)> = positive.iter().map(|&(s, j)| (j, s)).collect();
+        let mut out = best.into_list();
         if out.len() < count {
+            if normalise {
+                for t in 0..self.raw_touched.len() {
+                    let j = self.raw_touched[t];
+                    let acc = self.raw[j as usize];
+                    if acc < 0.0 {
+                        self.raw[j as usize] = Self::normalised(m, j, acc);
+                    }
+                }
+            }
             // The zero group: touched videos whose sum is exactly 0 and untouched videos,
             // all at raw 0, in id order.
             let mut zero_touched: Vec<u32> =
@@ -223,7 +330,64 @@ impl CandidateGenerator {
                     .map(|&j| (self.raw[j as usize], j))
                     .filter(|s| s.0 < 0.0)
                     .collect();
-                negative.sort_unstable_by(order);
+                negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
+                out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
+            }
+        }
+        out
+    }
+
+    /// The best `count` of the densely accumulated raw scores: the same list as
+    /// [`CandidateGenerator::select`]. The catalogue is scanned in id order, so a video
+    /// only enters the list by scoring strictly above its worst entry. Until the list is
+    /// full every positive sum is normalised; after that, a sum whose square is below
+    /// |j|^2 times the worst entry's square (with a 2^-45 relative margin, far above the
+    /// few roundings of the test) cannot make the list and skips the square root, the
+    /// division and the rounding.
+    fn select_dense(&mut self, m: &InteractionMatrix, count: usize, stamp: u32) -> Vec<(u32, f64)> {
+        let n = m.n_items();
+        let mut best = Best::new(count);
+        let margin = 1.0 - 1.0 / (1u64 << 45) as f64;
+        let mut cut2 = f64::NEG_INFINITY;
+        let norm2 = &m.item_norms2()[..n];
+        let in_history = &self.in_history[..n];
+        let raw = &self.raw[..n];
+        // Blocks of 16 videos: the tests of a block are made without branches into a bit
+        // mask, and only the videos it marks are looked at (once the list is full, few
+        // are), so the scan does not pay a misprediction for every untouched or history
+        // video. A mask made before the cut rose only lets more videos through.
+        const BLOCK: usize = 16;
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            let mut mask = 0u32;
+            for (i, ((&acc, &h), &n2)) in raw[start..end].iter().zip(&in_history[start..end]).zip(&norm2[start..end]).enumerate() {
+                let pass = (acc > 0.0) & (h != stamp) & (acc * acc > n2 * cut2);
+                mask |= (pass as u32) << i;
+            }
+            while mask != 0 {
+                let j = start + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let r = Self::normalised(m, j as u32, raw[j]);
+                if r > 0.0 && best.offer(r, j as u32) {
+                    if let Some(worst) = best.full_worst() {
+                        let w = worst * margin;
+                        cut2 = w * w;
+                    }
+                }
+            }
+        }
+        let mut out = best.into_list();
+        if out.len() < count {
+            // Not enough positive scores: the zero group in id order, then the negative
+            // scores, best first (rare: a history with almost no co-viewers).
+            let raw: Vec<(u32, f64)> = (0..n as u32)
+                .filter(|&j| self.in_history[j as usize] != stamp)
+                .map(|j| (j, Self::normalised(m, j, self.raw[j as usize])))
+                .collect();
+            out.extend(raw.iter().filter(|x| x.1 == 0.0).take(count - out.len()).map(|&(j, _)| (j, 0.0)));
+            if out.len() < count {
+                let mut negative: Vec<(f64, u32)> = raw.iter().filter(|x| x.1 < 0.0).map(|&(j, s)| (s, j)).collect();
+                negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
                 out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
             }
         }
@@ -246,6 +410,59 @@ impl CandidateGenerator {
             None => self.top_raw(m, user.id, config.count),
         };
         rescore(&top, user, videos, config)
+    }
+}
+
+/// How an exact candidate request accumulates its sums (the result is the same).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accumulation {
+    /// Dense when the rows to walk hold at least half as many entries as the catalogue
+    /// has videos, sparse otherwise.
+    Auto,
+    /// Touched videos marked and listed; selection reads only those.
+    Sparse,
+    /// Every video's sum, without marks; selection scans the catalogue.
+    Dense,
+}
+
+/// The best `count` (score, video) offers, best first, ties by id: a short sorted list
+/// that an offer enters only when it beats the worst entry of a full list.
+struct Best {
+    count: usize,
+    list: Vec<(f64, u32)>,
+}
+
+impl Best {
+    fn new(count: usize) -> Best {
+        Best { count, list: Vec::with_capacity(count + 1) }
+    }
+
+    /// Offers a score; returns whether it entered the list.
+    #[inline]
+    fn offer(&mut self, score: f64, j: u32) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        if self.list.len() == self.count {
+            let &(ws, wj) = self.list.last().expect("a full list");
+            if by_score_then_id((score, j), (ws, wj)) != std::cmp::Ordering::Less {
+                return false;
+            }
+            self.list.pop();
+        }
+        let at = self.list.partition_point(|&x| by_score_then_id(x, (score, j)) == std::cmp::Ordering::Less);
+        self.list.insert(at, (score, j));
+        true
+    }
+
+    /// The worst score once the list is full.
+    fn full_worst(&self) -> Option<f64> {
+        (self.list.len() == self.count).then(|| self.list.last().map(|x| x.0)).flatten()
+    }
+
+    fn into_list(self) -> Vec<(u32, f64)> {
+        self.list.into_iter().map(|(s, j)| (j, s)).collect()
     }
 }
 
@@ -644,6 +861,36 @@ mod tests {
 
     fn user(id: u32, interests: [u16; 2]) -> User {
         User { id, age: 20, gender: 0, region: 0, interests }
+    }
+
+    /// The branch-free rounding is `f64::round` (half away from zero, sign of zero kept)
+    /// on halves, near-halves, tiny and huge values, and random ones.
+    #[test]
+    fn quantize_rounds_like_round() {
+        use rand::{Rng, SeedableRng};
+        const SCALE: f64 = (1u64 << 40) as f64;
+        let reference = |x: f64| (x * SCALE).round() / SCALE;
+        let mut xs = vec![0.0, -0.0, 1e-300, -1e-300, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300, 4096.0, -3.5];
+        for k in [0i64, 1, 2, 3, 1 << 20, (1 << 52) - 1, 1 << 52, (1 << 53) + 2, (1 << 61) + 4096] {
+            for sign in [1.0, -1.0] {
+                let y = sign * k as f64;
+                for d in [-0.5, 0.5, -0.25, 0.75, 0.0] {
+                    xs.push((y + d) / SCALE);
+                    xs.push(f64::from_bits(((y + d) / SCALE).to_bits() + 1));
+                    xs.push(f64::from_bits(((y + d) / SCALE).to_bits().saturating_sub(1)));
+                }
+            }
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..100_000 {
+            let e = rng.random_range(-60..30);
+            let x: f64 = rng.random_range(-1.0..1.0) * 2f64.powi(e);
+            xs.push(x);
+        }
+        for x in xs {
+            assert_eq!(quantize(x).to_bits(), reference(x).to_bits(), "x = {x:e}");
+        }
+        assert!(quantize(f64::NAN).is_nan());
     }
 
     #[test]

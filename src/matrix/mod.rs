@@ -234,6 +234,11 @@ impl InteractionMatrix {
         self.item_norm2[item as usize].sqrt()
     }
 
+    /// Every item's squared norm, by item.
+    pub fn item_norms2(&self) -> &[f64] {
+        &self.item_norm2
+    }
+
     pub fn get(&self, item: u32, user: u32) -> Option<f64> {
         self.items[item as usize].get(user)
     }
