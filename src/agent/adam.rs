@@ -48,15 +48,18 @@ impl Adam {
         Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, params, flat, m, v }
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in self.params.iter_mut() {
-            p.zero_grad();
-        }
+    /// The gradients of `loss` with respect to every parameter, in the order of the flat
+    /// buffer. Taken straight from the backward pass rather than accumulated into each
+    /// parameter's `.grad`: the same values, without zeroing and reading a dozen `.grad`
+    /// tensors around every step.
+    pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {
+        let params: Vec<&Tensor> = self.params.iter().map(|(_, p)| p).collect();
+        Tensor::run_backward(&[loss], &params, false, false)
     }
 
-    /// One Adam step on the current gradients, their global norm first clipped to
-    /// `clip` (no clipping when `clip` is 0).
-    pub fn step(&mut self, clip: f64) {
+    /// One Adam step on `grads` (from [`Adam::gradients`]), their global norm first
+    /// clipped to `clip` (no clipping when `clip` is 0).
+    pub fn step(&mut self, grads: &[Tensor], clip: f64) {
         self.step += 1;
         let t = self.step as f64;
         let (b1, b2) = (self.beta1, self.beta2);
@@ -66,8 +69,8 @@ impl Adam {
             let grads: Vec<Tensor> = self
                 .params
                 .iter()
-                .map(|(_, p)| {
-                    let g = p.grad();
+                .zip(grads)
+                .map(|((_, p), g)| {
                     if g.defined() { g.reshape([-1]) } else { Tensor::zeros([p.numel() as i64], (Kind::Float, p.device())) }
                 })
                 .collect();

@@ -351,9 +351,8 @@ impl DqnAgent {
         };
 
         // The step.
-        self.optimizer.zero_grad();
-        loss.backward();
-        self.optimizer.step(self.cfg.grad_clip);
+        let grads = self.optimizer.gradients(&loss);
+        self.optimizer.step(&grads, self.cfg.grad_clip);
 
         // The target network follows every `target_update_every` updates.
         self.updates += 1;
