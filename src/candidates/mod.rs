@@ -33,7 +33,7 @@ pub struct Candidate {
 /// arithmetic but were summed in different orders then compare equal, so ties really
 /// break by video id, whatever order a code path adds in.
 pub fn quantize(x: f64) -> f64 {
-    const SCALE: f64 = (1u64 << 40) as f64;
+    const SCALE: f64 = 1.0 / QUANTUM;
     let y = x * SCALE;
     // `f64::round` is a libm call on the default x86-64 target, and the candidate request
     // rounds thousands of scores. The same rounding (half away from zero, sign of zero
@@ -54,6 +54,13 @@ pub fn quantize(x: f64) -> f64 {
         y.round() / SCALE
     }
 }
+
+/// The grid [`quantize`] rounds to: 2^-40.
+const QUANTUM: f64 = 1.0 / (1u64 << 40) as f64;
+
+/// The relative margin of the selections' squared early cuts (1 - 2^-45): far above the
+/// few roundings of the test, far below any gap between two rounded scores that matters.
+const CUT_MARGIN: f64 = 1.0 - 1.0 / (1u64 << 45) as f64;
 
 /// Ordering by score descending, then video id ascending, so ties are reproducible.
 fn by_score_then_id(a: (f64, u32), b: (f64, u32)) -> std::cmp::Ordering {
@@ -258,8 +265,6 @@ impl CandidateGenerator {
     /// stays short (and then nothing was skipped).
     fn select(&mut self, m: &InteractionMatrix, count: usize, stamp: u32, normalise: bool) -> Vec<(u32, f64)> {
         let mut best = Best::new(count);
-        let margin = 1.0 - 1.0 / (1u64 << 45) as f64;
-        let step = 1.0 / (1u64 << 40) as f64;
         let mut cut2 = f64::NEG_INFINITY;
         let norm2 = m.item_norms2();
         for t in 0..self.raw_touched.len() {
@@ -280,7 +285,7 @@ impl CandidateGenerator {
             };
             if r > 0.0 && best.offer(r, j) && normalise {
                 if let Some(worst) = best.full_worst() {
-                    let t = (worst - step) * margin;
+                    let t = (worst - QUANTUM) * CUT_MARGIN;
                     cut2 = if t > 0.0 { t * t } else { f64::NEG_INFINITY };
                 }
             }
@@ -347,7 +352,6 @@ impl CandidateGenerator {
     fn select_dense(&mut self, m: &InteractionMatrix, count: usize, stamp: u32) -> Vec<(u32, f64)> {
         let n = m.n_items();
         let mut best = Best::new(count);
-        let margin = 1.0 - 1.0 / (1u64 << 45) as f64;
         let mut cut2 = f64::NEG_INFINITY;
         let norm2 = &m.item_norms2()[..n];
         let in_history = &self.in_history[..n];
@@ -370,7 +374,7 @@ impl CandidateGenerator {
                 let r = Self::normalised(m, j as u32, raw[j]);
                 if r > 0.0 && best.offer(r, j as u32) {
                     if let Some(worst) = best.full_worst() {
-                        let w = worst * margin;
+                        let w = worst * CUT_MARGIN;
                         cut2 = w * w;
                     }
                 }
@@ -380,13 +384,13 @@ impl CandidateGenerator {
         if out.len() < count {
             // Not enough positive scores: the zero group in id order, then the negative
             // scores, best first (rare: a history with almost no co-viewers).
-            let raw: Vec<(u32, f64)> = (0..n as u32)
+            let scored: Vec<(u32, f64)> = (0..n as u32)
                 .filter(|&j| self.in_history[j as usize] != stamp)
                 .map(|j| (j, Self::normalised(m, j, self.raw[j as usize])))
                 .collect();
-            out.extend(raw.iter().filter(|x| x.1 == 0.0).take(count - out.len()).map(|&(j, _)| (j, 0.0)));
+            out.extend(scored.iter().filter(|x| x.1 == 0.0).take(count - out.len()).map(|&(j, _)| (j, 0.0)));
             if out.len() < count {
-                let mut negative: Vec<(f64, u32)> = raw.iter().filter(|x| x.1 < 0.0).map(|&(j, s)| (s, j)).collect();
+                let mut negative: Vec<(f64, u32)> = scored.iter().filter(|x| x.1 < 0.0).map(|&(j, s)| (s, j)).collect();
                 negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
                 out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
             }
@@ -769,7 +773,7 @@ impl TopK {
                 self.buf.select_nth_unstable_by(self.k - 1, |a, b| b.0.total_cmp(&a.0));
             let q = quantize(kth.0);
             if q > 0.0 {
-                self.cut = self.cut.max(q - 1.0 / (1u64 << 39) as f64);
+                self.cut = self.cut.max(q - 2.0 * QUANTUM);
                 let cut = self.cut;
                 self.buf.retain(|x| x.0 >= cut);
             }
