@@ -368,8 +368,17 @@ fn print_bench(r: &fypsim::bench::BenchReport) {
     println!("  update / interaction {:>12} us", na(r.update_us, 3));
     println!("  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh", r.recall_at_r, r.recall_stale, r.stale_after_interactions);
     println!("  DQN update           {:>12} us", na(r.dqn_update_us, 1));
+    println!(
+        "    one small libtorch op {:>7} us (the update costs as much as {} of them)",
+        na(r.libtorch_op_us, 2),
+        na(r.dqn_update_us / r.libtorch_op_us, 0)
+    );
     println!("  env steps            {:>12} /s (greedy, no learning)", na(r.env_steps_per_s, 0));
-    println!("  training steps       {:>12} /s (DQN, one update per step)", na(r.train_steps_per_s, 0));
+    let cadence = match r.train_every {
+        1 => "one update per step".to_string(),
+        n => format!("one update every {n} steps"),
+    };
+    println!("  training steps       {:>12} /s (DQN, {cadence})", na(r.train_steps_per_s, 0));
     println!(
         "  lockstep, {} sessions: env {} /s on 1 thread, {} /s on {} threads; training {} /s",
         r.parallel_sessions,

@@ -50,10 +50,16 @@ pub struct BenchReport {
     pub stale_after_interactions: usize,
     /// One DQN gradient step on a batch of `dqn.batch_size`.
     pub dqn_update_us: f64,
+    /// One small libtorch operation that autograd records (a ReLU of a [50, 64] tensor on
+    /// the agent's device), median: the fixed cost that bounds the update.
+    pub libtorch_op_us: f64,
     /// Environment steps per second under the greedy baseline (no learning).
     pub env_steps_per_s: f64,
-    /// Training steps per second: environment, DQN acting and one update per step.
+    /// Training steps per second: environment, DQN acting and one update every
+    /// `train_every` steps.
     pub train_steps_per_s: f64,
+    /// `dqn.train_every` of the config (1 in the shipped ones: an update every step).
+    pub train_every: usize,
     /// Sessions in flight for the lockstep figures below.
     pub parallel_sessions: usize,
     /// Threads of the parallel figure (one per core).
@@ -193,8 +199,10 @@ pub fn bench(
         recall_stale,
         stale_after_interactions: stale_after,
         dqn_update_us: f64::NAN,
+        libtorch_op_us: f64::NAN,
         env_steps_per_s: f64::NAN,
         train_steps_per_s: f64::NAN,
+        train_every: config.dqn.train_every,
         parallel_sessions: PARALLEL_SESSIONS,
         parallel_threads: threads,
         lockstep_env_steps_per_s_1_thread: f64::NAN,
@@ -232,6 +240,9 @@ pub fn bench(
         agent.update(&b);
         dqn_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
+
+    progress("libtorch operation cost");
+    report.libtorch_op_us = crate::agent::dqn::small_op_us(agent.device(), 4000);
 
     progress("environment steps (greedy)");
     let episodes_for = |steps: usize, per: f64| ((steps as f64 / per).ceil() as usize).max(1);

@@ -221,6 +221,38 @@ pub fn resolve_device(kind: DeviceKind) -> Result<Device> {
     }
 }
 
+/// What one small libtorch operation costs on `device`, in microseconds: the median over
+/// chunks of `ops` ReLUs of a [50, 64] tensor that needs gradients (so autograd records
+/// each, as in an update). The network of this project is small enough that an update is
+/// bounded by this fixed cost per operation rather than by arithmetic; the bench reports
+/// the update as a multiple of it.
+pub fn small_op_us(device: Device, ops: usize) -> f64 {
+    let ops = ops.max(20);
+    let x = Tensor::linspace(-1.0, 1.0, 50 * 64, (Kind::Float, device)).view([50, 64]).set_requires_grad(true);
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for _ in 0..ops / 10 {
+        let _ = x.relu();
+    }
+    sync();
+    let chunk = (ops / 20).max(1);
+    let mut per_op: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..chunk {
+                let _ = x.relu();
+            }
+            sync();
+            t.elapsed().as_secs_f64() * 1e6 / chunk as f64
+        })
+        .collect();
+    per_op.sort_by(f64::total_cmp);
+    per_op[per_op.len() / 2]
+}
+
 /// The learning agent.
 pub struct DqnAgent {
     cfg: DqnConfig,
@@ -711,6 +743,12 @@ mod tests {
             r.push(&t, 0.95);
         }
         r.sample(n, &mut stream(1, Stream::Replay))
+    }
+
+    #[test]
+    fn small_op_cost_is_a_positive_time() {
+        let us = small_op_us(Device::Cpu, 200);
+        assert!(us.is_finite() && us > 0.0 && us < 1e5, "{us}");
     }
 
     #[test]
