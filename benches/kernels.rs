@@ -14,8 +14,6 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rand::Rng;
 
 use fypsim::agent::dqn::DqnAgent;
-use fypsim::agent::replay::ReplayBuffer;
-use fypsim::agent::Transition;
 use fypsim::candidates::{Accumulation, CandidateGenerator, NeighbourIndex};
 use fypsim::config::{Checked, Config};
 use fypsim::env::Env;
@@ -126,24 +124,7 @@ fn kernels(c: &mut Criterion) {
 
     let mut agent = DqnAgent::new(&config).expect("a CPU agent");
     let mut env = Env::new(&config, world.clone());
-    let mut replay = ReplayBuffer::new(512, config.candidates.count);
-    env.reset(0);
-    for _ in 0..512 {
-        let s = env.observation().state.clone();
-        let o = env.step(0, &mut erng);
-        let t = Transition {
-            state: s,
-            action: 0,
-            reward: o.reward,
-            next_state: env.observation().state.clone(),
-            terminal: o.terminal,
-            episode_end: o.terminal || o.truncated,
-        };
-        replay.push(&t, config.dqn.gamma);
-        if o.terminal || o.truncated {
-            env.reset_random(&mut erng);
-        }
-    }
+    let replay = fypsim::bench::filled_replay(&config, &mut env, 512, &mut erng);
     let mut rrng = stream(1, Stream::Replay);
     c.bench_function("DQN update (batch of dqn.batch_size)", |b| {
         b.iter(|| {

@@ -200,10 +200,7 @@ impl RunObserver for Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "| return {:.2} (avg {}: {:.2}) | epsilon {:.3} | loss {loss}",
-                r.episode_return,
-                self.window,
-                avg,
-                r.epsilon
+                r.episode_return, self.window, avg, r.epsilon
             ));
             bar.inc(1);
         }
@@ -248,7 +245,10 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         fypsim::run::preflight(&checked)?;
     }
     if !checked.train.seeds.is_empty() {
-        anyhow::ensure!(resume.is_none() && max_episodes.is_none(), "--resume and --max-episodes work on single-seed runs; rerunning a multi-seed run keeps its finished seeds");
+        anyhow::ensure!(
+            resume.is_none() && max_episodes.is_none(),
+            "--resume and --max-episodes work on single-seed runs; rerunning a multi-seed run keeps its finished seeds"
+        );
         return cmd_run_seeds(&checked, &dir, quiet);
     }
     if !quiet {
@@ -273,8 +273,10 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
             return Ok(());
         }
     };
-    println!("{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
-        summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second);
+    println!(
+        "{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
+        summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second
+    );
     println!("mean training return over the last 100 episodes: {:.3}", summary.mean_return_last_100);
     println!("evaluation ({} episodes each, exploration off, same users and random numbers):", checked.train.eval_episodes);
     for e in &summary.evaluation {
@@ -308,7 +310,10 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
         println!("  {:<14} {:>8.3} ± {:.3}", name, i.mean, i.ci95);
     }
     println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
-    println!("{} - greedy: {:.3} ± {:.3}", summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95);
+    println!(
+        "{} - greedy: {:.3} ± {:.3}",
+        summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95
+    );
     println!("results: {}", dir.display());
     Ok(())
 }
@@ -366,7 +371,10 @@ fn print_bench(r: &fypsim::bench::BenchReport) {
     println!("  candidates / request {:>12} us", na(r.candidates_us, 1));
     println!("    from the neighbour lists {:>6} us", na(r.candidates_neighbours_us, 1));
     println!("  update / interaction {:>12} us", na(r.update_us, 3));
-    println!("  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh", r.recall_at_r, r.recall_stale, r.stale_after_interactions);
+    println!(
+        "  neighbour-list recall@r {:>9.3} fresh, {:.3} after {} interactions without refresh",
+        r.recall_at_r, r.recall_stale, r.stale_after_interactions
+    );
     println!("  DQN update           {:>12} us", na(r.dqn_update_us, 1));
     println!(
         "    one small libtorch op {:>7} us (the update costs as much as {} of them)",
@@ -501,9 +509,11 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        ProgressStyle::with_template("{spinner} sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg} [{elapsed_precise}, eta {eta}]")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg} [{elapsed_precise}, eta {eta}]",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let outcome = execute(&runs, jobs, &|r, status| {
@@ -525,7 +535,11 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
     }
     println!("results: {}", out_dir.display());
     println!("next: fypsim report {}", out_dir.display());
-    anyhow::ensure!(outcome.failed.is_empty(), "{} runs failed (each folder has error.txt); running the same command retries them", outcome.failed.len());
+    anyhow::ensure!(
+        outcome.failed.is_empty(),
+        "{} runs failed (each folder has error.txt); running the same command retries them",
+        outcome.failed.len()
+    );
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use crate::config::Checked;
 use crate::env::Env;
 use crate::matrix::InteractionMatrix;
 use crate::plot::{loglog_plot, Series};
-use crate::rng::{stream, Stream};
+use crate::rng::{stream, SimRng, Stream};
 use crate::train::{train, Flow, TrainProgress};
 use crate::world::World;
 use crate::Result;
@@ -219,19 +219,8 @@ pub fn bench(
     let mut agent = DqnAgent::new(config)?;
     let mut env = Env::new(config, world.clone());
     // Enough transitions to sample batches from.
-    let filled = config.dqn.batch_size.max(256);
-    let mut replay = ReplayBuffer::new(filled, config.candidates.count);
     let mut erng = stream(config.seed, Stream::Responses);
-    env.reset(0);
-    for _ in 0..filled {
-        let s = env.observation().state.clone();
-        let o = env.step(0, &mut erng);
-        let t = Transition { state: s, action: 0, reward: o.reward, next_state: env.observation().state.clone(), terminal: o.terminal, episode_end: o.terminal || o.truncated };
-        replay.push(&t, config.dqn.gamma);
-        if o.terminal || o.truncated {
-            env.reset_random(&mut erng);
-        }
-    }
+    let replay = filled_replay(config, &mut env, config.dqn.batch_size.max(256), &mut erng);
     let mut rrng = stream(config.seed, Stream::Replay);
     let mut dqn_us = Vec::new();
     for _ in 0..(steps / 10).clamp(50, 2000) {
@@ -262,6 +251,31 @@ pub fn bench(
     report.train_steps_per_s = train_sps;
     report.peak_rss_mb = peak_rss_mb();
     Ok(report)
+}
+
+/// A replay buffer holding `n` transitions of `env` always showing slot 0, to time
+/// updates on (here and in the criterion benches).
+#[doc(hidden)]
+pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng) -> ReplayBuffer {
+    let mut replay = ReplayBuffer::new(n, config.candidates.count);
+    env.reset(0);
+    for _ in 0..n {
+        let s = env.observation().state.clone();
+        let o = env.step(0, rng);
+        let t = Transition {
+            state: s,
+            action: 0,
+            reward: o.reward,
+            next_state: env.observation().state.clone(),
+            terminal: o.terminal,
+            episode_end: o.terminal || o.truncated,
+        };
+        replay.push(&t, config.dqn.gamma);
+        if o.terminal || o.truncated {
+            env.reset_random(rng);
+        }
+    }
+    replay
 }
 
 /// Writes how each kernel's cost grows with the size of the world: `scaling.csv` (one
@@ -342,7 +356,14 @@ const PARALLEL_SESSIONS: usize = 32;
 
 /// Steps per second of `episodes` training episodes of `policy` (learning included when
 /// it learns), from a fresh copy of the world, with `sessions` in lockstep on `threads`.
-fn throughput(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize, sessions: usize, threads: usize) -> Result<f64> {
+fn throughput(
+    config: &Checked,
+    world: &World,
+    policy: &mut dyn Policy,
+    episodes: usize,
+    sessions: usize,
+    threads: usize,
+) -> Result<f64> {
     let mut c = config.inner().clone();
     c.train.episodes = episodes;
     c.train.sessions = sessions;

@@ -246,8 +246,7 @@ impl Env {
         let mut numeric = vec![0.0f32; State::n_numeric(r)];
         numeric[num::AGE] = (user.age - c.world.age_min) as f32 / (c.world.age_max - c.world.age_min) as f32;
         numeric[num::WATCHED] = session.watched as f32 / c.env.max_steps as f32;
-        numeric[num::SESSION_LENGTH] =
-            (session.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
+        numeric[num::SESSION_LENGTH] = (session.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
         let mut categorical = vec![0i64; State::n_categorical(r)];
         categorical[cat::GENDER] = user.gender as i64;
         categorical[cat::REGION] = user.region as i64;
@@ -265,7 +264,11 @@ impl Env {
         // to the largest among the candidates, so their scale stays the same all run long.
         let scale = |f: fn(&Candidate) -> f64| {
             let m = candidates.iter().map(|c| f(c).abs()).fold(0.0, f64::max);
-            if m > 0.0 { 1.0 / m } else { 1.0 }
+            if m > 0.0 {
+                1.0 / m
+            } else {
+                1.0
+            }
         };
         let (raw_scale, final_scale) = (scale(|c| c.raw), scale(|c| c.final_score));
         for (k, cand) in candidates.iter().enumerate().take(r) {

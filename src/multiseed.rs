@@ -91,10 +91,8 @@ pub fn run_seeds(
         .collect();
     let fractions: Vec<f64> = per_seed.iter().filter_map(|s| s.oracle_fraction).collect();
     let greedy = PolicyKind::Greedy.name();
-    let advantage: Vec<f64> = per_seed
-        .iter()
-        .filter_map(|s| Some(s.eval_mean_return.get(&trained)? - s.eval_mean_return.get(greedy)?))
-        .collect();
+    let advantage: Vec<f64> =
+        per_seed.iter().filter_map(|s| Some(s.eval_mean_return.get(&trained)? - s.eval_mean_return.get(greedy)?)).collect();
     let summary = MultiSeedSummary {
         multi_seed: true,
         name: config.name.clone(),

@@ -24,9 +24,8 @@ pub struct RunInfo {
 /// Two-sided 95% quantile of Student's t with `df` degrees of freedom.
 pub fn t95(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
+        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
@@ -63,8 +62,8 @@ pub fn discover(dir: &Path) -> Result<Vec<RunInfo>> {
         if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("multi_seed").is_some()) {
             continue;
         }
-        let summary: Summary = serde_json::from_str(&text)
-            .map_err(|e| Error::Other(format!("{} is not a fypsim summary: {e}", path.display())))?;
+        let summary: Summary =
+            serde_json::from_str(&text).map_err(|e| Error::Other(format!("{} is not a fypsim summary: {e}", path.display())))?;
         let curve_path = d.join("eval.csv");
         let mut curve = Vec::new();
         if curve_path.exists() {
@@ -149,7 +148,11 @@ pub fn aggregate(runs: &[RunInfo]) -> Vec<ConfigRow> {
 }
 
 fn fmt(x: f64) -> String {
-    if x.is_finite() { format!("{x:.3}") } else { "n/a".into() }
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "n/a".into()
+    }
 }
 
 /// What `report` wrote.
@@ -182,7 +185,10 @@ pub fn report(dir: &Path) -> Result<ReportOutcome> {
         polars::prelude::Column::new("mean_return".into(), rows.iter().map(|r| r.mean_return).collect::<Vec<_>>()),
         polars::prelude::Column::new("ci95".into(), rows.iter().map(|r| r.ci95).collect::<Vec<_>>()),
         polars::prelude::Column::new("oracle_fraction".into(), rows.iter().map(|r| r.oracle_fraction).collect::<Vec<_>>()),
-        polars::prelude::Column::new("oracle_fraction_ci95".into(), rows.iter().map(|r| r.oracle_fraction_ci95).collect::<Vec<_>>()),
+        polars::prelude::Column::new(
+            "oracle_fraction_ci95".into(),
+            rows.iter().map(|r| r.oracle_fraction_ci95).collect::<Vec<_>>(),
+        ),
     ];
     for b in &baseline_names {
         cols.push(polars::prelude::Column::new(
@@ -218,7 +224,13 @@ pub fn report(dir: &Path) -> Result<ReportOutcome> {
     for r in &rows {
         md.push_str(&format!(
             "| {} | {} | {} | {} ± {} | {} ± {} |",
-            r.label, r.policy, r.seeds, fmt(r.mean_return), fmt(r.ci95), fmt(r.oracle_fraction), fmt(r.oracle_fraction_ci95)
+            r.label,
+            r.policy,
+            r.seeds,
+            fmt(r.mean_return),
+            fmt(r.ci95),
+            fmt(r.oracle_fraction),
+            fmt(r.oracle_fraction_ci95)
         ));
         for b in &baseline_names {
             let (m, c) = r.baselines.get(b).copied().unwrap_or((f64::NAN, f64::NAN));
@@ -298,9 +310,7 @@ fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> 
         let color = PALETTE[k % PALETTE.len()];
         let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1 + p.2)).collect();
         band.extend(pts.iter().rev().map(|p| (p.0, p.1 - p.2)));
-        chart
-            .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15).filled())))
-            .map_err(|e| err(e.to_string()))?;
+        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15).filled()))).map_err(|e| err(e.to_string()))?;
         chart
             .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
             .map_err(|e| err(e.to_string()))?
@@ -363,9 +373,9 @@ fn draw_policies(path: &Path, rows: &[ConfigRow], baselines: &[String]) -> Resul
         let mine: Vec<_> = bars.iter().filter(|b| b.1 == member).copied().collect();
         let top = |g: usize| n - g as f64 - 0.1 - member as f64 * slot;
         chart
-            .draw_series(mine.iter().map(|&(g, _, m, _)| {
-                Rectangle::new([(0.0, top(g)), (m, top(g) - slot * 0.9)], color.filled())
-            }))
+            .draw_series(
+                mine.iter().map(|&(g, _, m, _)| Rectangle::new([(0.0, top(g)), (m, top(g) - slot * 0.9)], color.filled())),
+            )
             .map_err(|e| err(e.to_string()))?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
@@ -426,7 +436,8 @@ pub fn ab(dir: &Path, a: &str, b: &str) -> Result<AbOutcome> {
             let ep = frame(df.column("episode").and_then(|c| c.cast(&polars::prelude::DataType::UInt32)), &path)?;
             let us = frame(df.column("user").and_then(|c| c.cast(&polars::prelude::DataType::UInt32)), &path)?;
             let rt = frame(df.column("return").and_then(|c| c.cast(&polars::prelude::DataType::Float64)), &path)?;
-            let (ep, us, rt) = (frame(ep.u32().cloned(), &path)?, frame(us.u32().cloned(), &path)?, frame(rt.f64().cloned(), &path)?);
+            let (ep, us, rt) =
+                (frame(ep.u32().cloned(), &path)?, frame(us.u32().cloned(), &path)?, frame(rt.f64().cloned(), &path)?);
             for i in 0..df.height() {
                 if pol.get(i) == Some(trained.as_str()) {
                     if let (Some(e), Some(u), Some(v)) = (ep.get(i), us.get(i), rt.get(i)) {
@@ -438,14 +449,10 @@ pub fn ab(dir: &Path, a: &str, b: &str) -> Result<AbOutcome> {
         Ok(m)
     };
     let (ra, rb) = (arm_rows(a)?, arm_rows(b)?);
-    let pairs: Vec<((u64, u32), (u32, f64), (u32, f64))> = ra
-        .iter()
-        .filter_map(|(k, va)| rb.get(k).map(|vb| (*k, *va, *vb)))
-        .collect();
+    let pairs: Vec<((u64, u32), (u32, f64), (u32, f64))> =
+        ra.iter().filter_map(|(k, va)| rb.get(k).map(|vb| (*k, *va, *vb))).collect();
     if pairs.is_empty() {
-        return Err(Error::Other(format!(
-            "`{a}` and `{b}` share no (seed, evaluation episode): run both with the same seeds"
-        )));
+        return Err(Error::Other(format!("`{a}` and `{b}` share no (seed, evaluation episode): run both with the same seeds")));
     }
     let xa: Vec<f64> = pairs.iter().map(|p| p.1 .1).collect();
     let xb: Vec<f64> = pairs.iter().map(|p| p.2 .1).collect();
@@ -477,7 +484,13 @@ pub fn ab(dir: &Path, a: &str, b: &str) -> Result<AbOutcome> {
         "# A/B: {a} vs {b}\n\nA = `{a}`, B = `{b}`; {} paired evaluation episodes (same seed and \
          episode: same user, same random numbers).\n\n| arm | mean return | 95% interval |\n|---|---|---|\n\
          | A | {} | ± {} |\n| B | {} | ± {} |\n| B - A (paired) | {} | ± {} |\n\n{verdict}. Per-episode log: ab.csv.\n",
-        pairs.len(), fmt(mean_a), fmt(ci95_a), fmt(mean_b), fmt(ci95_b), fmt(diff), fmt(diff_ci95)
+        pairs.len(),
+        fmt(mean_a),
+        fmt(ci95_a),
+        fmt(mean_b),
+        fmt(ci95_b),
+        fmt(diff),
+        fmt(diff_ci95)
     );
     std::fs::write(&md, text).map_err(Error::io("write", &md))?;
     Ok(AbOutcome {

@@ -10,11 +10,11 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::agent::make_policy;
+use crate::agent::Policy;
 use crate::config::{Checked, PolicyKind, Provenance};
 use crate::env::Env;
 use crate::plot::{series_plot, Reference};
 use crate::records::{self, frame};
-use crate::agent::Policy;
 use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, TrainProgress};
 use crate::world::World;
 use crate::{Error, Result};
@@ -80,9 +80,12 @@ pub fn provenance() -> Provenance {
     };
     let revision = match git(&["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty { format!("{rev}-dirty") } else { rev }
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
         }
         _ => "unknown".to_string(),
     };
@@ -117,9 +120,7 @@ pub fn prepare_run_dir(config: &Checked, out: Option<&Path>) -> Result<PathBuf> 
     let mut next = fs::read_dir(&parent)
         .map_err(Error::io("list", &parent))?
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name().to_str()?.strip_prefix(&prefix)?.parse::<u32>().ok()
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse::<u32>().ok())
         .max()
         .map_or(1, |m| m + 1);
     loop {
@@ -159,7 +160,9 @@ pub struct RunControl {
 pub enum RunEnd {
     Finished(Box<Summary>),
     /// Stopped early by `max_episodes`; `fypsim run --resume` continues it.
-    Stopped { episodes_done: u32 },
+    Stopped {
+        episodes_done: u32,
+    },
 }
 
 const CHECKPOINT: &str = "checkpoint";
@@ -340,7 +343,11 @@ pub fn run_with(
     evaluation.extend(baselines);
     let path = dir.join("baselines.csv");
     let name = |k: usize, e: &EvalResult| {
-        if k == 0 { format!("{} (trained)", e.policy) } else { e.policy.name().to_string() }
+        if k == 0 {
+            format!("{} (trained)", e.policy)
+        } else {
+            e.policy.name().to_string()
+        }
     };
     let mut table = frame(
         polars::df!(
@@ -374,11 +381,7 @@ pub fn run_with(
         .iter()
         .enumerate()
         .map(|(k, e)| Reference {
-            name: if k == 0 {
-                format!("{} after training (evaluation)", e.policy)
-            } else {
-                format!("{} (evaluation)", e.policy)
-            },
+            name: if k == 0 { format!("{} after training (evaluation)", e.policy) } else { format!("{} (evaluation)", e.policy) },
             value: e.mean_return,
         })
         .collect();
@@ -414,10 +417,7 @@ pub fn run_with(
         mean_return_last_100: progress.mean_return_last(100),
         eval_mean_return: evaluation[0].mean_return,
         oracle_fraction: oracle_fraction_of(&evaluation),
-        baselines: evaluation[1..]
-            .iter()
-            .map(|e| (e.policy.name().to_string(), e.mean_return))
-            .collect(),
+        baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
         steps_per_second: progress.steps_per_s(),
         training_s: progress.elapsed_s,
@@ -453,9 +453,15 @@ pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBu
     let (config, world, mut policy, n) = saved_policy(dir, episodes)?;
     let (_, records) = crate::train::evaluate_choices(&config, &world, policy.as_mut(), n)?;
     let path = dir.join(format!("choices_{n}.csv"));
-    let col_u32 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> u32| Column::new(name.into(), records.iter().map(f).collect::<Vec<u32>>());
-    let col_f64 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> f64| Column::new(name.into(), records.iter().map(f).collect::<Vec<f64>>());
-    let col_bool = |name: &str, f: fn(&crate::train::ChoiceRecord) -> bool| Column::new(name.into(), records.iter().map(f).collect::<Vec<bool>>());
+    let col_u32 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> u32| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<u32>>())
+    };
+    let col_f64 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> f64| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<f64>>())
+    };
+    let col_bool = |name: &str, f: fn(&crate::train::ChoiceRecord) -> bool| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<bool>>())
+    };
     let mut df = crate::records::frame(
         polars::prelude::DataFrame::new_infer_height(vec![
             col_u32("episode", |r| r.episode),

@@ -64,10 +64,7 @@ fn slug(key: &str, value: &toml::Value) -> String {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    format!("{key}={v}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._=-".contains(c) { c } else { '-' })
-        .collect()
+    format!("{key}={v}").chars().map(|c| if c.is_ascii_alphanumeric() || "._=-".contains(c) { c } else { '-' }).collect()
 }
 
 /// Reads a sweep file and expands and validates every run. `out` is the output folder
@@ -82,22 +79,20 @@ pub fn plan(path: &Path, out: Option<&Path>) -> Result<Sweep> {
     if let Some(s) = file.seeds.iter().find(|s| !seen.insert(**s)) {
         return Err(sweep_err(path, format!("seed {s} appears twice in `seeds`")));
     }
-    let name = file.name.clone().unwrap_or_else(|| {
-        path.file_stem().map_or("sweep".into(), |s| s.to_string_lossy().to_string())
-    });
+    let name = file.name.clone().unwrap_or_else(|| path.file_stem().map_or("sweep".into(), |s| s.to_string_lossy().to_string()));
     let base = path.parent().unwrap_or(Path::new(".")).join(&file.base);
-    let base_text = std::fs::read_to_string(&base).map_err(|e| {
-        sweep_err(path, format!("cannot read base config {}: {e}", base.display()))
-    })?;
+    let base_text = std::fs::read_to_string(&base)
+        .map_err(|e| sweep_err(path, format!("cannot read base config {}: {e}", base.display())))?;
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results/sweeps").join(&name));
 
     let fixed: Vec<String> = file.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // The grid as (key, values), each non-empty.
     let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
     for (key, values) in &file.grid {
-        let values = values.as_array().cloned().ok_or_else(|| {
-            sweep_err(path, format!("grid key `{key}` must map to a list of values"))
-        })?;
+        let values = values
+            .as_array()
+            .cloned()
+            .ok_or_else(|| sweep_err(path, format!("grid key `{key}` must map to a list of values")))?;
         if values.is_empty() {
             return Err(sweep_err(path, format!("grid key `{key}` has an empty list")));
         }
@@ -194,11 +189,7 @@ pub struct SweepOutcome {
 
 /// Runs `runs` on `jobs` worker threads, skipping complete ones; a failing run leaves
 /// `error.txt` in its folder and the sweep goes on. `on_done` is called after each run.
-pub fn execute(
-    runs: &[PlannedRun],
-    jobs: usize,
-    on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync),
-) -> SweepOutcome {
+pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync)) -> SweepOutcome {
     let next = AtomicUsize::new(0);
     let outcome = Mutex::new(SweepOutcome::default());
     std::thread::scope(|scope| {
@@ -224,9 +215,7 @@ pub fn execute(
                     match &status {
                         RunStatus::Done => o.done += 1,
                         RunStatus::Skipped => o.skipped += 1,
-                        RunStatus::Failed(m) => {
-                            o.failed.push((format!("{} seed {}", r.label, r.seed), m.clone()))
-                        }
+                        RunStatus::Failed(m) => o.failed.push((format!("{} seed {}", r.label, r.seed), m.clone())),
                     }
                 }
                 on_done(r, &status);

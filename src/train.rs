@@ -7,8 +7,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Policy, Transition};
-use crate::config::{Checked, PolicyKind};
 use crate::candidates::CandidateGenerator;
+use crate::config::{Checked, PolicyKind};
 use crate::env::{Env, EnvState, Observation, Session, State, StepOutcome};
 use crate::rng::SimRng;
 use crate::rng::{stream, substream, Stream};
@@ -329,7 +329,8 @@ fn train_lockstep(
             continue;
         }
         let actions = {
-            let obs: Vec<&Observation> = running.iter().map(|&i| slots[i].as_ref().and_then(|r| r.obs.as_ref()).expect("running")).collect();
+            let obs: Vec<&Observation> =
+                running.iter().map(|&i| slots[i].as_ref().and_then(|r| r.obs.as_ref()).expect("running")).collect();
             policy.act_batch(&obs, true, &mut progress.policy_rng)?
         };
 
@@ -378,12 +379,7 @@ pub fn mean_ci95(xs: &[f64]) -> (f64, f64) {
 /// Runs `episodes` evaluation episodes with exploration off, from a fresh copy of `world`.
 /// Episode k draws its user and its responses from its own stream, the same for every
 /// policy (common random numbers), so differences between policies are not noise.
-pub fn evaluate(
-    config: &Checked,
-    world: &World,
-    policy: &mut dyn Policy,
-    episodes: usize,
-) -> Result<EvalResult> {
+pub fn evaluate(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize) -> Result<EvalResult> {
     evaluate_with(config, world, policy, episodes, None)
 }
 
@@ -413,22 +409,28 @@ pub fn evaluate_choices(
     episodes: usize,
 ) -> Result<(EvalResult, Vec<ChoiceRecord>)> {
     let mut out = Vec::new();
-    let r = evaluate_with(config, world, policy, episodes, Some(&mut |k, t, env, obs, o| {
-        let rm = &env.world.response;
-        let best = obs.candidates.iter().map(|c| rm.expected_p(&obs.user, c.category)).fold(f64::NEG_INFINITY, f64::max);
-        let shown = &obs.candidates[o.slot];
-        out.push(ChoiceRecord {
-            episode: k as u32,
-            t,
-            user: obs.user.id,
-            slot: o.slot as u32,
-            category: shown.category,
-            interest_match: shown.interest_match,
-            expected_p: rm.expected_p(&obs.user, shown.category),
-            best_expected_p: best,
-            interest_on_offer: obs.candidates.iter().any(|c| c.interest_match),
-        });
-    }))?;
+    let r = evaluate_with(
+        config,
+        world,
+        policy,
+        episodes,
+        Some(&mut |k, t, env, obs, o| {
+            let rm = &env.world.response;
+            let best = obs.candidates.iter().map(|c| rm.expected_p(&obs.user, c.category)).fold(f64::NEG_INFINITY, f64::max);
+            let shown = &obs.candidates[o.slot];
+            out.push(ChoiceRecord {
+                episode: k as u32,
+                t,
+                user: obs.user.id,
+                slot: o.slot as u32,
+                category: shown.category,
+                interest_match: shown.interest_match,
+                expected_p: rm.expected_p(&obs.user, shown.category),
+                best_expected_p: best,
+                interest_on_offer: obs.candidates.iter().any(|c| c.interest_match),
+            });
+        }),
+    )?;
     Ok((r, out))
 }
 

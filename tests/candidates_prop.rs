@@ -1,7 +1,9 @@
 //! The fast candidate path against the obvious dense computation, on random small worlds,
 //! before and after online updates; and the online matrix against a rebuild.
 
-use fypsim::candidates::{dense_raw_scores, Accumulation, item_neighbours, quantize, rescore, CandidateGenerator, NeighbourIndex};
+use fypsim::candidates::{
+    dense_raw_scores, item_neighbours, quantize, rescore, Accumulation, CandidateGenerator, NeighbourIndex,
+};
 use fypsim::config::CandidateConfig;
 use fypsim::matrix::InteractionMatrix;
 use fypsim::world::{User, Video};
@@ -12,12 +14,7 @@ const SCORES: [f64; 4] = [1.0, 2.0, -2.0, -0.5];
 fn world() -> impl Strategy<Value = (usize, usize, Vec<(u32, u32, f64)>, Vec<(u32, u32, f64)>)> {
     (2usize..25, 1usize..10).prop_flat_map(|(n_items, n_users)| {
         let triplet = (0..n_items as u32, 0..n_users as u32, prop::sample::select(SCORES.to_vec()));
-        (
-            Just(n_items),
-            Just(n_users),
-            prop::collection::vec(triplet.clone(), 0..60),
-            prop::collection::vec(triplet, 0..30),
-        )
+        (Just(n_items), Just(n_users), prop::collection::vec(triplet.clone(), 0..60), prop::collection::vec(triplet, 0..30))
     })
 }
 
@@ -57,7 +54,12 @@ fn check_top(m: &InteractionMatrix, user: u32, k: usize, g: &mut CandidateGenera
 
 /// With lists long enough to hold every co-occurring video, neighbour-list candidates
 /// are the exact ones.
-fn check_neighbours_equal_exact(m: &InteractionMatrix, user: u32, k: usize, g: &mut CandidateGenerator) -> Result<(), TestCaseError> {
+fn check_neighbours_equal_exact(
+    m: &InteractionMatrix,
+    user: u32,
+    k: usize,
+    g: &mut CandidateGenerator,
+) -> Result<(), TestCaseError> {
     let index = NeighbourIndex::build(m, m.n_items(), 2);
     let exact = g.top_raw(m, user, k);
     let approx = g.top_raw_from(m, &index, user, k);

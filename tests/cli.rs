@@ -51,29 +51,29 @@ fn smoke_run_writes_every_documented_file() {
     fypsim::config::Config::load(&out.join("config.toml"), &[]).unwrap();
 
     let episodes = read_csv(&out.join("episodes.csv")).unwrap();
-    assert_eq!(
-        columns(&episodes),
-        ["episode", "user", "steps", "return", "mean_loss", "epsilon", "wall_s"]
-    );
+    assert_eq!(columns(&episodes), ["episode", "user", "steps", "return", "mean_loss", "epsilon", "wall_s"]);
     assert_eq!(episodes.height(), 30);
     let pq = read_parquet(&out.join("episodes.parquet")).unwrap();
     assert_eq!(columns(&pq), columns(&episodes));
     assert_eq!(pq.height(), 30);
 
     let steps = read_parquet(&out.join("steps.parquet")).unwrap();
-    assert_eq!(
-        columns(&steps),
-        ["episode", "t", "user", "video", "slot", "category", "response", "reward"]
-    );
-    let total: u64 = episodes.column("steps").unwrap().cast(&polars::prelude::DataType::UInt64).unwrap()
-        .u64().unwrap().into_no_null_iter().sum();
+    assert_eq!(columns(&steps), ["episode", "t", "user", "video", "slot", "category", "response", "reward"]);
+    let total: u64 = episodes
+        .column("steps")
+        .unwrap()
+        .cast(&polars::prelude::DataType::UInt64)
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .sum();
     assert_eq!(steps.height() as u64, total, "one steps row per step");
 
     assert_png(&out.join("rewards.png"));
     assert_png(&out.join("loss.png"));
 
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for key in ["policy", "seed", "episodes", "mean_return_last_100", "baselines", "steps_per_second"] {
         assert!(summary.get(key).is_some(), "summary.json lacks {key}: {summary}");
     }
@@ -99,10 +99,7 @@ fn same_seed_gives_byte_identical_episodes() {
     let ea = std::fs::read(a.join("episodes.csv")).unwrap();
     let eb = std::fs::read(b.join("episodes.csv")).unwrap();
     assert_eq!(ea, eb, "episodes.csv differs between two runs of one seed");
-    assert_eq!(
-        std::fs::read(a.join("baselines.csv")).unwrap(),
-        std::fs::read(b.join("baselines.csv")).unwrap()
-    );
+    assert_eq!(std::fs::read(a.join("baselines.csv")).unwrap(), std::fs::read(b.join("baselines.csv")).unwrap());
     let sa = read_parquet(&a.join("steps.parquet")).unwrap();
     let sb = read_parquet(&b.join("steps.parquet")).unwrap();
     assert!(sa.equals(&sb));
@@ -133,7 +130,15 @@ fn lockstep_sessions_give_the_same_run_whatever_the_thread_count() {
     // Every episode ran and learnt: 30 episodes, each recorded once, with updates.
     let e = read_csv(&runs[0].join("episodes.csv")).unwrap();
     assert_eq!(e.height(), 30);
-    let mut ids: Vec<i64> = e.column("episode").unwrap().cast(&polars::prelude::DataType::Int64).unwrap().i64().unwrap().into_no_null_iter().collect();
+    let mut ids: Vec<i64> = e
+        .column("episode")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..30).collect::<Vec<i64>>());
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(runs[0].join("summary.json")).unwrap()).unwrap();
@@ -199,13 +204,7 @@ fn default_results_folder_is_numbered_per_seed() {
 
 #[test]
 fn inspect_prints_profile_history_and_candidates() {
-    let out = fypsim()
-        .args(["inspect", "configs/smoke.toml", "--user", "3"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = fypsim().args(["inspect", "configs/smoke.toml", "--user", "3"]).assert().success().get_output().stdout.clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["profile"]["id"], 3);
     assert!(v["history"].as_array().unwrap().len() >= 5);
@@ -259,7 +258,15 @@ fn bench_measures_several_sizes_and_writes_the_scaling_table_and_plot() {
     for l in &lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["users"], 80, "--set applies to every config");
-        for key in ["world_build_s", "matrix_build_s", "neighbours_build_s", "candidates_us", "candidates_neighbours_us", "update_us", "peak_rss_mb"] {
+        for key in [
+            "world_build_s",
+            "matrix_build_s",
+            "neighbours_build_s",
+            "candidates_us",
+            "candidates_neighbours_us",
+            "update_us",
+            "peak_rss_mb",
+        ] {
             assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {l}");
         }
     }
@@ -346,15 +353,27 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(!b.join("summary.json").exists() && b.join("checkpoint/COMPLETE").exists());
     fypsim().args(["run", "--quiet", "--resume"]).arg(&b).assert().success();
     for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
-        assert_eq!(std::fs::read_to_string(a.join(f)).unwrap(), std::fs::read_to_string(b.join(f)).unwrap(), "{f} differs after resume");
+        assert_eq!(
+            std::fs::read_to_string(a.join(f)).unwrap(),
+            std::fs::read_to_string(b.join(f)).unwrap(),
+            "{f} differs after resume"
+        );
     }
     let (sa, sb) = (read_parquet(&a.join("steps.parquet")).unwrap(), read_parquet(&b.join("steps.parquet")).unwrap());
     assert!(sa.equals(&sb));
 
     // A finished run cannot be resumed; a folder without a checkpoint neither.
-    fypsim().args(["run", "--quiet", "--resume"]).arg(&b).assert().failure()
+    fypsim()
+        .args(["run", "--quiet", "--resume"])
+        .arg(&b)
+        .assert()
+        .failure()
         .stderr(predicates::str::contains("is a finished run"));
-    fypsim().args(["run", "--quiet", "--resume"]).arg(dir.path()).assert().failure()
+    fypsim()
+        .args(["run", "--quiet", "--resume"])
+        .arg(dir.path())
+        .assert()
+        .failure()
         .stderr(predicates::str::contains("config.toml"));
 
     // The saved agent evaluates against the baselines; its numbers match the run's own.
@@ -390,7 +409,8 @@ fn multi_seed_runs_aggregate_with_intervals() {
     // The aggregate equals the mean of the seed runs' own summaries.
     let mean: f64 = (1..=3)
         .map(|k| {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{k}/summary.json"))).unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{k}/summary.json"))).unwrap()).unwrap();
             v["oracle_fraction"].as_f64().unwrap()
         })
         .sum::<f64>()
@@ -400,6 +420,9 @@ fn multi_seed_runs_aggregate_with_intervals() {
         assert!(out.join(f).is_file(), "{f}");
     }
     // One seed is not a multi-seed run.
-    fypsim().args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"]).assert().failure()
+    fypsim()
+        .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"])
+        .assert()
+        .failure()
         .stderr(predicates::str::contains("`train.seeds`"));
 }

@@ -54,11 +54,13 @@ fn one_batch(t: &Transition, discount: f32) -> Batch {
 }
 
 fn argmax(q: &[f32], valid: &[bool]) -> usize {
-    (0..q.len()).filter(|&k| valid[k]).fold(None, |b: Option<usize>, k| match b {
-        Some(b) if q[b] >= q[k] => Some(b),
-        _ => Some(k),
-    })
-    .unwrap()
+    (0..q.len())
+        .filter(|&k| valid[k])
+        .fold(None, |b: Option<usize>, k| match b {
+            Some(b) if q[b] >= q[k] => Some(b),
+            _ => Some(k),
+        })
+        .unwrap()
 }
 
 /// Trains the online network a little with a target network that stays put, so that the
@@ -70,7 +72,14 @@ fn diverged(extra: &[&str]) -> DqnAgent {
     let mut r = ReplayBuffer::new(64, SLOTS);
     for k in 0..64 {
         let s = state([1 + (k % 3) as i64, 2, 3], k % 4);
-        let t = Transition { state: s.clone(), action: k % 3, reward: (k % 5) as f64 - 2.0, next_state: s, terminal: false, episode_end: false };
+        let t = Transition {
+            state: s.clone(),
+            action: k % 3,
+            reward: (k % 5) as f64 - 2.0,
+            next_state: s,
+            terminal: false,
+            episode_end: false,
+        };
         r.push(&t, 0.95);
     }
     let mut rng = stream(3, Stream::Replay);
@@ -175,7 +184,8 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
             let reward = if s.categorical[cat::CANDIDATES + slot] == 3 { 1.0 } else { -1.0 };
             let next = state(perms[(e + t + 1) % 3], t + 1);
             let end = t == 2;
-            a.observe(Transition { state: s, action: slot, reward, next_state: next, terminal: end, episode_end: end }, &mut rng).unwrap();
+            a.observe(Transition { state: s, action: slot, reward, next_state: next, terminal: end, episode_end: end }, &mut rng)
+                .unwrap();
         }
         a.end_episode();
     }
@@ -192,7 +202,14 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
 
 fn fake_candidates() -> Vec<fypsim::candidates::Candidate> {
     (0..SLOTS as u32)
-        .map(|v| fypsim::candidates::Candidate { video: v, category: 0, raw: 0.0, final_score: 0.0, views: 0, interest_match: false })
+        .map(|v| fypsim::candidates::Candidate {
+            video: v,
+            category: 0,
+            raw: 0.0,
+            final_score: 0.0,
+            views: 0,
+            interest_match: false,
+        })
         .collect()
 }
 

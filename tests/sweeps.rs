@@ -23,11 +23,7 @@ fn sweep(out: &Path, extra: &[&str]) -> String {
 
 /// Every run folder (with summary.json) below `dir`, relative to it.
 fn runs(dir: &Path) -> Vec<PathBuf> {
-    fypsim::report::discover(dir)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.dir.strip_prefix(dir).unwrap().to_path_buf())
-        .collect()
+    fypsim::report::discover(dir).unwrap().into_iter().map(|r| r.dir.strip_prefix(dir).unwrap().to_path_buf()).collect()
 }
 
 #[test]
@@ -122,11 +118,7 @@ fn report_numbers_match_the_runs_files() {
         assert!((mean[i].unwrap() - m).abs() < 1e-9, "{label}: {:?} vs {m}", mean[i]);
         let sd = ((trained[0] - m).powi(2) + (trained[1] - m).powi(2)).sqrt(); // n - 1 = 1
         assert!((ci[i].unwrap() - 12.706 * sd / 2f64.sqrt()).abs() < 1e-6);
-        let f: f64 = seeds
-            .iter()
-            .map(|s| (s["dqn (trained)"] - s["random"]) / (s["oracle"] - s["random"]))
-            .sum::<f64>()
-            / 2.0;
+        let f: f64 = seeds.iter().map(|s| (s["dqn (trained)"] - s["random"]) / (s["oracle"] - s["random"])).sum::<f64>() / 2.0;
         assert!((frac[i].unwrap() - f).abs() < 1e-9);
         let g = seeds.iter().map(|s| s["greedy"]).sum::<f64>() / 2.0;
         assert!((greedy[i].unwrap() - g).abs() < 1e-9);

@@ -70,9 +70,15 @@ impl Adam {
                 .params
                 .iter()
                 .zip(grads)
-                .map(|((_, p), g)| {
-                    if g.defined() { g.reshape([-1]) } else { Tensor::zeros([p.numel() as i64], (Kind::Float, p.device())) }
-                })
+                .map(
+                    |((_, p), g)| {
+                        if g.defined() {
+                            g.reshape([-1])
+                        } else {
+                            Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
+                        }
+                    },
+                )
                 .collect();
             let mut g = Tensor::cat(&grads, 0);
             if clip > 0.0 {

@@ -64,18 +64,14 @@ pub struct OraclePolicy {
 
 impl OraclePolicy {
     pub fn new(config: &Checked) -> OraclePolicy {
-        OraclePolicy {
-            model: ResponseModel::new(config),
-            env: config.env.clone(),
-        }
+        OraclePolicy { model: ResponseModel::new(config), env: config.env.clone() }
     }
 
     /// E[reward] of a video with expected watch probability `ep`: the reward is linear in
     /// p, so E[r] = E[p] r_watched + (1 - E[p]) / 3 (r_skipped + r_liked + r_session_end).
     pub fn expected_reward(&self, ep: f64) -> f64 {
         let e = &self.env;
-        ep * e.reward_watched
-            + (1.0 - ep) / 3.0 * (e.reward_skipped + e.reward_liked + e.reward_session_end)
+        ep * e.reward_watched + (1.0 - ep) / 3.0 * (e.reward_skipped + e.reward_liked + e.reward_session_end)
     }
 }
 

@@ -134,10 +134,7 @@ impl QNet {
         layers.push(nn::linear(p / "q", width, outputs, Default::default()));
         let value = cfg.dueling.then(|| {
             let h = cfg.hidden[0] as i64;
-            (
-                nn::linear(p / "value0", user, h, Default::default()),
-                nn::linear(p / "value1", h, 1, Default::default()),
-            )
+            (nn::linear(p / "value0", user, h, Default::default()), nn::linear(p / "value1", h, 1, Default::default()))
         });
         QNet { head: cfg.head, table, user_fields, slot_fields, user_emb, slot_emb, slots: v.slots, layers, value }
     }
@@ -177,9 +174,11 @@ impl QNet {
         let batch = numeric.size()[0];
         let emb = self.table.index_select(0, &indices.view([-1])).view([batch, -1]);
         let user = Tensor::cat(&[numeric.narrow(1, 0, num::SLOTS as i64), emb.narrow(1, 0, self.user_emb)], 1);
-        let per_slot = numeric
-            .narrow(1, num::SLOTS as i64, self.slots * num::PER_SLOT as i64)
-            .view([batch, self.slots, num::PER_SLOT as i64]);
+        let per_slot = numeric.narrow(1, num::SLOTS as i64, self.slots * num::PER_SLOT as i64).view([
+            batch,
+            self.slots,
+            num::PER_SLOT as i64,
+        ]);
         let item = if self.slot_emb > 0 {
             let cats = emb.narrow(1, self.user_emb, self.slots * self.slot_emb).view([batch, self.slots, self.slot_emb]);
             Tensor::cat(&[per_slot, cats], 2)
@@ -212,10 +211,7 @@ pub fn resolve_device(kind: DeviceKind) -> Result<Device> {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
-                Err(Error::Device(
-                    "`dqn.device` is \"cuda\" but libtorch finds no CUDA device; use \"cpu\" or \"auto\""
-                        .into(),
-                ))
+                Err(Error::Device("`dqn.device` is \"cuda\" but libtorch finds no CUDA device; use \"cpu\" or \"auto\"".into()))
             }
         }
     }
@@ -576,8 +572,7 @@ impl DqnAgent {
         let state: AgentState = serde_json::from_str(&text)
             .map_err(|e| Error::Other(format!("{} is not a fypsim agent state: {e}", path.display())))?;
         let path = dir.join("agent.ot");
-        let tensors: BTreeMap<String, Tensor> =
-            Tensor::load_multi_with_device(&path, self.device)?.into_iter().collect();
+        let tensors: BTreeMap<String, Tensor> = Tensor::load_multi_with_device(&path, self.device)?.into_iter().collect();
         let bad = |e: String| Error::Other(format!("{}: {e}", path.display()));
         for (prefix, vs) in [("online", &mut self.online_vs), ("target", &mut self.target_vs)] {
             for (name, mut t) in vs.variables() {
@@ -687,10 +682,7 @@ impl Policy for DqnAgent {
         self.steps += 1;
         self.epsilon.tick(DecayUnit::Step);
         let c = &self.cfg;
-        if self.steps < c.learning_starts as u64
-            || self.steps % c.train_every as u64 != 0
-            || self.replay.len() < c.batch_size
-        {
+        if self.steps < c.learning_starts as u64 || self.steps % c.train_every as u64 != 0 || self.replay.len() < c.batch_size {
             return Ok(None);
         }
         let (batch_size, gradient_steps) = (c.batch_size, c.gradient_steps);
@@ -739,7 +731,14 @@ mod tests {
         };
         let mut r = ReplayBuffer::new(n, 3);
         for k in 0..n {
-            let t = Transition { state: s.clone(), action: k % 3, reward: 1.0, next_state: s.clone(), terminal: k % 2 == 0, episode_end: k % 2 == 0 };
+            let t = Transition {
+                state: s.clone(),
+                action: k % 3,
+                reward: 1.0,
+                next_state: s.clone(),
+                terminal: k % 2 == 0,
+                episode_end: k % 2 == 0,
+            };
             r.push(&t, 0.95);
         }
         r.sample(n, &mut stream(1, Stream::Replay))
@@ -825,7 +824,16 @@ mod tests {
         let other = a.online.indices(&row, row.len());
         assert_eq!(other[net.user_emb as usize + 4], cross.base + (9 + 5) * 2);
         // The Q-values stay permutation-equivariant over slots.
-        let s = State { numeric: vec![0.3; State::n_numeric(3)], categorical: { let mut r = row.clone(); r[cat::CANDIDATES + 1] = 3; r[cat::CANDIDATES + 2] = 5; r }, valid: vec![true; 3] };
+        let s = State {
+            numeric: vec![0.3; State::n_numeric(3)],
+            categorical: {
+                let mut r = row.clone();
+                r[cat::CANDIDATES + 1] = 3;
+                r[cat::CANDIDATES + 2] = 5;
+                r
+            },
+            valid: vec![true; 3],
+        };
         let q = a.q_values(&s);
         assert!((q[0] - q[2]).abs() < 1e-6 && (q[0] - q[1]).abs() > 1e-7);
     }

@@ -303,8 +303,7 @@ impl CandidateGenerator {
             }
             // The zero group: touched videos whose sum is exactly 0 and untouched videos,
             // all at raw 0, in id order.
-            let mut zero_touched: Vec<u32> =
-                self.raw_touched.iter().copied().filter(|&j| self.raw[j as usize] == 0.0).collect();
+            let mut zero_touched: Vec<u32> = self.raw_touched.iter().copied().filter(|&j| self.raw[j as usize] == 0.0).collect();
             zero_touched.sort_unstable();
             let mut zi = 0;
             for j in 0..m.n_items() as u32 {
@@ -329,12 +328,8 @@ impl CandidateGenerator {
             }
             // Then the negative scores, best first.
             if out.len() < count {
-                let mut negative: Vec<(f64, u32)> = self
-                    .raw_touched
-                    .iter()
-                    .map(|&j| (self.raw[j as usize], j))
-                    .filter(|s| s.0 < 0.0)
-                    .collect();
+                let mut negative: Vec<(f64, u32)> =
+                    self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).filter(|s| s.0 < 0.0).collect();
                 negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
                 out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
             }
@@ -364,7 +359,8 @@ impl CandidateGenerator {
         for start in (0..n).step_by(BLOCK) {
             let end = (start + BLOCK).min(n);
             let mut mask = 0u32;
-            for (i, ((&acc, &h), &n2)) in raw[start..end].iter().zip(&in_history[start..end]).zip(&norm2[start..end]).enumerate() {
+            for (i, ((&acc, &h), &n2)) in raw[start..end].iter().zip(&in_history[start..end]).zip(&norm2[start..end]).enumerate()
+            {
                 let pass = (acc > 0.0) & (h != stamp) & (acc * acc > n2 * cut2);
                 mask |= (pass as u32) << i;
             }
@@ -769,8 +765,7 @@ impl TopK {
 
     fn compact(&mut self) {
         if self.k > 0 && self.buf.len() > self.k {
-            let (_, kth, _) =
-                self.buf.select_nth_unstable_by(self.k - 1, |a, b| b.0.total_cmp(&a.0));
+            let (_, kth, _) = self.buf.select_nth_unstable_by(self.k - 1, |a, b| b.0.total_cmp(&a.0));
             let q = quantize(kth.0);
             if q > 0.0 {
                 self.cut = self.cut.max(q - 2.0 * QUANTUM);
@@ -787,8 +782,7 @@ impl TopK {
 
     /// (video, rounded cosine), best first, ties by id.
     fn finish(&mut self) -> Vec<(u32, f64)> {
-        let mut cand: Vec<(f64, u32)> =
-            self.buf.iter().map(|&(c, j)| (quantize(c), j)).filter(|x| x.0 != 0.0).collect();
+        let mut cand: Vec<(f64, u32)> = self.buf.iter().map(|&(c, j)| (quantize(c), j)).filter(|x| x.0 != 0.0).collect();
         let by = |a: &(f64, u32), b: &(f64, u32)| by_score_then_id(*a, *b);
         if cand.len() > self.k {
             cand.select_nth_unstable_by(self.k, by);
@@ -803,12 +797,7 @@ impl TopK {
 }
 
 /// Applies the business weights to (video, raw) pairs and orders by final score.
-pub fn rescore(
-    top: &[(u32, f64)],
-    user: &User,
-    videos: &[Video],
-    config: &CandidateConfig,
-) -> Vec<Candidate> {
+pub fn rescore(top: &[(u32, f64)], user: &User, videos: &[Video], config: &CandidateConfig) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = top
         .iter()
         .map(|&(j, raw)| {
@@ -817,14 +806,7 @@ pub fn rescore(
             let final_score = config.w_similarity * raw
                 + config.w_popularity * (config.popularity_scale * v.views as f64)
                 + config.w_interest * if interest_match { 1.0 } else { 0.0 };
-            Candidate {
-                video: j,
-                category: v.category,
-                raw,
-                final_score,
-                views: v.views,
-                interest_match,
-            }
+            Candidate { video: j, category: v.category, raw, final_score, views: v.views, interest_match }
         })
         .collect();
     out.sort_by(|a, b| by_score_then_id((a.final_score, a.video), (b.final_score, b.video)));
@@ -836,9 +818,7 @@ pub fn rescore(
 pub fn dense_raw_scores(m: &InteractionMatrix, user: u32) -> Vec<Option<f64>> {
     let n = m.n_items();
     let nu = m.n_users();
-    let dense: Vec<Vec<f64>> = (0..n as u32)
-        .map(|i| (0..nu as u32).map(|u| m.get(i, u).unwrap_or(0.0)).collect())
-        .collect();
+    let dense: Vec<Vec<f64>> = (0..n as u32).map(|i| (0..nu as u32).map(|u| m.get(i, u).unwrap_or(0.0)).collect()).collect();
     let norm: Vec<f64> = dense.iter().map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
     let cos = |a: usize, b: usize| {
         if norm[a] == 0.0 || norm[b] == 0.0 {
@@ -918,9 +898,8 @@ mod tests {
 
     #[test]
     fn rescoring_orders_by_final_score_with_ties_by_id() {
-        let videos: Vec<Video> = (0..3)
-            .map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10 })
-            .collect();
+        let videos: Vec<Video> =
+            (0..3).map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10 }).collect();
         let c = CandidateConfig::default();
         let u = user(0, [2, 5]);
         let out = rescore(&[(0, 0.0), (1, 0.0), (2, 0.0)], &u, &videos, &c);

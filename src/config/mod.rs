@@ -133,18 +133,9 @@ pub struct WorldConfig {
 impl Default for WorldConfig {
     fn default() -> Self {
         WorldConfig {
-            categories: [
-                "comedy",
-                "educational",
-                "news",
-                "food",
-                "politics",
-                "animals",
-                "tech",
-                "fashion",
-            ]
-            .map(String::from)
-            .to_vec(),
+            categories: ["comedy", "educational", "news", "food", "politics", "animals", "tech", "fashion"]
+                .map(String::from)
+                .to_vec(),
             regions: ["west", "mid", "east"].map(String::from).to_vec(),
             genders: ["m", "f"].map(String::from).to_vec(),
             n_videos: 3000,
@@ -181,11 +172,8 @@ pub struct ResponseConfig {
 
 impl Default for ResponseConfig {
     fn default() -> Self {
-        let t = |category: &str, region: &str, delta: f64| RegionalTaste {
-            category: category.into(),
-            region: region.into(),
-            delta,
-        };
+        let t =
+            |category: &str, region: &str, delta: f64| RegionalTaste { category: category.into(), region: region.into(), delta };
         ResponseConfig {
             interest_boost: 0.3,
             regional_taste: vec![
@@ -381,12 +369,7 @@ impl Default for TrainConfig {
             eval_episodes: 100,
             eval_every: 50,
             checkpoint_every: 100,
-            baselines: vec![
-                PolicyKind::Random,
-                PolicyKind::Greedy,
-                PolicyKind::MostViewed,
-                PolicyKind::Oracle,
-            ],
+            baselines: vec![PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle],
             moving_average: 20,
             sessions: 1,
             threads: 0,
@@ -634,31 +617,26 @@ impl Config {
         let config: Config = if overrides.is_empty() {
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_string()))?
         } else {
-            let file: toml::Table =
-                text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            let file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
             // Overrides land on the defaults merged with the file, so a key path is
             // checked against the real shape of the config (`seed.x` is not a section).
-            let mut table = toml::Table::try_from(Config::default())
-                .expect("the default config serialises to a table");
+            let mut table = toml::Table::try_from(Config::default()).expect("the default config serialises to a table");
             merge(&mut table, file);
             for o in overrides {
                 apply_override(&mut table, o)?;
             }
-            Config::deserialize(toml::Value::Table(table))
-                .map_err(|e| {
-                    let msg = e.to_string().trim_end().replace('\n', " ");
-                    ConfigError::Parse(format!("after --set overrides: {msg}"))
-                })?
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let msg = e.to_string().trim_end().replace('\n', " ");
+                ConfigError::Parse(format!("after --set overrides: {msg}"))
+            })?
         };
         config.check()
     }
 
     /// Reads a TOML file, applies overrides and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
         Config::from_toml_str(&text, overrides).map_err(|e| e.in_file(path))
     }
 
@@ -689,13 +667,8 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// Sets `section.key=value` in a TOML table. The value is read as TOML (`0.5`, `true`,
 /// `[64, 64]`, `"text"`); a bare word that is not valid TOML is taken as a string.
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
-    let bad = |why: &str| ConfigError::Override {
-        assignment: assignment.to_string(),
-        reason: why.to_string(),
-    };
-    let (key, raw) = assignment
-        .split_once('=')
-        .ok_or_else(|| bad("expected section.key=value"))?;
+    let bad = |why: &str| ConfigError::Override { assignment: assignment.to_string(), reason: why.to_string() };
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| bad("expected section.key=value"))?;
     let key = key.trim();
     let raw = raw.trim();
     if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
@@ -712,12 +685,8 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
             cur.insert(part.to_string(), value);
             return Ok(());
         }
-        let entry = cur
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| {
-            bad(&format!("`{}` is a value, not a section", parts[..=i].join(".")))
-        })?;
+        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| bad(&format!("`{}` is a value, not a section", parts[..=i].join("."))))?;
     }
     unreachable!("the loop returns at the last part")
 }

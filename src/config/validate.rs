@@ -98,9 +98,7 @@ fn distinct_names(key: &str, names: &[String]) -> Result<(), ConfigError> {
 }
 
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
-    if c.name.is_empty()
-        || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-        || c.name.starts_with('.')
+    if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) || c.name.starts_with('.')
     {
         return Err(invalid(
             "name",
@@ -126,11 +124,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("world.n_users", w.n_users, 1)?;
     at_most("world.n_users", w.n_users, u32::MAX as usize, "user ids are 32-bit")?;
     if w.age_max <= w.age_min {
-        return Err(invalid(
-            "world.age_max",
-            w.age_max,
-            &format!("an integer > world.age_min ({})", w.age_min),
-        ));
+        return Err(invalid("world.age_max", w.age_max, &format!("an integer > world.age_min ({})", w.age_min)));
     }
 
     let r = &c.response;
@@ -232,21 +226,13 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
 
     let d = &c.dqn;
     if d.hidden.is_empty() || d.hidden.iter().any(|&h| h == 0 || h > 65_536) {
-        return Err(invalid(
-            "dqn.hidden",
-            format!("{:?}", d.hidden),
-            "a non-empty list of layer widths in 1..=65536",
-        ));
+        return Err(invalid("dqn.hidden", format!("{:?}", d.hidden), "a non-empty list of layer widths in 1..=65536"));
     }
     positive("dqn.lr", d.lr)?;
     in_unit("dqn.gamma", d.gamma)?;
     at_least("dqn.batch_size", d.batch_size, 1)?;
     at_least("dqn.replay_capacity", d.replay_capacity, d.batch_size).map_err(|_| {
-        invalid(
-            "dqn.replay_capacity",
-            d.replay_capacity,
-            &format!("an integer >= dqn.batch_size ({})", d.batch_size),
-        )
+        invalid("dqn.replay_capacity", d.replay_capacity, &format!("an integer >= dqn.batch_size ({})", d.batch_size))
     })?;
     at_least("dqn.train_every", d.train_every, 1)?;
     at_least("dqn.n_step", d.n_step, 1)?;
@@ -274,11 +260,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     in_unit("dqn.epsilon.start", eps.start)?;
     in_unit("dqn.epsilon.end", eps.end)?;
     if eps.end > eps.start {
-        return Err(invalid(
-            "dqn.epsilon.end",
-            eps.end,
-            &format!("a number <= dqn.epsilon.start ({})", eps.start),
-        ));
+        return Err(invalid("dqn.epsilon.end", eps.end, &format!("a number <= dqn.epsilon.start ({})", eps.start)));
     }
     match eps.decay {
         DecayShape::Exponential => {

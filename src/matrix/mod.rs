@@ -312,11 +312,7 @@ mod tests {
 
     #[test]
     fn triplets_are_summed_and_both_orientations_agree() {
-        let m = InteractionMatrix::from_triplets(
-            3,
-            2,
-            [(0, 0, 1.0), (0, 0, 2.0), (2, 1, -2.0), (1, 0, -0.5), (1, 0, 0.5)],
-        );
+        let m = InteractionMatrix::from_triplets(3, 2, [(0, 0, 1.0), (0, 0, 2.0), (2, 1, -2.0), (1, 0, -0.5), (1, 0, 0.5)]);
         assert_eq!(m.get(0, 0), Some(3.0));
         assert_eq!(m.get(2, 1), Some(-2.0));
         // A pair whose scores cancel stays an entry: the user has seen the video.
@@ -332,11 +328,7 @@ mod tests {
         m.add(0, 0, -2.0);
         m.add(3, 2, 1.0);
         m.add(1, 0, 2.0);
-        let rebuilt = InteractionMatrix::from_triplets(
-            4,
-            3,
-            [(0, 0, 1.0), (1, 1, 2.0), (0, 0, -2.0), (3, 2, 1.0), (1, 0, 2.0)],
-        );
+        let rebuilt = InteractionMatrix::from_triplets(4, 3, [(0, 0, 1.0), (1, 1, 2.0), (0, 0, -2.0), (3, 2, 1.0), (1, 0, 2.0)]);
         assert_eq!(m.to_csr(), rebuilt.to_csr());
         assert!(m.norm_drift() < 1e-12);
         assert_eq!(InteractionMatrix::from_csr(&m.to_csr()), rebuilt);
@@ -344,11 +336,7 @@ mod tests {
 
     #[test]
     fn cosine_of_rows() {
-        let m = InteractionMatrix::from_triplets(
-            3,
-            3,
-            [(0, 0, 1.0), (0, 1, 1.0), (1, 0, 2.0), (1, 1, 2.0), (2, 2, 5.0)],
-        );
+        let m = InteractionMatrix::from_triplets(3, 3, [(0, 0, 1.0), (0, 1, 1.0), (1, 0, 2.0), (1, 1, 2.0), (2, 2, 5.0)]);
         assert!((m.cosine(0, 1) - 1.0).abs() < 1e-12);
         assert_eq!(m.cosine(0, 2), 0.0);
     }

@@ -103,11 +103,8 @@ pub fn series_plot(
 ) -> Result<()> {
     register_font();
     let err = plot_err(path);
-    let points: Vec<(f64, f64)> = values
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.filter(|x| x.is_finite()).map(|x| (i as f64, x)))
-        .collect();
+    let points: Vec<(f64, f64)> =
+        values.iter().enumerate().filter_map(|(i, v)| v.filter(|x| x.is_finite()).map(|x| (i as f64, x))).collect();
     let ys: Vec<f64> = points.iter().map(|p| p.1).collect();
     let avg = moving_average(&ys, window);
     let (y0, y1) = bounds(ys.iter().copied().chain(references.iter().map(|r| r.value)));
@@ -137,10 +134,7 @@ pub fn series_plot(
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2)));
     let dark = RGBColor(31, 119, 180);
     chart
-        .draw_series(LineSeries::new(
-            points.iter().zip(&avg).map(|(p, a)| (p.0, *a)),
-            dark.stroke_width(3),
-        ))
+        .draw_series(LineSeries::new(points.iter().zip(&avg).map(|(p, a)| (p.0, *a)), dark.stroke_width(3)))
         .map_err(|e| err(e.to_string()))?
         .label(format!("{series_name}, moving average of {window}"))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(3)));
@@ -148,12 +142,7 @@ pub fn series_plot(
         let color = PALETTE[k % PALETTE.len()];
         let v = r.value;
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(0.0, v), (x1, v)],
-                8,
-                5,
-                color.stroke_width(2),
-            ))
+            .draw_series(DashedLineSeries::new(vec![(0.0, v), (x1, v)], 8, 5, color.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?
             .label(format!("{} ({:.2})", r.name, v))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
@@ -211,9 +200,7 @@ pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, serie
             .map_err(|e| err(e.to_string()))?
             .label(s.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled())))
-            .map_err(|e| err(e.to_string()))?;
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, color.filled()))).map_err(|e| err(e.to_string()))?;
     }
     finish_chart(&mut chart, &root, 14, path)
 }
@@ -233,8 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.png");
         let values: Vec<Option<f64>> = (0..50).map(|i| Some((i as f64).sin())).collect();
-        series_plot(&path, "t", "y", "s", &values, 5, &[Reference { name: "r".into(), value: 0.5 }])
-            .unwrap();
+        series_plot(&path, "t", "y", "s", &values, 5, &[Reference { name: "r".into(), value: 0.5 }]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     }

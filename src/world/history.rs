@@ -13,8 +13,7 @@ use super::{Interaction, World};
 /// user's clock and next session id where the history ends.
 pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng) {
     let h = &config.history;
-    let count =
-        Normal::new(h.interactions_mean, h.interactions_std).expect("validated: std >= 0");
+    let count = Normal::new(h.interactions_mean, h.interactions_std).expect("validated: std >= 0");
     let gap = Normal::new(h.session_gap_mean_s, h.session_gap_std_s).expect("validated: std >= 0");
     let n_videos = world.videos.len();
     // Popularity: uniform, or Zipf over a random ranking of the catalogue (so the popular
@@ -48,9 +47,7 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
             }
             let timestamp = clock;
             clock += match response {
-                Action::Skipped => {
-                    rng.random_range(config.env.skip_time_min_s..config.env.skip_time_max_s)
-                }
+                Action::Skipped => rng.random_range(config.env.skip_time_min_s..config.env.skip_time_max_s),
                 _ => world.videos[vi].duration_s,
             };
             let p_stay = match response {

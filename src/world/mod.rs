@@ -90,8 +90,7 @@ impl World {
 
 fn generate_videos(config: &Checked, rng: &mut impl Rng) -> Vec<Video> {
     let w = &config.world;
-    let views = Normal::new(w.initial_views_mean, w.initial_views_std)
-        .expect("validated: std >= 0 and finite");
+    let views = Normal::new(w.initial_views_mean, w.initial_views_std).expect("validated: std >= 0 and finite");
     (0..w.n_videos)
         .map(|id| Video {
             id: id as u32,
@@ -115,10 +114,7 @@ fn generate_users(config: &Checked, rng: &mut impl Rng) -> Vec<User> {
                 let pick: Vec<u16> = categories.choose_multiple(rng, 2).copied().collect();
                 [pick[0], pick[1]]
             } else {
-                [
-                    rng.random_range(0..w.categories.len()) as u16,
-                    rng.random_range(0..w.categories.len()) as u16,
-                ]
+                [rng.random_range(0..w.categories.len()) as u16, rng.random_range(0..w.categories.len()) as u16]
             };
             User { id: id as u32, age, gender, region, interests }
         })
@@ -139,8 +135,7 @@ mod tests {
         assert!(w.users.iter().all(|u| (18..30).contains(&u.age)));
         assert!(w.users.iter().all(|u| u.interests[0] != u.interests[1]));
         assert!(w.videos.iter().all(|v| v.category < 8 && v.creator < 20 && v.duration_s == 6.0));
-        let mean_views =
-            w.videos.iter().map(|v| v.views as f64).sum::<f64>() / w.videos.len() as f64;
+        let mean_views = w.videos.iter().map(|v| v.views as f64).sum::<f64>() / w.videos.len() as f64;
         // Initial views ~ Normal(50, 10), plus the history's views: about 2 per video.
         assert!((50.0..56.0).contains(&mean_views), "{mean_views}");
         // SPEC: about 6,100 history rows.
@@ -161,8 +156,7 @@ mod tests {
 
     #[test]
     fn prototype_interest_draws_may_repeat() {
-        let c = Config::from_toml_str("[world]\ndistinct_interests = false\nn_users = 2000\n", &[])
-            .unwrap();
+        let c = Config::from_toml_str("[world]\ndistinct_interests = false\nn_users = 2000\n", &[]).unwrap();
         let w = World::generate(&c);
         let repeats = w.users.iter().filter(|u| u.interests[0] == u.interests[1]).count();
         // With 8 categories 1/8 of users repeat: 250 expected, sd ~15.

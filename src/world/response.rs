@@ -179,8 +179,7 @@ mod tests {
         let mut rng = stream(1, Stream::World);
         for s in [-1.5, -0.2, 0.0, 0.1, 0.4, 1.2] {
             let n = 200_000;
-            let mc: f64 =
-                (0..n).map(|_| (rng.random::<f64>() + s).clamp(0.0, 1.0)).sum::<f64>() / n as f64;
+            let mc: f64 = (0..n).map(|_| (rng.random::<f64>() + s).clamp(0.0, 1.0)).sum::<f64>() / n as f64;
             let exact = expected_clamped_uniform(s);
             // Standard error is at most 0.5 / sqrt(n) ~ 0.0011; allow 5 of them.
             assert!((mc - exact).abs() < 0.006, "s={s}: mc {mc} vs exact {exact}");
