@@ -152,7 +152,7 @@ pub fn bench(
     let mut time_requests = |index: Option<&NeighbourIndex>, rng: &mut crate::rng::SimRng| {
         let budget = std::time::Duration::from_secs(10);
         let (start, mut us) = (Instant::now(), Vec::new());
-        for _ in 0..steps.min(20_000).max(100) {
+        for _ in 0..steps.clamp(100, 20_000) {
             if start.elapsed() > budget && us.len() >= 5 {
                 break;
             }
@@ -172,7 +172,7 @@ pub fn bench(
 
     progress("incremental updates");
     let mut upd_us = Vec::new();
-    for _ in 0..steps.min(100_000).max(1000) {
+    for _ in 0..steps.clamp(1000, 100_000) {
         let (v, u) = (rng.random_range(0..world.videos.len()) as u32, rng.random_range(0..world.users.len()) as u32);
         let t = Instant::now();
         matrix.add(v, u, 1.0);

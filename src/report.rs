@@ -263,7 +263,9 @@ fn short(label: &str, max: usize) -> String {
 fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> {
     register_font();
     let err = plot_err(path);
-    let mut series: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    // Per configuration: (episode, mean, half-width of the 95% band) at each point.
+    type Band = Vec<(f64, f64, f64)>;
+    let mut series: Vec<(String, Band)> = Vec::new();
     for row in rows {
         let mut by_ep: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
         for r in runs.iter().filter(|r| r.summary.label == row.label) {
@@ -449,8 +451,9 @@ pub fn ab(dir: &Path, a: &str, b: &str) -> Result<AbOutcome> {
         Ok(m)
     };
     let (ra, rb) = (arm_rows(a)?, arm_rows(b)?);
-    let pairs: Vec<((u64, u32), (u32, f64), (u32, f64))> =
-        ra.iter().filter_map(|(k, va)| rb.get(k).map(|vb| (*k, *va, *vb))).collect();
+    // ((seed, episode), arm A's (user, return), arm B's).
+    type Pair = ((u64, u32), (u32, f64), (u32, f64));
+    let pairs: Vec<Pair> = ra.iter().filter_map(|(k, va)| rb.get(k).map(|vb| (*k, *va, *vb))).collect();
     if pairs.is_empty() {
         return Err(Error::Other(format!("`{a}` and `{b}` share no (seed, evaluation episode): run both with the same seeds")));
     }

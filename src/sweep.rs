@@ -233,6 +233,28 @@ fn run_one(r: &PlannedRun) -> Result<()> {
     run(&r.config, &r.dir, &r.label, &mut Silent).map(|_| ())
 }
 
+/// The runs of a multi-seed config (`train.seeds`): one per seed, in `<dir>/seed<s>`, all
+/// labelled with the config's name.
+pub fn seed_runs(config: &Checked, dir: &Path) -> Vec<PlannedRun> {
+    config
+        .train
+        .seeds
+        .iter()
+        .map(|&seed| {
+            let mut c = config.inner().clone();
+            c.seed = seed;
+            c.train.seeds = Vec::new();
+            PlannedRun {
+                label: config.name.clone(),
+                seed,
+                overrides: vec![format!("seed={seed}")],
+                config: c.check().expect("a valid config with another seed is valid"),
+                dir: dir.join(format!("seed{seed}")),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,26 +314,4 @@ mod tests {
         let s = write(d.path(), "u.toml", "base = \"base.toml\"\nseeds = [1]\nextra = 1\n");
         assert!(plan(&s, None).unwrap_err().to_string().contains("unknown field `extra`"));
     }
-}
-
-/// The runs of a multi-seed config (`train.seeds`): one per seed, in `<dir>/seed<s>`, all
-/// labelled with the config's name.
-pub fn seed_runs(config: &Checked, dir: &Path) -> Vec<PlannedRun> {
-    config
-        .train
-        .seeds
-        .iter()
-        .map(|&seed| {
-            let mut c = config.inner().clone();
-            c.seed = seed;
-            c.train.seeds = Vec::new();
-            PlannedRun {
-                label: config.name.clone(),
-                seed,
-                overrides: vec![format!("seed={seed}")],
-                config: c.check().expect("a valid config with another seed is valid"),
-                dir: dir.join(format!("seed{seed}")),
-            }
-        })
-        .collect()
 }

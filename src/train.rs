@@ -475,12 +475,15 @@ pub fn summarize_choices(records: &[ChoiceRecord], top: usize) -> ChoiceSummary 
 
 /// [`evaluate`], calling `on_step(episode, t, env, observation, outcome)` after every step
 /// when given (with the observation the step was chosen from; only then is it copied).
+/// What [`evaluate_with`] calls after every step: (episode, t, env, observation, outcome).
+type StepHook<'a> = &'a mut dyn FnMut(u64, u32, &Env, &Observation, &StepOutcome);
+
 fn evaluate_with(
     config: &Checked,
     world: &World,
     policy: &mut dyn Policy,
     episodes: usize,
-    mut on_step: Option<&mut dyn FnMut(u64, u32, &Env, &Observation, &StepOutcome)>,
+    mut on_step: Option<StepHook<'_>>,
 ) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
     // The starting point of every episode, kept only when episodes start afresh (at

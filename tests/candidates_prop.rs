@@ -11,7 +11,10 @@ use proptest::prelude::*;
 
 const SCORES: [f64; 4] = [1.0, 2.0, -2.0, -0.5];
 
-fn world() -> impl Strategy<Value = (usize, usize, Vec<(u32, u32, f64)>, Vec<(u32, u32, f64)>)> {
+/// (video, user, score) triplets.
+type Triplets = Vec<(u32, u32, f64)>;
+
+fn world() -> impl Strategy<Value = (usize, usize, Triplets, Triplets)> {
     (2usize..25, 1usize..10).prop_flat_map(|(n_items, n_users)| {
         let triplet = (0..n_items as u32, 0..n_users as u32, prop::sample::select(SCORES.to_vec()));
         (Just(n_items), Just(n_users), prop::collection::vec(triplet.clone(), 0..60), prop::collection::vec(triplet, 0..30))

@@ -36,7 +36,6 @@ fn every_shipped_config_validates() {
 fn default_toml_is_the_instatok_preset() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
     let shipped = Config::load(&root, &[]).unwrap();
-    let mut builtin = Config::default();
-    builtin.name = shipped.name.clone();
+    let builtin = Config { name: shipped.name.clone(), ..Config::default() };
     assert_eq!(shipped.inner(), &builtin, "configs/default.toml and Config::default() disagree");
 }
