@@ -70,10 +70,20 @@ struct QNet {
     slots: i64,
     layers: Vec<nn::Linear>,
     value: Option<(nn::Linear, nn::Linear)>,
+    /// Column indices into a row [numeric ‖ embeddings] that give the user's part
+    /// [user numbers ‖ user embeddings], and every slot's part [slot numbers ‖ slot
+    /// embeddings] one after another; with the `slots` head, `layout` is the two together,
+    /// the MLP's whole input. One `index_select` then lays out the input, where narrowing,
+    /// viewing and concatenating took a dozen libtorch calls per forward pass (the values,
+    /// and so every result, are the same).
+    user_cols: Tensor,
+    slot_cols: Tensor,
+    layout: Tensor,
 }
 
 fn linear(x: &Tensor, l: &nn::Linear) -> Tensor {
-    l.bs.as_ref().expect("layers have a bias").addmm(x, &l.ws.tr())
+    // libtorch's `linear` is `addmm(bias, x, weight^T)` for 2-D input: one call instead of two.
+    x.linear(&l.ws, l.bs.as_ref())
 }
 
 impl QNet {
@@ -136,7 +146,32 @@ impl QNet {
             let h = cfg.hidden[0] as i64;
             (nn::linear(p / "value0", user, h, Default::default()), nn::linear(p / "value1", h, 1, Default::default()))
         });
-        QNet { head: cfg.head, table, user_fields, slot_fields, user_emb, slot_emb, slots: v.slots, layers, value }
+        // Columns of [numeric ‖ embeddings]: the numbers first, then the table rows.
+        let n_num = (num::SLOTS + num::PER_SLOT * v.slots as usize) as i64;
+        let user_cols: Vec<i64> = (0..num::SLOTS as i64).chain(n_num..n_num + user_emb).collect();
+        let slot_cols: Vec<i64> = (0..v.slots)
+            .flat_map(|k| {
+                let nums = num::SLOTS as i64 + k * num::PER_SLOT as i64;
+                let embs = n_num + user_emb + k * slot_emb;
+                (nums..nums + num::PER_SLOT as i64).chain(embs..embs + slot_emb)
+            })
+            .collect();
+        let layout: Vec<i64> = user_cols.iter().chain(&slot_cols).copied().collect();
+        let on = |cols: &[i64]| Tensor::from_slice(cols).to_device(p.device());
+        QNet {
+            head: cfg.head,
+            table,
+            user_fields,
+            slot_fields,
+            user_emb,
+            slot_emb,
+            slots: v.slots,
+            layers,
+            value,
+            user_cols: on(&user_cols),
+            slot_cols: on(&slot_cols),
+            layout: on(&layout),
+        }
     }
 
     /// Flat-table indices of a batch of categorical states (row-major, `n_cat` ids each).
@@ -169,25 +204,16 @@ impl QNet {
     }
 
     /// Q-values [batch, slots] from numeric [batch, n_num] and flat-table indices
-    /// [batch, n_idx] (from [`QNet::indices`]).
+    /// [batch * n_idx] (from [`QNet::indices`], row after row).
     fn forward(&self, numeric: &Tensor, indices: &Tensor) -> Tensor {
         let batch = numeric.size()[0];
-        let emb = self.table.index_select(0, &indices.view([-1])).view([batch, -1]);
-        let user = Tensor::cat(&[numeric.narrow(1, 0, num::SLOTS as i64), emb.narrow(1, 0, self.user_emb)], 1);
-        let per_slot = numeric.narrow(1, num::SLOTS as i64, self.slots * num::PER_SLOT as i64).view([
-            batch,
-            self.slots,
-            num::PER_SLOT as i64,
-        ]);
-        let item = if self.slot_emb > 0 {
-            let cats = emb.narrow(1, self.user_emb, self.slots * self.slot_emb).view([batch, self.slots, self.slot_emb]);
-            Tensor::cat(&[per_slot, cats], 2)
-        } else {
-            per_slot
-        };
+        let emb = self.table.index_select(0, indices).view([batch, -1]);
+        let row = Tensor::cat(&[numeric, &emb], 1);
         let q = match self.head {
-            QHead::Slots => self.mlp(&Tensor::cat(&[&user, &item.view([batch, -1])], 1)),
+            QHead::Slots => self.mlp(&row.index_select(1, &self.layout)),
             QHead::Items => {
+                let user = row.index_select(1, &self.user_cols);
+                let item = row.index_select(1, &self.slot_cols).view([batch, self.slots, -1]);
                 let width = user.size()[1];
                 let u = user.unsqueeze(1).expand([batch, self.slots, width], false);
                 let x = Tensor::cat(&[u, item], 2).view([batch * self.slots, -1]);
@@ -196,9 +222,22 @@ impl QNet {
         };
         match &self.value {
             // Dueling: the network's output is the advantage.
-            Some((v0, v1)) => linear(&linear(&user, v0).relu(), v1) + &q - q.mean_dim(1, true, Kind::Float),
+            Some((v0, v1)) => {
+                let user = row.index_select(1, &self.user_cols);
+                linear(&linear(&user, v0).relu(), v1) + &q - q.mean_dim(1, true, Kind::Float)
+            }
             None => q,
         }
+    }
+}
+
+/// `t` on `device`; on the CPU without a call into libtorch (`to_device` to the same device
+/// returns the tensor itself, but costs a call each time).
+fn on_device(t: Tensor, device: Device) -> Tensor {
+    if device == Device::Cpu && t.device() == Device::Cpu {
+        t
+    } else {
+        t.to_device(device)
     }
 }
 
@@ -349,9 +388,9 @@ impl DqnAgent {
         let n_cat = states.first().map_or(1, |s| s.categorical.len());
         tch::no_grad(|| {
             let b = states.len() as i64;
-            let x = Tensor::from_slice(&numeric).view([b, -1]).to_device(self.device);
-            let idx = Tensor::from_slice(&net.indices(&categorical, n_cat)).view([b, -1]).to_device(self.device);
-            let q = net.forward(&x, &idx).to_device(Device::Cpu).view([-1]);
+            let x = on_device(Tensor::from_slice(&numeric).view([b, -1]), self.device);
+            let idx = on_device(Tensor::from_slice(&net.indices(&categorical, n_cat)), self.device);
+            let q = on_device(net.forward(&x, &idx), Device::Cpu).view([-1]);
             Vec::<f32>::try_from(&q).expect("a float vector")
         })
     }
@@ -446,20 +485,54 @@ impl DqnAgent {
     /// A batch as tensors on the agent's device. The masks and bootstrap factors are
     /// formed here on the CPU side: fewer kernels per update.
     fn tensors(&self, b: &Batch) -> BatchTensors {
-        let d = self.device;
         let bs = b.size as i64;
         let n_cat = b.categorical.len() / b.size.max(1);
-        let mask: Vec<f32> = b.next_valid.iter().map(|&v| if v > 0.0 { 0.0 } else { -1e9 }).collect();
-        let bootstrap: Vec<f32> = b.terminal.iter().zip(&b.discount).map(|(t, g)| (1.0 - t) * g).collect();
+        // All the floats in one buffer and all the integers in another: two copies to the
+        // device and a few views, where a tensor each took three calls.
+        let numeric = self.masked(&b.numeric);
+        let next_numeric = self.masked(&b.next_numeric);
+        let mask = b.next_valid.iter().map(|&v| if v > 0.0 { 0.0 } else { -1e9 });
+        let bootstrap = b.terminal.iter().zip(&b.discount).map(|(t, g)| (1.0 - t) * g);
+        let floats: Vec<f32> = numeric
+            .iter()
+            .chain(next_numeric.iter())
+            .copied()
+            .chain(mask)
+            .chain(b.rewards.iter().copied())
+            .chain(bootstrap)
+            .collect();
+        let indices = self.online.indices(&b.categorical, n_cat);
+        let next_indices = self.online.indices(&b.next_categorical, n_cat);
+        let ints: Vec<i64> = indices.iter().chain(&next_indices).chain(&b.actions).copied().collect();
+        let f = on_device(Tensor::from_slice(&floats), self.device);
+        let i = on_device(Tensor::from_slice(&ints), self.device);
+        let (n_num, n_next) = (numeric.len() as i64, b.next_valid.len() as i64);
+        let (n_idx, mut at) = (indices.len() as i64, 0i64);
+        let mut take = |t: &Tensor, n: i64| {
+            let part = t.narrow(0, at, n);
+            at += n;
+            part
+        };
+        let numeric = take(&f, n_num).view([bs, -1]);
+        let next_numeric = take(&f, n_num).view([bs, -1]);
+        let next_mask = take(&f, n_next).view([bs, -1]);
+        let rewards = take(&f, bs);
+        let bootstrap = take(&f, bs);
+        at = 0;
+        let mut take = |n: i64| {
+            let part = i.narrow(0, at, n);
+            at += n;
+            part
+        };
         BatchTensors {
-            numeric: Tensor::from_slice(&self.masked(&b.numeric)).view([bs, -1]).to_device(d),
-            indices: Tensor::from_slice(&self.online.indices(&b.categorical, n_cat)).view([bs, -1]).to_device(d),
-            actions: Tensor::from_slice(&b.actions).view([bs, 1]).to_device(d),
-            rewards: Tensor::from_slice(&b.rewards).to_device(d),
-            next_numeric: Tensor::from_slice(&self.masked(&b.next_numeric)).view([bs, -1]).to_device(d),
-            next_indices: Tensor::from_slice(&self.online.indices(&b.next_categorical, n_cat)).view([bs, -1]).to_device(d),
-            next_mask: Tensor::from_slice(&mask).view([bs, -1]).to_device(d),
-            bootstrap: Tensor::from_slice(&bootstrap).to_device(d),
+            numeric,
+            indices: take(n_idx),
+            next_indices: take(n_idx),
+            actions: take(bs).view([bs, 1]),
+            rewards,
+            next_numeric,
+            next_mask,
+            bootstrap,
         }
     }
 
