@@ -67,6 +67,23 @@ fn by_score_then_id(a: (f64, u32), b: (f64, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
+/// Completes a list that has fewer than `count` positive scores: the zero group (`zeros`,
+/// in id order, at raw 0), then the negative scores (`negatives`, as (score, video)), best
+/// first.
+fn complete_short_list(
+    out: &mut Vec<(u32, f64)>,
+    count: usize,
+    zeros: impl Iterator<Item = u32>,
+    negatives: impl Iterator<Item = (f64, u32)>,
+) {
+    out.extend(zeros.take(count.saturating_sub(out.len())).map(|j| (j, 0.0)));
+    if out.len() < count {
+        let mut negative: Vec<(f64, u32)> = negatives.collect();
+        negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
+        out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
+    }
+}
+
 /// Reusable scratch space for candidate generation.
 #[derive(Debug, Clone)]
 pub struct CandidateGenerator {
@@ -301,38 +318,14 @@ impl CandidateGenerator {
                     }
                 }
             }
-            // The zero group: touched videos whose sum is exactly 0 and untouched videos,
-            // all at raw 0, in id order.
-            let mut zero_touched: Vec<u32> = self.raw_touched.iter().copied().filter(|&j| self.raw[j as usize] == 0.0).collect();
-            zero_touched.sort_unstable();
-            let mut zi = 0;
-            for j in 0..m.n_items() as u32 {
-                if out.len() == count {
-                    break;
-                }
+            // The zero group: untouched videos and touched ones whose score is exactly 0.
+            let (in_history, raw_stamp, raw) = (&self.in_history, &self.raw_stamp, &self.raw);
+            let zeros = (0..m.n_items() as u32).filter(|&j| {
                 let ju = j as usize;
-                if self.in_history[ju] == stamp {
-                    continue;
-                }
-                if self.raw_stamp[ju] == stamp {
-                    // Only touched videos with raw exactly 0 belong to the zero group.
-                    while zi < zero_touched.len() && zero_touched[zi] < j {
-                        zi += 1;
-                    }
-                    if zi < zero_touched.len() && zero_touched[zi] == j {
-                        out.push((j, 0.0));
-                    }
-                } else {
-                    out.push((j, 0.0));
-                }
-            }
-            // Then the negative scores, best first.
-            if out.len() < count {
-                let mut negative: Vec<(f64, u32)> =
-                    self.raw_touched.iter().map(|&j| (self.raw[j as usize], j)).filter(|s| s.0 < 0.0).collect();
-                negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
-                out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
-            }
+                in_history[ju] != stamp && (raw_stamp[ju] != stamp || raw[ju] == 0.0)
+            });
+            let negatives = self.raw_touched.iter().map(|&j| (raw[j as usize], j)).filter(|s| s.0 < 0.0);
+            complete_short_list(&mut out, count, zeros, negatives);
         }
         out
     }
@@ -378,18 +371,14 @@ impl CandidateGenerator {
         }
         let mut out = best.into_list();
         if out.len() < count {
-            // Not enough positive scores: the zero group in id order, then the negative
-            // scores, best first (rare: a history with almost no co-viewers).
+            // Not enough positive scores (rare: a history with almost no co-viewers).
             let scored: Vec<(u32, f64)> = (0..n as u32)
                 .filter(|&j| self.in_history[j as usize] != stamp)
                 .map(|j| (j, Self::normalised(m, j, self.raw[j as usize])))
                 .collect();
-            out.extend(scored.iter().filter(|x| x.1 == 0.0).take(count - out.len()).map(|&(j, _)| (j, 0.0)));
-            if out.len() < count {
-                let mut negative: Vec<(f64, u32)> = scored.iter().filter(|x| x.1 < 0.0).map(|&(j, s)| (s, j)).collect();
-                negative.sort_unstable_by(|a, b| by_score_then_id(*a, *b));
-                out.extend(negative.iter().take(count - out.len()).map(|&(s, j)| (j, s)));
-            }
+            let zeros = scored.iter().filter(|x| x.1 == 0.0).map(|x| x.0);
+            let negatives = scored.iter().filter(|x| x.1 < 0.0).map(|&(j, s)| (s, j));
+            complete_short_list(&mut out, count, zeros, negatives);
         }
         out
     }
