@@ -209,21 +209,22 @@ impl QNet {
         let batch = numeric.size()[0];
         let emb = self.table.index_select(0, indices).view([batch, -1]);
         let row = Tensor::cat(&[numeric, &emb], 1);
-        let q = match self.head {
-            QHead::Slots => self.mlp(&row.index_select(1, &self.layout)),
+        // The user's part is needed by the items head and by the dueling value stream.
+        let (q, user) = match self.head {
+            QHead::Slots => (self.mlp(&row.index_select(1, &self.layout)), None),
             QHead::Items => {
                 let user = row.index_select(1, &self.user_cols);
                 let item = row.index_select(1, &self.slot_cols).view([batch, self.slots, -1]);
                 let width = user.size()[1];
                 let u = user.unsqueeze(1).expand([batch, self.slots, width], false);
                 let x = Tensor::cat(&[u, item], 2).view([batch * self.slots, -1]);
-                self.mlp(&x).view([batch, self.slots])
+                (self.mlp(&x).view([batch, self.slots]), Some(user))
             }
         };
         match &self.value {
             // Dueling: the network's output is the advantage.
             Some((v0, v1)) => {
-                let user = row.index_select(1, &self.user_cols);
+                let user = user.unwrap_or_else(|| row.index_select(1, &self.user_cols));
                 linear(&linear(&user, v0).relu(), v1) + &q - q.mean_dim(1, true, Kind::Float)
             }
             None => q,
@@ -506,32 +507,19 @@ impl DqnAgent {
         let ints: Vec<i64> = indices.iter().chain(&next_indices).chain(&b.actions).copied().collect();
         let f = on_device(Tensor::from_slice(&floats), self.device);
         let i = on_device(Tensor::from_slice(&ints), self.device);
-        let (n_num, n_next) = (numeric.len() as i64, b.next_valid.len() as i64);
-        let (n_idx, mut at) = (indices.len() as i64, 0i64);
-        let mut take = |t: &Tensor, n: i64| {
-            let part = t.narrow(0, at, n);
-            at += n;
-            part
-        };
-        let numeric = take(&f, n_num).view([bs, -1]);
-        let next_numeric = take(&f, n_num).view([bs, -1]);
-        let next_mask = take(&f, n_next).view([bs, -1]);
-        let rewards = take(&f, bs);
-        let bootstrap = take(&f, bs);
-        at = 0;
-        let mut take = |n: i64| {
-            let part = i.narrow(0, at, n);
-            at += n;
-            part
-        };
+        let (n_num, n_next, n_idx) = (numeric.len() as i64, b.next_valid.len() as i64, indices.len() as i64);
+        let [numeric, next_numeric, next_mask, rewards, bootstrap]: [Tensor; 5] =
+            f.split_with_sizes([n_num, n_num, n_next, bs, bs], 0).try_into().expect("five parts");
+        let [indices, next_indices, actions]: [Tensor; 3] =
+            i.split_with_sizes([n_idx, n_idx, bs], 0).try_into().expect("three parts");
         BatchTensors {
-            numeric,
-            indices: take(n_idx),
-            next_indices: take(n_idx),
-            actions: take(bs).view([bs, 1]),
+            numeric: numeric.view([bs, -1]),
+            indices,
+            next_indices,
+            actions: actions.view([bs, 1]),
             rewards,
-            next_numeric,
-            next_mask,
+            next_numeric: next_numeric.view([bs, -1]),
+            next_mask: next_mask.view([bs, -1]),
             bootstrap,
         }
     }
