@@ -258,8 +258,12 @@ pub fn bench(
 #[doc(hidden)]
 pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng) -> ReplayBuffer {
     let mut replay = ReplayBuffer::new(n, config.candidates.count);
-    env.reset(0);
+    let mut dry = env.reset(0).exhausted();
     for _ in 0..n {
+        if dry {
+            // Nobody is left with anything to see (a tiny world, long used).
+            break;
+        }
         let s = env.observation().state.clone();
         let o = env.step(0, rng);
         let t = Transition {
@@ -271,8 +275,9 @@ pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng
             episode_end: o.terminal || o.truncated,
         };
         replay.push(&t, config.dqn.gamma);
-        if o.terminal || o.truncated {
-            env.reset_random(rng);
+        dry = env.observation().exhausted();
+        if o.terminal || o.truncated || dry {
+            dry = env.reset_random(rng).exhausted();
         }
     }
     replay

@@ -71,6 +71,15 @@ pub struct Observation {
     pub state: State,
 }
 
+impl Observation {
+    /// The user has seen every video the feed could offer: there is nothing left to show,
+    /// so the session ends here (see "When the feed runs dry" in the README). Policies
+    /// are never asked to act on such an observation.
+    pub fn exhausted(&self) -> bool {
+        self.candidates.is_empty()
+    }
+}
+
 /// The result of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutcome {

@@ -30,6 +30,22 @@ pub enum Error {
     Device(String),
     #[error("user {user} does not exist: the world has users 0..{n_users}")]
     UnknownUser { user: u64, n_users: usize },
+    /// A learner's loss stopped being a finite number: nothing after it means anything.
+    #[error(
+        "training diverged: the TD loss became {loss} at update {update} (training episode {episode}); \
+         a run whose loss is not finite has learnt nothing, so it stops here. Lower dqn.lr, or clip \
+         gradients with dqn.grad_clip"
+    )]
+    Diverged { loss: f64, update: u64, episode: u32 },
+    /// A checkpoint that is missing, damaged, or of another config.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// Another process holds the run folder's lock.
+    #[error("another fypsim process is working in {dir} ({holder}); wait for it to finish, or use another folder")]
+    Busy { dir: PathBuf, holder: String },
+    /// The run was asked to stop (SIGINT or SIGTERM) and did, after a checkpoint.
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }

@@ -135,15 +135,17 @@ pub fn train(
     let mut session_start = Instant::now();
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let started = Instant::now();
-        env.reset_random(&mut progress.users_rng);
+        // A user with nothing left to see has an episode of no steps.
+        let mut dry = env.reset_random(&mut progress.users_rng).exhausted();
         let mut ep = EpisodeInProgress::new(episode, env.user(), started);
-        loop {
+        while !dry {
             let obs = env.observation();
             let slot = policy.act(obs, true, &mut progress.policy_rng)?;
             let state = obs.state.clone();
             let o = env.step(slot, &mut progress.response_rng);
-            let next = env.observation().state.clone();
-            if ep.learn_from(policy, progress, record_steps, state, next, &o)? {
+            let next = env.observation();
+            dry = next.exhausted();
+            if ep.learn_from(policy, progress, record_steps, state, next.state.clone(), dry, &o)? {
                 break;
             }
         }
@@ -172,7 +174,10 @@ impl EpisodeInProgress {
     }
 
     /// Hands one step (taken in `state`, leading to `next_state`) to the learner and
-    /// records it; returns whether the episode ended there.
+    /// records it; returns whether the episode ended there. `dry`: the next observation
+    /// has no candidate left, which ends the session like a terminal state (nothing can
+    /// follow it to bootstrap from).
+    #[allow(clippy::too_many_arguments)]
     fn learn_from(
         &mut self,
         policy: &mut dyn Policy,
@@ -180,12 +185,16 @@ impl EpisodeInProgress {
         record_steps: bool,
         state: State,
         next_state: State,
+        dry: bool,
         o: &StepOutcome,
     ) -> Result<bool> {
-        let end = o.terminal || o.truncated;
-        let transition =
-            Transition { state, action: o.slot, reward: o.reward, next_state, terminal: o.terminal, episode_end: end };
+        let terminal = o.terminal || dry;
+        let end = terminal || o.truncated;
+        let transition = Transition { state, action: o.slot, reward: o.reward, next_state, terminal, episode_end: end };
         if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
+            if !loss.is_finite() {
+                return Err(crate::Error::Diverged { loss, update: progress.updates + 1, episode: self.episode });
+            }
             self.loss_sum += loss;
             self.n_loss += 1;
             progress.updates += 1;
@@ -310,12 +319,17 @@ fn train_lockstep(
             });
         });
 
-        // Hand the finished steps to the learner, in slot order.
+        // Hand the finished steps to the learner, in slot order; a session whose user has
+        // nothing left to see ends (at once, when that is so from its start).
         for slot in slots.iter_mut() {
             let Some(r) = slot.as_mut() else { continue };
-            let Some((state, o)) = r.pending.take() else { continue };
-            let next = r.obs.as_ref().expect("observed above").state.clone();
-            if r.episode.learn_from(policy, progress, record_steps, state, next, &o)? {
+            let obs = r.obs.as_ref().expect("observed above");
+            let dry = obs.exhausted();
+            let ended = match r.pending.take() {
+                Some((state, o)) => r.episode.learn_from(policy, progress, record_steps, state, obs.state.clone(), dry, &o)?,
+                None => dry,
+            };
+            if ended {
                 let done = slot.take().expect("running").episode;
                 if done.finish(policy, progress, env, after_episode, &mut session_start)? == Flow::Stop {
                     return Ok(());
@@ -500,9 +514,9 @@ fn evaluate_with(
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);
         let user = rng.random_range(0..world.users.len()) as u32;
-        env.reset(user);
+        let mut dry = env.reset(user).exhausted();
         let (mut ret, mut n) = (0.0, 0u32);
-        loop {
+        while !dry {
             let slot = policy.act(env.observation(), false, &mut policy_rng)?;
             let obs = on_step.is_some().then(|| env.observation().clone());
             let o = env.step(slot, &mut rng);
@@ -511,6 +525,7 @@ fn evaluate_with(
             }
             ret += o.reward;
             n += 1;
+            dry = env.observation().exhausted();
             if o.terminal || o.truncated {
                 break;
             }
@@ -554,6 +569,32 @@ mod tests {
                 return Ok(obs.candidates.len() - 1);
             }
             GreedyPolicy.act(obs, explore, rng)
+        }
+    }
+
+    #[test]
+    fn users_who_have_seen_everything_end_their_sessions_at_once() {
+        // 12 videos, 2 users: within a few episodes every video is in both histories.
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 12\nn_users = 2\n[history]\ninteractions_mean = 3.0\ninteractions_min = 1\n\
+             [train]\nepisodes = 60\ncheckpoint_every = 0\n[env]\nmax_steps = 50\n",
+            &[],
+        )
+        .unwrap();
+        let w = World::generate(&c);
+        for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle, PolicyKind::Dqn] {
+            let mut policy = crate::agent::make_policy(kind, &c).unwrap();
+            let mut env = Env::new(&c, w.clone());
+            let mut progress = TrainProgress::new(&c, &env);
+            train(&c, &mut env, policy.as_mut(), true, &mut progress, &mut |_, _, _| Ok(Flow::Continue)).unwrap();
+            assert_eq!(progress.episodes.len(), 60);
+            // Nobody sees a video twice, and the later episodes have nothing left to show.
+            let shown: std::collections::HashSet<(u32, u32)> = progress.steps.iter().map(|s| (s.user, s.video)).collect();
+            assert_eq!(shown.len(), progress.steps.len(), "{kind}: a video was shown twice to one user");
+            assert!(progress.steps.len() <= 24, "{kind}");
+            assert_eq!(progress.episodes.last().unwrap().steps, 0, "{kind}");
+            let e = evaluate(&c, &w, policy.as_mut(), 30).unwrap();
+            assert!(e.steps.iter().all(|&n| n <= 12) && e.mean_return.is_finite(), "{kind}");
         }
     }
 

@@ -68,7 +68,17 @@ pub trait Policy {
 /// The policy a config names.
 pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>> {
     Ok(match kind {
-        PolicyKind::Dqn => Box::new(dqn::DqnAgent::new(config)?),
+        PolicyKind::Dqn => {
+            // tch panics where libtorch fails (an allocation it cannot make, say): that is
+            // an error of this run, not a crash of the process.
+            let built = std::panic::catch_unwind(|| dqn::DqnAgent::new(config)).unwrap_or_else(|payload| {
+                Err(crate::Error::Other(format!(
+                    "libtorch could not build the Q-network ({}); check dqn.hidden and dqn.embeddings",
+                    crate::sweep::panic_message(payload.as_ref()).lines().next().unwrap_or("")
+                )))
+            });
+            Box::new(built?)
+        }
         PolicyKind::Random => Box::new(baselines::RandomPolicy),
         PolicyKind::Greedy => Box::new(baselines::GreedyPolicy),
         PolicyKind::MostViewed => Box::new(baselines::MostViewedPolicy),

@@ -21,6 +21,11 @@ pub enum ConfigError {
     Override { assignment: String, reason: String },
     #[error("invalid value for `{key}`: {value} (allowed: {allowed})")]
     Invalid { key: String, value: String, allowed: String },
+    #[error(
+        "this run would need about {estimate} of memory, more than this machine's {physical}: \
+         reduce the sizes named (the estimate is documented under \"Memory\" in the README)"
+    )]
+    TooLarge { estimate: String, physical: String },
 }
 
 impl ConfigError {
@@ -36,14 +41,6 @@ fn invalid(key: &str, value: impl Display, allowed: &str) -> ConfigError {
     ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
 }
 
-fn finite(key: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(invalid(key, v, "a finite number"))
-    }
-}
-
 fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
@@ -52,19 +49,33 @@ fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
     }
 }
 
-fn non_negative(key: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(key, v, "a finite number >= 0"))
-    }
-}
-
 fn in_unit(key: &str, v: f64) -> Result<(), ConfigError> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
         Err(invalid(key, v, "a number in [0, 1]"))
+    }
+}
+
+/// Magnitudes beyond which sums of thousands of values could overflow an f64 or a view
+/// counter: every weight, score, reward and probability shift is at most this large.
+pub const MAX_MAGNITUDE: f64 = 1e6;
+
+/// A finite number of magnitude at most [`MAX_MAGNITUDE`].
+fn moderate(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v.abs() <= MAX_MAGNITUDE {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "a number in [-1000000, 1000000] (larger values overflow the arithmetic)"))
+    }
+}
+
+/// A finite number in [0, max].
+fn in_range(key: &str, v: f64, max: f64, what: &str) -> Result<(), ConfigError> {
+    if v.is_finite() && (0.0..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(key, v, &format!("a number in [0, {max}] ({what})")))
     }
 }
 
@@ -118,17 +129,22 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         .map_err(|_| invalid("world.n_videos", w.n_videos, "an integer > candidates.count"))?;
     at_most("world.n_videos", w.n_videos, u32::MAX as usize, "video ids are 32-bit")?;
     at_least("world.n_creators", w.n_creators, 1)?;
+    at_most("world.n_creators", w.n_creators, u32::MAX as usize, "creator ids are 32-bit")?;
     positive("world.video_duration_s", w.video_duration_s)?;
-    non_negative("world.initial_views_mean", w.initial_views_mean)?;
-    non_negative("world.initial_views_std", w.initial_views_std)?;
+    in_range("world.video_duration_s", w.video_duration_s, 1e6, "seconds")?;
+    in_range("world.initial_views_mean", w.initial_views_mean, 1e12, "view counts must not overflow")?;
+    in_range("world.initial_views_std", w.initial_views_std, 1e12, "view counts must not overflow")?;
     at_least("world.n_users", w.n_users, 1)?;
     at_most("world.n_users", w.n_users, u32::MAX as usize, "user ids are 32-bit")?;
+    if w.age_max > 1000 {
+        return Err(invalid("world.age_max", w.age_max, "an integer <= 1000"));
+    }
     if w.age_max <= w.age_min {
         return Err(invalid("world.age_max", w.age_max, &format!("an integer > world.age_min ({})", w.age_min)));
     }
 
     let r = &c.response;
-    finite("response.interest_boost", r.interest_boost)?;
+    moderate("response.interest_boost", r.interest_boost)?;
     for (i, t) in r.regional_taste.iter().enumerate() {
         if !w.categories.contains(&t.category) {
             return Err(invalid(
@@ -144,56 +160,54 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                 &format!("one of world.regions {:?}", w.regions),
             ));
         }
-        finite(&format!("response.regional_taste[{i}].delta"), t.delta)?;
+        moderate(&format!("response.regional_taste[{i}].delta"), t.delta)?;
     }
 
     let h = &c.history;
-    non_negative("history.interactions_mean", h.interactions_mean)?;
-    non_negative("history.interactions_std", h.interactions_std)?;
-    if h.interactions_mean > 100_000.0 {
-        return Err(invalid("history.interactions_mean", h.interactions_mean, "a number <= 100000"));
-    }
+    in_range("history.interactions_mean", h.interactions_mean, 100_000.0, "interactions per user")?;
+    in_range("history.interactions_std", h.interactions_std, 100_000.0, "interactions per user")?;
     at_most("history.interactions_min", h.interactions_min, 100_000, "interactions per user")?;
-    finite("history.like_boost", h.like_boost)?;
-    finite("history.skip_penalty", h.skip_penalty)?;
-    non_negative("history.session_gap_mean_s", h.session_gap_mean_s)?;
-    non_negative("history.session_gap_std_s", h.session_gap_std_s)?;
-    if !(h.zipf_exponent.is_finite() && h.zipf_exponent >= 0.0) {
-        return Err(invalid("history.zipf_exponent", h.zipf_exponent, "a finite number >= 0"));
-    }
+    moderate("history.like_boost", h.like_boost)?;
+    moderate("history.skip_penalty", h.skip_penalty)?;
+    in_range("history.session_gap_mean_s", h.session_gap_mean_s, 1e9, "seconds")?;
+    in_range("history.session_gap_std_s", h.session_gap_std_s, 1e9, "seconds")?;
+    in_range("history.zipf_exponent", h.zipf_exponent, 100.0, "a Zipf exponent")?;
 
     let s = &c.scores;
-    finite("scores.watched", s.watched)?;
-    finite("scores.liked", s.liked)?;
-    finite("scores.skipped", s.skipped)?;
-    finite("scores.other", s.other)?;
+    moderate("scores.watched", s.watched)?;
+    moderate("scores.liked", s.liked)?;
+    moderate("scores.skipped", s.skipped)?;
+    moderate("scores.other", s.other)?;
 
     let k = &c.candidates;
     at_least("candidates.count", k.count, 1)?;
     at_most("candidates.count", k.count, 1000, "the Q-network has one output per slot")?;
-    finite("candidates.w_similarity", k.w_similarity)?;
-    finite("candidates.w_popularity", k.w_popularity)?;
-    finite("candidates.w_interest", k.w_interest)?;
-    finite("candidates.popularity_scale", k.popularity_scale)?;
+    moderate("candidates.w_similarity", k.w_similarity)?;
+    moderate("candidates.w_popularity", k.w_popularity)?;
+    moderate("candidates.w_interest", k.w_interest)?;
+    moderate("candidates.popularity_scale", k.popularity_scale)?;
     at_least("candidates.neighbours", k.neighbours, 1)?;
+    at_most("candidates.neighbours", k.neighbours, 100_000, "neighbours kept per video")?;
 
     let e = &c.env;
     at_least("env.max_steps", e.max_steps, 1)?;
-    finite("env.reward_watched", e.reward_watched)?;
-    finite("env.reward_liked", e.reward_liked)?;
-    finite("env.reward_skipped", e.reward_skipped)?;
-    finite("env.reward_session_end", e.reward_session_end)?;
-    non_negative("env.skip_time_min_s", e.skip_time_min_s)?;
-    if !(e.skip_time_max_s.is_finite() && e.skip_time_max_s > e.skip_time_min_s) {
+    at_most("env.max_steps", e.max_steps, 1_000_000, "steps per episode")?;
+    moderate("env.reward_watched", e.reward_watched)?;
+    moderate("env.reward_liked", e.reward_liked)?;
+    moderate("env.reward_skipped", e.reward_skipped)?;
+    moderate("env.reward_session_end", e.reward_session_end)?;
+    in_range("env.skip_time_min_s", e.skip_time_min_s, 1e6, "seconds")?;
+    if !(e.skip_time_max_s.is_finite() && e.skip_time_max_s > e.skip_time_min_s && e.skip_time_max_s <= 1e6) {
         return Err(invalid(
             "env.skip_time_max_s",
             e.skip_time_max_s,
-            &format!("a finite number > env.skip_time_min_s ({})", e.skip_time_min_s),
+            &format!("a number > env.skip_time_min_s ({}) and <= 1000000 seconds", e.skip_time_min_s),
         ));
     }
 
     let t = &c.train;
     at_least("train.episodes", t.episodes, 1)?;
+    at_most("train.episodes", t.episodes, 1_000_000_000, "training episodes")?;
     let mut seen = HashSet::new();
     if let Some(s) = t.seeds.iter().find(|s| !seen.insert(**s)) {
         return Err(invalid("train.seeds", s, "distinct seeds"));
@@ -202,7 +216,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(invalid("train.seeds", "a single seed", "an empty list (use `seed`) or at least 2 seeds"));
     }
     at_least("train.eval_episodes", t.eval_episodes, 1)?;
+    at_most("train.eval_episodes", t.eval_episodes, 10_000_000, "evaluation episodes per policy")?;
     at_least("train.moving_average", t.moving_average, 1)?;
+    at_most("train.moving_average", t.moving_average, 1_000_000, "episodes")?;
     if !(1..=4096).contains(&t.sessions) {
         return Err(invalid("train.sessions", t.sessions, "an integer in 1..=4096"));
     }
@@ -214,6 +230,14 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "train.checkpoint_every",
             t.checkpoint_every,
             "0 when train.sessions > 1 (sessions in flight are not checkpointed; the final agent is saved)",
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(b) = t.baselines.iter().find(|b| !seen.insert(**b)) {
+        return Err(invalid(
+            "train.baselines",
+            format!("{:?}", t.baselines.iter().map(|b| b.name()).collect::<Vec<_>>()),
+            &format!("distinct baselines; \"{b}\" repeats"),
         ));
     }
     if t.baselines.contains(&PolicyKind::Dqn) {
@@ -229,6 +253,8 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(invalid("dqn.hidden", format!("{:?}", d.hidden), "a non-empty list of layer widths in 1..=65536"));
     }
     positive("dqn.lr", d.lr)?;
+    at_most("dqn.batch_size", d.batch_size, 1_000_000, "transitions per batch")?;
+    at_most("dqn.replay_capacity", d.replay_capacity, 1_000_000_000, "transitions")?;
     in_unit("dqn.gamma", d.gamma)?;
     at_least("dqn.batch_size", d.batch_size, 1)?;
     at_least("dqn.replay_capacity", d.replay_capacity, d.batch_size).map_err(|_| {
@@ -243,7 +269,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if !(d.tau > 0.0 && d.tau <= 1.0) {
         return Err(invalid("dqn.tau", d.tau, "a number in (0, 1]"));
     }
-    non_negative("dqn.grad_clip", d.grad_clip)?;
+    in_range("dqn.grad_clip", d.grad_clip, MAX_MAGNITUDE, "a gradient norm; 0 turns clipping off")?;
     at_least("dqn.threads", d.threads, 1)?;
     at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
 
@@ -288,7 +314,18 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.output.results_dir.trim().is_empty() {
         return Err(invalid("output.results_dir", "\"\"", "a folder path"));
     }
-    Ok(())
+    fits_in_memory(c)
+}
+
+/// Refuses a run whose estimated memory (see [`super::memory`]) exceeds this machine's
+/// physical memory.
+fn fits_in_memory(c: &Config) -> Result<(), ConfigError> {
+    let Some(physical) = super::memory::physical_memory() else { return Ok(()) };
+    let need = super::memory::estimate(c);
+    if need.total <= physical {
+        return Ok(());
+    }
+    Err(ConfigError::TooLarge { estimate: need.describe(), physical: super::memory::gib(physical) })
 }
 
 #[cfg(test)]
