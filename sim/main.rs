@@ -206,7 +206,7 @@ impl RunObserver for Progress {
         }
         // Without a terminal, a plain line every tenth of the run.
         let n = self.bar.as_ref().map_or(0, |b| b.length().unwrap_or(0));
-        if !self.quiet && !std::io::stderr().is_terminal() && n >= 10 && (r.episode as u64 + 1) % (n / 10) == 0 {
+        if !self.quiet && !std::io::stderr().is_terminal() && n >= 10 && (r.episode as u64 + 1).is_multiple_of(n / 10) {
             eprintln!(
                 "fypsim: episode {}/{n}: mean return (last {}) {:.2}, epsilon {:.3}, loss {loss}",
                 r.episode + 1,
@@ -263,8 +263,17 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     }
     let mut progress = Progress::new(quiet, checked.train.moving_average);
     let control = RunControl { resume: resume.is_some(), max_episodes };
-    let end = run_with(&checked, &dir, &checked.name, control, &mut progress)
-        .with_context(|| format!("run failed; files written so far are in {}", dir.display()))?;
+    let end = match run_with(&checked, &dir, &checked.name, control, &mut progress) {
+        Ok(end) => end,
+        Err(e @ fypsim::Error::Busy { .. }) => return Err(e.into()),
+        Err(e) => {
+            progress.training_finished();
+            return Err(match written_files(&dir) {
+                0 => anyhow::Error::from(e).context("run failed before writing anything"),
+                _ => anyhow::Error::from(e).context(format!("run failed; the files written so far are in {}", dir.display())),
+            });
+        }
+    };
     let summary = match end {
         RunEnd::Finished(s) => s,
         RunEnd::Stopped { episodes_done } => {
@@ -272,12 +281,26 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
             println!("continue with: fypsim run --resume {}", dir.display());
             return Ok(());
         }
+        RunEnd::Interrupted { episodes_done, checkpointed } => {
+            println!("interrupted after episode {episodes_done} of {}", checked.train.episodes);
+            if checkpointed {
+                println!("checkpoint saved; continue with: fypsim run --resume {}", dir.display());
+            } else if checked.train.sessions > 1 {
+                println!("runs with train.sessions > 1 cannot be resumed (sessions in flight are not checkpointed); run again to start afresh");
+            } else {
+                println!("nothing was checkpointed yet; run again to start afresh");
+            }
+            println!("results so far: {}", dir.display());
+            return Err(fypsim::Error::Interrupted.into());
+        }
     };
+    let speed = fypsim::run::steps_per_second_of(&dir, &summary).unwrap_or(f64::NAN);
     println!(
-        "{} policy, seed {}: {} episodes, {} steps at {:.0} steps/s",
-        summary.policy, summary.seed, summary.episodes, summary.total_steps, summary.steps_per_second
+        "{} policy, seed {}: {} episodes, {} steps at {speed:.0} steps/s",
+        summary.policy, summary.seed, summary.episodes, summary.total_steps
     );
-    println!("mean training return over the last 100 episodes: {:.3}", summary.mean_return_last_100);
+    let window = summary.episodes.min(100);
+    println!("mean training return over the last {window} episodes: {:.3}", summary.mean_return_last_100);
     println!("evaluation ({} episodes each, exploration off, same users and random numbers):", checked.train.eval_episodes);
     for e in &summary.evaluation {
         println!("  {:<14} {:>8.3} ± {:.3}", e.policy.name(), e.mean_return, e.ci95);
@@ -289,6 +312,23 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     Ok(())
 }
 
+/// A run's status in a progress line (a failure's message is printed once, at the end).
+fn status_word(status: &fypsim::sweep::RunStatus) -> &'static str {
+    use fypsim::sweep::RunStatus;
+    match status {
+        RunStatus::Done => "done",
+        RunStatus::Skipped => "complete already",
+        RunStatus::Busy => "being run by another process",
+        RunStatus::Interrupted => "interrupted (checkpoint saved)",
+        RunStatus::Failed(_) => "FAILED (see error.txt in its folder)",
+    }
+}
+
+/// How many result files a run folder holds (its lock file aside).
+fn written_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.filter_map(|e| e.ok()).filter(|e| e.file_name() != ".lock").count())
+}
+
 fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     let jobs = fypsim::cores();
     let n = checked.train.seeds.len();
@@ -296,12 +336,20 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
         eprintln!("fypsim: `{}` under {n} seeds ({jobs} at a time) -> {}", checked.name, dir.display());
     }
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let summary = fypsim::multiseed::run_seeds(checked, dir, jobs, &|seed, status| {
+    let summary = match fypsim::multiseed::run_seeds(checked, dir, jobs, &|seed, status| {
         let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if !quiet {
-            eprintln!("fypsim: [{k}/{n}] seed {seed}: {status:?}");
+            eprintln!("fypsim: [{k}/{n}] seed {seed}: {}", status_word(status));
         }
-    })?;
+    }) {
+        Ok(s) => s,
+        Err(fypsim::Error::Interrupted) => {
+            println!("interrupted: seeds in flight saved a checkpoint; finished seeds are kept");
+            println!("continue with: fypsim run {} --out {}", dir.join("config.toml").display(), dir.display());
+            return Err(fypsim::Error::Interrupted.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "{} policy, {} seeds x {} episodes; evaluation over {} episodes per seed, exploration off:",
         summary.policy, n, summary.episodes, summary.eval_episodes
@@ -329,6 +377,8 @@ struct BenchArgs<'a> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(a.steps >= 1, "--steps must be at least 1 (got 0)");
+    anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1 (got 0)");
     // Every config is checked before the first (possibly long) measurement starts.
     let mut checked = Vec::new();
     for path in a.configs {
@@ -477,7 +527,7 @@ fn cmd_check(configs: &[PathBuf], print: bool) -> Result<()> {
 }
 
 fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option<&str>, dry_run: bool) -> Result<()> {
-    use fypsim::sweep::{execute, is_complete, parse_shard, plan, shard as take_shard, RunStatus};
+    use fypsim::sweep::{execute, is_complete, parse_shard, plan, shard as take_shard};
     let sweep = plan(path, out)?;
     let total = sweep.runs.len();
     let runs = match shard {
@@ -517,11 +567,7 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let outcome = execute(&runs, jobs, &|r, status| {
-        let what = match status {
-            RunStatus::Done => "done",
-            RunStatus::Skipped => "complete already",
-            RunStatus::Failed(_) => "FAILED",
-        };
+        let what = status_word(status);
         bar.set_message(format!("| last: {} seed {} {what}", r.label, r.seed));
         bar.inc(1);
         if !std::io::stderr().is_terminal() {
@@ -530,10 +576,20 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
     });
     bar.finish_and_clear();
     println!("{} runs done, {} skipped (complete), {} failed", outcome.done, outcome.skipped, outcome.failed.len());
+    if outcome.busy > 0 {
+        println!("{} runs were being run by another process (their folders are locked) and were left to it", outcome.busy);
+    }
     for (run, err) in &outcome.failed {
         println!("  failed: {run}: {err}");
     }
     println!("results: {}", out_dir.display());
+    if outcome.interrupted + outcome.not_started > 0 {
+        println!(
+            "interrupted: {} runs stopped with a checkpoint, {} not started; run the same command to continue",
+            outcome.interrupted, outcome.not_started
+        );
+        return Err(fypsim::Error::Interrupted.into());
+    }
     println!("next: fypsim report {}", out_dir.display());
     anyhow::ensure!(
         outcome.failed.is_empty(),
@@ -575,6 +631,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // SIGINT and SIGTERM: runs finish their episode, checkpoint and say how to go on; a
+    // second signal quits at once.
+    let _ = ctrlc::set_handler(|| {
+        if fypsim::run::stop_requested() {
+            eprintln!("\nfypsim: stopping now (the last checkpoint is kept)");
+            std::process::exit(130);
+        }
+        fypsim::run::request_stop();
+        eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
+    });
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run { config, out, resume, max_episodes, quiet } => {
@@ -600,6 +666,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref::<fypsim::Error>(), Some(fypsim::Error::Interrupted)) => {
+            eprintln!("fypsim: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

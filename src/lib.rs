@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bench;
 pub mod candidates;
+pub mod checkpoint;
 pub mod config;
 pub mod env;
 mod error;

@@ -43,7 +43,11 @@ pub struct MultiSeedSummary {
     /// Per seed: trained - greedy, across seeds.
     pub advantage_over_greedy: Interval,
     pub per_seed: Vec<SeedResult>,
-    pub steps_per_second: f64,
+    /// Mean training steps per second of the seeds: only with `output.wall_time = true`
+    /// (each seed's `timing.json` has it), so that the summary is the same for the same
+    /// seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,11 +66,31 @@ pub fn run_seeds(
     jobs: usize,
     on_done: &(dyn Fn(u64, &RunStatus) + Sync),
 ) -> Result<MultiSeedSummary> {
+    // Seeds already done are kept only when they are of this very config: a rerun with
+    // changed settings must not average old seeds with new ones.
+    if dir.join("config.toml").is_file() {
+        let theirs = crate::run::config_of_run(dir)?;
+        if crate::checkpoint::fingerprint(&theirs) != crate::checkpoint::fingerprint(config) {
+            return Err(Error::Other(format!(
+                "{} holds a multi-seed run of another config; choose another --out folder (or delete it to start afresh)",
+                dir.display()
+            )));
+        }
+    }
     crate::run::write_resolved_config(config, dir, &crate::run::provenance())?;
     let runs = seed_runs(config, dir);
     let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s));
     if let Some((run, err)) = outcome.failed.first() {
         return Err(Error::Other(format!("{} of {} seeds failed; first: {run}: {err}", outcome.failed.len(), runs.len())));
+    }
+    if outcome.interrupted + outcome.not_started > 0 {
+        return Err(Error::Interrupted);
+    }
+    if outcome.busy > 0 {
+        return Err(Error::Busy {
+            dir: dir.to_path_buf(),
+            holder: format!("{} of its seeds are being run elsewhere", outcome.busy),
+        });
     }
     let found = report::discover(dir)?;
     let trained = config.policy.name().to_string();
@@ -104,7 +128,9 @@ pub fn run_seeds(
         oracle_fraction: Interval::of(&fractions),
         advantage_over_greedy: Interval::of(&advantage),
         per_seed,
-        steps_per_second: found.iter().map(|r| r.summary.steps_per_second).sum::<f64>() / found.len().max(1) as f64,
+        steps_per_second: config.output.wall_time.then(|| {
+            found.iter().map(|r| r.summary.steps_per_second.unwrap_or(f64::NAN)).sum::<f64>() / found.len().max(1) as f64
+        }),
     };
     let path = dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");

@@ -74,6 +74,8 @@ pub fn discover(dir: &Path) -> Result<Vec<RunInfo>> {
             let (ep, ret) = (frame(ep.u32().cloned(), &curve_path)?, frame(ret.f64().cloned(), &curve_path)?);
             curve = (0..ep.len()).filter_map(|i| Some((ep.get(i)?, ret.get(i)?))).collect();
         }
+        let mut summary = summary;
+        summary.steps_per_second = crate::run::steps_per_second_of(&d, &summary);
         runs.push(RunInfo { dir: d, summary, curve });
     }
     runs.sort_by(|a, b| a.summary.label.cmp(&b.summary.label).then(a.summary.seed.cmp(&b.summary.seed)));
@@ -141,7 +143,8 @@ pub fn aggregate(runs: &[RunInfo]) -> Vec<ConfigRow> {
                 oracle_fraction,
                 oracle_fraction_ci95,
                 baselines,
-                steps_per_second: rs.iter().map(|r| r.summary.steps_per_second).sum::<f64>() / rs.len() as f64,
+                steps_per_second: rs.iter().map(|r| r.summary.steps_per_second.unwrap_or(f64::NAN)).sum::<f64>()
+                    / rs.len() as f64,
             }
         })
         .collect()

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -57,12 +58,40 @@ pub struct Summary {
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
     pub evaluation: Vec<EvalResult>,
-    /// Training steps per second (environment, policy and learning together).
-    pub steps_per_second: f64,
-    pub training_s: f64,
+    /// Training steps per second (environment, policy and learning together). Wall-clock
+    /// figures are in `timing.json`; here only with `output.wall_time = true`, so that
+    /// by default a seed's summary is byte-identical from run to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_s: Option<f64>,
     pub crate_version: String,
     pub git_revision: String,
     pub results_dir: String,
+}
+
+/// The file of a run's wall-clock measurements (everything else a run writes is the same
+/// for the same seed).
+pub const TIMING: &str = "timing.json";
+
+/// `timing.json`: how long training took on this machine.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Timing {
+    /// Training seconds (evaluations and checkpoints excluded), over every session of the
+    /// run (a resumed run adds up its parts).
+    pub training_s: f64,
+    pub steps_per_second: f64,
+    pub total_steps: u64,
+    pub updates: u64,
+}
+
+/// A finished run's steps per second: from its summary (older runs, or
+/// `output.wall_time = true`) or its `timing.json`.
+pub fn steps_per_second_of(dir: &Path, summary: &Summary) -> Option<f64> {
+    summary.steps_per_second.or_else(|| {
+        let text = fs::read_to_string(dir.join(TIMING)).ok()?;
+        serde_json::from_str::<Timing>(&text).ok().map(|t| t.steps_per_second)
+    })
 }
 
 /// The crate version and the git revision of the source tree the binary was built from.
@@ -101,17 +130,25 @@ pub fn preflight(config: &Checked) -> Result<()> {
     Ok(())
 }
 
-/// Creates the run's folder: `out` if given (it may exist but must hold no finished run),
-/// else the next free `<results_dir>/<name>/seed<seed>-<NNN>`.
+/// Creates the run's folder: `out` if given (it may exist but must hold no run, finished
+/// or interrupted), else the next free `<results_dir>/<name>/seed<seed>-<NNN>`.
 pub fn prepare_run_dir(config: &Checked, out: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = out {
-        fs::create_dir_all(dir).map_err(Error::io("create folder", dir))?;
         if dir.join("summary.json").exists() {
             return Err(Error::Other(format!(
                 "{} already holds a finished run (summary.json); choose another --out folder",
                 dir.display()
             )));
         }
+        if crate::checkpoint::exists(dir) {
+            return Err(Error::Other(format!(
+                "{} holds an interrupted run (it has a checkpoint); continue it with `fypsim run --resume {}`, \
+                 or choose another --out folder (delete the folder to start afresh)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(dir).map_err(Error::io("create folder", dir))?;
         return Ok(dir.to_path_buf());
     }
     let parent = Path::new(&config.output.results_dir).join(&config.name);
@@ -163,41 +200,72 @@ pub enum RunEnd {
     Stopped {
         episodes_done: u32,
     },
+    /// Stopped by a signal ([`request_stop`]). `checkpointed`: a checkpoint holds every
+    /// episode done, and `fypsim run --resume` continues from it.
+    Interrupted {
+        episodes_done: u32,
+        checkpointed: bool,
+    },
 }
 
-const CHECKPOINT: &str = "checkpoint";
-const COMPLETE: &str = "COMPLETE";
+static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Saves the agent and the training progress into `dir/checkpoint`, through a temporary
-/// folder, so that an interruption while saving never leaves a half-written checkpoint.
-fn save_checkpoint(dir: &Path, progress: &mut TrainProgress, env: &Env, policy: &dyn Policy) -> Result<()> {
-    let tmp = dir.join("checkpoint.tmp");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(Error::io("create folder", &tmp))?;
+/// Asks every run of this process to stop at its next episode boundary, after a
+/// checkpoint (the CLI calls this on SIGINT and SIGTERM).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Saves the agent and the training progress into `dir/checkpoint` (see
+/// [`crate::checkpoint`]): written aside, checksummed, then swapped into place.
+fn save_checkpoint(config: &Checked, dir: &Path, progress: &mut TrainProgress, env: &Env, policy: &dyn Policy) -> Result<()> {
+    let w = crate::checkpoint::Writer::begin(dir)?;
     progress.env = env.state();
     let json = serde_json::to_string(progress).expect("training progress serialises");
-    write_text(&tmp.join("progress.json"), &json)?;
-    policy.save(&tmp)?;
-    write_text(&tmp.join(COMPLETE), "")?;
-    let fin = dir.join(CHECKPOINT);
-    if fin.exists() {
-        fs::remove_dir_all(&fin).map_err(Error::io("replace", &fin))?;
-    }
-    fs::rename(&tmp, &fin).map_err(Error::io("rename into place", &fin))
+    w.write("progress.json", json.as_bytes())?;
+    policy.save(w.dir())?;
+    w.finish(config, progress.episodes_done)
 }
 
-/// The newest complete checkpoint of a run folder.
-pub fn checkpoint_dir(dir: &Path) -> Result<PathBuf> {
-    for name in [CHECKPOINT, "checkpoint.tmp"] {
-        let c = dir.join(name);
-        if c.join(COMPLETE).is_file() {
-            return Ok(c);
+/// The lock of a run folder, held while a process works in it: a second process gets
+/// [`Error::Busy`] instead of writing over the first one's files.
+pub struct RunLock {
+    _file: fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (the file `dir/.lock`), or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(".lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::{Seek, Write};
+                // Who holds it, for the message a second process prints.
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = write!(file, "process {}", std::process::id());
+                Ok(RunLock { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { "another process".to_string() } else { holder.trim().to_string() };
+                Err(Error::Busy { dir: dir.to_path_buf(), holder })
+            }
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path)(e)),
         }
     }
-    Err(Error::Other(format!(
-        "{} has no complete checkpoint (checkpoint/COMPLETE); was it written by `fypsim run` with train.checkpoint_every?",
-        dir.display()
-    )))
 }
 
 /// Runs one experiment into `dir` to the end. `label` names its configuration in reports
@@ -206,6 +274,7 @@ pub fn run(config: &Checked, dir: &Path, label: &str, observer: &mut dyn RunObse
     match run_with(config, dir, label, RunControl::default(), observer)? {
         RunEnd::Finished(s) => Ok(*s),
         RunEnd::Stopped { episodes_done } => Err(Error::Other(format!("run stopped after {episodes_done} episodes"))),
+        RunEnd::Interrupted { .. } => Err(Error::Interrupted),
     }
 }
 
@@ -250,11 +319,13 @@ pub fn run_with(
             config.train.sessions
         )));
     }
-    if control.resume {
-        if dir.join("summary.json").exists() {
-            return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to resume", dir.display())));
-        }
-    } else {
+    let _lock = RunLock::acquire(dir)?;
+    if dir.join("summary.json").exists() {
+        return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to do", dir.display())));
+    }
+    // A resume trusts nothing it has not verified: the checkpoint's files and its config.
+    let checkpoint = if control.resume { Some(crate::checkpoint::open(dir, config)?) } else { None };
+    if !control.resume {
         write_resolved_config(config, dir, &prov)?;
     }
 
@@ -267,19 +338,21 @@ pub fn run_with(
         observer.stage(&format!("evaluating baseline {kind}"));
         let mut policy = make_policy(kind, config)?;
         baselines.push(evaluate(config, &world, policy.as_mut(), n_eval)?);
+        if stop_requested() {
+            return Ok(RunEnd::Interrupted { episodes_done: 0, checkpointed: checkpoint.is_some() });
+        }
     }
 
     let mut policy = make_policy(config.policy, config)?;
     let mut env = Env::new(config, world.clone());
     let (every, total) = (config.train.eval_every, config.train.episodes);
-    let mut progress = if control.resume {
-        let ck = checkpoint_dir(dir)?;
-        let path = ck.join("progress.json");
-        let text = fs::read_to_string(&path).map_err(Error::io("read", &path))?;
-        let progress: TrainProgress = serde_json::from_str(&text)
-            .map_err(|e| Error::Other(format!("{} is not a fypsim checkpoint: {e}", path.display())))?;
-        policy.load(&ck)?;
-        env.restore(&progress.env).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let mut progress = if let Some(ck) = &checkpoint {
+        let path = ck.dir.join("progress.json");
+        let bytes = ck.read("progress.json")?;
+        let progress: TrainProgress = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Checkpoint(format!("{} is not a fypsim checkpoint: {e}", path.display())))?;
+        policy.load(&ck.dir)?;
+        env.restore(&progress.env).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
         observer.stage(&format!("resuming after episode {} of {total}", progress.episodes_done));
         progress
     } else {
@@ -297,22 +370,33 @@ pub fn run_with(
     train(config, &mut env, policy.as_mut(), config.output.steps, &mut progress, &mut |p, env, pol| {
         observer.episode(p.episodes.last().expect("an episode was just recorded"));
         let done = p.episodes_done as usize;
-        if every > 0 && done % every == 0 && done < total {
+        if every > 0 && done.is_multiple_of(every) && done < total {
             let e = evaluate(config, &world, pol, n_eval)?;
             p.curve.push(EvalPoint { episode: done as u32, mean_return: e.mean_return, ci95: e.ci95 });
         }
+        // A signal stops the run after this episode, with a checkpoint (lockstep runs
+        // cannot checkpoint their sessions in flight, so they just stop).
+        let interrupted = stop_requested() && done < total;
         let stop = control.max_episodes.is_some_and(|m| done as u32 >= m) && done < total;
-        if stop || (checkpoint_every > 0 && done % checkpoint_every == 0 && done < total) {
-            save_checkpoint(dir, p, env, &*pol)?;
+        let resumable = config.train.sessions == 1;
+        if (stop || interrupted) && resumable || (checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) && done < total) {
+            save_checkpoint(config, dir, p, env, &*pol)?;
         }
-        Ok(if stop { Flow::Stop } else { Flow::Continue })
+        Ok(if stop || interrupted { Flow::Stop } else { Flow::Continue })
     })?;
     observer.training_finished();
     if (progress.episodes_done as usize) < total {
+        if stop_requested() {
+            return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: config.train.sessions == 1 });
+        }
         return Ok(RunEnd::Stopped { episodes_done: progress.episodes_done });
     }
     // The final agent, for `fypsim eval DIR`.
-    save_checkpoint(dir, &mut progress, &env, policy.as_ref())?;
+    save_checkpoint(config, dir, &mut progress, &env, policy.as_ref())?;
+    if stop_requested() {
+        // Training is done and saved; the final evaluation is what a resume will do.
+        return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
+    }
 
     let path = dir.join("episodes.csv");
     let mut episodes = frame(records::episodes_frame(&progress.episodes, config.output.wall_time), &path)?;
@@ -419,12 +503,19 @@ pub fn run_with(
         oracle_fraction: oracle_fraction_of(&evaluation),
         baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
-        steps_per_second: progress.steps_per_s(),
-        training_s: progress.elapsed_s,
+        steps_per_second: config.output.wall_time.then(|| progress.steps_per_s()),
+        training_s: config.output.wall_time.then_some(progress.elapsed_s),
         crate_version: prov.crate_version,
         git_revision: prov.git_revision,
         results_dir: dir.display().to_string(),
     };
+    let timing = Timing {
+        training_s: progress.elapsed_s,
+        steps_per_second: progress.steps_per_s(),
+        total_steps: progress.total_steps,
+        updates: progress.updates,
+    };
+    write_text(&dir.join(TIMING), &serde_json::to_string_pretty(&timing).expect("timing serialises"))?;
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
     write_text(&dir.join("summary.json"), &json)?;
     Ok(RunEnd::Finished(Box::new(summary)))
@@ -438,11 +529,14 @@ pub fn run_with(
 fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<(Checked, World, Box<dyn Policy>, usize)> {
     let config = config_of_run(dir)?;
     preflight(&config)?;
-    let ck = checkpoint_dir(dir)?;
+    if episodes == Some(0) {
+        return Err(Error::Other("--episodes must be at least 1".into()));
+    }
+    let ck = crate::checkpoint::open(dir, &config)?;
     let world = World::generate(&config);
-    let n = episodes.unwrap_or(config.train.eval_episodes).max(1);
+    let n = episodes.unwrap_or(config.train.eval_episodes);
     let mut policy = make_policy(config.policy, &config)?;
-    policy.load(&ck)?;
+    policy.load(&ck.dir)?;
     Ok((config, world, policy, n))
 }
 

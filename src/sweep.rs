@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::config::{Checked, Config, ConfigError};
-use crate::run::{run, Silent};
+use crate::run::Silent;
 use crate::{Error, Result};
 
 /// A sweep file.
@@ -58,13 +58,28 @@ fn sweep_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Other(format!("sweep {}: {msg}", path.display()))
 }
 
-/// A file-name-safe rendering of `key=value`.
+/// A file-name-safe rendering of `key=value`, one-to-one: letters, digits, '.', '-' and
+/// '_' stay; every other byte is written `%XX` ('=' and '%' included), so distinct
+/// values never share a folder, and since no value holds a bare '=', a label of several
+/// `key=value` parts joined by '_' splits one way only. A string shows without quotes.
 fn slug(key: &str, value: &toml::Value) -> String {
     let v = match value {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    format!("{key}={v}").chars().map(|c| if c.is_ascii_alphanumeric() || "._=-".contains(c) { c } else { '-' }).collect()
+    format!("{}={}", escape(key), escape(&v))
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Reads a sweep file and expands and validates every run. `out` is the output folder
@@ -96,6 +111,11 @@ pub fn plan(path: &Path, out: Option<&Path>) -> Result<Sweep> {
         if values.is_empty() {
             return Err(sweep_err(path, format!("grid key `{key}` has an empty list")));
         }
+        for (i, v) in values.iter().enumerate() {
+            if values[..i].contains(v) {
+                return Err(sweep_err(path, format!("grid key `{key}` lists the value {v} twice (allowed: distinct values)")));
+            }
+        }
         axes.push((key.clone(), values));
     }
     // The cartesian product, first key varying slowest.
@@ -115,12 +135,22 @@ pub fn plan(path: &Path, out: Option<&Path>) -> Result<Sweep> {
 
     let mut runs = Vec::new();
     let mut errors = Vec::new();
+    let mut folders: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for point in &points {
         let label = if point.is_empty() {
             "base".to_string()
         } else {
             point.iter().map(|(k, v)| slug(k, v)).collect::<Vec<_>>().join("_")
         };
+        // Two points in one folder would race and the second would look complete: never
+        // (compared without case, for file systems that ignore it).
+        let shown = point.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        if let Some(other) = folders.insert(label.to_lowercase(), shown.clone()) {
+            return Err(sweep_err(
+                path,
+                format!("the grid points `{other}` and `{shown}` would share the folder {label}; make the values distinct"),
+            ));
+        }
         for &seed in &file.seeds {
             let mut overrides = fixed.clone();
             overrides.extend(point.iter().map(|(k, v)| format!("{k}={v}")));
@@ -175,7 +205,12 @@ pub fn is_complete(run: &PlannedRun) -> bool {
 #[derive(Debug, Clone)]
 pub enum RunStatus {
     Done,
+    /// Complete already (its summary.json exists).
     Skipped,
+    /// Another process is working in its folder.
+    Busy,
+    /// Stopped by a signal, with a checkpoint: the same command resumes it.
+    Interrupted,
     Failed(String),
 }
 
@@ -184,12 +219,30 @@ pub enum RunStatus {
 pub struct SweepOutcome {
     pub done: usize,
     pub skipped: usize,
+    pub busy: usize,
+    pub interrupted: usize,
+    /// Runs not started because the sweep was interrupted.
+    pub not_started: usize,
     pub failed: Vec<(String, String)>,
 }
 
-/// Runs `runs` on `jobs` worker threads, skipping complete ones; a failing run leaves
+/// Runs `runs` on `jobs` worker threads, skipping complete ones and resuming interrupted
+/// ones from their checkpoints; a failing run (an error or a panic inside it) leaves
 /// `error.txt` in its folder and the sweep goes on. `on_done` is called after each run.
+/// After [`crate::run::request_stop`], runs in flight checkpoint and stop, and no new
+/// run starts.
 pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync)) -> SweepOutcome {
+    execute_with(runs, jobs, &run_one, on_done)
+}
+
+/// [`execute`] with another way to run one run (tests plant failures through it).
+#[doc(hidden)]
+pub fn execute_with(
+    runs: &[PlannedRun],
+    jobs: usize,
+    runner: &(dyn Fn(&PlannedRun) -> Result<RunStatus> + Sync),
+    on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync),
+) -> SweepOutcome {
     let next = AtomicUsize::new(0);
     let outcome = Mutex::new(SweepOutcome::default());
     std::thread::scope(|scope| {
@@ -197,17 +250,17 @@ pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, 
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 let Some(r) = runs.get(k) else { break };
-                let status = if is_complete(r) {
-                    RunStatus::Skipped
-                } else {
-                    match run_one(r) {
-                        Ok(()) => RunStatus::Done,
-                        Err(e) => {
-                            let msg = e.to_string();
-                            let _ = std::fs::create_dir_all(&r.dir);
-                            let _ = std::fs::write(r.dir.join("error.txt"), format!("{msg}\n"));
-                            RunStatus::Failed(msg)
-                        }
+                if crate::run::stop_requested() {
+                    outcome.lock().unwrap_or_else(|e| e.into_inner()).not_started += 1;
+                    continue;
+                }
+                let status = match isolated(runner, r) {
+                    Ok(status) => status,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = std::fs::create_dir_all(&r.dir);
+                        let _ = std::fs::write(r.dir.join("error.txt"), format!("{msg}\n"));
+                        RunStatus::Failed(msg)
                     }
                 };
                 {
@@ -215,6 +268,8 @@ pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, 
                     match &status {
                         RunStatus::Done => o.done += 1,
                         RunStatus::Skipped => o.skipped += 1,
+                        RunStatus::Busy => o.busy += 1,
+                        RunStatus::Interrupted => o.interrupted += 1,
                         RunStatus::Failed(m) => o.failed.push((format!("{} seed {}", r.label, r.seed), m.clone())),
                     }
                 }
@@ -225,12 +280,63 @@ pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, 
     outcome.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run_one(r: &PlannedRun) -> Result<()> {
+/// `runner(r)`, with a panic inside the run turned into that run's failure: one broken
+/// run must not take the other runs of a sweep down with it.
+fn isolated(runner: &(dyn Fn(&PlannedRun) -> Result<RunStatus> + Sync), r: &PlannedRun) -> Result<RunStatus> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(r)))
+        .unwrap_or_else(|payload| Err(Error::Other(format!("the run crashed: {}", panic_message(payload.as_ref())))))
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Fails unless the run already in `r`'s folder (`what`: "a finished" or "an
+/// interrupted") was of `r`'s config.
+fn of_this_config(r: &PlannedRun, what: &str) -> Result<()> {
+    let theirs = crate::run::config_of_run(&r.dir)?;
+    if crate::checkpoint::fingerprint(&theirs) == crate::checkpoint::fingerprint(&r.config) {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{} holds {what} run of another config (the sweep's settings changed since it ran); \
+         move it away, or give the sweep another --out folder",
+        r.dir.display()
+    )))
+}
+
+/// One run of a sweep: skipped when complete, resumed from its checkpoint when one
+/// exists, started afresh otherwise. A folder that holds a run of another config (the
+/// sweep file changed since) is that run's failure, never silently reused.
+fn run_one(r: &PlannedRun) -> Result<RunStatus> {
+    if is_complete(r) {
+        of_this_config(r, "a finished")?;
+        return Ok(RunStatus::Skipped);
+    }
     crate::run::preflight(&r.config)?;
     std::fs::create_dir_all(&r.dir).map_err(Error::io("create folder", &r.dir))?;
-    let _ = std::fs::remove_file(r.dir.join("error.txt"));
+    let resume = crate::checkpoint::exists(&r.dir);
+    if resume {
+        of_this_config(r, "an interrupted")?;
+    }
     // libtorch threads are process-wide; parallel runs each get one.
-    run(&r.config, &r.dir, &r.label, &mut Silent).map(|_| ())
+    let control = crate::run::RunControl { resume, max_episodes: None };
+    match crate::run::run_with(&r.config, &r.dir, &r.label, control, &mut Silent) {
+        Ok(crate::run::RunEnd::Finished(_)) => {
+            let _ = std::fs::remove_file(r.dir.join("error.txt"));
+            Ok(RunStatus::Done)
+        }
+        Ok(crate::run::RunEnd::Interrupted { .. }) | Ok(crate::run::RunEnd::Stopped { .. }) => Ok(RunStatus::Interrupted),
+        Err(Error::Busy { .. }) => Ok(RunStatus::Busy),
+        Err(e) => Err(e),
+    }
 }
 
 /// The runs of a multi-seed config (`train.seeds`): one per seed, in `<dir>/seed<s>`, all
@@ -300,6 +406,45 @@ mod tests {
         assert_eq!(union, sorted);
         assert!(parse_shard("0/2").is_err() && parse_shard("3/2").is_err() && parse_shard("x").is_err());
         assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
+    }
+
+    #[test]
+    fn a_panicking_run_fails_alone_and_the_others_run() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.toml", "");
+        let s = write(d.path(), "s.toml", "base = \"base.toml\"\nseeds = [1, 2, 3]\n");
+        let runs = plan(&s, Some(&d.path().join("out"))).unwrap().runs;
+        let ran = Mutex::new(Vec::new());
+        let outcome = execute_with(
+            &runs,
+            2,
+            &|r| {
+                if r.seed == 1 {
+                    panic!("planted failure");
+                }
+                ran.lock().unwrap().push(r.seed);
+                Ok(RunStatus::Done)
+            },
+            &|_, _| {},
+        );
+        assert_eq!(outcome.done, 2);
+        assert_eq!(outcome.failed.len(), 1);
+        assert!(outcome.failed[0].1.contains("planted failure"), "{:?}", outcome.failed);
+        let error = std::fs::read_to_string(runs[0].dir.join("error.txt")).unwrap();
+        assert!(error.contains("the run crashed: planted failure"), "{error}");
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort();
+        assert_eq!(ran, [2, 3]);
+    }
+
+    #[test]
+    fn folder_names_are_one_to_one() {
+        let v = |s: &str| toml::Value::String(s.into());
+        assert_eq!(slug("dqn.epsilon.per", &v("step")), "dqn.epsilon.per=step");
+        assert_eq!(slug("dqn.lr", &toml::Value::Float(0.001)), "dqn.lr=0.001");
+        assert_ne!(slug("k", &v("a b")), slug("k", &v("a-b")));
+        assert_ne!(slug("k", &v("a/b")), slug("k", &v("a%2Fb")));
+        assert_eq!(slug("k", &v("a=b")), "k=a%3Db");
     }
 
     #[test]

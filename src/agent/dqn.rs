@@ -424,7 +424,7 @@ impl DqnAgent {
 
         // The target network follows every `target_update_every` updates.
         self.updates += 1;
-        if self.updates % self.cfg.target_update_every as u64 == 0 {
+        if self.updates.is_multiple_of(self.cfg.target_update_every as u64) {
             self.update_target();
         }
         self.epsilon.tick(DecayUnit::Update);
@@ -605,8 +605,12 @@ impl DqnAgent {
         tensors.extend(adam);
         let (replay_tensors, replay_len, replay_next) = self.replay.to_tensors();
         tensors.extend(replay_tensors);
-        let path = dir.join("agent.ot");
-        Tensor::save_multi(&tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &path)?;
+        // Serialised in memory and written by Rust, so that a failing write (a full disk)
+        // is an error naming the file rather than an abort inside libtorch's writer.
+        let buffer = SharedBuffer::default();
+        Tensor::save_multi_to_stream(&tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), buffer.clone())?;
+        let bytes = buffer.take();
+        crate::checkpoint::write_file(&dir.join("agent.ot"), &bytes)?;
         let state = AgentState {
             epsilon: self.epsilon.clone(),
             steps: self.steps,
@@ -621,9 +625,8 @@ impl DqnAgent {
                 .map(|t| (t.state.clone(), t.action, t.reward, t.next_state.clone(), t.terminal, t.episode_end))
                 .collect(),
         };
-        let path = dir.join("agent.json");
         let json = serde_json::to_string(&state).expect("agent state serialises");
-        std::fs::write(&path, json).map_err(Error::io("write", &path))
+        crate::checkpoint::write_file(&dir.join("agent.json"), json.as_bytes())
     }
 
     /// Restores an agent saved by [`DqnAgent::save`] (built from the same config).
@@ -633,8 +636,14 @@ impl DqnAgent {
         let state: AgentState = serde_json::from_str(&text)
             .map_err(|e| Error::Other(format!("{} is not a fypsim agent state: {e}", path.display())))?;
         let path = dir.join("agent.ot");
-        let tensors: BTreeMap<String, Tensor> = Tensor::load_multi_with_device(&path, self.device)?.into_iter().collect();
-        let bad = |e: String| Error::Other(format!("{}: {e}", path.display()));
+        let bytes = std::fs::read(&path).map_err(Error::io("read", &path))?;
+        let bad = |e: String| Error::Checkpoint(format!("{} cannot be loaded: {e}", path.display()));
+        // libtorch's own message is a page of C++ stack frames: keep its first line.
+        let tensors: BTreeMap<String, Tensor> =
+            Tensor::load_multi_from_stream_with_device(std::io::Cursor::new(bytes), self.device)
+                .map_err(|e| bad(e.to_string().lines().next().unwrap_or("").to_string()))?
+                .into_iter()
+                .collect();
         for (prefix, vs) in [("online", &mut self.online_vs), ("target", &mut self.target_vs)] {
             for (name, mut t) in vs.variables() {
                 let key = format!("{prefix}.{name}");
@@ -678,6 +687,27 @@ impl DqnAgent {
                 t.copy_(&mixed);
             }
         });
+    }
+}
+
+/// A `Write` whose bytes the caller keeps: libtorch's stream writer takes its writer by
+/// value (and for `'static`).
+#[derive(Clone, Default)]
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -743,7 +773,10 @@ impl Policy for DqnAgent {
         self.steps += 1;
         self.epsilon.tick(DecayUnit::Step);
         let c = &self.cfg;
-        if self.steps < c.learning_starts as u64 || self.steps % c.train_every as u64 != 0 || self.replay.len() < c.batch_size {
+        if self.steps < c.learning_starts as u64
+            || !self.steps.is_multiple_of(c.train_every as u64)
+            || self.replay.len() < c.batch_size
+        {
             return Ok(None);
         }
         let (batch_size, gradient_steps) = (c.batch_size, c.gradient_steps);

@@ -1,0 +1,262 @@
+//! The checkpoint of a run folder: everything a resume needs, verified before it is
+//! trusted.
+//!
+//! A checkpoint is the folder `<run>/checkpoint/`: the training progress
+//! (`progress.json`), whatever the policy saves (`agent.ot` and `agent.json` for the DQN),
+//! and `MANIFEST.json`, written last, which names the format, the fingerprint of the
+//! config the run was started with, the episodes done, and each file's size and SHA-256.
+//! It is written into `checkpoint.tmp/` (every file flushed to disk), then swapped into
+//! place, so a crash or a full disk while saving leaves the previous checkpoint intact.
+//! Opening one checks every file against the manifest and the config against the run's
+//! own `config.toml`, and names the file that is damaged or the setting that differs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Checked;
+use crate::{Error, Result};
+
+/// The folder name of a run's checkpoint.
+pub const DIR: &str = "checkpoint";
+const TMP: &str = "checkpoint.tmp";
+const MANIFEST: &str = "MANIFEST.json";
+/// The marker of checkpoints written before manifests existed (format 1).
+const LEGACY_COMPLETE: &str = "COMPLETE";
+/// The format this version writes.
+pub const FORMAT: u32 = 2;
+
+/// `MANIFEST.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// SHA-256 of the run's resolved config (without provenance): see [`fingerprint`].
+    pub config_sha256: String,
+    pub episodes_done: u32,
+    /// Every other file of the checkpoint.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of bytes, as hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The identity of a config: SHA-256 of its canonical TOML with every default filled in
+/// and the provenance left out, so that comments, key order and the binary's version do
+/// not change it, and any setting does.
+pub fn fingerprint(config: &Checked) -> String {
+    let mut c = config.inner().clone();
+    c.provenance = None;
+    sha256(c.to_toml().as_bytes())
+}
+
+/// Writes `bytes` to `path` and flushes them to disk; any failure (a full disk, say)
+/// names the file.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(Error::io("create", path))?;
+    f.write_all(bytes).map_err(Error::io("write", path))?;
+    f.sync_all().map_err(Error::io("flush to disk", path))
+}
+
+/// A checkpoint being written into `<run>/checkpoint.tmp/`.
+pub struct Writer {
+    run: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Writer {
+    /// Starts a checkpoint of the run in `run` (an unfinished earlier attempt is removed).
+    pub fn begin(run: &Path) -> Result<Writer> {
+        let tmp = run.join(TMP);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(Error::io("remove", &tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(Error::io("create folder", &tmp))?;
+        Ok(Writer { run: run.to_path_buf(), tmp })
+    }
+
+    /// The folder the policy saves its files into.
+    pub fn dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Writes one file of the checkpoint.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_file(&self.tmp.join(name), bytes)
+    }
+
+    /// Checksums every file written, writes the manifest, and swaps the checkpoint into
+    /// place. Until the swap, the previous checkpoint stays whole.
+    pub fn finish(self, config: &Checked, episodes_done: u32) -> Result<()> {
+        let mut files = BTreeMap::new();
+        let entries = fs::read_dir(&self.tmp).map_err(Error::io("list", &self.tmp))?;
+        for e in entries {
+            let e = e.map_err(Error::io("list", &self.tmp))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            let bytes = fs::read(e.path()).map_err(Error::io("read back", e.path()))?;
+            files.insert(name, FileEntry { bytes: bytes.len() as u64, sha256: sha256(&bytes) });
+        }
+        let manifest = Manifest { format: FORMAT, config_sha256: fingerprint(config), episodes_done, files };
+        let json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
+        self.write(MANIFEST, json.as_bytes())?;
+        let fin = self.run.join(DIR);
+        if fin.exists() {
+            // From here until the rename, `checkpoint.tmp` is the complete checkpoint, and
+            // `open` looks there too.
+            fs::remove_dir_all(&fin).map_err(Error::io("replace", &fin))?;
+        }
+        fs::rename(&self.tmp, &fin).map_err(Error::io("rename into place", &fin))
+    }
+}
+
+/// A verified checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    /// None for a format-1 checkpoint (written before manifests: nothing to verify).
+    pub manifest: Option<Manifest>,
+}
+
+impl Checkpoint {
+    /// Reads one of its files.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join(name);
+        fs::read(&path).map_err(Error::io("read", &path))
+    }
+}
+
+/// Whether `run` holds a checkpoint (complete or not; not verified).
+pub fn exists(run: &Path) -> bool {
+    [DIR, TMP].iter().any(|d| {
+        let c = run.join(d);
+        c.join(MANIFEST).is_file() || c.join(LEGACY_COMPLETE).is_file()
+    })
+}
+
+/// The run's newest complete checkpoint, every file verified against its manifest, and
+/// the manifest's config checked against `config` (the run's own config.toml).
+pub fn open(run: &Path, config: &Checked) -> Result<Checkpoint> {
+    for name in [DIR, TMP] {
+        let dir = run.join(name);
+        let manifest_path = dir.join(MANIFEST);
+        if manifest_path.is_file() {
+            let text = fs::read_to_string(&manifest_path).map_err(Error::io("read", &manifest_path))?;
+            let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+                Error::Checkpoint(format!("{} is damaged ({e}); the checkpoint cannot be trusted", manifest_path.display()))
+            })?;
+            if manifest.format > FORMAT {
+                return Err(Error::Checkpoint(format!(
+                    "{} is of format {}, newer than this fypsim reads ({FORMAT}); use a newer fypsim",
+                    manifest_path.display(),
+                    manifest.format
+                )));
+            }
+            verify(&dir, &manifest)?;
+            if manifest.config_sha256 != fingerprint(config) {
+                return Err(Error::Checkpoint(format!(
+                    "{} does not match the config its checkpoint was written under (was it edited, or \
+                     replaced by another run's?); restore the run's config.toml, or start afresh in another \
+                     folder with `fypsim run CONFIG --out NEW_DIR`",
+                    run.join("config.toml").display()
+                )));
+            }
+            return Ok(Checkpoint { dir, manifest: Some(manifest) });
+        }
+        if dir.join(LEGACY_COMPLETE).is_file() {
+            return Ok(Checkpoint { dir, manifest: None });
+        }
+    }
+    Err(Error::Checkpoint(format!(
+        "{} has no complete checkpoint ({DIR}/{MANIFEST}); a run writes one every train.checkpoint_every episodes \
+         and at the end of training",
+        run.display()
+    )))
+}
+
+/// Checks every file the manifest lists: present, of its size, of its checksum.
+fn verify(dir: &Path, manifest: &Manifest) -> Result<()> {
+    for (name, entry) in &manifest.files {
+        let path = dir.join(name);
+        let bytes = fs::read(&path).map_err(|e| {
+            Error::Checkpoint(format!("{} is missing or unreadable ({e}); the checkpoint cannot be trusted", path.display()))
+        })?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(Error::Checkpoint(format!(
+                "{} is damaged: {} bytes where the checkpoint wrote {} (truncated?); the checkpoint cannot be trusted",
+                path.display(),
+                bytes.len(),
+                entry.bytes
+            )));
+        }
+        if sha256(&bytes) != entry.sha256 {
+            return Err(Error::Checkpoint(format!(
+                "{} is damaged: its SHA-256 differs from the one the checkpoint recorded; the checkpoint cannot be trusted",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn written_checkpoints_verify_and_damage_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::default().check().unwrap();
+        let w = Writer::begin(d.path()).unwrap();
+        w.write("a.bin", &[1, 2, 3, 4]).unwrap();
+        w.finish(&c, 7).unwrap();
+        let ck = open(d.path(), &c).unwrap();
+        assert_eq!(ck.manifest.as_ref().unwrap().episodes_done, 7);
+        assert_eq!(ck.read("a.bin").unwrap(), [1, 2, 3, 4]);
+
+        // Same size, one byte flipped.
+        fs::write(d.path().join("checkpoint/a.bin"), [1, 2, 3, 5]).unwrap();
+        let e = open(d.path(), &c).unwrap_err().to_string();
+        assert!(e.contains("a.bin is damaged") && e.contains("SHA-256"), "{e}");
+        // Truncated.
+        fs::write(d.path().join("checkpoint/a.bin"), [1, 2]).unwrap();
+        let e = open(d.path(), &c).unwrap_err().to_string();
+        assert!(e.contains("a.bin is damaged") && e.contains("2 bytes"), "{e}");
+        // Another config.
+        fs::write(d.path().join("checkpoint/a.bin"), [1, 2, 3, 4]).unwrap();
+        let other = c.with_seed(1);
+        let e = open(d.path(), &other).unwrap_err().to_string();
+        assert!(e.contains("does not match the config"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_previous_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::default().check().unwrap();
+        let w = Writer::begin(d.path()).unwrap();
+        w.write("a.bin", b"first").unwrap();
+        w.finish(&c, 1).unwrap();
+        // A second save that fails half way (its writer is dropped unfinished).
+        let w = Writer::begin(d.path()).unwrap();
+        w.write("a.bin", b"half").unwrap();
+        drop(w);
+        let ck = open(d.path(), &c).unwrap();
+        assert_eq!(ck.read("a.bin").unwrap(), b"first");
+        assert_eq!(ck.manifest.unwrap().episodes_done, 1);
+    }
+}
