@@ -51,7 +51,7 @@ fn smoke_run_writes_every_documented_file() {
     fypsim::config::Config::load(&out.join("config.toml"), &[]).unwrap();
 
     let episodes = read_csv(&out.join("episodes.csv")).unwrap();
-    assert_eq!(columns(&episodes), ["episode", "user", "steps", "return", "mean_loss", "epsilon", "wall_s"]);
+    assert_eq!(columns(&episodes), ["episode", "user", "steps", "return", "mean_loss", "epsilon"]);
     assert_eq!(episodes.height(), 30);
     let pq = read_parquet(&out.join("episodes.parquet")).unwrap();
     assert_eq!(columns(&pq), columns(&episodes));
@@ -74,7 +74,7 @@ fn smoke_run_writes_every_documented_file() {
     assert_png(&out.join("loss.png"));
 
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    for key in ["policy", "seed", "episodes", "mean_return_last_100", "baselines", "steps_per_second"] {
+    for key in ["policy", "seed", "episodes", "mean_return_last_100", "baselines"] {
         assert!(summary.get(key).is_some(), "summary.json lacks {key}: {summary}");
     }
     assert_eq!(summary["policy"], "dqn");
@@ -83,7 +83,10 @@ fn smoke_run_writes_every_documented_file() {
     for b in ["random", "greedy", "most_viewed", "oracle"] {
         assert!(summary["baselines"][b].is_number(), "baseline {b}: {summary}");
     }
-    assert!(summary["steps_per_second"].as_f64().unwrap() > 0.0);
+    // Wall-clock figures are in timing.json only (output.wall_time = false by default).
+    assert!(summary.get("steps_per_second").is_none(), "{summary}");
+    let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("timing.json")).unwrap()).unwrap();
+    assert!(timing["steps_per_second"].as_f64().unwrap() > 0.0);
 
     let baselines = read_csv(&out.join("baselines.csv")).unwrap();
     assert_eq!(columns(&baselines), ["policy", "episodes", "mean_return", "ci95", "mean_steps"]);
@@ -181,7 +184,9 @@ fn wall_time_only_adds_a_column() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     smoke_run(&a, &["output.wall_time=false", "output.steps=false"]).success();
-    smoke_run(&b, &["output.steps=false"]).success();
+    smoke_run(&b, &["output.wall_time=true", "output.steps=false"]).success();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["steps_per_second"].as_f64().unwrap() > 0.0, "{summary}");
     assert!(!b.join("steps.parquet").exists() && !a.join("steps.parquet").exists());
     let ea = read_csv(&a.join("episodes.csv")).unwrap();
     let eb = read_csv(&b.join("episodes.csv")).unwrap().drop("wall_s").unwrap();
@@ -350,7 +355,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     }
     let out = c.assert().success().get_output().stdout.clone();
     assert!(String::from_utf8_lossy(&out).contains("stopped after episode 12 of 30"));
-    assert!(!b.join("summary.json").exists() && b.join("checkpoint/COMPLETE").exists());
+    assert!(!b.join("summary.json").exists() && b.join("checkpoint/MANIFEST.json").exists());
     fypsim().args(["run", "--quiet", "--resume"]).arg(&b).assert().success();
     for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
         assert_eq!(

@@ -9,6 +9,7 @@ use fypsim::config::{Checked, Config};
 use fypsim::env::{cat, num, Observation, State};
 use fypsim::rng::{stream, Stream};
 use fypsim::world::User;
+use std::path::Path;
 
 const SLOTS: usize = 3;
 
@@ -255,4 +256,17 @@ fn a_saved_agent_loads_into_the_same_agent() {
     let lb = feed(&mut b, &mut rng_b, 40, 80);
     assert_eq!(la, lb);
     assert_eq!(a.online_weights(), b.online_weights());
+}
+
+#[test]
+fn a_full_disk_while_saving_is_an_error_naming_the_file() {
+    // /dev/full answers every write with "no space left on device".
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("agent.ot")).unwrap();
+    let a = DqnAgent::new(&config(&[])).unwrap();
+    let e = a.save(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("agent.ot") && e.to_lowercase().contains("no space"), "{e}");
 }

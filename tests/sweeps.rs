@@ -181,3 +181,35 @@ fn a_failing_run_is_recorded_and_the_sweep_goes_on() {
     assert!(stdout.contains("failed: dqn.lr=0.003 seed 1"), "{stdout}");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
 }
+
+#[test]
+fn sweeps_leave_locked_runs_alone_and_refuse_runs_of_other_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    // Another process works in one run folder: the sweep leaves it to that process.
+    let held = out.join("dqn.lr=0.001/seed1");
+    std::fs::create_dir_all(&held).unwrap();
+    let lock = fypsim::run::RunLock::acquire(&held).unwrap();
+    let first = sweep(&out, &[]);
+    assert!(first.contains("3 runs done") && first.contains("1 runs were being run by another process"), "{first}");
+    assert!(!held.join("summary.json").exists());
+    drop(lock);
+    let second = sweep(&out, &[]);
+    assert!(second.contains("1 runs done, 3 skipped"), "{second}");
+
+    // The same folders under other settings: each run fails alone, nothing is reused.
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+    let changed = tmp.path().join("changed.toml");
+    std::fs::write(
+        &changed,
+        format!(
+            "base = {:?}\nseeds = [1, 2]\n[grid]\n\"dqn.lr\" = [0.001, 0.003]\n[set]\n\"train.episodes\" = 21\n",
+            base.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = fypsim().args(["sweep"]).arg(&changed).args(["--out"]).arg(&out).assert().failure().get_output().clone();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("0 runs done, 0 skipped (complete), 4 failed"), "{stdout}");
+    assert!(stdout.contains("holds a finished run of another config"), "{stdout}");
+}

@@ -186,7 +186,14 @@ mod tests {
             categorical: vec![i as i64; State::n_categorical(1)],
             valid: vec![true],
         };
-        Transition { state: s.clone(), action: 0, reward: i as f64, next_state: s, terminal: i % 2 == 0, episode_end: i % 2 == 0 }
+        Transition {
+            state: s.clone(),
+            action: 0,
+            reward: i as f64,
+            next_state: s,
+            terminal: i.is_multiple_of(2),
+            episode_end: i.is_multiple_of(2),
+        }
     }
 
     #[test]
@@ -202,7 +209,7 @@ mod tests {
             assert!((2.0..=4.0).contains(&i), "0 and 1 were overwritten");
             let n = State::n_numeric(1);
             assert!(b.numeric[k * n..(k + 1) * n].iter().all(|&x| x == i));
-            assert_eq!(b.terminal[k], if i as usize % 2 == 0 { 1.0 } else { 0.0 });
+            assert_eq!(b.terminal[k], if (i as usize).is_multiple_of(2) { 1.0 } else { 0.0 });
         }
     }
 }

@@ -1,0 +1,392 @@
+//! Hostile input: every case runs the real binary and checks that it ends by exiting (never
+//! by a panic or a signal), with the documented outcome. To add a case, add a row to
+//! `CASES` (or a test below for cases that need set-up: checkpoints, locks, signals).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+fn fypsim() -> Command {
+    let mut c = Command::cargo_bin("fypsim").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// What a case must end with.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Exit 0, and stdout contains this.
+    Ok(&'static str),
+    /// Exit 1, and stderr contains this.
+    Fails(&'static str),
+}
+
+/// One hostile invocation: `fypsim ARGS...`, where `{out}` stands for a fresh folder.
+struct Case {
+    name: &'static str,
+    args: &'static [&'static str],
+    expect: Expect,
+}
+
+const SMOKE: &str = "configs/smoke.toml";
+
+const CASES: &[Case] = &[
+    // Class 1: a user who has seen every video.
+    Case {
+        name: "a tiny catalogue that users exhaust",
+        args: &["run", SMOKE, "--quiet", "--out", "{out}", "--set", "world.n_videos=50", "--set", "train.episodes=400"],
+        expect: Expect::Ok("results:"),
+    },
+    Case {
+        name: "exhausted users under the random baseline, lockstep",
+        args: &[
+            "run",
+            SMOKE,
+            "--quiet",
+            "--out",
+            "{out}",
+            "--set",
+            "world.n_videos=20",
+            "--set",
+            "train.episodes=200",
+            "--set",
+            "train.sessions=4",
+            "--set",
+            "train.checkpoint_every=0",
+            "--set",
+            "policy=random",
+        ],
+        expect: Expect::Ok("results:"),
+    },
+    // Class 6: sizes without bounds.
+    Case {
+        name: "four billion users",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "world.n_users=4000000000"],
+        expect: Expect::Fails("of memory, more than this machine's"),
+    },
+    Case {
+        name: "a history std of 1e308",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "history.interactions_std=1e308"],
+        expect: Expect::Fails("`history.interactions_std`"),
+    },
+    Case {
+        name: "a replay buffer of 1e15 transitions",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "dqn.replay_capacity=1000000000000000"],
+        expect: Expect::Fails("`dqn.replay_capacity`"),
+    },
+    Case {
+        name: "1e12 neighbours",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "candidates.neighbours=1000000000000"],
+        expect: Expect::Fails("`candidates.neighbours`"),
+    },
+    Case {
+        name: "1e18 evaluation episodes",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "train.eval_episodes=1000000000000000000"],
+        expect: Expect::Fails("`train.eval_episodes`"),
+    },
+    Case {
+        name: "the widest documented network",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "dqn.hidden=[65536, 65536]"],
+        expect: Expect::Fails("Q-networks"),
+    },
+    // Class 7: numbers that overflow.
+    Case {
+        name: "a learning rate of 1e20",
+        args: &["run", SMOKE, "--quiet", "--out", "{out}", "--set", "dqn.lr=1e20", "--set", "train.episodes=200"],
+        expect: Expect::Fails("training diverged"),
+    },
+    Case {
+        name: "scores of 1e308",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "scores.watched=1e308"],
+        expect: Expect::Fails("`scores.watched`"),
+    },
+    Case {
+        name: "rewards of 1e308",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "env.reward_liked=1e308"],
+        expect: Expect::Fails("`env.reward_liked`"),
+    },
+    Case {
+        name: "initial views of 1e308",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "world.initial_views_mean=1e308"],
+        expect: Expect::Fails("`world.initial_views_mean`"),
+    },
+    // Class 10: the smaller ones.
+    Case {
+        name: "a baseline listed twice",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "train.baselines=[\"random\", \"random\"]"],
+        expect: Expect::Fails("distinct baselines"),
+    },
+    Case {
+        name: "bench with no steps",
+        args: &["bench", SMOKE, "--steps", "0"],
+        expect: Expect::Fails("--steps must be at least 1"),
+    },
+    Case {
+        name: "bench with no repeats",
+        args: &["bench", SMOKE, "--repeats", "0"],
+        expect: Expect::Fails("--repeats must be at least 1"),
+    },
+    Case {
+        name: "resume of a folder that does not exist",
+        args: &["run", "--resume", "{out}/nothing-here"],
+        expect: Expect::Fails("cannot resume"),
+    },
+    Case {
+        name: "a config that is a folder",
+        args: &["run", "configs", "--out", "{out}"],
+        expect: Expect::Fails("cannot read config"),
+    },
+    Case {
+        name: "a user id out of range",
+        args: &["inspect", SMOKE, "--user", "999999"],
+        expect: Expect::Fails("does not exist"),
+    },
+];
+
+/// Runs `fypsim args` and checks that it exited by itself, with no panic message.
+fn run_checked(args: &[String]) -> Output {
+    let o = fypsim().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code().is_some(), "fypsim {args:?} was killed by a signal: {:?}\n{stderr}", o.status);
+    assert!(!stderr.contains("panicked"), "fypsim {args:?} panicked:\n{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "fypsim {args:?} panicked:\n{stderr}");
+    o
+}
+
+fn expand(args: &[&str], out: &Path) -> Vec<String> {
+    args.iter().map(|a| a.replace("{out}", &out.display().to_string())).collect()
+}
+
+#[test]
+fn no_hostile_input_panics_or_kills_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (k, case) in CASES.iter().enumerate() {
+        let out = tmp.path().join(format!("case{k}"));
+        let o = run_checked(&expand(case.args, &out));
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        match case.expect {
+            Expect::Ok(text) => {
+                assert!(o.status.success(), "{}: expected success, got {:?}\n{stderr}", case.name, o.status);
+                assert!(stdout.contains(text), "{}: stdout lacks {text:?}:\n{stdout}", case.name);
+            }
+            Expect::Fails(text) => {
+                assert_eq!(o.status.code(), Some(1), "{}: expected exit 1\n{stdout}\n{stderr}", case.name);
+                assert!(stderr.contains(text), "{}: stderr lacks {text:?}:\n{stderr}", case.name);
+                // One error, said once.
+                assert_eq!(stderr.matches("error:").count(), 1, "{}: the error is printed more than once:\n{stderr}", case.name);
+            }
+        }
+    }
+}
+
+fn smoke(out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = ["run", SMOKE, "--quiet", "--out"].iter().map(|s| s.to_string()).collect();
+    args.push(out.display().to_string());
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.to_string());
+    }
+    run_checked(&args)
+}
+
+fn resume(dir: &Path) -> Output {
+    run_checked(&["run".into(), "--resume".into(), dir.display().to_string(), "--quiet".into()])
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// An interrupted smoke run: 10 of its episodes done and checkpointed.
+fn interrupted(dir: &Path, extra: &[&str]) {
+    let mut args: Vec<String> =
+        ["run", SMOKE, "--quiet", "--max-episodes", "10", "--out"].iter().map(|s| s.to_string()).collect();
+    args.push(dir.display().to_string());
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.to_string());
+    }
+    let o = run_checked(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn run_folders_are_tied_to_their_config_and_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    interrupted(&dir, &[]);
+
+    // A new run over an interrupted one is refused, and says how to go on.
+    let o = smoke(&dir, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("holds an interrupted run") && stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert!(dir.join("checkpoint/MANIFEST.json").is_file(), "the checkpoint is untouched");
+
+    // A hand-edited config.toml is not resumed under.
+    let path = dir.join("config.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("seed = 7", "seed = 8")).unwrap();
+    let o = resume(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not match the config"), "{}", stderr(&o));
+    // Restored, it resumes.
+    std::fs::write(&path, &original).unwrap();
+    let o = resume(&dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.join("summary.json").is_file());
+}
+
+#[test]
+fn a_multi_seed_rerun_with_other_settings_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seeds");
+    let o = smoke(&dir, &["train.seeds=[1, 2]", "train.episodes=5", "train.eval_every=0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    let o = smoke(&dir, &["train.seeds=[1, 2]", "train.episodes=6", "train.eval_every=0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("holds a multi-seed run of another config"), "{}", stderr(&o));
+    // The same settings finish it, keeping the seeds already done.
+    let o = smoke(&dir, &["train.seeds=[1, 2]", "train.episodes=5", "train.eval_every=0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn damaged_checkpoints_are_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    interrupted(&dir, &[]);
+    let agent = dir.join("checkpoint/agent.ot");
+    let good = std::fs::read(&agent).unwrap();
+
+    // The same size, one byte flipped in the middle.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x5a;
+    std::fs::write(&agent, &flipped).unwrap();
+    let o = resume(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("agent.ot is damaged") && e.contains("SHA-256"), "{e}");
+
+    // Truncated: named, in a few lines (no page of C++ stack frames).
+    std::fs::write(&agent, &good[..good.len() / 3]).unwrap();
+    let o = resume(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("agent.ot is damaged") && e.lines().count() <= 3, "{e}");
+
+    // Whole again, it resumes.
+    std::fs::write(&agent, &good).unwrap();
+    assert!(resume(&dir).status.success());
+}
+
+#[test]
+fn a_locked_run_folder_is_left_to_its_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    interrupted(&dir, &[]);
+    let _held = fypsim::run::RunLock::acquire(&dir).unwrap();
+    let o = resume(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("another fypsim process is working in"), "{}", stderr(&o));
+}
+
+#[test]
+fn sweep_grids_with_repeated_or_colliding_values_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, grid: &str| -> PathBuf {
+        let p = tmp.path().join(name);
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(SMOKE);
+        std::fs::write(&p, format!("base = {:?}\nseeds = [1]\n[grid]\n{grid}\n", base.display().to_string())).unwrap();
+        p
+    };
+    let dry = |sweep: &Path| run_checked(&["sweep".into(), sweep.display().to_string(), "--dry-run".into()]);
+    let o = dry(&write("dup.toml", "\"dqn.lr\" = [0.001, 0.001]"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("twice"), "{}", stderr(&o));
+    // Two distinct values that a lossy folder name would have merged.
+    let o = dry(&write("names.toml", "\"output.results_dir\" = [\"a b\", \"a-b\"]"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("output.results_dir=a%20b/seed1") && stdout.contains("output.results_dir=a-b/seed1"), "{stdout}");
+}
+
+#[test]
+fn sigint_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = ["train.episodes=3000", "train.eval_every=0", "train.checkpoint_every=0", "output.steps=false"];
+    let whole = tmp.path().join("whole");
+    assert!(smoke(&whole, &settings).status.success());
+
+    let cut = tmp.path().join("cut");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(&cut);
+    for s in settings {
+        cmd.args(["--set", s]);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Training has started once the baselines are evaluated; give it a moment more.
+    let started = std::time::Instant::now();
+    while !cut.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!cut.join("summary.json").exists(), "the run finished before the signal; make it longer\n{stdout}");
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{err}");
+    assert!(stdout.contains("interrupted after episode") && stdout.contains("fypsim run --resume"), "{stdout}");
+    assert!(cut.join("checkpoint/MANIFEST.json").is_file());
+
+    let o = resume(&cut);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["episodes.csv", "eval.csv", "eval_episodes.csv", "baselines.csv"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap(), "{f} differs after the resume");
+    }
+}
+
+#[test]
+fn result_files_are_byte_identical_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    assert!(smoke(&dir, &[]).status.success());
+    let first = tmp.path().join("first");
+    std::fs::rename(&dir, &first).unwrap();
+    assert!(smoke(&dir, &[]).status.success());
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&first).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        // Wall-clock figures live in timing.json alone; config.toml holds the provenance.
+        if ["timing.json", "checkpoint", ".lock"].contains(&name.as_str()) {
+            continue;
+        }
+        assert_eq!(std::fs::read(first.join(&name)).unwrap(), std::fs::read(dir.join(&name)).unwrap(), "{name} differs");
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} files compared");
+    let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("timing.json")).unwrap()).unwrap();
+    assert!(timing["steps_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn small_promises_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let o = smoke(&dir, &[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // smoke trains 30 episodes: the window says so.
+    assert!(stdout.contains("over the last 30 episodes"), "{stdout}");
+    let o = run_checked(&["eval".into(), dir.display().to_string(), "--episodes".into(), "0".into()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--episodes must be at least 1"), "{}", stderr(&o));
+    // A run that fails before writing anything does not point at files.
+    let o = smoke(&tmp.path().join("none"), &["dqn.device=\"cuda\""]);
+    if o.status.code() == Some(1) {
+        assert!(!stderr(&o).contains("files written so far"), "{}", stderr(&o));
+    }
+}
