@@ -305,6 +305,12 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     for e in &summary.evaluation {
         println!("  {:<14} {:>8.3} ± {:.3}", e.policy.name(), e.mean_return, e.ci95);
     }
+    if let Some(a) = &summary.advantage_over_greedy {
+        println!(
+            "{} - greedy, paired over the {} evaluation episodes: {:+.3} ± {:.3}",
+            summary.policy, checked.train.eval_episodes, a.mean, a.ci95
+        );
+    }
     if let Some(f) = summary.oracle_fraction {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }

@@ -11,15 +11,15 @@ use crate::report::{self, mean_ci};
 use crate::sweep::{execute, seed_runs, RunStatus};
 use crate::{Error, Result};
 
-/// Mean and 95% t-interval half-width across seeds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A mean and the half-width of its 95% interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     pub mean: f64,
     pub ci95: f64,
 }
 
 impl Interval {
-    fn of(xs: &[f64]) -> Interval {
+    pub fn of(xs: &[f64]) -> Interval {
         let (mean, ci95) = mean_ci(xs);
         Interval { mean, ci95 }
     }

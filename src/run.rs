@@ -54,6 +54,11 @@ pub struct Summary {
     /// (trained - random) / (oracle - random) on the evaluation episodes, when both
     /// baselines ran.
     pub oracle_fraction: Option<f64>,
+    /// The trained policy's return minus greedy's, paired episode by episode (same user,
+    /// same random numbers): its mean and the half-width of its 95% interval (None
+    /// without the greedy baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_over_greedy: Option<crate::multiseed::Interval>,
     /// Each baseline's mean evaluation return (exploration off, common random numbers).
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
@@ -298,6 +303,16 @@ pub fn oracle_fraction_of(evaluation: &[EvalResult]) -> Option<f64> {
     oracle_fraction(trained.mean_return, mean(PolicyKind::Random), mean(PolicyKind::Oracle))
 }
 
+/// The trained policy's (first entry's) return minus `baseline`'s, paired episode by
+/// episode, with its 95% interval.
+pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Option<crate::multiseed::Interval> {
+    let (trained, baselines) = evaluation.split_first()?;
+    let b = baselines.iter().find(|e| e.policy == baseline)?;
+    let diffs: Vec<f64> = trained.returns.iter().zip(&b.returns).map(|(t, b)| t - b).collect();
+    let (mean, ci95) = crate::train::mean_ci95(&diffs);
+    Some(crate::multiseed::Interval { mean, ci95 })
+}
+
 /// The config of a run folder, as it was resolved when the run started.
 pub fn config_of_run(dir: &Path) -> Result<Checked> {
     Ok(crate::config::Config::load(&dir.join("config.toml"), &[])?)
@@ -474,10 +489,15 @@ pub fn run_with(
         &dir.join("rewards.png"),
         &format!("{}: episode return ({} policy, seed {})", config.name, config.policy, config.seed),
         "return",
-        "training return",
+        "training return (exploration on)",
         &returns,
         config.train.moving_average,
         &references,
+        // The learning curve, when there is one beyond its end point.
+        (curve.len() > 2).then_some((
+            &format!("{} evaluation during training", config.policy) as &str,
+            &curve.iter().map(|c| (c.episode as f64, c.mean_return)).collect::<Vec<_>>()[..],
+        )),
     )?;
     let losses: Vec<Option<f64>> = progress.episodes.iter().map(|e| e.mean_loss).collect();
     series_plot(
@@ -488,6 +508,7 @@ pub fn run_with(
         &losses,
         config.train.moving_average,
         &[],
+        None,
     )?;
 
     let summary = Summary {
@@ -501,6 +522,7 @@ pub fn run_with(
         mean_return_last_100: progress.mean_return_last(100),
         eval_mean_return: evaluation[0].mean_return,
         oracle_fraction: oracle_fraction_of(&evaluation),
+        advantage_over_greedy: paired_advantage(&evaluation, PolicyKind::Greedy),
         baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
         steps_per_second: config.output.wall_time.then(|| progress.steps_per_s()),

@@ -85,6 +85,9 @@ fn smoke_run_writes_every_documented_file() {
     }
     // Wall-clock figures are in timing.json only (output.wall_time = false by default).
     assert!(summary.get("steps_per_second").is_none(), "{summary}");
+    // The trained policy against greedy, paired episode by episode.
+    let a = &summary["advantage_over_greedy"];
+    assert!(a["mean"].is_number() && a["ci95"].as_f64().unwrap() > 0.0, "{summary}");
     let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("timing.json")).unwrap()).unwrap();
     assert!(timing["steps_per_second"].as_f64().unwrap() > 0.0);
 

@@ -66,13 +66,24 @@ pub fn finish_chart<'a, CT: plotters::coord::CoordTranslate>(
     font: u32,
     path: &Path,
 ) -> Result<()> {
+    finish_chart_at(chart, root, font, SeriesLabelPosition::LowerRight, path)
+}
+
+/// [`finish_chart`] with the legend at `position`.
+pub fn finish_chart_at<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    font: u32,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
     let err = plot_err(path);
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", font))
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .draw()
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))
@@ -91,7 +102,23 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// A line chart of a per-episode series with its moving average and reference lines.
+/// Bounds that show the bulk of `xs` (from its 0.5th to its 99.5th percentile): a few
+/// extreme episodes must not squeeze everything else into a thin band.
+fn robust_bounds(xs: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.005), at(0.995)))
+}
+
+/// A line chart of a per-episode series with its moving average, reference lines and,
+/// when given, a curve of points (the evaluation during training). The y axis fits the
+/// moving average, the references and the curve (single episodes run off the frame) and
+/// leaves room above them for the legend; episodes are labelled as integers.
+#[allow(clippy::too_many_arguments)]
 pub fn series_plot(
     path: &Path,
     title: &str,
@@ -100,6 +127,7 @@ pub fn series_plot(
     values: &[Option<f64>],
     window: usize,
     references: &[Reference],
+    curve: Option<(&str, &[(f64, f64)])>,
 ) -> Result<()> {
     register_font();
     let err = plot_err(path);
@@ -107,7 +135,21 @@ pub fn series_plot(
         values.iter().enumerate().filter_map(|(i, v)| v.filter(|x| x.is_finite()).map(|x| (i as f64, x))).collect();
     let ys: Vec<f64> = points.iter().map(|p| p.1).collect();
     let avg = moving_average(&ys, window);
-    let (y0, y1) = bounds(ys.iter().copied().chain(references.iter().map(|r| r.value)));
+    // The frame fits what carries the information (the moving average, the reference
+    // lines, the curve); single episodes scatter far wider and run off it. Without any of
+    // those, the bulk of the series.
+    let curve_ys: Vec<f64> = curve.map_or(Vec::new(), |(_, c)| c.iter().map(|p| p.1).collect());
+    let (y0, y1) = if window > 1 || !references.is_empty() || !curve_ys.is_empty() {
+        let (a, b) = bounds(avg.iter().copied().chain(references.iter().map(|r| r.value)).chain(curve_ys));
+        let pad = (b - a) * 0.15;
+        (a - pad, b + pad)
+    } else {
+        let (lo, hi) = robust_bounds(&ys).unwrap_or((0.0, 1.0));
+        bounds([lo, hi].into_iter())
+    };
+    // Room for the legend above the data: a line of legend is about 4% of the height.
+    let lines = 2 + references.len() + usize::from(curve.is_some());
+    let y1 = y1 + (y1 - y0) * (0.05 * lines as f64 + 0.05);
     let x1 = (values.len().max(2) - 1) as f64;
 
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
@@ -123,10 +165,11 @@ pub fn series_plot(
         .configure_mesh()
         .x_desc("episode")
         .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{:.0}", x))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let light = RGBColor(31, 119, 180).mix(0.3);
+    let light = RGBColor(31, 119, 180).mix(0.15);
     chart
         .draw_series(LineSeries::new(points.iter().copied(), light.stroke_width(1)))
         .map_err(|e| err(e.to_string()))?
@@ -147,7 +190,15 @@ pub fn series_plot(
             .label(format!("{} ({:.2})", r.name, v))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    finish_chart(&mut chart, &root, 15, path)
+    if let Some((name, c)) = curve {
+        let black = RGBColor(20, 20, 20);
+        chart
+            .draw_series(LineSeries::new(c.iter().copied(), black.stroke_width(2)).point_size(5))
+            .map_err(|e| err(e.to_string()))?
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, black.filled()));
+    }
+    finish_chart_at(&mut chart, &root, 15, SeriesLabelPosition::UpperRight, path)
 }
 
 /// One named series of (x, y) points for [`loglog_plot`].
@@ -220,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.png");
         let values: Vec<Option<f64>> = (0..50).map(|i| Some((i as f64).sin())).collect();
-        series_plot(&path, "t", "y", "s", &values, 5, &[Reference { name: "r".into(), value: 0.5 }]).unwrap();
+        series_plot(&path, "t", "y", "s", &values, 5, &[Reference { name: "r".into(), value: 0.5 }], None).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     }
