@@ -1,4 +1,4 @@
-//! The agent's world (SPEC section 6): an episode is one session of one user; each step
+//! The agent's world (docs/model.md: Episodes): an episode is one session of one user; each step
 //! shows one of the user's candidates, draws the response, pays the reward and adds the
 //! interaction to the matrix at once, so the next candidates already reflect it.
 
@@ -344,7 +344,7 @@ impl Env {
             Action::Watched | Action::Liked => self.world.videos[vi].duration_s,
             _ => skip_time,
         };
-        // Showing the video counts a view (SPEC section 6).
+        // Showing the video counts a view (docs/model.md: Episodes).
         self.world.videos[vi].views += 1;
         let score = response.score(&c.scores);
         self.matrix.add(video, session.user, score);

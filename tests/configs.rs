@@ -36,6 +36,14 @@ fn every_shipped_config_validates() {
 fn default_toml_is_the_instatok_preset() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
     let shipped = Config::load(&root, &[]).unwrap();
-    let builtin = Config { name: shipped.name.clone(), ..Config::default() };
-    assert_eq!(shipped.inner(), &builtin, "configs/default.toml and Config::default() disagree");
+    // The world and its rules are the built-in preset; only the agent and its budget differ.
+    let builtin =
+        Config { name: shipped.name.clone(), train: shipped.train.clone(), dqn: shipped.dqn.clone(), ..Config::default() };
+    assert_eq!(shipped.inner(), &builtin, "configs/default.toml and Config::default() disagree outside [train] and [dqn]");
+    // The prototype's agent is the built-in default, with its own epsilon schedule.
+    let proto = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/prototype.toml"), &[]).unwrap();
+    let mut expected = Config { name: "prototype".into(), ..Config::default() };
+    expected.dqn.epsilon.per = fypsim::config::DecayUnit::Update;
+    expected.dqn.epsilon.rate = 0.995;
+    assert_eq!(proto.inner(), &expected);
 }

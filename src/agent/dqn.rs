@@ -1,4 +1,4 @@
-//! The deep Q-network agent (SPEC sections 6 and 7): embeddings for the categorical state,
+//! The deep Q-network agent (docs/model.md: State, DQN): embeddings for the categorical state,
 //! an MLP over [numerical ‖ embeddings] with one Q-value per candidate slot, uniform
 //! experience replay, epsilon-greedy exploration on a configurable schedule, Adam, MSE or
 //! Huber loss, and the target network the prototype promised and never had.

@@ -1,4 +1,4 @@
-//! Candidate generation and business rescoring (SPEC section 5).
+//! Candidate generation and business rescoring (docs/model.md: Candidates).
 //!
 //! raw(j) = sum over h in H of cos(h, j) * s_h for every video j outside the user's history
 //! H. Written out, cos(h, j) = sum_v r_hv r_jv / (|h| |j|), so

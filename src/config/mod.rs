@@ -107,7 +107,7 @@ impl fmt::Display for PolicyKind {
     }
 }
 
-/// Users and videos (SPEC section 1).
+/// Users and videos (docs/model.md: World).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorldConfig {
@@ -161,7 +161,7 @@ pub struct RegionalTaste {
     pub delta: f64,
 }
 
-/// How a user reacts to a video (SPEC section 2).
+/// How a user reacts to a video (docs/model.md: Response model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponseConfig {
@@ -189,7 +189,7 @@ impl Default for ResponseConfig {
     }
 }
 
-/// The logged history the world starts with (SPEC section 3).
+/// The logged history the world starts with (docs/model.md: Logged history).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
@@ -235,7 +235,7 @@ impl Default for HistoryConfig {
     }
 }
 
-/// Interaction scores summed into the item-user matrix (SPEC section 4).
+/// Interaction scores summed into the item-user matrix (docs/model.md: Item-user matrix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoreConfig {
@@ -252,7 +252,7 @@ impl Default for ScoreConfig {
     }
 }
 
-/// Candidate generation and business rescoring (SPEC section 5).
+/// Candidate generation and business rescoring (docs/model.md: Candidates).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CandidateConfig {
@@ -299,7 +299,7 @@ impl Default for CandidateConfig {
     }
 }
 
-/// The agent's episodes (SPEC section 6).
+/// The agent's episodes (docs/model.md: Episodes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvConfig {
@@ -455,7 +455,7 @@ impl Default for EpsilonConfig {
     }
 }
 
-/// Embedding sizes of the categorical state features (SPEC section 6).
+/// Embedding sizes of the categorical state features (docs/model.md: Episodes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingConfig {
@@ -488,7 +488,7 @@ impl Default for EmbeddingConfig {
     }
 }
 
-/// The deep Q-network (SPEC section 7, with the target network the prototype lacked).
+/// The deep Q-network (docs/model.md: DQN; with the target network the prototype lacked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DqnConfig {

@@ -1,4 +1,4 @@
-//! The sparse item-user interaction matrix (SPEC section 4).
+//! The sparse item-user interaction matrix (docs/model.md: Item-user matrix).
 //!
 //! Entry (video, user) is the sum of that user's interaction scores for that video. The
 //! bulk build is a counting sort of the triplets (checked against sprs's triplet

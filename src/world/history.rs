@@ -1,4 +1,4 @@
-//! The logged history the world starts with (SPEC section 3).
+//! The logged history the world starts with (docs/model.md: Logged history).
 
 use rand::seq::SliceRandom;
 use rand::Rng;

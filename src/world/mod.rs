@@ -1,4 +1,4 @@
-//! The synthetic world (SPEC sections 1 and 3): users, videos and the logged history they
+//! The synthetic world (docs/model.md: World, Logged history): users, videos and the logged history they
 //! start with. Everything is a pure function of the checked config and its seed.
 
 mod history;
@@ -138,7 +138,7 @@ mod tests {
         let mean_views = w.videos.iter().map(|v| v.views as f64).sum::<f64>() / w.videos.len() as f64;
         // Initial views ~ Normal(50, 10), plus the history's views: about 2 per video.
         assert!((50.0..56.0).contains(&mean_views), "{mean_views}");
-        // SPEC: about 6,100 history rows.
+        // The prototype's figure: about 6,100 history rows.
         assert!((5_500..6_700).contains(&w.history.len()), "{}", w.history.len());
     }
 

@@ -1,4 +1,4 @@
-//! How a user reacts to a video (SPEC section 2): a probability p of watching, built from a
+//! How a user reacts to a video (docs/model.md: Response model): a probability p of watching, built from a
 //! uniform draw, the interest boost and the regional taste table, clamped to [0, 1].
 
 use rand::Rng;
@@ -32,7 +32,7 @@ impl Action {
         }
     }
 
-    /// The score this interaction adds to the item-user matrix (SPEC section 4).
+    /// The score this interaction adds to the item-user matrix (docs/model.md: Item-user matrix).
     pub fn score(self, s: &ScoreConfig) -> f64 {
         match self {
             Action::Watched => s.watched,
@@ -117,7 +117,7 @@ pub fn expected_clamped_uniform(s: f64) -> f64 {
     }
 }
 
-/// A simulated response (SPEC section 2, step 5): watched with weight p, skipped, liked
+/// A simulated response (docs/model.md: Response model): watched with weight p, skipped, liked
 /// and session_end with (1-p)/3 each.
 pub fn draw_session_response(p: f64, rng: &mut impl Rng) -> Action {
     let x: f64 = rng.random();
@@ -134,7 +134,7 @@ pub fn draw_session_response(p: f64, rng: &mut impl Rng) -> Action {
     }
 }
 
-/// A logged-history response (SPEC section 3): watched with weight p, skipped and liked
+/// A logged-history response (docs/model.md: Logged history): watched with weight p, skipped and liked
 /// with (1-p)/2 each.
 pub fn draw_history_response(p: f64, rng: &mut impl Rng) -> Action {
     let x: f64 = rng.random();
