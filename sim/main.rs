@@ -136,6 +136,18 @@ enum Command {
         /// updates): skips the DQN and the whole-loop throughput, which copy the world.
         #[arg(long)]
         kernels_only: bool,
+        /// Time to quality instead: train each config and report the training time
+        /// until its evaluation (the config's eval_episodes, fresh worlds) first reaches
+        /// oracle_fraction 0.8 and 0.9, with the steps and updates it took.
+        #[arg(long, conflicts_with_all = ["kernels_only", "scaling"])]
+        learn: bool,
+        /// With --learn: evaluate every this many episodes (default: the config's
+        /// train.eval_every, or 500 when that is 0).
+        #[arg(long, value_name = "EPISODES")]
+        every: Option<usize>,
+        /// With --learn: the seeds to train, one after another (default: the config's seed).
+        #[arg(long, value_delimiter = ',', value_name = "S1,S2,...")]
+        seeds: Vec<u64>,
     },
     /// Validate config files and print the resolved config of each.
     Check {
@@ -418,6 +430,81 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `fypsim bench --learn`: time to quality of each config, seed after seed.
+fn cmd_bench_learn(configs: &[PathBuf], overrides: &[String], json: bool, every: Option<usize>, seeds: &[u64]) -> Result<()> {
+    anyhow::ensure!(every != Some(0), "--every must be at least 1 (got 0)");
+    let mut checked = Vec::new();
+    for path in configs {
+        let c = Config::load(path, overrides)?;
+        fypsim::run::preflight(&c)?;
+        anyhow::ensure!(
+            c.train.seeds.is_empty(),
+            "{}: --learn trains one seed at a time; give them with --seeds",
+            path.display()
+        );
+        checked.push((path.display().to_string(), c));
+    }
+    const TARGETS: [f64; 2] = [0.8, 0.9];
+    for (label, c) in &checked {
+        let every = every.unwrap_or(if c.train.eval_every > 0 { c.train.eval_every } else { 500 });
+        let seeds = if seeds.is_empty() { vec![c.seed] } else { seeds.to_vec() };
+        let mut reports = Vec::new();
+        for &seed in &seeds {
+            if !json {
+                eprintln!("fypsim bench --learn {label}, seed {seed}: evaluating every {every} episodes");
+            }
+            let r = fypsim::bench::time_to_quality(&c.with_seed(seed), label, every, &TARGETS, &mut |p| {
+                if !json {
+                    eprintln!(
+                        "  {:>7} episodes {:>9} steps {:>8} updates {:>8.1} s  return {:.3}  oracle_fraction {:.3}",
+                        p.episodes, p.env_steps, p.updates, p.training_s, p.mean_return, p.oracle_fraction
+                    );
+                }
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{label}, seed {seed} (random {:.3}, oracle {:.3}, {} fresh evaluation episodes per point):",
+                    r.random_return, r.oracle_return, r.eval_episodes
+                );
+                for t in &r.reached {
+                    match &t.at {
+                        Some(p) => println!(
+                            "  oracle_fraction {:.1} after {:.1} s of training ({} episodes, {} steps, {} updates)",
+                            t.oracle_fraction, p.training_s, p.episodes, p.env_steps, p.updates
+                        ),
+                        None => println!(
+                            "  oracle_fraction {:.1} not reached within {} episodes",
+                            t.oracle_fraction, c.train.episodes
+                        ),
+                    }
+                }
+            }
+            reports.push(r);
+        }
+        if !json && reports.len() > 1 {
+            for (k, &t) in TARGETS.iter().enumerate() {
+                let times: Vec<f64> = reports.iter().filter_map(|r| r.reached[k].at.as_ref().map(|p| p.training_s)).collect();
+                if times.len() == reports.len() {
+                    let mut sorted = times.clone();
+                    sorted.sort_by(f64::total_cmp);
+                    println!(
+                        "{label}: oracle_fraction {t:.1} reached by all {} seeds; training time median {:.1} s, max {:.1} s, sum {:.1} s",
+                        reports.len(),
+                        sorted[sorted.len() / 2],
+                        sorted[sorted.len() - 1],
+                        sorted.iter().sum::<f64>()
+                    );
+                } else {
+                    println!("{label}: oracle_fraction {t:.1} reached by {} of {} seeds", times.len(), reports.len());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn print_bench(r: &fypsim::bench::BenchReport) {
     let na = |x: f64, prec: usize| if x.is_nan() { "-".to_string() } else { format!("{x:.prec$}") };
     println!("{} ({} users, {} videos, {} history rows); medians", r.config, r.users, r.videos, r.history_rows);
@@ -660,7 +747,10 @@ fn main() -> ExitCode {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
         Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
-        Command::Bench { configs, overrides, scaling, json, repeats, steps, kernels_only } => cmd_bench(BenchArgs {
+        Command::Bench { configs, overrides, json, learn: true, every, seeds, .. } => {
+            cmd_bench_learn(configs, overrides, *json, *every, seeds)
+        }
+        Command::Bench { configs, overrides, scaling, json, repeats, steps, kernels_only, .. } => cmd_bench(BenchArgs {
             configs,
             overrides,
             scaling: scaling.as_deref(),

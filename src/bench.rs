@@ -408,3 +408,101 @@ mod tests {
         }
     }
 }
+
+/// One point of a time-to-quality run: the trained policy's evaluation after `episodes`
+/// training episodes.
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityPoint {
+    pub episodes: usize,
+    pub env_steps: u64,
+    pub updates: u64,
+    /// Training seconds so far (evaluations excluded).
+    pub training_s: f64,
+    pub mean_return: f64,
+    pub oracle_fraction: f64,
+}
+
+/// When a quality was first reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reached {
+    pub oracle_fraction: f64,
+    /// The first point at or above it (None: not within the run's budget).
+    pub at: Option<QualityPoint>,
+}
+
+/// `fypsim bench --learn`: how long training takes to reach a quality.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnReport {
+    pub config: String,
+    pub seed: u64,
+    /// Evaluation episodes per point (fresh worlds, common random numbers).
+    pub eval_episodes: usize,
+    pub random_return: f64,
+    pub oracle_return: f64,
+    pub points: Vec<QualityPoint>,
+    pub reached: Vec<Reached>,
+}
+
+/// Trains `config`'s policy and evaluates it every `every` episodes on the config's
+/// evaluation episodes (in fresh worlds, whatever `train.eval_world` says, so that every
+/// point is measured alike), until the oracle fraction reaches the largest of `targets`
+/// or the training budget ends. Training time excludes the evaluations.
+pub fn time_to_quality(
+    config: &Checked,
+    label: &str,
+    every: usize,
+    targets: &[f64],
+    progress: &mut dyn FnMut(&QualityPoint),
+) -> Result<LearnReport> {
+    use crate::config::{EvalWorld, PolicyKind};
+    let mut c = config.inner().clone();
+    c.train.eval_world = EvalWorld::Fresh;
+    let c = c.check()?;
+    let world = World::generate(&c);
+    let n = c.train.eval_episodes;
+    let base = |kind| -> Result<f64> {
+        let mut p = crate::agent::make_policy(kind, &c)?;
+        Ok(crate::train::evaluate(&c, &world, p.as_mut(), n)?.mean_return)
+    };
+    let (random, oracle) = (base(PolicyKind::Random)?, base(PolicyKind::Oracle)?);
+    let fraction = |r: f64| crate::run::oracle_fraction(r, Some(random), Some(oracle)).unwrap_or(f64::NAN);
+    let goal = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+
+    let mut policy = crate::agent::make_policy(c.policy, &c)?;
+    let mut env = Env::new(&c, world.clone());
+    let mut state = TrainProgress::new(&c, &env);
+    let mut points = Vec::new();
+    let every = every.max(1);
+    train(&c, &mut env, policy.as_mut(), false, &mut state, &mut |p, _, pol| {
+        let done = p.episodes_done as usize;
+        if !done.is_multiple_of(every) && done < c.train.episodes {
+            return Ok(Flow::Continue);
+        }
+        let e = crate::train::evaluate(&c, &world, pol, n)?;
+        let point = QualityPoint {
+            episodes: done,
+            env_steps: p.total_steps,
+            updates: p.updates,
+            training_s: p.elapsed_s,
+            mean_return: e.mean_return,
+            oracle_fraction: fraction(e.mean_return),
+        };
+        progress(&point);
+        let stop = point.oracle_fraction >= goal;
+        points.push(point);
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
+    })?;
+    let reached = targets
+        .iter()
+        .map(|&t| Reached { oracle_fraction: t, at: points.iter().find(|p| p.oracle_fraction >= t).cloned() })
+        .collect();
+    Ok(LearnReport {
+        config: label.to_string(),
+        seed: c.seed,
+        eval_episodes: n,
+        random_return: random,
+        oracle_return: oracle,
+        points,
+        reached,
+    })
+}

@@ -434,3 +434,41 @@ fn multi_seed_runs_aggregate_with_intervals() {
         .failure()
         .stderr(predicates::str::contains("`train.seeds`"));
 }
+
+#[test]
+fn bench_learn_reports_time_to_quality() {
+    let o = fypsim()
+        .args(["bench", "configs/smoke.toml", "--learn", "--every", "10", "--json", "--seeds", "3,4"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&o);
+    let reports: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 2, "{text}");
+    for (r, seed) in reports.iter().zip([3, 4]) {
+        assert_eq!(r["seed"], seed);
+        let points = r["points"].as_array().unwrap();
+        // Every 10 episodes of 30, unless a target is reached sooner.
+        assert!(!points.is_empty() && points.len() <= 3, "{r}");
+        let mut last = 0.0;
+        for p in points {
+            let t = p["training_s"].as_f64().unwrap();
+            assert!(p["oracle_fraction"].as_f64().unwrap().is_finite() && t >= last, "{p}");
+            last = t;
+        }
+        let reached = r["reached"].as_array().unwrap();
+        assert_eq!(reached.len(), 2);
+        for t in reached {
+            if let Some(at) = t["at"].as_object() {
+                assert!(at["oracle_fraction"].as_f64().unwrap() >= t["oracle_fraction"].as_f64().unwrap());
+            }
+        }
+    }
+    fypsim()
+        .args(["bench", "configs/smoke.toml", "--learn", "--every", "0"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--every must be at least 1"));
+}

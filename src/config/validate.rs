@@ -23,7 +23,7 @@ pub enum ConfigError {
     Invalid { key: String, value: String, allowed: String },
     #[error(
         "this run would need about {estimate} of memory, more than this machine's {physical}: \
-         reduce the sizes named (the estimate is documented under \"Memory\" in the README)"
+         reduce the sizes named (how the estimate is made: \"Sizes are checked\" in the README)"
     )]
     TooLarge { estimate: String, physical: String },
 }
