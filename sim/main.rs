@@ -323,6 +323,12 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
             summary.policy, checked.train.eval_episodes, a.mean, a.ci95
         );
     }
+    if let Some(a) = &summary.advantage_over_myopic_oracle {
+        println!("{} - myopic_oracle, paired: {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
+    }
+    if let Some(g) = &summary.myopia_gap {
+        println!("myopia gap (planner - myopic_oracle, paired): {:+.3} ± {:.3}", g.mean, g.ci95);
+    }
     if let Some(f) = summary.oracle_fraction {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }
@@ -375,11 +381,19 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     for (name, i) in &summary.eval_mean_return {
         println!("  {:<14} {:>8.3} ± {:.3}", name, i.mean, i.ci95);
     }
-    println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
+    if summary.per_seed.iter().any(|s| s.oracle_fraction.is_some()) {
+        println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
+    }
     println!(
         "{} - greedy: {:.3} ± {:.3}",
         summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95
     );
+    if let Some(a) = &summary.advantage_over_myopic_oracle {
+        println!("{} - myopic_oracle (paired per seed): {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
+    }
+    if let Some(g) = &summary.myopia_gap {
+        println!("myopia gap (planner - myopic_oracle, paired per seed): {:+.3} ± {:.3}", g.mean, g.ci95);
+    }
     println!("results: {}", dir.display());
     Ok(())
 }

@@ -257,7 +257,7 @@ pub fn bench(
 /// updates on (here and in the criterion benches).
 #[doc(hidden)]
 pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng) -> ReplayBuffer {
-    let mut replay = ReplayBuffer::new(n, config.candidates.count);
+    let mut replay = ReplayBuffer::with_layout(n, &crate::env::Layout::of(config));
     let mut dry = env.reset(0).exhausted();
     for _ in 0..n {
         if dry {

@@ -8,8 +8,9 @@ use crate::candidates::{Candidate, CandidateGenerator, NeighbourIndex};
 use crate::config::{CandidateSource, Checked};
 use crate::matrix::InteractionMatrix;
 use crate::rng::SimRng;
-use crate::world::response::draw_session_response;
+use crate::user::{Latent, UserModel};
 use crate::world::{Action, User, World};
+use std::sync::Arc;
 
 /// Index layout of [`State::categorical`].
 pub mod cat {
@@ -35,7 +36,8 @@ pub mod num {
     pub const SESSION_LENGTH: usize = 2;
     /// Then, per candidate slot, `PER_SLOT` features (all 0 for an empty slot):
     /// final score and raw similarity score (each divided by the largest magnitude among
-    /// the candidates), views / 100, interest match (0 or 1).
+    /// the candidates), views / 100, interest match (0 or 1); then the logged features the
+    /// [`super::Layout`] adds.
     pub const SLOTS: usize = 3;
     pub const PER_SLOT: usize = 4;
     /// Offsets within a slot's features.
@@ -55,6 +57,7 @@ pub struct State {
 }
 
 impl State {
+    /// Numbers in the state of the base layout (no logged features).
     pub fn n_numeric(slots: usize) -> usize {
         num::SLOTS + num::PER_SLOT * slots
     }
@@ -63,12 +66,119 @@ impl State {
     }
 }
 
-/// Everything a policy may look at: the state and, for baselines, the raw candidates.
+/// A per-candidate number that a platform computes from its own logs, which a state
+/// carries only when `dqn.candidate_features` names it (so that a layout without them is
+/// the base layout, number for number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// The video's mean watch fraction over its logged views (smoothed toward 1/2 by two
+    /// pseudo-views).
+    Completion,
+    /// The share of the video's logged showings after which the session ended (smoothed
+    /// toward 1/10 by two pseudo-showings).
+    ExitRate,
+    /// How often this session has shown the candidate's category lately: a count that
+    /// decays by [`EXPOSURE_DECAY`] per step.
+    Exposure,
+}
+
+/// Per step, a session's exposure counts are multiplied by this before the shown
+/// category's gains 1.
+pub const EXPOSURE_DECAY: f32 = 0.75;
+
+impl Logged {
+    pub fn name(self) -> &'static str {
+        match self {
+            Logged::Completion => "completion",
+            Logged::ExitRate => "exit_rate",
+            Logged::Exposure => "exposure",
+        }
+    }
+    pub const ALL: [Logged; 3] = [Logged::Completion, Logged::ExitRate, Logged::Exposure];
+}
+
+/// The observation layout, declared once: the state builder writes by it and the
+/// Q-network reads by it. User numbers ([`num`]), then per slot the four base numbers
+/// and the logged ones named in `dqn.candidate_features`, in [`Logged::ALL`] order;
+/// categorical ids as in [`cat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub slots: usize,
+    pub logged: Vec<Logged>,
+}
+
+impl Layout {
+    pub fn of(config: &crate::config::Config) -> Layout {
+        let named = |l: Logged| config.dqn.candidate_features.iter().any(|f| f == l.name());
+        Layout { slots: config.candidates.count, logged: Logged::ALL.into_iter().filter(|&l| named(l)).collect() }
+    }
+    /// The base layout with `slots` slots.
+    pub fn base(slots: usize) -> Layout {
+        Layout { slots, logged: Vec::new() }
+    }
+    pub fn per_slot(&self) -> usize {
+        num::PER_SLOT + self.logged.len()
+    }
+    pub fn n_numeric(&self) -> usize {
+        num::SLOTS + self.per_slot() * self.slots
+    }
+    pub fn n_categorical(&self) -> usize {
+        State::n_categorical(self.slots)
+    }
+    /// Where slot `k`'s numbers start.
+    pub fn slot(&self, k: usize) -> usize {
+        num::SLOTS + self.per_slot() * k
+    }
+}
+
+/// What the platform has logged of one video (kept when the dynamics are on).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct VideoLog {
+    pub shows: u32,
+    pub watched: u32,
+    pub watch_fraction_sum: f64,
+    pub exits: u32,
+}
+
+impl VideoLog {
+    pub fn record(&mut self, watched: bool, fraction: f64, exit: bool) {
+        self.shows += 1;
+        if watched {
+            self.watched += 1;
+            self.watch_fraction_sum += fraction;
+        }
+        if exit {
+            self.exits += 1;
+        }
+    }
+    pub fn completion(&self) -> f64 {
+        (self.watch_fraction_sum + 1.0) / (self.watched as f64 + 2.0)
+    }
+    pub fn exit_rate(&self) -> f64 {
+        (self.exits as f64 + 0.2) / (self.shows as f64 + 2.0)
+    }
+}
+
+/// Everything a policy may look at: the state and, for baselines, the raw candidates;
+/// for the baselines that know the model (the oracles, the planner), the truth.
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub user: User,
     pub candidates: Vec<Candidate>,
     pub state: State,
+    pub truth: Truth,
+}
+
+/// What only the simulator knows: the user model, the user's latent state, and where the
+/// session stands. The DQN never reads it (it sees [`State`] only).
+#[derive(Debug, Clone)]
+pub struct Truth {
+    pub model: Arc<UserModel>,
+    pub latent: Latent,
+    /// Steps taken in this session so far.
+    pub t: usize,
+    /// The user's clock.
+    pub now: f64,
 }
 
 impl Observation {
@@ -88,6 +198,12 @@ pub struct StepOutcome {
     pub slot: usize,
     pub response: Action,
     pub reward: f64,
+    /// Seconds of the video watched.
+    pub watch_s: f64,
+    /// The expected reward of the shown video just before the step's draws.
+    pub expected_reward: f64,
+    /// Exposure to the shown category just before the step (0 without satiation).
+    pub satiation: f64,
     /// The session ended (a terminal state: no bootstrapping).
     pub terminal: bool,
     /// The step budget ran out (not terminal: the user would have gone on).
@@ -103,6 +219,12 @@ pub struct EnvState {
     /// Every (video, user, score) added to the matrix, in order: replaying them onto the
     /// history's matrix reproduces it bit for bit (norms included).
     pub adds: Vec<(u32, u32, f64)>,
+    /// Each user's latent state (empty when every dynamic is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latent: Vec<Latent>,
+    /// What the platform has logged per video (empty when every dynamic is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<VideoLog>,
 }
 
 /// The environment over one mutable copy of the world.
@@ -118,6 +240,7 @@ pub struct Env {
     session: Session,
     obs: Option<Observation>,
     adds: Vec<(u32, u32, f64)>,
+    layout: Layout,
 }
 
 /// One user's session in progress: what the state needs besides the world. The
@@ -132,11 +255,13 @@ pub struct Session {
     session_len_s: f64,
     last_category: Option<u16>,
     last_response: Option<Action>,
+    /// Per category, the decayed count of recent showings (with the exposure feature).
+    exposure: Vec<f32>,
 }
 
 impl Session {
     fn new(user: u32) -> Session {
-        Session { user, t: 0, watched: 0, session_len_s: 0.0, last_category: None, last_response: None }
+        Session { user, t: 0, watched: 0, session_len_s: 0.0, last_category: None, last_response: None, exposure: Vec::new() }
     }
 }
 
@@ -161,6 +286,7 @@ impl Env {
             session: Session::new(0),
             obs: None,
             adds: Vec::new(),
+            layout: Layout::of(config),
         }
     }
 
@@ -176,6 +302,8 @@ impl Env {
             clock: self.world.clock.clone(),
             next_session: self.world.next_session.clone(),
             adds: self.adds.clone(),
+            latent: if self.world.model.dynamics().is_off() { Vec::new() } else { self.world.latent.clone() },
+            logs: self.world.logs.clone(),
         }
     }
 
@@ -197,6 +325,18 @@ impl Env {
         self.world.clock = s.clock.clone();
         self.world.next_session = s.next_session.clone();
         self.adds = s.adds.clone();
+        if !s.latent.is_empty() {
+            if s.latent.len() != self.world.users.len() {
+                return Err("the saved latent states are of another world (sizes differ)".into());
+            }
+            self.world.latent = s.latent.clone();
+        }
+        if !s.logs.is_empty() {
+            if s.logs.len() != self.world.videos.len() {
+                return Err("the saved video logs are of another world (sizes differ)".into());
+            }
+            self.world.logs = s.logs.clone();
+        }
         Ok(())
     }
 
@@ -229,7 +369,17 @@ impl Env {
     /// [`Env::observe_session`] and [`Env::apply`].
     pub fn start_session(&mut self, user: u32) -> Session {
         self.world.next_session[user as usize] += 1;
-        Session::new(user)
+        self.world.model.begin_session(&mut self.world.latent[user as usize]);
+        let mut s = Session::new(user);
+        if self.layout.logged.contains(&Logged::Exposure) {
+            s.exposure = vec![0.0; self.config.world.categories.len()];
+        }
+        s
+    }
+
+    /// The observation layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// What the agent sees in `session` now: its candidates from the live matrix, made
@@ -239,7 +389,14 @@ impl Env {
         let user = &self.world.users[session.user as usize];
         let candidates = g.candidates(&self.matrix, self.index.as_ref(), user, &self.world.videos, &self.config.candidates);
         let state = self.state_of(session, user, &candidates);
-        Observation { user: user.clone(), candidates, state }
+        let u = session.user as usize;
+        let truth = Truth {
+            model: Arc::clone(&self.world.model),
+            latent: self.world.latent[u].clone(),
+            t: session.t,
+            now: self.world.clock[u],
+        };
+        Observation { user: user.clone(), candidates, state, truth }
     }
 
     fn observe(&mut self) {
@@ -252,7 +409,8 @@ impl Env {
     fn state_of(&self, session: &Session, user: &User, candidates: &[Candidate]) -> State {
         let c = &self.config;
         let r = c.candidates.count;
-        let mut numeric = vec![0.0f32; State::n_numeric(r)];
+        let layout = &self.layout;
+        let mut numeric = vec![0.0f32; layout.n_numeric()];
         numeric[num::AGE] = (user.age - c.world.age_min) as f32 / (c.world.age_max - c.world.age_min) as f32;
         numeric[num::WATCHED] = session.watched as f32 / c.env.max_steps as f32;
         numeric[num::SESSION_LENGTH] = (session.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
@@ -281,11 +439,19 @@ impl Env {
         };
         let (raw_scale, final_scale) = (scale(|c| c.raw), scale(|c| c.final_score));
         for (k, cand) in candidates.iter().enumerate().take(r) {
-            let f = &mut numeric[num::SLOTS + num::PER_SLOT * k..num::SLOTS + num::PER_SLOT * (k + 1)];
+            let f = &mut numeric[layout.slot(k)..layout.slot(k + 1)];
             f[num::FINAL] = (cand.final_score * final_scale) as f32;
             f[num::RAW] = (cand.raw * raw_scale) as f32;
             f[num::VIEWS] = cand.views as f32 / 100.0;
             f[num::INTEREST] = if cand.interest_match { 1.0 } else { 0.0 };
+            for (j, l) in layout.logged.iter().enumerate() {
+                let log = self.world.logs.get(cand.video as usize).copied().unwrap_or_default();
+                f[num::PER_SLOT + j] = match l {
+                    Logged::Completion => log.completion() as f32,
+                    Logged::ExitRate => log.exit_rate() as f32,
+                    Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
+                };
+            }
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
             valid[k] = true;
         }
@@ -328,22 +494,17 @@ impl Env {
         let c = &self.config;
 
         let vi = video as usize;
-        let user = &self.world.users[session.user as usize];
-        // Always three draws per step (p, response, skip time), so that two policies fed
-        // the same stream see the same numbers at every step (common random numbers).
-        let p = self.world.response.draw_p(user, &self.world.videos[vi], rng);
-        let response = draw_session_response(p, rng);
-        let skip_time = rng.random_range(c.env.skip_time_min_s..c.env.skip_time_max_s);
-        let reward = match response {
-            Action::Watched => c.env.reward_watched,
-            Action::Liked => c.env.reward_liked,
-            Action::Skipped => c.env.reward_skipped,
-            Action::SessionEnd | Action::Done => c.env.reward_session_end,
-        };
-        let dt = match response {
-            Action::Watched | Action::Liked => self.world.videos[vi].duration_s,
-            _ => skip_time,
-        };
+        let u = session.user as usize;
+        let user = &self.world.users[u];
+        let model = &self.world.model;
+        let now = self.world.clock[u];
+        let latent = &self.world.latent[u];
+        let expected_reward = model.expected_reward(user, latent, video, now);
+        let satiation = model.satiation(latent, category, now);
+        let r = model.respond(user, latent, session.t, video, now, rng);
+        model.update(&mut self.world.latent[u], video, r.action, r.followed, now);
+        let (response, reward, dt) = (r.action, r.reward, r.dt);
+        let model_fraction = model.watch_fraction(video);
         // Showing the video counts a view (docs/model.md: Episodes).
         self.world.videos[vi].views += 1;
         let score = response.score(&c.scores);
@@ -355,12 +516,32 @@ impl Env {
         if response.counts_view() {
             session.watched += 1;
         }
+        if let Some(log) = self.world.logs.get_mut(vi) {
+            log.record(response.counts_view(), model_fraction, r.left);
+        }
+        if !session.exposure.is_empty() {
+            for e in &mut session.exposure {
+                *e *= EXPOSURE_DECAY;
+            }
+            session.exposure[category as usize] += 1.0;
+        }
         session.last_category = Some(category);
         session.last_response = Some(response);
         session.t += 1;
-        let terminal = response == Action::SessionEnd;
+        let terminal = r.left;
         let truncated = !terminal && session.t >= self.config.env.max_steps;
-        StepOutcome { video, category, slot, response, reward, terminal, truncated }
+        StepOutcome {
+            video,
+            category,
+            slot,
+            response,
+            reward,
+            watch_s: r.watch_s,
+            expected_reward,
+            satiation,
+            terminal,
+            truncated,
+        }
     }
 }
 
@@ -448,6 +629,45 @@ mod tests {
                 }
             }
             assert!(steps <= 5);
+        }
+    }
+
+    #[test]
+    fn the_environments_mean_reward_converges_to_the_models_expected_reward() {
+        let c = Config::from_toml_str(
+            "[dynamics.satiation]\nstrength = 0.2\n[dynamics.fatigue]\nrate = 0.05\n[dynamics.drift]\nrate = 0.1\n\
+             [dynamics.quality]\nsd = 1.0\nclickbait = 0.1\nleave = 0.3\nwatch = 1.0\n\
+             [dynamics.behaviour]\nenabled = true\nduration_min_s = 5.0\nduration_max_s = 40.0\nshare_rate = 0.2\n\
+             follow_rate = 0.1\nreward_watch_s = 0.05\nreward_share = 1.0\nreward_follow = 1.0\n",
+            &[],
+        )
+        .unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let mut rng = stream(3, Stream::Responses);
+        // A fixed state some steps into a session (the latent state has moved).
+        env.reset(11);
+        for _ in 0..3 {
+            if env.step(0, &mut rng).terminal {
+                env.reset(11);
+            }
+        }
+        let obs = env.observation().clone();
+        for slot in [0, 4] {
+            let video = obs.candidates[slot].video;
+            let t = &obs.truth;
+            let exact = t.model.expected_reward(&obs.user, &t.latent, video, t.now);
+            let n = 5_000;
+            let (mut sum, mut sq) = (0.0, 0.0);
+            for _ in 0..n {
+                let mut e = env.clone();
+                let o = e.step(slot, &mut rng);
+                assert_eq!(o.expected_reward, exact);
+                sum += o.reward;
+                sq += o.reward * o.reward;
+            }
+            let mean = sum / n as f64;
+            let se = ((sq / n as f64 - mean * mean) / n as f64).sqrt();
+            assert!((mean - exact).abs() < 5.0 * se, "slot {slot}: {mean} vs {exact} (se {se})");
         }
     }
 }

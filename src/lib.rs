@@ -24,6 +24,7 @@ pub mod rng;
 pub mod run;
 pub mod sweep;
 pub mod train;
+pub mod user;
 pub mod world;
 
 pub use error::{Error, Result};

@@ -42,6 +42,12 @@ pub struct MultiSeedSummary {
     pub oracle_fraction: Interval,
     /// Per seed: trained - greedy, across seeds.
     pub advantage_over_greedy: Interval,
+    /// Per seed: trained - myopic oracle (paired), across seeds (with that baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_over_myopic_oracle: Option<Interval>,
+    /// Per seed: planner - myopic oracle (paired), across seeds (with both baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub myopia_gap: Option<Interval>,
     pub per_seed: Vec<SeedResult>,
     /// Mean training steps per second of the seeds: only with `output.wall_time = true`
     /// (each seed's `timing.json` has it), so that the summary is the same for the same
@@ -117,6 +123,12 @@ pub fn run_seeds(
     let greedy = PolicyKind::Greedy.name();
     let advantage: Vec<f64> =
         per_seed.iter().filter_map(|s| Some(s.eval_mean_return.get(&trained)? - s.eval_mean_return.get(greedy)?)).collect();
+    let across = |f: &dyn Fn(&crate::run::Summary) -> Option<f64>| {
+        let xs: Vec<f64> = found.iter().filter_map(|r| f(&r.summary)).collect();
+        (!xs.is_empty()).then(|| Interval::of(&xs))
+    };
+    let advantage_over_myopic_oracle = across(&|s| s.advantage_over_myopic_oracle.as_ref().map(|i| i.mean));
+    let myopia_gap = across(&|s| s.myopia_gap.as_ref().map(|i| i.mean));
     let summary = MultiSeedSummary {
         multi_seed: true,
         name: config.name.clone(),
@@ -127,6 +139,8 @@ pub fn run_seeds(
         eval_mean_return,
         oracle_fraction: Interval::of(&fractions),
         advantage_over_greedy: Interval::of(&advantage),
+        advantage_over_myopic_oracle,
+        myopia_gap,
         per_seed,
         steps_per_second: config.output.wall_time.then(|| {
             found.iter().map(|r| r.summary.steps_per_second.unwrap_or(f64::NAN)).sum::<f64>() / found.len().max(1) as f64

@@ -28,6 +28,8 @@ pub enum Stream {
     Eval = 7,
     /// The seed handed to libtorch for weight initialisation.
     Torch = 8,
+    /// Hidden video quality and varied durations (users with memory).
+    VideoTraits = 9,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

@@ -59,6 +59,14 @@ pub struct Summary {
     /// without the greedy baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advantage_over_greedy: Option<crate::multiseed::Interval>,
+    /// The trained policy's return minus the myopic oracle's, paired (None without the
+    /// myopic_oracle baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_over_myopic_oracle: Option<crate::multiseed::Interval>,
+    /// The myopia gap: the planner's return minus the myopic oracle's, paired over the
+    /// episodes both ran (None without both baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub myopia_gap: Option<crate::multiseed::Interval>,
     /// Each baseline's mean evaluation return (exploration off, common random numbers).
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
@@ -313,6 +321,24 @@ pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Opti
     Some(crate::multiseed::Interval { mean, ci95 })
 }
 
+/// `a`'s return minus `b`'s, paired over the episodes both ran (None unless both are in
+/// `results`).
+pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Option<crate::multiseed::Interval> {
+    let a = results.iter().find(|e| e.policy == a)?;
+    let b = results.iter().find(|e| e.policy == b)?;
+    let diffs: Vec<f64> = a.returns.iter().zip(&b.returns).map(|(x, y)| x - y).collect();
+    let (mean, ci95) = crate::train::mean_ci95(&diffs);
+    Some(crate::multiseed::Interval { mean, ci95 })
+}
+
+/// Evaluation episodes for `kind` (the planner may run fewer: `planner.eval_episodes`).
+pub fn eval_episodes_for(config: &Checked, kind: PolicyKind) -> usize {
+    match (kind, config.planner.eval_episodes) {
+        (PolicyKind::Planner, n) if n > 0 => n,
+        _ => config.train.eval_episodes,
+    }
+}
+
 /// The config of a run folder, as it was resolved when the run started.
 pub fn config_of_run(dir: &Path) -> Result<Checked> {
     Ok(crate::config::Config::load(&dir.join("config.toml"), &[])?)
@@ -352,7 +378,7 @@ pub fn run_with(
     for &kind in &config.train.baselines {
         observer.stage(&format!("evaluating baseline {kind}"));
         let mut policy = make_policy(kind, config)?;
-        baselines.push(evaluate(config, &world, policy.as_mut(), n_eval)?);
+        baselines.push(evaluate(config, &world, policy.as_mut(), eval_episodes_for(config, kind))?);
         if stop_requested() {
             return Ok(RunEnd::Interrupted { episodes_done: 0, checkpointed: checkpoint.is_some() });
         }
@@ -458,6 +484,14 @@ pub fn run_with(
         ),
         &path,
     )?;
+    if config.dynamics.behaviour.enabled {
+        // Watch time per session, where videos are watched in part (users with memory).
+        let watch = polars::prelude::Column::new(
+            "mean_watch_s".into(),
+            evaluation.iter().map(|e| e.mean_watch_s.unwrap_or(0.0)).collect::<Vec<_>>(),
+        );
+        table.with_column(watch).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    }
     records::write_csv(&mut table, &path)?;
     let path = dir.join("eval_episodes.csv");
     let mut per_episode = frame(
@@ -523,6 +557,8 @@ pub fn run_with(
         eval_mean_return: evaluation[0].mean_return,
         oracle_fraction: oracle_fraction_of(&evaluation),
         advantage_over_greedy: paired_advantage(&evaluation, PolicyKind::Greedy),
+        advantage_over_myopic_oracle: paired_advantage(&evaluation, PolicyKind::MyopicOracle),
+        myopia_gap: paired_gap(&evaluation[1..], PolicyKind::Planner, PolicyKind::MyopicOracle),
         baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
         steps_per_second: config.output.wall_time.then(|| progress.steps_per_s()),

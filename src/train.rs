@@ -367,6 +367,10 @@ pub struct EvalResult {
     /// Half-width of the 95% normal confidence interval of the mean, across episodes.
     pub ci95: f64,
     pub mean_steps: f64,
+    /// Seconds of video watched per episode (session), on average: reported where videos
+    /// are watched in part (`dynamics.behaviour.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_watch_s: Option<f64>,
     /// Per evaluation episode: its user, return and steps.
     #[serde(skip)]
     pub returns: Vec<f64>,
@@ -428,9 +432,10 @@ pub fn evaluate_choices(
         world,
         policy,
         episodes,
-        Some(&mut |k, t, env, obs, o| {
-            let rm = &env.world.response;
-            let best = obs.candidates.iter().map(|c| rm.expected_p(&obs.user, c.category)).fold(f64::NEG_INFINITY, f64::max);
+        Some(&mut |k, t, _env, obs, o| {
+            let (m, tr) = (&obs.truth.model, &obs.truth);
+            let ep = |video: u32| m.expected_p(&obs.user, &tr.latent, video, tr.now);
+            let best = obs.candidates.iter().map(|c| ep(c.video)).fold(f64::NEG_INFINITY, f64::max);
             let shown = &obs.candidates[o.slot];
             out.push(ChoiceRecord {
                 episode: k as u32,
@@ -439,7 +444,7 @@ pub fn evaluate_choices(
                 slot: o.slot as u32,
                 category: shown.category,
                 interest_match: shown.interest_match,
-                expected_p: rm.expected_p(&obs.user, shown.category),
+                expected_p: ep(shown.video),
                 best_expected_p: best,
                 interest_on_offer: obs.candidates.iter().any(|c| c.interest_match),
             });
@@ -507,6 +512,7 @@ fn evaluate_with(
     let mut users = Vec::with_capacity(episodes);
     let mut steps = Vec::with_capacity(episodes);
     let mut total_steps = 0usize;
+    let mut watch_s = 0.0;
     for k in 0..episodes as u64 {
         if let (Some(base), true) = (&base, k > 0) {
             env.clone_from(base);
@@ -524,6 +530,7 @@ fn evaluate_with(
                 f(k, n, &env, obs, &o);
             }
             ret += o.reward;
+            watch_s += o.watch_s;
             n += 1;
             dry = env.observation().exhausted();
             if o.terminal || o.truncated {
@@ -542,6 +549,7 @@ fn evaluate_with(
         mean_return,
         ci95,
         mean_steps: total_steps as f64 / episodes.max(1) as f64,
+        mean_watch_s: config.dynamics.behaviour.enabled.then(|| watch_s / episodes.max(1) as f64),
         returns,
         users,
         steps,

@@ -181,7 +181,7 @@ proptest! {
     #[test]
     fn rescoring_matches_the_formula(raws in prop::collection::vec(-3.0f64..3.0, 1..10), views in prop::collection::vec(0u64..500, 10)) {
         let videos: Vec<Video> = (0..10u32)
-            .map(|id| Video { id, category: (id % 4) as u16, creator: 0, duration_s: 6.0, views: views[id as usize] })
+            .map(|id| Video { id, category: (id % 4) as u16, creator: 0, duration_s: 6.0, views: views[id as usize], quality: 0.0 })
             .collect();
         let user = User { id: 0, age: 20, gender: 0, region: 0, interests: [1, 2] };
         let c = CandidateConfig::default();

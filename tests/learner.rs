@@ -177,7 +177,10 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
     a.set_target_rule(rule);
     let mut rng = stream(11, Stream::Policy);
     let user = User { id: 0, age: 20, gender: 0, region: 0, interests: [0, 1] };
-    let obs = |s: &State| Observation { user: user.clone(), candidates: fake_candidates(), state: s.clone() };
+    let model = fypsim::world::World::generate(&c).model;
+    let truth = fypsim::env::Truth { model, latent: Default::default(), t: 0, now: 0.0 };
+    let obs =
+        |s: &State| Observation { user: user.clone(), candidates: fake_candidates(), state: s.clone(), truth: truth.clone() };
     for e in 0..episodes {
         for t in 0..3 {
             let s = state(perms[(e + t) % 3], t);

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use crate::config::{Checked, EnvConfig, PolicyKind};
+use crate::config::{Checked, EnvConfig, PlannerConfig, PolicyKind};
 use crate::env::Observation;
 use crate::rng::SimRng;
 use crate::world::ResponseModel;
@@ -85,6 +85,108 @@ impl Policy for OraclePolicy {
             let value = self.expected_reward(self.model.expected_p(&obs.user, c.category));
             if value > best.0 {
                 best = (value, k);
+            }
+        }
+        Ok(best.1)
+    }
+}
+
+/// Knows the whole user model and the user's latent state (satiation, drifted interests,
+/// follows, where the session stands): shows the candidate with the highest expected
+/// immediate reward. With every dynamic off it chooses as [`OraclePolicy`] does.
+#[derive(Debug, Clone, Copy)]
+pub struct MyopicOraclePolicy;
+
+impl MyopicOraclePolicy {
+    /// The best candidate by expected immediate reward (ties: the lower slot).
+    pub fn choose(obs: &Observation) -> usize {
+        let t = &obs.truth;
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (k, c) in obs.candidates.iter().enumerate() {
+            let value = t.model.expected_reward(&obs.user, &t.latent, c.video, t.now);
+            if value > best.0 {
+                best = (value, k);
+            }
+        }
+        best.1
+    }
+}
+
+impl Policy for MyopicOraclePolicy {
+    fn kind(&self) -> PolicyKind {
+        PolicyKind::MyopicOracle
+    }
+    fn act(&mut self, obs: &Observation, _explore: bool, _rng: &mut SimRng) -> Result<usize> {
+        Ok(Self::choose(obs))
+    }
+}
+
+/// Plans by Monte Carlo rollouts over the true user model (docs/model.md: Baselines).
+/// For every candidate it simulates `rollouts` continuations of at most `depth` steps
+/// from a copy of the user's latent state: the candidate first, then at each step the
+/// myopic oracle's choice among videos like the current candidates (the feed's next
+/// slates are assumed to look like this one). A rollout adds up the expected reward of
+/// each step, weighted by the chance that the session is still going (the product of the
+/// earlier steps' continue probabilities) and discounted by `gamma`; responses are drawn
+/// only to move the latent state on. Every candidate is scored on the same rollout draws
+/// (common random numbers), so the comparison between them is not noise.
+#[derive(Debug, Clone)]
+pub struct PlannerPolicy {
+    config: PlannerConfig,
+    max_steps: usize,
+}
+
+impl PlannerPolicy {
+    pub fn new(config: &Checked) -> PlannerPolicy {
+        PlannerPolicy { config: config.planner.clone(), max_steps: config.env.max_steps }
+    }
+
+    /// The mean discounted return of showing candidate `first` and then following the
+    /// rollout policy, over the rollouts seeded from `seed`.
+    pub fn value(&self, obs: &Observation, first: usize, seed: u64) -> f64 {
+        let truth = &obs.truth;
+        let m = &truth.model;
+        let mut total = 0.0;
+        for r in 0..self.config.rollouts as u64 {
+            let mut rng = <SimRng as rand::SeedableRng>::seed_from_u64(seed ^ r.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut latent = truth.latent.clone();
+            let (mut t, mut now, mut weight) = (truth.t, truth.now, 1.0);
+            let mut video = obs.candidates[first].video;
+            for _ in 0..self.config.depth {
+                total += weight * m.expected_reward(&obs.user, &latent, video, now);
+                weight *= self.config.gamma * m.continue_probability(&obs.user, &latent, t, video, now);
+                let resp = m.respond(&obs.user, &latent, t, video, now, &mut rng);
+                m.update(&mut latent, video, resp.action, resp.followed, now);
+                now += resp.dt;
+                t += 1;
+                if t >= self.max_steps || weight < 1e-6 {
+                    break;
+                }
+                let mut best = (f64::NEG_INFINITY, video);
+                for c in &obs.candidates {
+                    let v = m.expected_reward(&obs.user, &latent, c.video, now);
+                    if v > best.0 {
+                        best = (v, c.video);
+                    }
+                }
+                video = best.1;
+            }
+        }
+        total / self.config.rollouts as f64
+    }
+}
+
+impl Policy for PlannerPolicy {
+    fn kind(&self) -> PolicyKind {
+        PolicyKind::Planner
+    }
+    fn act(&mut self, obs: &Observation, _explore: bool, rng: &mut SimRng) -> Result<usize> {
+        let seed: u64 = rng.random();
+        let mut best = (f64::NEG_INFINITY, 0);
+        for k in 0..obs.candidates.len() {
+            let v = self.value(obs, k, seed);
+            if v > best.0 {
+                best = (v, k);
             }
         }
         Ok(best.1)

@@ -35,6 +35,8 @@ struct Vocab {
     regions: i64,
     categories: i64,
     slots: i64,
+    /// Numbers per slot, from the observation layout.
+    per_slot: i64,
 }
 
 /// One categorical feature's slice of the flat embedding table.
@@ -130,7 +132,7 @@ impl QNet {
         let table = p.var("embeddings", &[total.max(1)], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
 
         let user = num::SLOTS as i64 + user_emb;
-        let item = num::PER_SLOT as i64 + slot_emb;
+        let item = v.per_slot + slot_emb;
         let (input, outputs) = match cfg.head {
             QHead::Slots => (user + v.slots * item, v.slots),
             QHead::Items => (user + item, 1),
@@ -147,13 +149,13 @@ impl QNet {
             (nn::linear(p / "value0", user, h, Default::default()), nn::linear(p / "value1", h, 1, Default::default()))
         });
         // Columns of [numeric ‖ embeddings]: the numbers first, then the table rows.
-        let n_num = (num::SLOTS + num::PER_SLOT * v.slots as usize) as i64;
+        let n_num = num::SLOTS as i64 + v.per_slot * v.slots;
         let user_cols: Vec<i64> = (0..num::SLOTS as i64).chain(n_num..n_num + user_emb).collect();
         let slot_cols: Vec<i64> = (0..v.slots)
             .flat_map(|k| {
-                let nums = num::SLOTS as i64 + k * num::PER_SLOT as i64;
+                let nums = num::SLOTS as i64 + k * v.per_slot;
                 let embs = n_num + user_emb + k * slot_emb;
-                (nums..nums + num::PER_SLOT as i64).chain(embs..embs + slot_emb)
+                (nums..nums + v.per_slot).chain(embs..embs + slot_emb)
             })
             .collect();
         let layout: Vec<i64> = user_cols.iter().chain(&slot_cols).copied().collect();
@@ -317,11 +319,13 @@ impl DqnAgent {
         let cfg = config.dqn.clone();
         let device = resolve_device(cfg.device)?;
         tch::set_num_threads(cfg.threads as i32);
+        let layout = crate::env::Layout::of(config);
         let vocab = Vocab {
             genders: config.world.genders.len() as i64,
             regions: config.world.regions.len() as i64,
             categories: config.world.categories.len() as i64,
             slots: config.candidates.count as i64,
+            per_slot: layout.per_slot() as i64,
         };
         let torch_seed = stream(config.seed, Stream::Torch).random::<u32>() as i64;
         let (online_vs, online, mut target_vs, target) = {
@@ -337,11 +341,11 @@ impl DqnAgent {
         target_vs.freeze();
         let optimizer = Adam::new(&online_vs, cfg.lr);
         let slots = config.candidates.count;
-        let mut feature_mask = vec![1.0f32; State::n_numeric(slots)];
-        for (j, name) in crate::config::CANDIDATE_FEATURES.iter().enumerate() {
+        let mut feature_mask = vec![1.0f32; layout.n_numeric()];
+        for (j, name) in crate::config::CANDIDATE_FEATURES.iter().enumerate().take(num::PER_SLOT) {
             if !cfg.candidate_features.iter().any(|f| f == name) {
                 for k in 0..slots {
-                    feature_mask[num::SLOTS + num::PER_SLOT * k + j] = 0.0;
+                    feature_mask[layout.slot(k) + j] = 0.0;
                 }
             }
         }
@@ -349,7 +353,7 @@ impl DqnAgent {
             feature_mask: feature_mask.contains(&0.0).then_some(feature_mask),
             pending: VecDeque::new(),
             target_rule: TargetRule::Standard,
-            replay: ReplayBuffer::new(cfg.replay_capacity, config.candidates.count),
+            replay: ReplayBuffer::with_layout(cfg.replay_capacity, &layout),
             replay_rng: stream(config.seed, Stream::Replay),
             epsilon: Epsilon::new(&cfg.epsilon),
             slots: config.candidates.count,

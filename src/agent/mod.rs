@@ -83,5 +83,7 @@ pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>
         PolicyKind::Greedy => Box::new(baselines::GreedyPolicy),
         PolicyKind::MostViewed => Box::new(baselines::MostViewedPolicy),
         PolicyKind::Oracle => Box::new(baselines::OraclePolicy::new(config)),
+        PolicyKind::MyopicOracle => Box::new(baselines::MyopicOraclePolicy),
+        PolicyKind::Planner => Box::new(baselines::PlannerPolicy::new(config)),
     })
 }

@@ -2,7 +2,6 @@
 
 use rand::Rng;
 
-use crate::env::State;
 use crate::rng::SimRng;
 
 use super::Transition;
@@ -45,9 +44,16 @@ pub struct ReplayBuffer {
 }
 
 impl ReplayBuffer {
+    /// A buffer for states of the base layout with `slots` slots.
     pub fn new(capacity: usize, slots: usize) -> ReplayBuffer {
-        let n_num = State::n_numeric(slots);
-        let n_cat = State::n_categorical(slots);
+        ReplayBuffer::with_layout(capacity, &crate::env::Layout::base(slots))
+    }
+
+    /// A buffer for states of `layout`.
+    pub fn with_layout(capacity: usize, layout: &crate::env::Layout) -> ReplayBuffer {
+        let slots = layout.slots;
+        let n_num = layout.n_numeric();
+        let n_cat = layout.n_categorical();
         ReplayBuffer {
             capacity,
             n_num,
@@ -178,6 +184,7 @@ impl ReplayBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::State;
     use crate::rng::{stream, Stream};
 
     fn t(i: usize) -> Transition {

@@ -888,7 +888,7 @@ mod tests {
     #[test]
     fn rescoring_orders_by_final_score_with_ties_by_id() {
         let videos: Vec<Video> =
-            (0..3).map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10 }).collect();
+            (0..3).map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10, quality: 0.0 }).collect();
         let c = CandidateConfig::default();
         let u = user(0, [2, 5]);
         let out = rescore(&[(0, 0.0), (1, 0.0), (2, 0.0)], &u, &videos, &c);

@@ -11,7 +11,6 @@
 //! cannot fit, not to plan memory to the last megabyte.
 
 use super::{CandidateSource, Config, PolicyKind, QHead};
-use crate::env::State;
 
 /// The estimate, in bytes, with its largest parts named.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +65,8 @@ pub fn estimate(c: &Config) -> MemoryEstimate {
     let scratch = videos * 16.0 * crate::cores() as f64;
 
     let dqn = c.policy == PolicyKind::Dqn;
-    let (n_num, n_cat) = (State::n_numeric(c.candidates.count) as f64, State::n_categorical(c.candidates.count) as f64);
+    let layout = crate::env::Layout::of(c);
+    let (n_num, n_cat) = (layout.n_numeric() as f64, layout.n_categorical() as f64);
     let replay = if dqn { c.dqn.replay_capacity as f64 * (2.0 * (n_num * 4.0 + n_cat * 8.0) + slots * 4.0 + 24.0) } else { 0.0 };
     let network = if dqn { network_bytes(c) } else { 0.0 };
 

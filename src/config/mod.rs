@@ -35,6 +35,14 @@ pub struct Config {
     pub train: TrainConfig,
     pub dqn: DqnConfig,
     pub output: OutputConfig,
+    /// Users with memory (docs/model.md: Users with memory). All off (the default) is the
+    /// `instatok` preset, and then the section is left out of resolved configs, so configs
+    /// written before it existed keep their fingerprint.
+    #[serde(skip_serializing_if = "DynamicsConfig::is_off")]
+    pub dynamics: DynamicsConfig,
+    /// The `planner` baseline's search (left out of resolved configs at its defaults).
+    #[serde(skip_serializing_if = "PlannerConfig::is_default")]
+    pub planner: PlannerConfig,
     /// Written by fypsim beside results (crate version, git revision); ignored on input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
@@ -55,6 +63,8 @@ impl Default for Config {
             train: TrainConfig::default(),
             dqn: DqnConfig::default(),
             output: OutputConfig::default(),
+            dynamics: DynamicsConfig::default(),
+            planner: PlannerConfig::default(),
             provenance: None,
         }
     }
@@ -84,8 +94,15 @@ pub enum PolicyKind {
     Greedy,
     /// The candidate with the most views.
     MostViewed,
-    /// Knows the response model: the candidate with the highest expected reward.
+    /// Knows the response model (interests and regional taste, not the latent state): the
+    /// candidate with the highest expected reward.
     Oracle,
+    /// Knows the whole user model and the user's current latent state: the candidate with
+    /// the highest expected immediate reward.
+    MyopicOracle,
+    /// Knows the whole model and plans ahead by Monte Carlo rollouts from a copy of the
+    /// current state (`[planner]`).
+    Planner,
 }
 
 impl PolicyKind {
@@ -97,6 +114,8 @@ impl PolicyKind {
             PolicyKind::Greedy => "greedy",
             PolicyKind::MostViewed => "most_viewed",
             PolicyKind::Oracle => "oracle",
+            PolicyKind::MyopicOracle => "myopic_oracle",
+            PolicyKind::Planner => "planner",
         }
     }
 }
@@ -525,12 +544,14 @@ pub struct DqnConfig {
     pub epsilon: EpsilonConfig,
     pub embeddings: EmbeddingConfig,
     /// The per-candidate numbers the network sees, from "final", "raw", "views",
-    /// "interest" (the others read 0). Each candidate's category is always embedded.
+    /// "interest" (the others read 0), and the logged "completion", "exit_rate" and
+    /// "exposure" (which need a dynamic on). Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
 }
 
-/// The names `dqn.candidate_features` accepts, in state order.
-pub const CANDIDATE_FEATURES: [&str; 4] = ["final", "raw", "views", "interest"];
+/// The names `dqn.candidate_features` accepts, in state order. The first four are always
+/// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
+pub const CANDIDATE_FEATURES: [&str; 7] = ["final", "raw", "views", "interest", "completion", "exit_rate", "exposure"];
 
 impl Default for DqnConfig {
     fn default() -> Self {
@@ -555,8 +576,167 @@ impl Default for DqnConfig {
             threads: 1,
             epsilon: EpsilonConfig::default(),
             embeddings: EmbeddingConfig::default(),
-            candidate_features: CANDIDATE_FEATURES.map(String::from).to_vec(),
+            candidate_features: CANDIDATE_FEATURES[..4].iter().map(|s| s.to_string()).collect(),
         }
+    }
+}
+
+/// The dynamics of users with memory (docs/model.md: Users with memory). Each one is off
+/// at its default, and with all of them off the user model is exactly the `instatok` one
+/// (the same draws, the same numbers).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicsConfig {
+    pub satiation: SatiationConfig,
+    pub fatigue: FatigueConfig,
+    pub drift: DriftConfig,
+    pub quality: QualityConfig,
+    pub behaviour: BehaviourConfig,
+}
+
+impl DynamicsConfig {
+    /// Every dynamic is off: the `instatok` user model.
+    pub fn is_off(&self) -> bool {
+        *self == DynamicsConfig::default()
+    }
+}
+
+/// Satiation: recent exposure to a category lowers its pull.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SatiationConfig {
+    /// Pull lost per unit of exposure: p's shift for category c falls by strength * s_c.
+    /// 0 = off.
+    pub strength: f64,
+    /// Exposure halves every this many seconds of the user's clock.
+    pub half_life_s: f64,
+    /// Seconds between two simulated sessions of a user, over which exposure decays.
+    pub session_gap_s: f64,
+}
+
+impl Default for SatiationConfig {
+    fn default() -> Self {
+        SatiationConfig { strength: 0.0, half_life_s: 60.0, session_gap_s: 3600.0 }
+    }
+}
+
+/// Fatigue: the chance to go on falls with the session's length.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FatigueConfig {
+    /// After step t (counted from 1) the user leaves with hazard rate * t on top of any
+    /// other: P(leave) = 1 - exp(-(rate * t + ...)). 0 = off.
+    pub rate: f64,
+}
+
+/// Interest drift: interests move toward what the user enjoyed and away from what they
+/// skipped.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Each category's interest weight w_c (1 for the profile's two interests, 0 for the
+    /// others at the start) moves by this share of the way toward 1 after a watched or
+    /// liked video of c, and toward 0 after a skipped one. 0 = off.
+    pub rate: f64,
+}
+
+/// Hidden video quality: it decides watch time and whether the user stays, not whether
+/// they start watching, except through clickbait.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Each video's quality q ~ Normal(0, sd). 0 = off (every q is 0).
+    pub sd: f64,
+    /// Clickbait: p's shift gains clickbait * (-q), so poor videos pull more clicks.
+    pub clickbait: f64,
+    /// After a watched or liked video the user leaves with hazard leave * max(0, -q)
+    /// (on top of fatigue).
+    pub leave: f64,
+    /// The watch fraction's logit gains watch * q (with `behaviour.enabled`).
+    pub watch: f64,
+}
+
+/// The multi-behaviour response (docs/model.md: Users with memory): the user starts
+/// watching with probability p or skips; a watched video is watched in part (its quality
+/// decides how much), may be liked, shared and its creator followed; after every step the
+/// user may leave. The reward weighs these: env.reward_watched / reward_liked /
+/// reward_skipped per response, plus the terms below (env.reward_session_end is not
+/// used: leaving is not a response any more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviourConfig {
+    /// Watch time, shares and follows; off = every watched video is watched to the end.
+    pub enabled: bool,
+    /// Video durations ~ Uniform(min, max) seconds; both 0 (the default): every video
+    /// lasts `world.video_duration_s`.
+    pub duration_min_s: f64,
+    pub duration_max_s: f64,
+    /// The watch fraction of a watched video: sigmoid(watch_base + quality.watch * q).
+    pub watch_base: f64,
+    /// P(like) = like_rate * watch fraction, for a watched video.
+    pub like_rate: f64,
+    /// The leave hazard after every step, and its extra after a skip: the user leaves
+    /// with probability 1 - exp(-(leave_base + leave_skip [skipped] + fatigue + quality)).
+    pub leave_base: f64,
+    pub leave_skip: f64,
+    /// P(share) = share_rate * watch fraction, for a watched video.
+    pub share_rate: f64,
+    /// P(follow the creator) = follow_rate * watch fraction, if not followed yet.
+    pub follow_rate: f64,
+    /// p's shift gains this for videos of a creator the user follows.
+    pub follow_boost: f64,
+    /// Reward per second watched, per share and per follow, added to env.reward_*.
+    pub reward_watch_s: f64,
+    pub reward_share: f64,
+    pub reward_follow: f64,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        BehaviourConfig {
+            enabled: false,
+            duration_min_s: 0.0,
+            duration_max_s: 0.0,
+            watch_base: 2.0,
+            like_rate: 0.0,
+            leave_base: 0.0,
+            leave_skip: 0.0,
+            share_rate: 0.0,
+            follow_rate: 0.0,
+            follow_boost: 0.0,
+            reward_watch_s: 0.0,
+            reward_share: 0.0,
+            reward_follow: 0.0,
+        }
+    }
+}
+
+/// The `planner` baseline (docs/model.md: Baselines): for each candidate, `rollouts`
+/// simulated continuations of `depth` steps over the true model from a copy of the user's
+/// latent state, the later steps chosen by the myopic oracle among videos like the current
+/// candidates; it shows the candidate with the best mean return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerConfig {
+    pub depth: usize,
+    pub rollouts: usize,
+    /// Discount per step inside a rollout.
+    pub gamma: f64,
+    /// Evaluation episodes for the planner (it is slow); 0 = train.eval_episodes. Fewer
+    /// episodes widen its interval, and its paired comparisons use the episodes it shares
+    /// with the others.
+    pub eval_episodes: usize,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig { depth: 10, rollouts: 16, gamma: 1.0, eval_episodes: 0 }
+    }
+}
+
+impl PlannerConfig {
+    pub fn is_default(&self) -> bool {
+        *self == PlannerConfig::default()
     }
 }
 

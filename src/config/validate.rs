@@ -205,6 +205,54 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         ));
     }
 
+    let d = &c.dynamics;
+    in_range("dynamics.satiation.strength", d.satiation.strength, 100.0, "shift lost per unit of exposure")?;
+    positive("dynamics.satiation.half_life_s", d.satiation.half_life_s)?;
+    in_range("dynamics.satiation.session_gap_s", d.satiation.session_gap_s, 1e9, "seconds")?;
+    in_range("dynamics.fatigue.rate", d.fatigue.rate, 100.0, "leave hazard per step")?;
+    in_unit("dynamics.drift.rate", d.drift.rate)?;
+    in_range("dynamics.quality.sd", d.quality.sd, 100.0, "quality spread")?;
+    moderate("dynamics.quality.clickbait", d.quality.clickbait)?;
+    in_range("dynamics.quality.leave", d.quality.leave, 100.0, "leave hazard per unit of poor quality")?;
+    moderate("dynamics.quality.watch", d.quality.watch)?;
+    let b = &d.behaviour;
+    let fixed = b.duration_min_s == 0.0 && b.duration_max_s == 0.0;
+    if !fixed {
+        positive("dynamics.behaviour.duration_min_s", b.duration_min_s)?;
+        if !(b.duration_max_s.is_finite() && b.duration_max_s >= b.duration_min_s && b.duration_max_s <= 1e6) {
+            return Err(invalid(
+                "dynamics.behaviour.duration_max_s",
+                b.duration_max_s,
+                &format!("a number >= dynamics.behaviour.duration_min_s ({}) and <= 1000000 seconds", b.duration_min_s),
+            ));
+        }
+        if !b.enabled {
+            return Err(invalid(
+                "dynamics.behaviour.duration_min_s",
+                b.duration_min_s,
+                "0 (every video lasts world.video_duration_s) unless dynamics.behaviour.enabled = true",
+            ));
+        }
+    }
+    moderate("dynamics.behaviour.watch_base", b.watch_base)?;
+    in_unit("dynamics.behaviour.share_rate", b.share_rate)?;
+    in_unit("dynamics.behaviour.like_rate", b.like_rate)?;
+    in_range("dynamics.behaviour.leave_base", b.leave_base, 100.0, "leave hazard per step")?;
+    in_range("dynamics.behaviour.leave_skip", b.leave_skip, 100.0, "leave hazard after a skip")?;
+    in_unit("dynamics.behaviour.follow_rate", b.follow_rate)?;
+    moderate("dynamics.behaviour.follow_boost", b.follow_boost)?;
+    moderate("dynamics.behaviour.reward_watch_s", b.reward_watch_s)?;
+    moderate("dynamics.behaviour.reward_share", b.reward_share)?;
+    moderate("dynamics.behaviour.reward_follow", b.reward_follow)?;
+
+    let pl = &c.planner;
+    at_least("planner.depth", pl.depth, 1)?;
+    at_most("planner.depth", pl.depth, 10_000, "steps per rollout")?;
+    at_least("planner.rollouts", pl.rollouts, 1)?;
+    at_most("planner.rollouts", pl.rollouts, 100_000, "rollouts per candidate")?;
+    in_unit("planner.gamma", pl.gamma)?;
+    at_most("planner.eval_episodes", pl.eval_episodes, 10_000_000, "evaluation episodes")?;
+
     let t = &c.train;
     at_least("train.episodes", t.episodes, 1)?;
     at_most("train.episodes", t.episodes, 1_000_000_000, "training episodes")?;
@@ -279,6 +327,15 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
                 "dqn.candidate_features",
                 format!("{f:?}"),
                 &format!("names from {:?}", super::CANDIDATE_FEATURES),
+            ));
+        }
+    }
+    if c.dynamics.is_off() {
+        if let Some(f) = d.candidate_features.iter().find(|f| *f == "completion" || *f == "exit_rate") {
+            return Err(invalid(
+                "dqn.candidate_features",
+                format!("{f:?}"),
+                "\"completion\" and \"exit_rate\" only with a [dynamics] section on (the per-video logs they read are kept then)",
             ));
         }
     }

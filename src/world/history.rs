@@ -6,7 +6,7 @@ use rand_distr::{Distribution, Normal, Zipf};
 
 use crate::config::{Checked, Popularity};
 
-use super::response::{draw_history_response, Action};
+use super::response::Action;
 use super::{Interaction, World};
 
 /// Appends every user's logged history to `world.history`, counting views and leaving each
@@ -40,23 +40,17 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
                 Some((ranking, z)) => ranking[(z.sample(rng) as usize - 1).min(n_videos - 1)] as usize,
             };
             let user = &world.users[ui];
-            let p = world.response.draw_p(user, &world.videos[vi], rng);
-            let response = draw_history_response(p, rng);
+            let (response, dt, ends) = world.model.history_step(user, &world.latent[ui], vi as u32, clock, rng);
             if response.counts_view() {
                 world.videos[vi].views += 1;
             }
             let timestamp = clock;
-            clock += match response {
-                Action::Skipped => rng.random_range(config.env.skip_time_min_s..config.env.skip_time_max_s),
-                _ => world.videos[vi].duration_s,
-            };
-            let p_stay = match response {
-                Action::Liked => p + h.like_boost,
-                Action::Skipped => p - h.skip_penalty,
-                _ => p,
-            };
-            let ends = p_stay < rng.random::<f64>();
+            clock += dt;
+            world.model.update(&mut world.latent[ui], vi as u32, response, false, timestamp);
             let action = if ends { Action::Done } else { response };
+            if let Some(log) = world.logs.get_mut(vi) {
+                log.record(response.counts_view(), world.model.watch_fraction(vi as u32), ends);
+            }
             world.history.push(Interaction {
                 user: ui as u32,
                 video: vi as u32,

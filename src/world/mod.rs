@@ -8,9 +8,11 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::config::Checked;
 use crate::rng::{stream, Stream};
+use crate::user::{Latent, UserModel};
 
 pub use history::generate_history;
 pub use response::{Action, ResponseModel};
@@ -40,6 +42,8 @@ pub struct Video {
     pub creator: u32,
     pub duration_s: f64,
     pub views: u64,
+    /// Hidden quality (docs/model.md: Users with memory); 0 unless `dynamics.quality.sd` > 0.
+    pub quality: f64,
 }
 
 /// One logged or simulated interaction.
@@ -54,33 +58,43 @@ pub struct Interaction {
     pub timestamp: f64,
 }
 
-/// Users, videos, the logged history and the response model of one run.
+/// Users, videos, the logged history and the user model of one run, with each user's
+/// clock, session counter and latent state where the history left them.
 #[derive(Debug, Clone)]
 pub struct World {
     pub users: Vec<User>,
     pub videos: Vec<Video>,
     pub history: Vec<Interaction>,
-    pub response: ResponseModel,
+    /// How users respond (shared, immutable).
+    pub model: Arc<UserModel>,
     /// Each user's next session id (after their history).
     pub next_session: Vec<u32>,
     /// Each user's clock after their history.
     pub clock: Vec<f64>,
+    /// Each user's latent state after their history (docs/model.md: Users with memory).
+    pub latent: Vec<Latent>,
+    /// What the platform has logged per video, from the history on (kept only when a
+    /// dynamic is on: the logged candidate features read it).
+    pub logs: Vec<crate::env::VideoLog>,
 }
 
 impl World {
     /// Generates the world of a config from its seed.
     pub fn generate(config: &Checked) -> World {
         let mut rng = stream(config.seed, Stream::World);
-        let videos = generate_videos(config, &mut rng);
+        let mut videos = generate_videos(config, &mut rng);
         let users = generate_users(config, &mut rng);
-        let response = ResponseModel::new(config);
+        draw_video_traits(config, &mut videos);
+        let model = Arc::new(UserModel::new(config, &videos));
         let mut world = World {
             next_session: vec![0; users.len()],
             clock: vec![0.0; users.len()],
+            latent: users.iter().map(|u| model.initial_latent(u)).collect(),
+            logs: if config.dynamics.is_off() { Vec::new() } else { vec![Default::default(); videos.len()] },
             users,
             videos,
             history: Vec::new(),
-            response,
+            model,
         };
         let mut hrng = stream(config.seed, Stream::History);
         generate_history(config, &mut world, &mut hrng);
@@ -98,8 +112,32 @@ fn generate_videos(config: &Checked, rng: &mut impl Rng) -> Vec<Video> {
             creator: rng.random_range(0..w.n_creators) as u32,
             duration_s: w.video_duration_s,
             views: views.sample(rng).round().max(0.0) as u64,
+            quality: 0.0,
         })
         .collect()
+}
+
+/// Hidden quality and varied durations (docs/model.md: Users with memory), from their own
+/// stream, so the `instatok` world's draws stay as they were.
+fn draw_video_traits(config: &Checked, videos: &mut [Video]) {
+    let d = &config.dynamics;
+    let b = &d.behaviour;
+    let varied = b.duration_max_s > 0.0;
+    if d.quality.sd == 0.0 && !varied {
+        return;
+    }
+    let mut rng = stream(config.seed, Stream::VideoTraits);
+    let quality = Normal::new(0.0, d.quality.sd).expect("validated: sd >= 0 and finite");
+    for v in videos {
+        v.quality = quality.sample(&mut rng);
+        if varied {
+            v.duration_s = if b.duration_max_s > b.duration_min_s {
+                rng.random_range(b.duration_min_s..b.duration_max_s)
+            } else {
+                b.duration_min_s
+            };
+        }
+    }
 }
 
 fn generate_users(config: &Checked, rng: &mut impl Rng) -> Vec<User> {

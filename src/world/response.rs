@@ -80,7 +80,12 @@ impl ResponseModel {
     /// The shift depends on the video only through its category.
     pub fn shift_for_category(&self, user: &User, category: u16) -> f64 {
         let boost = if user.is_interested_in(category) { self.interest_boost } else { 0.0 };
-        boost + self.regional[category as usize * self.n_regions + user.region as usize]
+        boost + self.regional(user, category)
+    }
+
+    /// The regional taste for this user's region and `category`.
+    pub fn regional(&self, user: &User, category: u16) -> f64 {
+        self.regional[category as usize * self.n_regions + user.region as usize]
     }
 
     /// p = clamp(u + shift, 0, 1) for a uniform draw u. The prototype clamped only the top,
@@ -158,7 +163,7 @@ mod tests {
     }
 
     fn video(category: u16) -> Video {
-        Video { id: 0, category, creator: 0, duration_s: 6.0, views: 50 }
+        Video { id: 0, category, creator: 0, duration_s: 6.0, views: 50, quality: 0.0 }
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! The `instatok` preset does not move: with every dynamic of users with memory off, the
+//! smoke run (single loop and lockstep) writes exactly the tables it wrote before the user
+//! model existed. The digests below were taken from the binary before that change
+//! (commit 9e8eecf). A change that must move these numbers says so in its commit message
+//! and in the README, and updates the digests here.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use sha2::{Digest, Sha256};
+
+fn run(out: &Path, extra: &[&str]) {
+    let mut c = Command::cargo_bin("fypsim").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args(["run", "configs/smoke.toml", "-q", "--out"]).arg(out).args(extra);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn digest(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check(dir: &Path, expected: &[(&str, &str)]) {
+    for (file, want) in expected {
+        assert_eq!(digest(&dir.join(file)), *want, "{file} moved");
+    }
+}
+
+#[test]
+fn smoke_tables_are_those_of_the_memoryless_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("smoke");
+    run(&dir, &[]);
+    check(
+        &dir,
+        &[
+            ("episodes.csv", "6ae437b8455fe0d0128b1b032937b5c90382285ffb5e74e459ece41cf3b32ee7"),
+            ("eval.csv", "0457a9fc4234232a52b954230a1ce4aa68b5102f601c3fb47a78fb09f1e361a2"),
+            ("eval_episodes.csv", "26af996128ce0bfef946df7400c0d82275244d7fe207905ebe55595697f2fd96"),
+            ("baselines.csv", "352ae76078ac935ca8783f8790b021e2958490e29b9946af4c9becc81e0d2f1d"),
+        ],
+    );
+}
+
+#[test]
+fn lockstep_smoke_tables_are_those_of_the_memoryless_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lockstep");
+    run(&dir, &["--set", "train.sessions=4", "--set", "train.checkpoint_every=0"]);
+    check(
+        &dir,
+        &[
+            ("episodes.csv", "22bcd81467f0f5fbd569feb7fe1060c77a84f3b7c83b330a225fba86370b5b5b"),
+            ("eval.csv", "d655e12c74142dd5a9c3937da0318fdae70de8bfce5c8accb133bfead6cbad04"),
+            ("eval_episodes.csv", "4e20ec4097d7f02a4bf965de331d46c4a5cac076c4eccd9e085e56066305ae51"),
+            ("baselines.csv", "e78dc213b59fa8bf173f673008a40140a8e19af0966f15e279d0924702a28440"),
+        ],
+    );
+}
