@@ -71,6 +71,9 @@ impl State {
 /// the base layout, number for number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logged {
+    /// The share of the video's logged showings that were watched (its click-through rate,
+    /// smoothed toward 1/2 by two pseudo-showings).
+    WatchRate,
     /// The video's mean watch fraction over its logged views (smoothed toward 1/2 by two
     /// pseudo-views).
     Completion,
@@ -89,12 +92,13 @@ pub const EXPOSURE_DECAY: f32 = 0.75;
 impl Logged {
     pub fn name(self) -> &'static str {
         match self {
+            Logged::WatchRate => "watch_rate",
             Logged::Completion => "completion",
             Logged::ExitRate => "exit_rate",
             Logged::Exposure => "exposure",
         }
     }
-    pub const ALL: [Logged; 3] = [Logged::Completion, Logged::ExitRate, Logged::Exposure];
+    pub const ALL: [Logged; 4] = [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure];
 }
 
 /// The observation layout, declared once: the state builder writes by it and the
@@ -150,6 +154,9 @@ impl VideoLog {
         if exit {
             self.exits += 1;
         }
+    }
+    pub fn watch_rate(&self) -> f64 {
+        (self.watched as f64 + 1.0) / (self.shows as f64 + 2.0)
     }
     pub fn completion(&self) -> f64 {
         (self.watch_fraction_sum + 1.0) / (self.watched as f64 + 2.0)
@@ -447,6 +454,7 @@ impl Env {
             for (j, l) in layout.logged.iter().enumerate() {
                 let log = self.world.logs.get(cand.video as usize).copied().unwrap_or_default();
                 f[num::PER_SLOT + j] = match l {
+                    Logged::WatchRate => log.watch_rate() as f32,
                     Logged::Completion => log.completion() as f32,
                     Logged::ExitRate => log.exit_rate() as f32,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),

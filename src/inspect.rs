@@ -47,6 +47,29 @@ pub struct CandidateRow {
     pub final_score: f64,
     pub views: u64,
     pub interest_match: bool,
+    /// With users with memory: the hidden quality, E[p] and the expected immediate reward
+    /// of showing it now (what the myopic oracle ranks by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_reward: Option<f64>,
+}
+
+/// A user's latent state (users with memory), as of the user's clock after the history.
+#[derive(Debug, Serialize)]
+pub struct LatentReport {
+    /// The user's clock, seconds.
+    pub clock_s: f64,
+    /// Per category: exposure now (satiation), present with satiation on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposure: Vec<(String, f64)>,
+    /// Per category: the interest weight, present with interest drift on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interest: Vec<(String, f64)>,
+    /// Creators the user follows.
+    pub followed: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +81,9 @@ pub struct UserReport {
     pub summed: Vec<SummedRow>,
     /// The top-k candidates ordered by final score.
     pub candidates: Vec<CandidateRow>,
+    /// The latent state, with any dynamic on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentReport>,
 }
 
 /// The profile, history and candidates of one user of the generated world.
@@ -97,6 +123,8 @@ pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
         .iter()
         .map(|(v, s)| SummedRow { video: v, category: cat(env.world.videos[v as usize].category), score: s })
         .collect();
+    let dynamics = !config.dynamics.is_off();
+    let (model, latent, now) = (&env.world.model, &env.world.latent[user as usize], env.world.clock[user as usize]);
     let mut generator = CandidateGenerator::new(env.world.videos.len());
     let candidates = generator
         .candidates(&env.matrix, env.index(), u, &env.world.videos, &config.candidates)
@@ -108,9 +136,24 @@ pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
             final_score: c.final_score,
             views: c.views,
             interest_match: c.interest_match,
+            quality: dynamics.then(|| env.world.videos[c.video as usize].quality),
+            expected_p: dynamics.then(|| model.expected_p(u, latent, c.video, now)),
+            expected_reward: dynamics.then(|| model.expected_reward(u, latent, c.video, now)),
         })
         .collect();
-    Ok(UserReport { profile, history, summed, candidates })
+    let per_category =
+        |values: &[f64]| -> Vec<(String, f64)> { values.iter().enumerate().map(|(c, &v)| (cat(c as u16), v)).collect() };
+    let latent = dynamics.then(|| LatentReport {
+        clock_s: now,
+        exposure: if latent.satiation.is_empty() {
+            Vec::new()
+        } else {
+            (0..w.categories.len() as u16).map(|c| (cat(c), model.satiation(latent, c, now))).collect()
+        },
+        interest: per_category(&latent.interest),
+        followed: latent.followed.clone(),
+    });
+    Ok(UserReport { profile, history, summed, candidates, latent })
 }
 
 /// Writes users.csv, videos.csv and interactions.csv of the generated world into `dir`.

@@ -132,9 +132,14 @@ pub fn train(
     if config.train.sessions > 1 {
         return train_lockstep(config, env, policy, record_steps, progress, after_episode);
     }
+    // With fresh training episodes, each starts from the generated world.
+    let base = (config.train.train_world == crate::config::EvalWorld::Fresh).then(|| Env::new(config, World::generate(config)));
     let mut session_start = Instant::now();
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let started = Instant::now();
+        if let Some(base) = &base {
+            env.clone_from(base);
+        }
         // A user with nothing left to see has an episode of no steps.
         let mut dry = env.reset_random(&mut progress.users_rng).exhausted();
         let mut ep = EpisodeInProgress::new(episode, env.user(), started);

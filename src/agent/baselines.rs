@@ -192,3 +192,38 @@ impl Policy for PlannerPolicy {
         Ok(best.1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::run::paired_gap;
+    use crate::train::evaluate;
+    use crate::world::World;
+
+    fn gap(config: &Checked, episodes: usize) -> crate::multiseed::Interval {
+        let world = World::generate(config);
+        let myopic = evaluate(config, &world, &mut MyopicOraclePolicy, episodes).unwrap();
+        let planner = evaluate(config, &world, &mut PlannerPolicy::new(config), episodes).unwrap();
+        paired_gap(&[myopic, planner], PolicyKind::Planner, PolicyKind::MyopicOracle).unwrap()
+    }
+
+    #[test]
+    fn without_dynamics_the_myopia_gap_vanishes_and_the_myopic_oracle_is_the_oracle() {
+        let c = Config::from_toml_str("[planner]\nrollouts = 4\ndepth = 5\n", &[]).unwrap();
+        let g = gap(&c, 200);
+        assert!(g.mean.abs() <= g.ci95, "{g:?}");
+        let world = World::generate(&c);
+        let oracle = evaluate(&c, &world, &mut OraclePolicy::new(&c), 200).unwrap();
+        let myopic = evaluate(&c, &world, &mut MyopicOraclePolicy, 200).unwrap();
+        assert_eq!(oracle.returns, myopic.returns);
+    }
+
+    #[test]
+    fn on_the_longterm_preset_the_planner_beats_the_myopic_oracle() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/longterm.toml");
+        let c = Config::load(&path, &[]).unwrap();
+        let g = gap(&c, 600);
+        assert!(g.mean - g.ci95 > 0.0, "{g:?}");
+    }
+}

@@ -82,6 +82,12 @@ pub enum EvalWorld {
     Fresh,
 }
 
+impl EvalWorld {
+    pub fn is_evolving(&self) -> bool {
+        *self == EvalWorld::Evolving
+    }
+}
+
 /// Which policy chooses the video to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -379,6 +385,12 @@ pub struct TrainConfig {
     /// The world of evaluation episodes: `evolving` (one copy for all) or `fresh` (each
     /// episode from the generated world).
     pub eval_world: EvalWorld,
+    /// The world of training episodes: `evolving` (one world all run long: the matrix,
+    /// views and users' latent states carry over from episode to episode) or `fresh`
+    /// (each episode from the generated world, as evaluation episodes with
+    /// `eval_world = "fresh"`). Left out of resolved configs at its default.
+    #[serde(skip_serializing_if = "EvalWorld::is_evolving")]
+    pub train_world: EvalWorld,
 }
 
 impl Default for TrainConfig {
@@ -394,6 +406,7 @@ impl Default for TrainConfig {
             sessions: 1,
             threads: 0,
             eval_world: EvalWorld::Evolving,
+            train_world: EvalWorld::Evolving,
         }
     }
 }
@@ -544,14 +557,15 @@ pub struct DqnConfig {
     pub epsilon: EpsilonConfig,
     pub embeddings: EmbeddingConfig,
     /// The per-candidate numbers the network sees, from "final", "raw", "views",
-    /// "interest" (the others read 0), and the logged "completion", "exit_rate" and
-    /// "exposure" (which need a dynamic on). Each candidate's category is always embedded.
+    /// "interest" (the others read 0), and the logged "watch_rate", "completion",
+    /// "exit_rate" and "exposure" (the first three need a dynamic on). Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
 }
 
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 7] = ["final", "raw", "views", "interest", "completion", "exit_rate", "exposure"];
+pub const CANDIDATE_FEATURES: [&str; 8] =
+    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure"];
 
 impl Default for DqnConfig {
     fn default() -> Self {

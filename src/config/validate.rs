@@ -245,6 +245,13 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     moderate("dynamics.behaviour.reward_share", b.reward_share)?;
     moderate("dynamics.behaviour.reward_follow", b.reward_follow)?;
 
+    if c.train.train_world == super::EvalWorld::Fresh && c.train.sessions > 1 {
+        return Err(invalid(
+            "train.train_world",
+            "\"fresh\"",
+            "\"evolving\" when train.sessions > 1 (sessions in flight share one world)",
+        ));
+    }
     let pl = &c.planner;
     at_least("planner.depth", pl.depth, 1)?;
     at_most("planner.depth", pl.depth, 10_000, "steps per rollout")?;
@@ -331,11 +338,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     if c.dynamics.is_off() {
-        if let Some(f) = d.candidate_features.iter().find(|f| *f == "completion" || *f == "exit_rate") {
+        if let Some(f) = d.candidate_features.iter().find(|f| ["watch_rate", "completion", "exit_rate"].contains(&f.as_str())) {
             return Err(invalid(
                 "dqn.candidate_features",
                 format!("{f:?}"),
-                "\"completion\" and \"exit_rate\" only with a [dynamics] section on (the per-video logs they read are kept then)",
+                "\"watch_rate\", \"completion\" and \"exit_rate\" only with a [dynamics] section on (the per-video logs they read are kept then)",
             ));
         }
     }
