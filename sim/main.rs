@@ -70,6 +70,24 @@ enum Command {
         #[arg(long)]
         choices: bool,
     },
+    /// One session of a user under several baselines, step by step, on the same random
+    /// numbers: anatomy.csv and anatomy.png (rewards, E[p] and satiation per step).
+    Anatomy {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The user id (0-based).
+        #[arg(long)]
+        user: u64,
+        /// Comma-separated baselines to compare.
+        #[arg(long, default_value = "myopic_oracle,planner")]
+        policies: String,
+        /// Which evaluation episode's random numbers to use.
+        #[arg(long, default_value_t = 0)]
+        episode: u64,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print a user's profile, history and top-k candidates as JSON.
     Inspect {
         #[command(flatten)]
@@ -593,6 +611,60 @@ fn cmd_eval(dir: &Path, episodes: Option<usize>, choices: bool) -> Result<()> {
     Ok(())
 }
 
+fn cmd_anatomy(config: &ConfigArgs, user: u64, policies: &str, episode: u64, out: &Path) -> Result<()> {
+    use fypsim::config::PolicyKind;
+    let checked = config.load()?;
+    let kinds = policies
+        .split(',')
+        .map(|name| {
+            PolicyKind::from_name(name.trim()).ok_or_else(|| {
+                let names: Vec<&str> = PolicyKind::ALL.iter().skip(1).map(|k| k.name()).collect();
+                anyhow::anyhow!("--policies: unknown policy `{}` (allowed: {})", name.trim(), names.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let sessions = fypsim::inspect::anatomy(&checked, user, &kinds, episode)?;
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    let csv = out.join("anatomy.csv");
+    let mut text = String::from("policy,t,video,category,response,reward,watch_s,expected_p,satiation,quality,left\n");
+    for (kind, steps) in &sessions {
+        for s in steps {
+            text += &format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                kind, s.t, s.video, s.category, s.response, s.reward, s.watch_s, s.expected_p, s.satiation, s.quality, s.left
+            );
+        }
+    }
+    std::fs::write(&csv, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", csv.display()))?;
+    let series = |f: &dyn Fn(&[fypsim::inspect::AnatomyStep], usize) -> f64| -> Vec<fypsim::plot::Series> {
+        sessions
+            .iter()
+            .map(|(kind, steps)| fypsim::plot::Series {
+                name: kind.name().to_string(),
+                points: (0..steps.len()).map(|i| (i as f64, f(steps, i))).collect(),
+            })
+            .collect()
+    };
+    let png = out.join("anatomy.png");
+    fypsim::plot::panels_plot(
+        &png,
+        &format!("{}: user {user}'s session under each policy (same random numbers)", checked.name),
+        &[
+            ("return so far", series(&|s, i| s[..=i].iter().map(|x| x.reward).sum())),
+            ("E[p] of the shown video", series(&|s, i| s[i].expected_p)),
+            ("exposure to its category", series(&|s, i| s[i].satiation)),
+            ("its hidden quality", series(&|s, i| s[i].quality)),
+        ],
+    )?;
+    for (kind, steps) in &sessions {
+        let ret: f64 = steps.iter().map(|s| s.reward).sum();
+        let watch: f64 = steps.iter().map(|s| s.watch_s).sum();
+        println!("{:<14} {:>3} steps  return {ret:>7.3}  watched {watch:>6.1} s", kind.name(), steps.len());
+    }
+    println!("results: {} and {}", csv.display(), png.display());
+    Ok(())
+}
+
 fn cmd_inspect(config: &ConfigArgs, user: u64) -> Result<()> {
     let checked = config.load()?;
     let report = fypsim::inspect::inspect_user(&checked, user)?;
@@ -755,6 +827,7 @@ fn main() -> ExitCode {
         }
         Command::Eval { dir, episodes, choices } => cmd_eval(dir, *episodes, *choices),
         Command::Inspect { config, user } => cmd_inspect(config, *user),
+        Command::Anatomy { config, user, policies, episode, out } => cmd_anatomy(config, *user, policies, *episode, out),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {

@@ -83,6 +83,8 @@ pub enum Logged {
     /// How often this session has shown the candidate's category lately: a count that
     /// decays by [`EXPOSURE_DECAY`] per step.
     Exposure,
+    /// The video's duration in minutes (public: every platform knows it).
+    Duration,
 }
 
 /// Per step, a session's exposure counts are multiplied by this before the shown
@@ -96,9 +98,10 @@ impl Logged {
             Logged::Completion => "completion",
             Logged::ExitRate => "exit_rate",
             Logged::Exposure => "exposure",
+            Logged::Duration => "duration",
         }
     }
-    pub const ALL: [Logged; 4] = [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure];
+    pub const ALL: [Logged; 5] = [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure, Logged::Duration];
 }
 
 /// The observation layout, declared once: the state builder writes by it and the
@@ -211,6 +214,10 @@ pub struct StepOutcome {
     pub expected_reward: f64,
     /// Exposure to the shown category just before the step (0 without satiation).
     pub satiation: f64,
+    /// E[p] of the shown video just before the step's draws.
+    pub expected_p: f64,
+    /// The videos on offer (filled only with a dynamic on, for steps.parquet).
+    pub offered: Vec<u32>,
     /// The session ended (a terminal state: no bootstrapping).
     pub terminal: bool,
     /// The step budget ran out (not terminal: the user would have gone on).
@@ -458,6 +465,7 @@ impl Env {
                     Logged::Completion => log.completion() as f32,
                     Logged::ExitRate => log.exit_rate() as f32,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
+                    Logged::Duration => (self.world.videos[cand.video as usize].duration_s / 60.0) as f32,
                 };
             }
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
@@ -509,6 +517,8 @@ impl Env {
         let latent = &self.world.latent[u];
         let expected_reward = model.expected_reward(user, latent, video, now);
         let satiation = model.satiation(latent, category, now);
+        let expected_p = model.expected_p(user, latent, video, now);
+        let offered = if model.dynamics().is_off() { Vec::new() } else { obs.candidates.iter().map(|c| c.video).collect() };
         let r = model.respond(user, latent, session.t, video, now, rng);
         model.update(&mut self.world.latent[u], video, r.action, r.followed, now);
         let (response, reward, dt) = (r.action, r.reward, r.dt);
@@ -547,6 +557,8 @@ impl Env {
             watch_s: r.watch_s,
             expected_reward,
             satiation,
+            expected_p,
+            offered,
             terminal,
             truncated,
         }

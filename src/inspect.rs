@@ -168,3 +168,73 @@ pub fn write_world(config: &Checked, dir: &Path) -> Result<World> {
     records::write_csv(&mut frame(records::interactions_frame(&world), &path)?, &path)?;
     Ok(world)
 }
+
+/// One step of a session's anatomy.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnatomyStep {
+    pub t: u32,
+    pub video: u32,
+    pub category: String,
+    pub response: String,
+    pub reward: f64,
+    pub watch_s: f64,
+    /// E[p] of the shown video and the exposure to its category, before the step.
+    pub expected_p: f64,
+    pub satiation: f64,
+    /// The shown video's hidden quality.
+    pub quality: f64,
+    /// The session ended after this step.
+    pub left: bool,
+}
+
+/// One session of `user` under each of `policies`, from the generated world and on the
+/// same random numbers (evaluation episode `episode`'s streams), step by step: what the
+/// dynamics do to the latent state and the rewards under each policy.
+pub fn anatomy(
+    config: &Checked,
+    user: u64,
+    policies: &[crate::config::PolicyKind],
+    episode: u64,
+) -> Result<Vec<(crate::config::PolicyKind, Vec<AnatomyStep>)>> {
+    use crate::rng::{substream, Stream};
+    let world = World::generate(config);
+    if user >= world.users.len() as u64 {
+        return Err(Error::UnknownUser { user, n_users: world.users.len() });
+    }
+    let base = Env::new(config, world);
+    let cats = &config.world.categories;
+    let mut out = Vec::new();
+    for &kind in policies {
+        if kind == crate::config::PolicyKind::Dqn {
+            return Err(Error::Other("anatomy shows baselines (an untrained DQN would say nothing); name baselines".into()));
+        }
+        let mut policy = crate::agent::make_policy(kind, config)?;
+        let mut env = base.clone();
+        let mut rng = substream(config.seed, Stream::Eval, episode);
+        let mut policy_rng = substream(config.seed, Stream::Policy, episode);
+        let mut steps = Vec::new();
+        let mut dry = env.reset(user as u32).exhausted();
+        while !dry {
+            let slot = policy.act(env.observation(), false, &mut policy_rng)?;
+            let o = env.step(slot, &mut rng);
+            steps.push(AnatomyStep {
+                t: steps.len() as u32,
+                video: o.video,
+                category: cats[o.category as usize].clone(),
+                response: o.response.name().into(),
+                reward: o.reward,
+                watch_s: o.watch_s,
+                expected_p: o.expected_p,
+                satiation: o.satiation,
+                quality: env.world.videos[o.video as usize].quality,
+                left: o.terminal,
+            });
+            dry = env.observation().exhausted();
+            if o.terminal || o.truncated {
+                break;
+            }
+        }
+        out.push((kind, steps));
+    }
+    Ok(out)
+}

@@ -41,6 +41,25 @@ pub struct StepRecord {
     pub category: u16,
     pub response: Action,
     pub reward: f64,
+    /// With a dynamic on: what the user model knew before the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<StepDetail>>,
+}
+
+/// The user model's view of one step (users with memory): steps.parquet's extra columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDetail {
+    /// Seconds watched.
+    pub watch_s: f64,
+    /// E[p] and the expected reward of the shown video before the step's draws.
+    pub expected_p: f64,
+    pub expected_reward: f64,
+    /// Exposure to the shown category before the step.
+    pub satiation: f64,
+    /// The session ended after this step.
+    pub left: bool,
+    /// The videos on offer, in slot order.
+    pub offered: Vec<u32>,
 }
 
 /// The trained policy's evaluation return after `episode` training episodes.
@@ -214,6 +233,16 @@ impl EpisodeInProgress {
                 category: o.category,
                 response: o.response,
                 reward: o.reward,
+                detail: (!o.offered.is_empty()).then(|| {
+                    Box::new(StepDetail {
+                        watch_s: o.watch_s,
+                        expected_p: o.expected_p,
+                        expected_reward: o.expected_reward,
+                        satiation: o.satiation,
+                        left: o.terminal,
+                        offered: o.offered.clone(),
+                    })
+                }),
             });
         }
         self.ret += o.reward;

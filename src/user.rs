@@ -127,7 +127,14 @@ impl UserModel {
     /// Exposure to `category` at time `now` on the user's clock.
     pub fn satiation(&self, latent: &Latent, category: u16, now: f64) -> f64 {
         match latent.satiation.get(category as usize) {
-            Some(&s) if s > 0.0 => s * (-(now - latent.as_of_s).max(0.0) / self.dynamics.satiation.half_life_s).exp2(),
+            Some(&s) if s > 0.0 => {
+                let now_s = s * (-(now - latent.as_of_s).max(0.0) / self.dynamics.satiation.half_life_s).exp2();
+                if now_s < 1e-9 {
+                    0.0
+                } else {
+                    now_s
+                }
+            }
             _ => 0.0,
         }
     }
@@ -291,7 +298,8 @@ impl UserModel {
         if !latent.satiation.is_empty() {
             let decay = (-(now - latent.as_of_s).max(0.0) / self.dynamics.satiation.half_life_s).exp2();
             for s in &mut latent.satiation {
-                *s *= decay;
+                // Exposure below 1e-9 is forgotten (it would only print as noise).
+                *s = if *s * decay < 1e-9 { 0.0 } else { *s * decay };
             }
             latent.satiation[c] += 1.0;
             latent.as_of_s = now;
@@ -318,7 +326,7 @@ impl UserModel {
         if !latent.satiation.is_empty() {
             let decay = (-self.dynamics.satiation.session_gap_s / self.dynamics.satiation.half_life_s).exp2();
             for s in &mut latent.satiation {
-                *s *= decay;
+                *s = if *s * decay < 1e-9 { 0.0 } else { *s * decay };
             }
         }
     }

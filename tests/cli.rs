@@ -472,3 +472,51 @@ fn bench_learn_reports_time_to_quality() {
         .failure()
         .stderr(predicates::str::contains("--every must be at least 1"));
 }
+
+#[test]
+fn longterm_runs_record_the_user_model_and_anatomy_compares_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    fypsim()
+        .args(["run", "configs/longterm.toml", "--quiet", "--out"])
+        .arg(&run)
+        .args(["--set", "train.episodes=40", "--set", "train.eval_episodes=30", "--set", "train.eval_every=0"])
+        .args(["--set", "train.checkpoint_every=0", "--set", "planner.rollouts=4"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("myopia gap (planner - myopic_oracle, paired)"))
+        .stdout(predicates::str::contains("dqn - myopic_oracle, paired"));
+    let steps = read_parquet(&run.join("steps.parquet")).unwrap();
+    for c in ["watch_s", "expected_p", "expected_reward", "satiation", "left", "offered"] {
+        assert!(columns(&steps).contains(&c.to_string()), "steps.parquet lacks {c}");
+    }
+    let baselines = read_csv(&run.join("baselines.csv")).unwrap();
+    assert!(columns(&baselines).contains(&"mean_watch_s".to_string()));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["myopia_gap"]["mean"].as_f64().unwrap().is_finite());
+    assert!(summary["advantage_over_myopic_oracle"]["ci95"].as_f64().unwrap().is_finite());
+
+    let out = tmp.path().join("anatomy");
+    fypsim()
+        .args(["anatomy", "configs/longterm.toml", "--user", "3", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("planner"));
+    let csv = read_csv(&out.join("anatomy.csv")).unwrap();
+    assert!(csv.height() >= 2);
+    let png = std::fs::read(out.join("anatomy.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    fypsim()
+        .args(["anatomy", "configs/longterm.toml", "--user", "3", "--policies", "myopic,planner", "--out"])
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("unknown policy `myopic`"));
+    fypsim()
+        .args(["inspect", "configs/longterm.toml", "--user", "3"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("\"latent\""))
+        .stdout(predicates::str::contains("\"expected_reward\""));
+}

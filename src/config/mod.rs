@@ -126,6 +126,24 @@ impl PolicyKind {
     }
 }
 
+impl PolicyKind {
+    /// Every policy, in the order of their names in docs.
+    pub const ALL: [PolicyKind; 7] = [
+        PolicyKind::Dqn,
+        PolicyKind::Random,
+        PolicyKind::Greedy,
+        PolicyKind::MostViewed,
+        PolicyKind::Oracle,
+        PolicyKind::MyopicOracle,
+        PolicyKind::Planner,
+    ];
+
+    /// The policy of a name (as in configs).
+    pub fn from_name(name: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 impl fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -564,8 +582,8 @@ pub struct DqnConfig {
 
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 8] =
-    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure"];
+pub const CANDIDATE_FEATURES: [&str; 9] =
+    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure", "duration"];
 
 impl Default for DqnConfig {
     fn default() -> Self {

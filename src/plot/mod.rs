@@ -256,6 +256,56 @@ pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, serie
     finish_chart(&mut chart, &root, 14, path)
 }
 
+/// Stacked step charts sharing an x axis (steps of a session): one panel per entry of
+/// `panels` (its y label and, per series, a name and its points), series coloured alike
+/// across panels.
+pub fn panels_plot(path: &Path, title: &str, panels: &[(&str, Vec<Series>)]) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let x_max = panels.iter().flat_map(|(_, s)| s.iter().flat_map(|s| s.points.iter().map(|p| p.0))).fold(0.0f64, f64::max);
+    let root = BitMapBackend::new(path, (1000, 300 * panels.len() as u32 + 60)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(|e| err(e.to_string()))?;
+    let areas = root.split_evenly((panels.len(), 1));
+    for (area, (y_label, series)) in areas.iter().zip(panels) {
+        let (y0, y1) = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+        let head = (y1 - y0) * 0.35;
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5..x_max + 0.5, y0..y1 + head)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("step of the session")
+            .y_desc(*y_label)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_labels((x_max as usize + 2).min(25))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        for (k, s) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| err(e.to_string()))?
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| err(e.to_string()))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub fn episodes_frame(rows: &[EpisodeRecord], wall_time: bool) -> PolarsResult<D
 /// The steps table: episode, t, user, video, slot, category, response, reward.
 pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFrame> {
     let cats = &config.world.categories;
-    df!(
+    let mut frame = df!(
         "episode" => rows.iter().map(|r| r.episode).collect::<Vec<_>>(),
         "t" => rows.iter().map(|r| r.t).collect::<Vec<_>>(),
         "user" => rows.iter().map(|r| r.user).collect::<Vec<_>>(),
@@ -43,7 +43,24 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
         "category" => rows.iter().map(|r| cats[r.category as usize].as_str()).collect::<Vec<_>>(),
         "response" => rows.iter().map(|r| r.response.name()).collect::<Vec<_>>(),
         "reward" => rows.iter().map(|r| r.reward).collect::<Vec<_>>(),
-    )
+    )?;
+    if rows.iter().any(|r| r.detail.is_some()) {
+        // Users with memory: what the user model knew before each step.
+        let d =
+            |f: fn(&crate::train::StepDetail) -> f64| rows.iter().map(|r| r.detail.as_ref().map(|d| f(d))).collect::<Vec<_>>();
+        let offered: Vec<Series> =
+            rows.iter().map(|r| Series::new("".into(), r.detail.as_ref().map_or(&[][..], |d| &d.offered[..]))).collect();
+        frame.with_column(Column::new("watch_s".into(), d(|d| d.watch_s)))?;
+        frame.with_column(Column::new("expected_p".into(), d(|d| d.expected_p)))?;
+        frame.with_column(Column::new("expected_reward".into(), d(|d| d.expected_reward)))?;
+        frame.with_column(Column::new("satiation".into(), d(|d| d.satiation)))?;
+        frame.with_column(Column::new(
+            "left".into(),
+            rows.iter().map(|r| r.detail.as_ref().map(|d| d.left)).collect::<Vec<_>>(),
+        ))?;
+        frame.with_column(Column::new("offered".into(), offered))?;
+    }
+    Ok(frame)
 }
 
 /// users.csv of `fypsim world`.
