@@ -218,6 +218,9 @@ pub struct StepOutcome {
     pub expected_p: f64,
     /// The videos on offer (filled only with a dynamic on, for steps.parquet).
     pub offered: Vec<u32>,
+    /// The probability with which the policy chose this slot (set by the training loop
+    /// from [`crate::agent::Policy::propensity`]; 1 until then).
+    pub propensity: f64,
     /// The session ended (a terminal state: no bootstrapping).
     pub terminal: bool,
     /// The step budget ran out (not terminal: the user would have gone on).
@@ -559,6 +562,7 @@ impl Env {
             satiation,
             expected_p,
             offered,
+            propensity: 1.0,
             terminal,
             truncated,
         }

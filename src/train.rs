@@ -60,6 +60,14 @@ pub struct StepDetail {
     pub left: bool,
     /// The videos on offer, in slot order.
     pub offered: Vec<u32>,
+    /// The probability with which the policy chose the shown slot (epsilon-greedy:
+    /// epsilon / n + (1 - epsilon) [the greedy slot]; 1/n for random; 1 for the others).
+    #[serde(default = "one")]
+    pub propensity: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The trained policy's evaluation return after `episode` training episodes.
@@ -165,8 +173,10 @@ pub fn train(
         while !dry {
             let obs = env.observation();
             let slot = policy.act(obs, true, &mut progress.policy_rng)?;
+            let propensity = policy.propensity(obs, slot, 0);
             let state = obs.state.clone();
-            let o = env.step(slot, &mut progress.response_rng);
+            let mut o = env.step(slot, &mut progress.response_rng);
+            o.propensity = propensity;
             let next = env.observation();
             dry = next.exhausted();
             if ep.learn_from(policy, progress, record_steps, state, next.state.clone(), dry, &o)? {
@@ -241,6 +251,7 @@ impl EpisodeInProgress {
                         satiation: o.satiation,
                         left: o.terminal,
                         offered: o.offered.clone(),
+                        propensity: o.propensity,
                     })
                 }),
             });
@@ -383,10 +394,12 @@ fn train_lockstep(
         };
 
         // Apply, in slot order.
-        for (&i, &a) in running.iter().zip(&actions) {
+        for (row, (&i, &a)) in running.iter().zip(&actions).enumerate() {
             let r = slots[i].as_mut().expect("running");
             let obs = r.obs.take().expect("running");
-            let o = env.apply(&mut r.session, &obs, a, &mut progress.response_rng);
+            let propensity = policy.propensity(&obs, a, row);
+            let mut o = env.apply(&mut r.session, &obs, a, &mut progress.response_rng);
+            o.propensity = propensity;
             r.pending = Some((obs.state, o));
         }
     }

@@ -487,7 +487,7 @@ fn longterm_runs_record_the_user_model_and_anatomy_compares_policies() {
         .stdout(predicates::str::contains("myopia gap (planner - myopic_oracle, paired)"))
         .stdout(predicates::str::contains("dqn - myopic_oracle, paired"));
     let steps = read_parquet(&run.join("steps.parquet")).unwrap();
-    for c in ["watch_s", "expected_p", "expected_reward", "satiation", "left", "offered"] {
+    for c in ["watch_s", "expected_p", "expected_reward", "satiation", "propensity", "left", "offered"] {
         assert!(columns(&steps).contains(&c.to_string()), "steps.parquet lacks {c}");
     }
     let baselines = read_csv(&run.join("baselines.csv")).unwrap();

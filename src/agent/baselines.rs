@@ -21,6 +21,9 @@ impl Policy for RandomPolicy {
     fn act(&mut self, obs: &Observation, _explore: bool, rng: &mut SimRng) -> Result<usize> {
         Ok(rng.random_range(0..obs.candidates.len()))
     }
+    fn propensity(&self, obs: &Observation, _slot: usize, _index: usize) -> f64 {
+        1.0 / obs.candidates.len().max(1) as f64
+    }
 }
 
 /// The best final (business) score: candidates come ordered by it, so slot 0.

@@ -312,6 +312,13 @@ pub struct DqnAgent {
     slots: usize,
     steps: u64,
     updates: u64,
+    /// Score every observation, explored or not, so that the propensity of each choice
+    /// is known (for steps.parquet with a dynamic on); it draws nothing.
+    log_propensity: bool,
+    /// The greedy slot of each observation of the last act call (when logged).
+    last_greedy: Vec<Option<usize>>,
+    /// The exploration rate of the last act call's choices (0 when not exploring).
+    last_epsilon: f64,
 }
 
 impl DqnAgent {
@@ -366,6 +373,9 @@ impl DqnAgent {
             optimizer,
             steps: 0,
             updates: 0,
+            log_propensity: config.output.steps && !config.dynamics.is_off(),
+            last_greedy: Vec::new(),
+            last_epsilon: 0.0,
         })
     }
 
@@ -737,17 +747,20 @@ impl Policy for DqnAgent {
 
     fn act_batch(&mut self, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<usize>> {
         // The exploration draws first, in order, as one observation at a time would make
-        // them; then one forward pass for every greedy choice.
+        // them; then one forward pass for every greedy choice (for every observation when
+        // propensities are logged: the forward pass draws nothing).
         let mut out: Vec<Option<usize>> = Vec::with_capacity(obs.len());
         for o in obs {
             let n = o.candidates.len().min(self.slots);
             out.push((explore && rng.random::<f64>() < self.epsilon.value()).then(|| rng.random_range(0..n)));
         }
-        let greedy: Vec<usize> = (0..obs.len()).filter(|&i| out[i].is_none()).collect();
-        if !greedy.is_empty() {
-            let states: Vec<&State> = greedy.iter().map(|&i| &obs[i].state).collect();
+        let scored: Vec<usize> = (0..obs.len()).filter(|&i| self.log_propensity || out[i].is_none()).collect();
+        self.last_greedy = vec![None; obs.len()];
+        self.last_epsilon = if explore { self.epsilon.value() } else { 0.0 };
+        if !scored.is_empty() {
+            let states: Vec<&State> = scored.iter().map(|&i| &obs[i].state).collect();
             let q = self.states_q_values(&self.online, &states);
-            for (row, &i) in greedy.iter().enumerate() {
+            for (row, &i) in scored.iter().enumerate() {
                 let q = &q[row * self.slots..(row + 1) * self.slots];
                 // The first best among the real candidates.
                 let n = obs[i].candidates.len().min(self.slots);
@@ -757,10 +770,18 @@ impl Policy for DqnAgent {
                         best = k;
                     }
                 }
-                out[i] = Some(best);
+                self.last_greedy[i] = Some(best);
+                out[i].get_or_insert(best);
             }
         }
         Ok(out.into_iter().map(|x| x.expect("every observation has a slot")).collect())
+    }
+
+    fn propensity(&self, obs: &Observation, slot: usize, index: usize) -> f64 {
+        let n = obs.candidates.len().min(self.slots).max(1) as f64;
+        let greedy = self.last_greedy.get(index).copied().flatten();
+        let e = self.last_epsilon;
+        e / n + if greedy == Some(slot) { 1.0 - e } else { 0.0 }
     }
 
     fn observe(&mut self, transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {

@@ -41,6 +41,13 @@ pub trait Policy {
         obs.iter().map(|o| self.act(o, explore, rng)).collect()
     }
 
+    /// The probability with which the last `act` / `act_batch` call chose `slot` for its
+    /// `index`-th observation `obs` (the logging policy's propensity, for off-policy
+    /// evaluation). Deterministic policies: 1.
+    fn propensity(&self, _obs: &Observation, _slot: usize, _index: usize) -> f64 {
+        1.0
+    }
+
     /// Learners store the transition and may update; returns the loss of any update.
     fn observe(&mut self, _transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
         Ok(None)

@@ -54,6 +54,7 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
         frame.with_column(Column::new("expected_p".into(), d(|d| d.expected_p)))?;
         frame.with_column(Column::new("expected_reward".into(), d(|d| d.expected_reward)))?;
         frame.with_column(Column::new("satiation".into(), d(|d| d.satiation)))?;
+        frame.with_column(Column::new("propensity".into(), d(|d| d.propensity)))?;
         frame.with_column(Column::new(
             "left".into(),
             rows.iter().map(|r| r.detail.as_ref().map(|d| d.left)).collect::<Vec<_>>(),
