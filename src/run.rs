@@ -439,6 +439,26 @@ pub fn run_with(
         return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
     }
 
+    write_training_tables(config, dir, &progress)?;
+
+    observer.stage(&format!("evaluating the trained {} policy", config.policy));
+    let trained = evaluate(config, &world, policy.as_mut(), n_eval)?;
+    let mut curve = progress.curve.clone();
+    curve.push(EvalPoint { episode: total as u32, mean_return: trained.mean_return, ci95: trained.ci95 });
+    write_curve(dir, &curve)?;
+
+    let mut evaluation = vec![trained];
+    evaluation.extend(baselines);
+    write_evaluation(config, dir, &evaluation)?;
+    write_plots(config, dir, &progress, &evaluation, &curve)?;
+    let summary = write_summary(config, dir, label, &prov, &progress, evaluation)?;
+    Ok(RunEnd::Finished(Box::new(summary)))
+}
+
+// Each output file of a finished run has one writer below.
+
+/// episodes.csv, episodes.parquet and (with `output.steps`) steps.parquet.
+fn write_training_tables(config: &Checked, dir: &Path, progress: &TrainProgress) -> Result<()> {
     let path = dir.join("episodes.csv");
     let mut episodes = frame(records::episodes_frame(&progress.episodes, config.output.wall_time), &path)?;
     records::write_csv(&mut episodes, &path)?;
@@ -449,10 +469,11 @@ pub fn run_with(
         records::write_parquet(&mut steps, &path)?;
     }
 
-    observer.stage(&format!("evaluating the trained {} policy", config.policy));
-    let trained = evaluate(config, &world, policy.as_mut(), n_eval)?;
-    let mut curve = progress.curve.clone();
-    curve.push(EvalPoint { episode: total as u32, mean_return: trained.mean_return, ci95: trained.ci95 });
+    Ok(())
+}
+
+/// eval.csv: the learning curve.
+fn write_curve(dir: &Path, curve: &[EvalPoint]) -> Result<()> {
     let path = dir.join("eval.csv");
     let mut curve_df = frame(
         polars::df!(
@@ -464,8 +485,11 @@ pub fn run_with(
     )?;
     records::write_csv(&mut curve_df, &path)?;
 
-    let mut evaluation = vec![trained];
-    evaluation.extend(baselines);
+    Ok(())
+}
+
+/// baselines.csv and eval_episodes.csv: the trained policy (first) and every baseline.
+fn write_evaluation(config: &Checked, dir: &Path, evaluation: &[EvalResult]) -> Result<()> {
     let path = dir.join("baselines.csv");
     let name = |k: usize, e: &EvalResult| {
         if k == 0 {
@@ -510,6 +534,17 @@ pub fn run_with(
     )?;
     records::write_csv(&mut per_episode, &path)?;
 
+    Ok(())
+}
+
+/// rewards.png and loss.png.
+fn write_plots(
+    config: &Checked,
+    dir: &Path,
+    progress: &TrainProgress,
+    evaluation: &[EvalResult],
+    curve: &[EvalPoint],
+) -> Result<()> {
     let references: Vec<Reference> = evaluation
         .iter()
         .enumerate()
@@ -545,6 +580,18 @@ pub fn run_with(
         None,
     )?;
 
+    Ok(())
+}
+
+/// timing.json, then summary.json (last: it marks the run finished).
+fn write_summary(
+    config: &Checked,
+    dir: &Path,
+    label: &str,
+    prov: &Provenance,
+    progress: &TrainProgress,
+    evaluation: Vec<EvalResult>,
+) -> Result<Summary> {
     let summary = Summary {
         name: config.name.clone(),
         label: label.to_string(),
@@ -563,8 +610,8 @@ pub fn run_with(
         evaluation,
         steps_per_second: config.output.wall_time.then(|| progress.steps_per_s()),
         training_s: config.output.wall_time.then_some(progress.elapsed_s),
-        crate_version: prov.crate_version,
-        git_revision: prov.git_revision,
+        crate_version: prov.crate_version.clone(),
+        git_revision: prov.git_revision.clone(),
         results_dir: dir.display().to_string(),
     };
     let timing = Timing {
@@ -576,7 +623,7 @@ pub fn run_with(
     write_text(&dir.join(TIMING), &serde_json::to_string_pretty(&timing).expect("timing serialises"))?;
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
     write_text(&dir.join("summary.json"), &json)?;
-    Ok(RunEnd::Finished(Box::new(summary)))
+    Ok(summary)
 }
 
 /// Evaluates the agent saved in a run folder against the baselines, on `episodes`
