@@ -9,6 +9,14 @@
 //! place, so a crash or a full disk while saving leaves the previous checkpoint intact.
 //! Opening one checks every file against the manifest and the config against the run's
 //! own `config.toml`, and names the file that is damaged or the setting that differs.
+//!
+//! The records a run has written so far (episodes, steps, learning-curve points) are not
+//! rewritten by every checkpoint: each checkpoint appends the records since the previous
+//! one as a new segment in `<run>/checkpoint-records/` (format 3), and its manifest lists every
+//! segment with its size and SHA-256. A checkpoint thus costs the state a resume needs
+//! (the agent, its replay buffer, the environment) plus the new records, not every record
+//! so far. A segment left by a save that did not finish is not in any manifest: the next
+//! complete save removes it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,8 +35,10 @@ const TMP: &str = "checkpoint.tmp";
 const MANIFEST: &str = "MANIFEST.json";
 /// The marker of checkpoints written before manifests existed (format 1).
 const LEGACY_COMPLETE: &str = "COMPLETE";
-/// The format this version writes.
-pub const FORMAT: u32 = 2;
+/// The folder of a run's record segments.
+pub const RECORDS: &str = "checkpoint-records";
+/// The format this version writes (3: records in segments; 2: manifests; 1: neither).
+pub const FORMAT: u32 = 3;
 
 /// `MANIFEST.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +49,10 @@ pub struct Manifest {
     pub episodes_done: u32,
     /// Every other file of the checkpoint.
     pub files: BTreeMap<String, FileEntry>,
+    /// The record segments in `<run>/checkpoint-records/`, in the order they were written (format 3;
+    /// empty in earlier formats, whose `progress.json` holds every record).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<String, FileEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +91,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub struct Writer {
     run: PathBuf,
     tmp: PathBuf,
+    records: BTreeMap<String, FileEntry>,
 }
 
 impl Writer {
@@ -87,7 +102,28 @@ impl Writer {
             fs::remove_dir_all(&tmp).map_err(Error::io("remove", &tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(Error::io("create folder", &tmp))?;
-        Ok(Writer { run: run.to_path_buf(), tmp })
+        Ok(Writer { run: run.to_path_buf(), tmp, records: BTreeMap::new() })
+    }
+
+    /// Lists the record segments of the previous checkpoint in this one (they are not
+    /// read again: their checksums were taken when they were written).
+    pub fn keep_records(&mut self, earlier: &BTreeMap<String, FileEntry>) {
+        self.records.extend(earlier.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Writes a new record segment into `<run>/checkpoint-records/` (flushed to disk) and lists it.
+    /// A segment of the same name left by an unfinished save is replaced.
+    pub fn write_records(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let folder = self.run.join(RECORDS);
+        fs::create_dir_all(&folder).map_err(Error::io("create folder", &folder))?;
+        write_file(&folder.join(name), bytes)?;
+        self.records.insert(name.to_string(), FileEntry { bytes: bytes.len() as u64, sha256: sha256(bytes) });
+        Ok(())
+    }
+
+    /// The record segments this checkpoint lists so far.
+    pub fn records(&self) -> &BTreeMap<String, FileEntry> {
+        &self.records
     }
 
     /// The folder the policy saves its files into.
@@ -102,7 +138,7 @@ impl Writer {
 
     /// Checksums every file written, writes the manifest, and swaps the checkpoint into
     /// place. Until the swap, the previous checkpoint stays whole.
-    pub fn finish(self, config: &Checked, episodes_done: u32) -> Result<()> {
+    pub fn finish(mut self, config: &Checked, episodes_done: u32) -> Result<()> {
         let mut files = BTreeMap::new();
         let entries = fs::read_dir(&self.tmp).map_err(Error::io("list", &self.tmp))?;
         for e in entries {
@@ -111,7 +147,8 @@ impl Writer {
             let bytes = fs::read(e.path()).map_err(Error::io("read back", e.path()))?;
             files.insert(name, FileEntry { bytes: bytes.len() as u64, sha256: sha256(&bytes) });
         }
-        let manifest = Manifest { format: FORMAT, config_sha256: fingerprint(config), episodes_done, files };
+        let records = std::mem::take(&mut self.records);
+        let manifest = Manifest { format: FORMAT, config_sha256: fingerprint(config), episodes_done, files, records };
         let json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
         self.write(MANIFEST, json.as_bytes())?;
         let fin = self.run.join(DIR);
@@ -120,7 +157,18 @@ impl Writer {
             // `open` looks there too.
             fs::remove_dir_all(&fin).map_err(Error::io("replace", &fin))?;
         }
-        fs::rename(&self.tmp, &fin).map_err(Error::io("rename into place", &fin))
+        fs::rename(&self.tmp, &fin).map_err(Error::io("rename into place", &fin))?;
+        // Segments of a save that never finished are in no manifest: remove them.
+        let folder = self.run.join(RECORDS);
+        if let Ok(entries) = fs::read_dir(&folder) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !manifest.records.contains_key(&name) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +176,8 @@ impl Writer {
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub dir: PathBuf,
+    /// The run folder.
+    pub run: PathBuf,
     /// None for a format-1 checkpoint (written before manifests: nothing to verify).
     pub manifest: Option<Manifest>,
 }
@@ -136,6 +186,17 @@ impl Checkpoint {
     /// Reads one of its files.
     pub fn read(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(name);
+        fs::read(&path).map_err(Error::io("read", &path))
+    }
+
+    /// The record segments it lists (verified when it was opened), in order.
+    pub fn records(&self) -> BTreeMap<String, FileEntry> {
+        self.manifest.as_ref().map(|m| m.records.clone()).unwrap_or_default()
+    }
+
+    /// Reads one record segment.
+    pub fn read_records(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.run.join(RECORDS).join(name);
         fs::read(&path).map_err(Error::io("read", &path))
     }
 }
@@ -166,7 +227,8 @@ pub fn open(run: &Path, config: &Checked) -> Result<Checkpoint> {
                     manifest.format
                 )));
             }
-            verify(&dir, &manifest)?;
+            verify(&dir, &manifest.files)?;
+            verify(&run.join(RECORDS), &manifest.records)?;
             if manifest.config_sha256 != fingerprint(config) {
                 return Err(Error::Checkpoint(format!(
                     "{} does not match the config its checkpoint was written under (was it edited, or \
@@ -175,10 +237,10 @@ pub fn open(run: &Path, config: &Checked) -> Result<Checkpoint> {
                     run.join("config.toml").display()
                 )));
             }
-            return Ok(Checkpoint { dir, manifest: Some(manifest) });
+            return Ok(Checkpoint { dir, run: run.to_path_buf(), manifest: Some(manifest) });
         }
         if dir.join(LEGACY_COMPLETE).is_file() {
-            return Ok(Checkpoint { dir, manifest: None });
+            return Ok(Checkpoint { dir, run: run.to_path_buf(), manifest: None });
         }
     }
     Err(Error::Checkpoint(format!(
@@ -188,9 +250,9 @@ pub fn open(run: &Path, config: &Checked) -> Result<Checkpoint> {
     )))
 }
 
-/// Checks every file the manifest lists: present, of its size, of its checksum.
-fn verify(dir: &Path, manifest: &Manifest) -> Result<()> {
-    for (name, entry) in &manifest.files {
+/// Checks every file listed: present, of its size, of its checksum.
+fn verify(dir: &Path, files: &BTreeMap<String, FileEntry>) -> Result<()> {
+    for (name, entry) in files {
         let path = dir.join(name);
         let bytes = fs::read(&path).map_err(|e| {
             Error::Checkpoint(format!("{} is missing or unreadable ({e}); the checkpoint cannot be trusted", path.display()))
@@ -258,5 +320,35 @@ mod tests {
         let ck = open(d.path(), &c).unwrap();
         assert_eq!(ck.read("a.bin").unwrap(), b"first");
         assert_eq!(ck.manifest.unwrap().episodes_done, 1);
+    }
+
+    #[test]
+    fn record_segments_are_listed_verified_and_leftovers_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::default().check().unwrap();
+        let mut w = Writer::begin(d.path()).unwrap();
+        w.write_records("000000.json", b"first records").unwrap();
+        w.finish(&c, 1).unwrap();
+        // A save that writes its segment and then fails: the segment is in no manifest.
+        let mut w = Writer::begin(d.path()).unwrap();
+        w.keep_records(&open(d.path(), &c).unwrap().records());
+        w.write_records("000001.json", b"lost").unwrap();
+        drop(w);
+        let ck = open(d.path(), &c).unwrap();
+        assert_eq!(ck.records().keys().collect::<Vec<_>>(), ["000000.json"]);
+        // The next complete save lists the old segment (not rewritten) and its own, and
+        // removes the leftover.
+        let mut w = Writer::begin(d.path()).unwrap();
+        w.keep_records(&ck.records());
+        w.write_records("000001-b.json", b"second records").unwrap();
+        w.finish(&c, 2).unwrap();
+        let ck = open(d.path(), &c).unwrap();
+        assert_eq!(ck.records().keys().collect::<Vec<_>>(), ["000000.json", "000001-b.json"]);
+        assert!(!d.path().join(RECORDS).join("000001.json").exists());
+        assert_eq!(ck.read_records("000001-b.json").unwrap(), b"second records");
+        // A damaged segment is named.
+        fs::write(d.path().join(RECORDS).join("000000.json"), b"first recordz").unwrap();
+        let e = open(d.path(), &c).unwrap_err().to_string();
+        assert!(e.contains("000000.json is damaged"), "{e}");
     }
 }

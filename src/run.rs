@@ -16,7 +16,7 @@ use crate::config::{Checked, PolicyKind, Provenance};
 use crate::env::Env;
 use crate::plot::{series_plot, Reference};
 use crate::records::{self, frame};
-use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, TrainProgress};
+use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, StepRecord, TrainProgress};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -234,15 +234,97 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// The records of a run that earlier checkpoints have saved as segments: how many of
+/// each kind, and the segments' files.
+#[derive(Debug, Default)]
+struct SavedRecords {
+    episodes: usize,
+    steps: usize,
+    curve: usize,
+    files: BTreeMap<String, crate::checkpoint::FileEntry>,
+}
+
+/// One record segment: the records written between two checkpoints.
+#[derive(Serialize)]
+struct SegmentOut<'a> {
+    episodes: &'a [EpisodeRecord],
+    steps: &'a [StepRecord],
+    curve: &'a [EvalPoint],
+}
+
+#[derive(serde::Deserialize)]
+struct SegmentIn {
+    episodes: Vec<EpisodeRecord>,
+    steps: Vec<StepRecord>,
+    curve: Vec<EvalPoint>,
+}
+
 /// Saves the agent and the training progress into `dir/checkpoint` (see
-/// [`crate::checkpoint`]): written aside, checksummed, then swapped into place.
-fn save_checkpoint(config: &Checked, dir: &Path, progress: &mut TrainProgress, env: &Env, policy: &dyn Policy) -> Result<()> {
-    let w = crate::checkpoint::Writer::begin(dir)?;
+/// [`crate::checkpoint`]): written aside, checksummed, then swapped into place. The
+/// records since the previous checkpoint go into one new segment; `progress.json` holds
+/// the rest of the state without the records, so a save costs what a resume needs.
+fn save_checkpoint(
+    config: &Checked,
+    dir: &Path,
+    progress: &mut TrainProgress,
+    saved: &mut SavedRecords,
+    env: &Env,
+    policy: &dyn Policy,
+) -> Result<()> {
+    let mut w = crate::checkpoint::Writer::begin(dir)?;
+    w.keep_records(&saved.files);
+    let (ne, ns, nc) = (progress.episodes.len(), progress.steps.len(), progress.curve.len());
+    if (ne, ns, nc) != (saved.episodes, saved.steps, saved.curve) {
+        let segment = SegmentOut {
+            episodes: &progress.episodes[saved.episodes..],
+            steps: &progress.steps[saved.steps..],
+            curve: &progress.curve[saved.curve..],
+        };
+        let json = serde_json::to_string(&segment).expect("records serialise");
+        let name = format!("{:06}-to-episode-{:09}.json", saved.files.len(), progress.episodes_done);
+        w.write_records(&name, json.as_bytes())?;
+    }
     progress.env = env.state();
+    let episodes = std::mem::take(&mut progress.episodes);
+    let steps = std::mem::take(&mut progress.steps);
+    let curve = std::mem::take(&mut progress.curve);
     let json = serde_json::to_string(progress).expect("training progress serialises");
+    (progress.episodes, progress.steps, progress.curve) = (episodes, steps, curve);
     w.write("progress.json", json.as_bytes())?;
     policy.save(w.dir())?;
-    w.finish(config, progress.episodes_done)
+    let files = w.records().clone();
+    w.finish(config, progress.episodes_done)?;
+    *saved = SavedRecords { episodes: ne, steps: ns, curve: nc, files };
+    Ok(())
+}
+
+/// The training progress of a checkpoint, its record segments appended in order
+/// (a checkpoint of format 2 or older holds every record in `progress.json`).
+fn load_progress(ck: &crate::checkpoint::Checkpoint) -> Result<(TrainProgress, SavedRecords)> {
+    let path = ck.dir.join("progress.json");
+    let bytes = ck.read("progress.json")?;
+    let mut progress: TrainProgress = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Checkpoint(format!("{} is not a fypsim checkpoint: {e}", path.display())))?;
+    let files = ck.records();
+    let (mut episodes, mut steps, mut curve) = (Vec::new(), Vec::new(), Vec::new());
+    for name in files.keys() {
+        let bytes = ck.read_records(name)?;
+        let seg: SegmentIn = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "{} is not a record segment: {e}",
+                ck.run.join(crate::checkpoint::RECORDS).join(name).display()
+            ))
+        })?;
+        episodes.extend(seg.episodes);
+        steps.extend(seg.steps);
+        curve.extend(seg.curve);
+    }
+    let saved = SavedRecords { episodes: episodes.len(), steps: steps.len(), curve: curve.len(), files };
+    episodes.append(&mut progress.episodes);
+    steps.append(&mut progress.steps);
+    curve.append(&mut progress.curve);
+    (progress.episodes, progress.steps, progress.curve) = (episodes, steps, curve);
+    Ok((progress, saved))
 }
 
 /// The lock of a run folder, held while a process works in it: a second process gets
@@ -387,13 +469,12 @@ pub fn run_with(
     let mut policy = make_policy(config.policy, config)?;
     let mut env = Env::new(config, world.clone());
     let (every, total) = (config.train.eval_every, config.train.episodes);
+    let mut saved = SavedRecords::default();
     let mut progress = if let Some(ck) = &checkpoint {
-        let path = ck.dir.join("progress.json");
-        let bytes = ck.read("progress.json")?;
-        let progress: TrainProgress = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Checkpoint(format!("{} is not a fypsim checkpoint: {e}", path.display())))?;
+        let (progress, s) = load_progress(ck)?;
+        saved = s;
         policy.load(&ck.dir)?;
-        env.restore(&progress.env).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        env.restore(&progress.env).map_err(|e| Error::Checkpoint(format!("{}: {e}", ck.dir.join("progress.json").display())))?;
         observer.stage(&format!("resuming after episode {} of {total}", progress.episodes_done));
         progress
     } else {
@@ -421,7 +502,7 @@ pub fn run_with(
         let stop = control.max_episodes.is_some_and(|m| done as u32 >= m) && done < total;
         let resumable = config.train.sessions == 1;
         if (stop || interrupted) && resumable || (checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) && done < total) {
-            save_checkpoint(config, dir, p, env, &*pol)?;
+            save_checkpoint(config, dir, p, &mut saved, env, &*pol)?;
         }
         Ok(if stop || interrupted { Flow::Stop } else { Flow::Continue })
     })?;
@@ -433,7 +514,7 @@ pub fn run_with(
         return Ok(RunEnd::Stopped { episodes_done: progress.episodes_done });
     }
     // The final agent, for `fypsim eval DIR`.
-    save_checkpoint(config, dir, &mut progress, &env, policy.as_ref())?;
+    save_checkpoint(config, dir, &mut progress, &mut saved, &env, policy.as_ref())?;
     if stop_requested() {
         // Training is done and saved; the final evaluation is what a resume will do.
         return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });

@@ -359,6 +359,21 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let out = c.assert().success().get_output().stdout.clone();
     assert!(String::from_utf8_lossy(&out).contains("stopped after episode 12 of 30"));
     assert!(!b.join("summary.json").exists() && b.join("checkpoint/MANIFEST.json").exists());
+    // Each checkpoint appended only its new records (episodes 1-10, then 11-12); the
+    // progress file holds none of them.
+    let mut segments: Vec<String> = std::fs::read_dir(b.join("checkpoint-records"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .collect();
+    segments.sort();
+    assert_eq!(segments, ["000000-to-episode-000000010.json", "000001-to-episode-000000012.json"]);
+    let second: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("checkpoint-records").join(&segments[1])).unwrap()).unwrap();
+    assert_eq!(second["episodes"].as_array().unwrap().len(), 2);
+    let progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("checkpoint/progress.json")).unwrap()).unwrap();
+    assert_eq!(progress["episodes"].as_array().unwrap().len(), 0);
+    assert_eq!(progress["episodes_done"], 12);
     fypsim().args(["run", "--quiet", "--resume"]).arg(&b).assert().success();
     for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
         assert_eq!(

@@ -277,9 +277,62 @@ fn damaged_checkpoints_are_named_and_refused() {
     let e = stderr(&o);
     assert!(e.contains("agent.ot is damaged") && e.lines().count() <= 3, "{e}");
 
-    // Whole again, it resumes.
+    // A record segment damaged or missing is named too.
     std::fs::write(&agent, &good).unwrap();
+    let segment = std::fs::read_dir(dir.join("checkpoint-records")).unwrap().next().unwrap().unwrap().path();
+    let records = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &records[..records.len() - 1]).unwrap();
+    let o = resume(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("checkpoint-records/000000-to-episode-000000010.json is damaged"), "{e}");
+    std::fs::remove_file(&segment).unwrap();
+    let e = stderr(&resume(&dir));
+    assert!(e.contains("000000-to-episode-000000010.json is missing"), "{e}");
+
+    // Whole again, it resumes.
+    std::fs::write(&segment, &records).unwrap();
     assert!(resume(&dir).status.success());
+}
+
+/// A checkpoint of format 2 (every record in `progress.json`, no segments), as fypsim
+/// wrote before record segments, still resumes, to the same results.
+#[test]
+fn checkpoints_of_format_2_still_resume() {
+    use fypsim::checkpoint::{sha256, FileEntry, Manifest};
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, dir) = (tmp.path().join("whole"), tmp.path().join("run"));
+    let settings = ["output.wall_time=false"];
+    assert!(smoke(&whole, &settings).status.success());
+    interrupted(&dir, &settings);
+    // Fold the segments back into progress.json and rewrite the manifest as format 2.
+    let ck = dir.join("checkpoint");
+    let mut progress: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("progress.json")).unwrap()).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoint-records")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for name in &names {
+        let seg: serde_json::Value = serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap();
+        for key in ["episodes", "steps", "curve"] {
+            let more = seg[key].as_array().unwrap().clone();
+            progress[key].as_array_mut().unwrap().extend(more);
+        }
+    }
+    std::fs::remove_dir_all(dir.join("checkpoint-records")).unwrap();
+    let bytes = serde_json::to_vec(&progress).unwrap();
+    std::fs::write(ck.join("progress.json"), &bytes).unwrap();
+    let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(ck.join("MANIFEST.json")).unwrap()).unwrap();
+    manifest.format = 2;
+    manifest.records.clear();
+    manifest.files.insert("progress.json".into(), FileEntry { bytes: bytes.len() as u64, sha256: sha256(&bytes) });
+    std::fs::write(ck.join("MANIFEST.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let text = std::fs::read_to_string(ck.join("MANIFEST.json")).unwrap();
+    assert!(!text.contains("records") && text.contains("\"format\": 2"), "{text}");
+
+    let o = resume(&dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(dir.join(f)).unwrap(), "{f} differs");
+    }
 }
 
 #[test]
@@ -361,8 +414,9 @@ fn result_files_are_byte_identical_by_default() {
     let mut compared = 0;
     for entry in std::fs::read_dir(&first).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
-        // Wall-clock figures live in timing.json alone; config.toml holds the provenance.
-        if ["timing.json", "checkpoint", ".lock"].contains(&name.as_str()) {
+        // Wall-clock figures live in timing.json alone (and in the checkpoint's state,
+        // which a resume carries on); config.toml holds the provenance.
+        if ["timing.json", "checkpoint", "checkpoint-records", ".lock"].contains(&name.as_str()) {
             continue;
         }
         assert_eq!(std::fs::read(first.join(&name)).unwrap(), std::fs::read(dir.join(&name)).unwrap(), "{name} differs");

@@ -109,21 +109,27 @@ impl ReplayBuffer {
     /// The buffer's arrays as named tensors, with its length and write position.
     pub fn to_tensors(&self) -> (Vec<(String, tch::Tensor)>, usize, usize) {
         use tch::Tensor;
+        // Only the rows written so far: a buffer fills from row 0, so a checkpoint taken
+        // early in a run does not write the whole capacity.
+        let n = self.len;
+        let (nn, nc, ns) = (self.n_num, self.n_cat, self.slots);
         let t = vec![
-            ("replay.numeric".to_string(), Tensor::from_slice(&self.numeric)),
-            ("replay.categorical".to_string(), Tensor::from_slice(&self.categorical)),
-            ("replay.actions".to_string(), Tensor::from_slice(&self.actions)),
-            ("replay.rewards".to_string(), Tensor::from_slice(&self.rewards)),
-            ("replay.next_numeric".to_string(), Tensor::from_slice(&self.next_numeric)),
-            ("replay.next_categorical".to_string(), Tensor::from_slice(&self.next_categorical)),
-            ("replay.next_valid".to_string(), Tensor::from_slice(&self.next_valid)),
-            ("replay.terminal".to_string(), Tensor::from_slice(&self.terminal)),
-            ("replay.discount".to_string(), Tensor::from_slice(&self.discount)),
+            ("replay.numeric".to_string(), Tensor::from_slice(&self.numeric[..n * nn])),
+            ("replay.categorical".to_string(), Tensor::from_slice(&self.categorical[..n * nc])),
+            ("replay.actions".to_string(), Tensor::from_slice(&self.actions[..n])),
+            ("replay.rewards".to_string(), Tensor::from_slice(&self.rewards[..n])),
+            ("replay.next_numeric".to_string(), Tensor::from_slice(&self.next_numeric[..n * nn])),
+            ("replay.next_categorical".to_string(), Tensor::from_slice(&self.next_categorical[..n * nc])),
+            ("replay.next_valid".to_string(), Tensor::from_slice(&self.next_valid[..n * ns])),
+            ("replay.terminal".to_string(), Tensor::from_slice(&self.terminal[..n])),
+            ("replay.discount".to_string(), Tensor::from_slice(&self.discount[..n])),
         ];
         (t, self.len, self.next)
     }
 
-    /// Restores arrays saved by [`ReplayBuffer::to_tensors`] into a buffer of the same shape.
+    /// Restores arrays saved by [`ReplayBuffer::to_tensors`] into a buffer of the same
+    /// shape: its first `len` rows (checkpoints of earlier versions saved the whole
+    /// capacity, and load too).
     pub fn load_tensors(
         &mut self,
         tensors: &std::collections::BTreeMap<String, tch::Tensor>,
@@ -132,29 +138,33 @@ impl ReplayBuffer {
     ) -> Result<(), String> {
         fn fill<T: tch::kind::Element + Copy>(
             dst: &mut [T],
+            rows: usize,
+            width: usize,
             tensors: &std::collections::BTreeMap<String, tch::Tensor>,
             key: &str,
         ) -> Result<(), String> {
             let t = tensors.get(key).ok_or_else(|| format!("checkpoint lacks {key}"))?;
             let t = t.to_device(tch::Device::Cpu);
-            if t.numel() != dst.len() {
-                return Err(format!("{key} has {} values, the buffer {}", t.numel(), dst.len()));
+            let n = t.numel();
+            if n != rows * width && n != dst.len() {
+                return Err(format!("{key} has {n} values, the buffer {} of {} written", rows * width, dst.len()));
             }
-            t.copy_data(dst, dst.len());
+            t.copy_data(&mut dst[..n], n);
             Ok(())
         }
-        fill(&mut self.numeric, tensors, "replay.numeric")?;
-        fill(&mut self.categorical, tensors, "replay.categorical")?;
-        fill(&mut self.actions, tensors, "replay.actions")?;
-        fill(&mut self.rewards, tensors, "replay.rewards")?;
-        fill(&mut self.next_numeric, tensors, "replay.next_numeric")?;
-        fill(&mut self.next_categorical, tensors, "replay.next_categorical")?;
-        fill(&mut self.next_valid, tensors, "replay.next_valid")?;
-        fill(&mut self.terminal, tensors, "replay.terminal")?;
-        fill(&mut self.discount, tensors, "replay.discount")?;
         if len > self.capacity || next >= self.capacity.max(1) {
             return Err(format!("replay length {len} / position {next} exceed capacity {}", self.capacity));
         }
+        let (nn, nc, ns) = (self.n_num, self.n_cat, self.slots);
+        fill(&mut self.numeric, len, nn, tensors, "replay.numeric")?;
+        fill(&mut self.categorical, len, nc, tensors, "replay.categorical")?;
+        fill(&mut self.actions, len, 1, tensors, "replay.actions")?;
+        fill(&mut self.rewards, len, 1, tensors, "replay.rewards")?;
+        fill(&mut self.next_numeric, len, nn, tensors, "replay.next_numeric")?;
+        fill(&mut self.next_categorical, len, nc, tensors, "replay.next_categorical")?;
+        fill(&mut self.next_valid, len, ns, tensors, "replay.next_valid")?;
+        fill(&mut self.terminal, len, 1, tensors, "replay.terminal")?;
+        fill(&mut self.discount, len, 1, tensors, "replay.discount")?;
         self.len = len;
         self.next = next;
         Ok(())
@@ -218,5 +228,47 @@ mod tests {
             assert!(b.numeric[k * n..(k + 1) * n].iter().all(|&x| x == i));
             assert_eq!(b.terminal[k], if (i as usize).is_multiple_of(2) { 1.0 } else { 0.0 });
         }
+    }
+
+    #[test]
+    fn checkpoints_hold_the_rows_written_and_restore_them_exactly() {
+        let mut r = ReplayBuffer::new(10, 1);
+        for i in 0..4 {
+            r.push(&t(i), 0.9);
+        }
+        let (tensors, len, next) = r.to_tensors();
+        let map: std::collections::BTreeMap<String, tch::Tensor> = tensors.into_iter().collect();
+        // Four rows saved, not the capacity of ten.
+        assert_eq!(map["replay.rewards"].numel(), 4);
+        let mut back = ReplayBuffer::new(10, 1);
+        back.load_tensors(&map, len, next).unwrap();
+        assert_eq!(
+            (back.numeric.clone(), back.rewards.clone(), back.terminal.clone()),
+            (r.numeric.clone(), r.rewards.clone(), r.terminal.clone())
+        );
+        assert_eq!((back.len, back.next), (4, 4));
+        // Arrays of the whole capacity (checkpoints of earlier versions) load too.
+        let full: std::collections::BTreeMap<String, tch::Tensor> = [
+            ("replay.numeric", tch::Tensor::from_slice(&r.numeric)),
+            ("replay.categorical", tch::Tensor::from_slice(&r.categorical)),
+            ("replay.actions", tch::Tensor::from_slice(&r.actions)),
+            ("replay.rewards", tch::Tensor::from_slice(&r.rewards)),
+            ("replay.next_numeric", tch::Tensor::from_slice(&r.next_numeric)),
+            ("replay.next_categorical", tch::Tensor::from_slice(&r.next_categorical)),
+            ("replay.next_valid", tch::Tensor::from_slice(&r.next_valid)),
+            ("replay.terminal", tch::Tensor::from_slice(&r.terminal)),
+            ("replay.discount", tch::Tensor::from_slice(&r.discount)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let mut old = ReplayBuffer::new(10, 1);
+        old.load_tensors(&full, len, next).unwrap();
+        assert_eq!(old.rewards, r.rewards);
+        // Anything else is refused with the sizes named.
+        let mut short = map;
+        short.insert("replay.rewards".into(), tch::Tensor::from_slice(&[1.0f32, 2.0]));
+        let e = ReplayBuffer::new(10, 1).load_tensors(&short, len, next).unwrap_err();
+        assert!(e.contains("replay.rewards has 2 values"), "{e}");
     }
 }
