@@ -85,7 +85,14 @@ pub enum Logged {
     Exposure,
     /// The video's duration in minutes (public: every platform knows it).
     Duration,
+    /// The video's views on a log scale, ln(1 + views) / 10 (about 1 at 22,000 views,
+    /// 1.4 at a million): unlike `views` (views / 100, the prototype's input) it stays of
+    /// order 1 at any world size and under power-law popularity.
+    LogViews,
 }
+
+/// The divisor of ln(1 + views) in [`Logged::LogViews`].
+pub const LOG_VIEWS_SCALE: f64 = 10.0;
 
 /// Per step, a session's exposure counts are multiplied by this before the shown
 /// category's gains 1.
@@ -99,9 +106,11 @@ impl Logged {
             Logged::ExitRate => "exit_rate",
             Logged::Exposure => "exposure",
             Logged::Duration => "duration",
+            Logged::LogViews => "log_views",
         }
     }
-    pub const ALL: [Logged; 5] = [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure, Logged::Duration];
+    pub const ALL: [Logged; 6] =
+        [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure, Logged::Duration, Logged::LogViews];
 }
 
 /// The observation layout, declared once: the state builder writes by it and the
@@ -258,6 +267,18 @@ pub struct Env {
     obs: Option<Observation>,
     adds: Vec<(u32, u32, f64)>,
     layout: Layout,
+    /// What changed since this environment was a copy of its starting point (None:
+    /// unknown, after a restore): [`Env::reset_to`] copies back only that.
+    journal: Option<Journal>,
+}
+
+/// The users and videos whose rows an environment has changed, and whether its neighbour
+/// lists were rebuilt.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    users: Vec<u32>,
+    videos: Vec<u32>,
+    index_rebuilt: bool,
 }
 
 /// One user's session in progress: what the state needs besides the world. The
@@ -304,7 +325,43 @@ impl Env {
             obs: None,
             adds: Vec::new(),
             layout: Layout::of(config),
+            journal: Some(Journal::default()),
         }
+    }
+
+    /// Makes this environment equal to `base`, of which it is a copy that has run
+    /// sessions since (or a copy after [`Env::reset_to`]): only the users and videos those
+    /// sessions touched are copied back, so starting an episode afresh costs its own steps,
+    /// not a copy of a matrix of millions of entries. The result is the same, bit for
+    /// bit, as `clone_from(base)`, which it falls back to when it cannot tell what changed.
+    pub fn reset_to(&mut self, base: &Env) {
+        match self.journal.take() {
+            Some(j) if base.journal.as_ref().is_some_and(|b| b.users.is_empty() && b.videos.is_empty()) => {
+                self.matrix.copy_rows_from(&base.matrix, &j.videos, &j.users);
+                for &v in &j.videos {
+                    let v = v as usize;
+                    self.world.videos[v].clone_from(&base.world.videos[v]);
+                    if let (Some(mine), Some(theirs)) = (self.world.logs.get_mut(v), base.world.logs.get(v)) {
+                        *mine = *theirs;
+                    }
+                }
+                for &u in &j.users {
+                    let u = u as usize;
+                    self.world.clock[u] = base.world.clock[u];
+                    self.world.next_session[u] = base.world.next_session[u];
+                    self.world.latent[u].clone_from(&base.world.latent[u]);
+                }
+                if j.index_rebuilt {
+                    self.index.clone_from(&base.index);
+                }
+                self.adds.truncate(base.adds.len());
+                self.adds_since_refresh = base.adds_since_refresh;
+                self.session.clone_from(&base.session);
+                self.obs.clone_from(&base.obs);
+            }
+            _ => self.clone_from(base),
+        }
+        self.journal = Some(Journal::default());
     }
 
     /// The neighbour lists in use (with `candidates.source = "neighbours"`).
@@ -326,6 +383,8 @@ impl Env {
 
     /// Re-applies a saved state to an environment fresh from the same world.
     pub fn restore(&mut self, s: &EnvState) -> Result<(), String> {
+        // Everything may change: the next `reset_to` copies the whole starting point.
+        self.journal = None;
         if s.views.len() != self.world.videos.len() || s.clock.len() != self.world.users.len() {
             return Err("the saved environment is of another world (sizes differ)".into());
         }
@@ -385,6 +444,9 @@ impl Env {
     /// A new session of `user` (the user's session counter moves on), for
     /// [`Env::observe_session`] and [`Env::apply`].
     pub fn start_session(&mut self, user: u32) -> Session {
+        if let Some(j) = &mut self.journal {
+            j.users.push(user);
+        }
         self.world.next_session[user as usize] += 1;
         self.world.model.begin_session(&mut self.world.latent[user as usize]);
         let mut s = Session::new(user);
@@ -469,6 +531,7 @@ impl Env {
                     Logged::ExitRate => log.exit_rate() as f32,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
                     Logged::Duration => (self.world.videos[cand.video as usize].duration_s / 60.0) as f32,
+                    Logged::LogViews => ((cand.views as f64).ln_1p() / LOG_VIEWS_SCALE) as f32,
                 };
             }
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
@@ -487,6 +550,9 @@ impl Env {
         if self.adds_since_refresh >= every {
             self.index = Some(NeighbourIndex::build(&self.matrix, self.config.candidates.neighbours, crate::cores()));
             self.adds_since_refresh = 0;
+            if let Some(j) = &mut self.journal {
+                j.index_rebuilt = true;
+            }
         }
     }
 
@@ -514,6 +580,10 @@ impl Env {
 
         let vi = video as usize;
         let u = session.user as usize;
+        if let Some(j) = &mut self.journal {
+            j.users.push(session.user);
+            j.videos.push(video);
+        }
         let user = &self.world.users[u];
         let model = &self.world.model;
         let now = self.world.clock[u];
@@ -654,6 +724,52 @@ mod tests {
             }
             assert!(steps <= 5);
         }
+    }
+
+    /// Starting an episode afresh by undoing the last one's changes equals copying the
+    /// whole starting point, with every dynamic on and neighbour lists rebuilt mid-episode.
+    #[test]
+    fn reset_to_equals_a_whole_copy_of_the_starting_point() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 300\nn_users = 40\n[candidates]\nsource = \"neighbours\"\nrefresh_every = 7\n\
+             [dynamics.satiation]\nstrength = 0.2\n[dynamics.fatigue]\nrate = 0.05\n[dynamics.drift]\nrate = 0.1\n\
+             [dynamics.quality]\nsd = 1.0\nclickbait = 0.1\nleave = 0.3\nwatch = 1.0\n\
+             [dynamics.behaviour]\nenabled = true\nduration_min_s = 5.0\nduration_max_s = 40.0\n",
+            &[],
+        )
+        .unwrap();
+        let base = Env::new(&c, World::generate(&c));
+        let (mut fast, mut whole) = (base.clone(), base.clone());
+        let mut rng = stream(5, Stream::Responses);
+        for episode in 0..30u32 {
+            let user = episode * 7 % 40;
+            let mut r2 = rng.clone();
+            for (env, rng) in [(&mut fast, &mut rng), (&mut whole, &mut r2)] {
+                env.reset(user);
+                for t in 0..12 {
+                    if env.observation().exhausted() || env.step(t % 3, rng).terminal {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(fast.state(), whole.state(), "episode {episode}");
+            fast.reset_to(&base);
+            whole.clone_from(&base);
+            assert_eq!(fast.state(), base.state());
+            assert!(fast.matrix == base.matrix, "episode {episode}: the matrix differs");
+            assert_eq!(fast.index().map(|i| format!("{i:?}")), base.index().map(|i| format!("{i:?}")));
+            assert_eq!(fast.adds_since_refresh, base.adds_since_refresh);
+        }
+        // After a restore nothing is known of what changed: a whole copy.
+        let mut restored = base.clone();
+        restored.reset(3);
+        restored.step(0, &mut rng);
+        let saved = restored.state();
+        let mut again = base.clone();
+        again.restore(&saved).unwrap();
+        again.reset_to(&base);
+        assert_eq!(again.state(), base.state());
+        assert!(again.matrix == base.matrix);
     }
 
     #[test]

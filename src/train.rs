@@ -165,7 +165,13 @@ pub fn train(
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let started = Instant::now();
         if let Some(base) = &base {
-            env.clone_from(base);
+            // The first copy is whole (the environment handed in may have come from
+            // anywhere); later ones undo only what the last episode changed.
+            if episode == progress.episodes_done {
+                env.clone_from(base);
+            } else {
+                env.reset_to(base);
+            }
         }
         // A user with nothing left to see has an episode of no steps.
         let mut dry = env.reset_random(&mut progress.users_rng).exhausted();
@@ -562,7 +568,7 @@ fn evaluate_with(
     let mut watch_s = 0.0;
     for k in 0..episodes as u64 {
         if let (Some(base), true) = (&base, k > 0) {
-            env.clone_from(base);
+            env.reset_to(base);
         }
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);

@@ -210,6 +210,18 @@ impl InteractionMatrix {
         self.items.len()
     }
 
+    /// Makes the given item rows (with their norms) and user rows equal to `other`'s, bit
+    /// for bit: the undo of [`InteractionMatrix::add`]s that touched only those rows.
+    pub fn copy_rows_from(&mut self, other: &InteractionMatrix, items: &[u32], users: &[u32]) {
+        for &i in items {
+            self.items[i as usize].clone_from(&other.items[i as usize]);
+            self.item_norm2[i as usize] = other.item_norm2[i as usize];
+        }
+        for &u in users {
+            self.users[u as usize].clone_from(&other.users[u as usize]);
+        }
+    }
+
     pub fn n_users(&self) -> usize {
         self.users.len()
     }
