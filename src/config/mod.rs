@@ -576,14 +576,16 @@ pub struct DqnConfig {
     pub embeddings: EmbeddingConfig,
     /// The per-candidate numbers the network sees, from "final", "raw", "views",
     /// "interest" (the others read 0), and the logged "watch_rate", "completion",
-    /// "exit_rate" and "exposure" (the first three need a dynamic on). Each candidate's category is always embedded.
+    /// "exit_rate" and "exposure" (the first three need a dynamic on), "duration" and
+    /// "log_views" (ln(1 + views) / 10: views on a scale that holds at any world size).
+    /// Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
 }
 
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 9] =
-    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure", "duration"];
+pub const CANDIDATE_FEATURES: [&str; 10] =
+    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure", "duration", "log_views"];
 
 impl Default for DqnConfig {
     fn default() -> Self {
