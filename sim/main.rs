@@ -163,7 +163,7 @@ enum Command {
         /// train.eval_every, or 500 when that is 0).
         #[arg(long, value_name = "EPISODES")]
         every: Option<usize>,
-        /// With --learn: the seeds to train, one after another (default: the config's seed).
+        /// With --learn: the seeds to train, one after another (default: the config's train.seeds, or its seed).
         #[arg(long, value_delimiter = ',', value_name = "S1,S2,...")]
         seeds: Vec<u64>,
     },
@@ -469,17 +469,19 @@ fn cmd_bench_learn(configs: &[PathBuf], overrides: &[String], json: bool, every:
     for path in configs {
         let c = Config::load(path, overrides)?;
         fypsim::run::preflight(&c)?;
-        anyhow::ensure!(
-            c.train.seeds.is_empty(),
-            "{}: --learn trains one seed at a time; give them with --seeds",
-            path.display()
-        );
         checked.push((path.display().to_string(), c));
     }
     const TARGETS: [f64; 2] = [0.8, 0.9];
     for (label, c) in &checked {
         let every = every.unwrap_or(if c.train.eval_every > 0 { c.train.eval_every } else { 500 });
-        let seeds = if seeds.is_empty() { vec![c.seed] } else { seeds.to_vec() };
+        // --seeds, else the config's train.seeds, else its seed; one after another.
+        let seeds = if !seeds.is_empty() {
+            seeds.to_vec()
+        } else if !c.train.seeds.is_empty() {
+            c.train.seeds.clone()
+        } else {
+            vec![c.seed]
+        };
         let mut reports = Vec::new();
         for &seed in &seeds {
             if !json {
