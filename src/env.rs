@@ -726,6 +726,39 @@ mod tests {
         }
     }
 
+    /// With `log_views` in place of `views`, every number the network sees stays of order
+    /// 1 however many views videos have (a million each here), so the TD loss cannot be
+    /// dominated by one input's scale.
+    #[test]
+    fn every_input_stays_of_order_one_at_platform_view_counts() {
+        let features = |f: &str| {
+            let c = Config::from_toml_str(
+                &format!(
+                    "[world]\ninitial_views_mean = 1000000.0\ninitial_views_std = 300000.0\n[dqn]\ncandidate_features = {f}\n"
+                ),
+                &[],
+            )
+            .unwrap();
+            let mut env = Env::new(&c, World::generate(&c));
+            let layout = env.layout().clone();
+            // The base numbers a config does not name reach the network as 0.
+            let named = |j: usize| c.dqn.candidate_features.iter().any(|f| f == crate::config::CANDIDATE_FEATURES[j]);
+            let seen = |i: usize| {
+                i < num::SLOTS
+                    || (i - num::SLOTS) % layout.per_slot() >= num::PER_SLOT
+                    || named((i - num::SLOTS) % layout.per_slot())
+            };
+            (0..20u32)
+                .flat_map(|u| env.reset(u).state.numeric.clone().into_iter().enumerate())
+                .filter(|&(i, _)| seen(i))
+                .fold(0.0f32, |m, (_, x)| m.max(x.abs()))
+        };
+        let scaled = features(r#"["final", "raw", "interest", "log_views"]"#);
+        assert!(scaled <= 1.5, "largest input {scaled}");
+        // The prototype's views / 100 is in the thousands there.
+        assert!(features(r#"["final", "raw", "views", "interest"]"#) > 1000.0);
+    }
+
     /// Starting an episode afresh by undoing the last one's changes equals copying the
     /// whole starting point, with every dynamic on and neighbour lists rebuilt mid-episode.
     #[test]
