@@ -481,6 +481,19 @@ fn bench_learn_reports_time_to_quality() {
             }
         }
     }
+    // Without --seeds, a multi-seed config's own seeds, one after another.
+    let o = fypsim()
+        .args(["bench", "configs/smoke.toml", "--learn", "--every", "30", "--json", "--set", "train.seeds=[5, 6]"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let seeds: Vec<serde_json::Value> = String::from_utf8_lossy(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seed"].clone())
+        .collect();
+    assert_eq!(seeds, [5, 6]);
     fypsim()
         .args(["bench", "configs/smoke.toml", "--learn", "--every", "0"])
         .assert()
