@@ -267,8 +267,9 @@ pub struct Env {
     obs: Option<Observation>,
     adds: Vec<(u32, u32, f64)>,
     layout: Layout,
-    /// What changed since this environment was a copy of its starting point (None:
-    /// unknown, after a restore): [`Env::reset_to`] copies back only that.
+    /// What changed since this environment was last made equal to the starting point of
+    /// its episodes ([`Env::reset_to`], [`Env::track_changes`]); None when nothing is
+    /// tracked (an evolving world never goes back, and its steps record nothing).
     journal: Option<Journal>,
 }
 
@@ -325,18 +326,27 @@ impl Env {
             obs: None,
             adds: Vec::new(),
             layout: Layout::of(config),
-            journal: Some(Journal::default()),
+            journal: None,
         }
     }
 
-    /// Makes this environment equal to `base`, of which it is a copy that has run
-    /// sessions since (or a copy after [`Env::reset_to`]): only the users and videos those
-    /// sessions touched are copied back, so starting an episode afresh costs its own steps,
-    /// not a copy of a matrix of millions of entries. The result is the same, bit for
-    /// bit, as `clone_from(base)`, which it falls back to when it cannot tell what changed.
+    /// From here on, records which users and videos change, so that [`Env::reset_to`] can
+    /// bring this environment back to what it is now (it must equal the `base` given
+    /// there).
+    pub fn track_changes(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// Makes this environment equal to `base`, the starting point of its episodes. When
+    /// it has tracked its changes since it last equalled `base` ([`Env::track_changes`],
+    /// or an earlier `reset_to`), only the users and videos those changes touched are
+    /// copied back, so starting an episode afresh costs its own steps, not a copy of a
+    /// matrix of millions of entries; otherwise (the first call, or after a restore) it is
+    /// `clone_from(base)`. Either way the result is the same, bit for bit, and changes are
+    /// tracked from then on.
     pub fn reset_to(&mut self, base: &Env) {
         match self.journal.take() {
-            Some(j) if base.journal.as_ref().is_some_and(|b| b.users.is_empty() && b.videos.is_empty()) => {
+            Some(j) => {
                 self.matrix.copy_rows_from(&base.matrix, &j.videos, &j.users);
                 for &v in &j.videos {
                     let v = v as usize;
@@ -359,7 +369,7 @@ impl Env {
                 self.session.clone_from(&base.session);
                 self.obs.clone_from(&base.obs);
             }
-            _ => self.clone_from(base),
+            None => self.clone_from(base),
         }
         self.journal = Some(Journal::default());
     }
@@ -773,6 +783,7 @@ mod tests {
         .unwrap();
         let base = Env::new(&c, World::generate(&c));
         let (mut fast, mut whole) = (base.clone(), base.clone());
+        fast.track_changes();
         let mut rng = stream(5, Stream::Responses);
         for episode in 0..30u32 {
             let user = episode * 7 % 40;

@@ -165,13 +165,9 @@ pub fn train(
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let started = Instant::now();
         if let Some(base) = &base {
-            // The first copy is whole (the environment handed in may have come from
-            // anywhere); later ones undo only what the last episode changed.
-            if episode == progress.episodes_done {
-                env.clone_from(base);
-            } else {
-                env.reset_to(base);
-            }
+            // The first is a whole copy (the environment handed in may come from anywhere);
+            // later ones undo only what the last episode changed.
+            env.reset_to(base);
         }
         // A user with nothing left to see has an episode of no steps.
         let mut dry = env.reset_random(&mut progress.users_rng).exhausted();
@@ -561,6 +557,9 @@ fn evaluate_with(
     // The starting point of every episode, kept only when episodes start afresh (at
     // platform scale a copy of the matrix is gigabytes).
     let base = (config.train.eval_world == crate::config::EvalWorld::Fresh).then(|| env.clone());
+    if base.is_some() {
+        env.track_changes();
+    }
     let mut returns = Vec::with_capacity(episodes);
     let mut users = Vec::with_capacity(episodes);
     let mut steps = Vec::with_capacity(episodes);

@@ -452,16 +452,20 @@ fn multi_seed_runs_aggregate_with_intervals() {
 
 #[test]
 fn bench_learn_reports_time_to_quality() {
-    let o = fypsim()
-        .args(["bench", "configs/smoke.toml", "--learn", "--every", "10", "--json", "--seeds", "3,4"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8_lossy(&o);
-    let reports: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(reports.len(), 2, "{text}");
+    // `fypsim bench --learn --json` on smoke: one JSON report per line, one per seed.
+    let reports_of = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = fypsim()
+            .args(["bench", "configs/smoke.toml", "--learn", "--json"])
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8_lossy(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let reports = reports_of(&["--every", "10", "--seeds", "3,4"]);
+    assert_eq!(reports.len(), 2, "{reports:?}");
     for (r, seed) in reports.iter().zip([3, 4]) {
         assert_eq!(r["seed"], seed);
         let points = r["points"].as_array().unwrap();
@@ -482,17 +486,8 @@ fn bench_learn_reports_time_to_quality() {
         }
     }
     // Without --seeds, a multi-seed config's own seeds, one after another.
-    let o = fypsim()
-        .args(["bench", "configs/smoke.toml", "--learn", "--every", "30", "--json", "--set", "train.seeds=[5, 6]"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let seeds: Vec<serde_json::Value> = String::from_utf8_lossy(&o)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seed"].clone())
-        .collect();
+    let seeds: Vec<serde_json::Value> =
+        reports_of(&["--every", "30", "--set", "train.seeds=[5, 6]"]).iter().map(|r| r["seed"].clone()).collect();
     assert_eq!(seeds, [5, 6]);
     fypsim()
         .args(["bench", "configs/smoke.toml", "--learn", "--every", "0"])
