@@ -52,13 +52,13 @@ fn kernels(c: &mut Criterion) {
     c.bench_function("candidates exact / request", |b| {
         b.iter(|| {
             let u = rng.random_range(0..n_users);
-            black_box(g.candidates(&matrix, None, &world.users[u], &world.videos, &config.candidates))
+            black_box(g.candidates(&matrix, None, &world.users[u], &world.videos, &world.start.views, &config.candidates))
         })
     });
     c.bench_function("candidates from neighbour lists / request", |b| {
         b.iter(|| {
             let u = rng.random_range(0..n_users);
-            black_box(g.candidates(&matrix, Some(&index), &world.users[u], &world.videos, &config.candidates))
+            black_box(g.candidates(&matrix, Some(&index), &world.users[u], &world.videos, &world.start.views, &config.candidates))
         })
     });
 
@@ -77,7 +77,14 @@ fn kernels(c: &mut Criterion) {
     c.bench_function("candidates exact / request, after 20,000 greedy steps", |b| {
         b.iter(|| {
             let u = rng.random_range(0..n_users);
-            black_box(g.candidates(&grown.matrix, None, &grown.world.users[u], &grown.world.videos, &config.candidates))
+            black_box(g.candidates(
+                &grown.matrix,
+                None,
+                &grown.world.users[u],
+                &grown.world.videos,
+                &grown.sim().views,
+                &config.candidates,
+            ))
         })
     });
 

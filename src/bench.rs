@@ -112,7 +112,7 @@ pub fn bench(
     let mut world = None;
     for _ in 0..repeats {
         let t = Instant::now();
-        let w = World::generate(config);
+        let w = std::sync::Arc::new(World::generate(config));
         world_s.push(t.elapsed().as_secs_f64());
         world = Some(w);
     }
@@ -158,7 +158,7 @@ pub fn bench(
             }
             let u = rng.random_range(0..world.users.len());
             let t = Instant::now();
-            let c = g.candidates(&matrix, index, &world.users[u], &world.videos, &config.candidates);
+            let c = g.candidates(&matrix, index, &world.users[u], &world.videos, &world.start.views, &config.candidates);
             us.push(t.elapsed().as_secs_f64() * 1e6);
             std::hint::black_box(c);
         }
@@ -458,7 +458,7 @@ pub fn time_to_quality(
     let mut c = config.inner().clone();
     c.train.eval_world = EvalWorld::Fresh;
     let c = c.check()?;
-    let world = World::generate(&c);
+    let world = std::sync::Arc::new(World::generate(&c));
     let n = c.train.eval_episodes;
     let base = |kind| -> Result<f64> {
         let mut p = crate::agent::make_policy(kind, &c)?;

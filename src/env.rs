@@ -8,6 +8,7 @@ use crate::candidates::{Candidate, CandidateGenerator, NeighbourIndex};
 use crate::config::{CandidateSource, Checked};
 use crate::matrix::InteractionMatrix;
 use crate::rng::SimRng;
+use crate::state::SimState;
 use crate::user::{Latent, UserModel};
 use crate::world::{Action, User, World};
 use std::sync::Arc;
@@ -147,36 +148,7 @@ impl Layout {
     }
 }
 
-/// What the platform has logged of one video (kept when the dynamics are on).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct VideoLog {
-    pub shows: u32,
-    pub watched: u32,
-    pub watch_fraction_sum: f64,
-    pub exits: u32,
-}
-
-impl VideoLog {
-    pub fn record(&mut self, watched: bool, fraction: f64, exit: bool) {
-        self.shows += 1;
-        if watched {
-            self.watched += 1;
-            self.watch_fraction_sum += fraction;
-        }
-        if exit {
-            self.exits += 1;
-        }
-    }
-    pub fn watch_rate(&self) -> f64 {
-        (self.watched as f64 + 1.0) / (self.shows as f64 + 2.0)
-    }
-    pub fn completion(&self) -> f64 {
-        (self.watch_fraction_sum + 1.0) / (self.watched as f64 + 2.0)
-    }
-    pub fn exit_rate(&self) -> f64 {
-        (self.exits as f64 + 0.2) / (self.shows as f64 + 2.0)
-    }
-}
+pub use crate::state::VideoLog;
 
 /// Everything a policy may look at: the state and, for baselines, the raw candidates;
 /// for the baselines that know the model (the oracles, the planner), the truth.
@@ -236,36 +208,22 @@ pub struct StepOutcome {
     pub truncated: bool,
 }
 
-/// What simulation changed in the world: enough to rebuild an environment exactly.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EnvState {
-    pub views: Vec<u64>,
-    pub clock: Vec<f64>,
-    pub next_session: Vec<u32>,
-    /// Every (video, user, score) added to the matrix, in order: replaying them onto the
-    /// history's matrix reproduces it bit for bit (norms included).
-    pub adds: Vec<(u32, u32, f64)>,
-    /// Each user's latent state (empty when every dynamic is off).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub latent: Vec<Latent>,
-    /// What the platform has logged per video (empty when every dynamic is off).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<VideoLog>,
-}
-
-/// The environment over one mutable copy of the world.
+/// The environment: a simulation state over an immutable world, with the caches that
+/// state implies (the interaction matrix, the neighbour lists, the current observation).
 #[derive(Debug, Clone)]
 pub struct Env {
     config: Checked,
-    pub world: World,
+    /// The world, shared by every environment of a run.
+    pub world: Arc<World>,
+    /// Everything simulation has changed ([`SimState`]).
+    sim: SimState,
+    /// The world's history plus `sim.adds`.
     pub matrix: InteractionMatrix,
     generator: CandidateGenerator,
     /// The neighbour lists, with `candidates.source = "neighbours"`.
     index: Option<NeighbourIndex>,
     adds_since_refresh: usize,
-    session: Session,
     obs: Option<Observation>,
-    adds: Vec<(u32, u32, f64)>,
     layout: Layout,
     /// What changed since this environment was last made equal to the starting point of
     /// its episodes ([`Env::reset_to`], [`Env::track_changes`]); None when nothing is
@@ -283,9 +241,9 @@ struct Journal {
 }
 
 /// One user's session in progress: what the state needs besides the world. The
-/// environment runs one through `reset`/`step`; lockstep training runs many over one
-/// shared world through `start_session`/`observe_session`/`apply`.
-#[derive(Debug, Clone, PartialEq)]
+/// environment runs one through `reset`/`step` (it is part of its [`SimState`]); lockstep
+/// training runs many over one shared world through `start_session`/`observe_session`/`apply`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub user: u32,
     /// Steps taken so far.
@@ -305,8 +263,10 @@ impl Session {
 }
 
 impl Env {
-    /// Builds the matrix from the world's history.
-    pub fn new(config: &Checked, world: World) -> Env {
+    /// An environment at the world's starting point ([`World::start`]): builds the matrix
+    /// from the world's history.
+    pub fn new(config: &Checked, world: impl Into<Arc<World>>) -> Env {
+        let world = world.into();
         let matrix = InteractionMatrix::from_triplets(
             world.videos.len(),
             world.users.len(),
@@ -317,14 +277,13 @@ impl Env {
             .then(|| NeighbourIndex::build(&matrix, config.candidates.neighbours, crate::cores()));
         Env {
             config: config.clone(),
+            sim: world.start.clone(),
             world,
             matrix,
             generator,
             index,
             adds_since_refresh: 0,
-            session: Session::new(0),
             obs: None,
-            adds: Vec::new(),
             layout: Layout::of(config),
             journal: None,
         }
@@ -348,25 +307,26 @@ impl Env {
         match self.journal.take() {
             Some(j) => {
                 self.matrix.copy_rows_from(&base.matrix, &j.videos, &j.users);
+                let (mine, theirs) = (&mut self.sim, &base.sim);
                 for &v in &j.videos {
                     let v = v as usize;
-                    self.world.videos[v].clone_from(&base.world.videos[v]);
-                    if let (Some(mine), Some(theirs)) = (self.world.logs.get_mut(v), base.world.logs.get(v)) {
-                        *mine = *theirs;
+                    mine.views[v] = theirs.views[v];
+                    if let (Some(m), Some(t)) = (mine.logs.get_mut(v), theirs.logs.get(v)) {
+                        *m = *t;
                     }
                 }
                 for &u in &j.users {
                     let u = u as usize;
-                    self.world.clock[u] = base.world.clock[u];
-                    self.world.next_session[u] = base.world.next_session[u];
-                    self.world.latent[u].clone_from(&base.world.latent[u]);
+                    mine.clock[u] = theirs.clock[u];
+                    mine.next_session[u] = theirs.next_session[u];
+                    mine.latent[u].clone_from(&theirs.latent[u]);
                 }
                 if j.index_rebuilt {
                     self.index.clone_from(&base.index);
                 }
-                self.adds.truncate(base.adds.len());
+                mine.adds.truncate(theirs.adds.len());
+                mine.session.clone_from(&theirs.session);
                 self.adds_since_refresh = base.adds_since_refresh;
-                self.session.clone_from(&base.session);
                 self.obs.clone_from(&base.obs);
             }
             None => self.clone_from(base),
@@ -379,49 +339,42 @@ impl Env {
         self.index.as_ref()
     }
 
-    /// What simulation has changed so far.
-    pub fn state(&self) -> EnvState {
-        EnvState {
-            views: self.world.videos.iter().map(|v| v.views).collect(),
-            clock: self.world.clock.clone(),
-            next_session: self.world.next_session.clone(),
-            adds: self.adds.clone(),
-            latent: if self.world.model.dynamics().is_off() { Vec::new() } else { self.world.latent.clone() },
-            logs: self.world.logs.clone(),
-        }
+    /// The live simulation state.
+    pub fn sim(&self) -> &SimState {
+        &self.sim
     }
 
-    /// Re-applies a saved state to an environment fresh from the same world.
-    pub fn restore(&mut self, s: &EnvState) -> Result<(), String> {
+    /// The simulation state to save: everything simulation has changed so far, the
+    /// current session included (with every dynamic off, `latent` is left empty: it
+    /// holds nothing but defaults).
+    pub fn state(&self) -> SimState {
+        let mut s = self.sim.clone();
+        if self.world.model.dynamics().is_off() {
+            s.latent = Vec::new();
+        }
+        s
+    }
+
+    /// Makes this environment, fresh from its world ([`Env::new`]), equal to the one
+    /// whose [`Env::state`] was saved: the matrix and the neighbour lists replay the saved
+    /// interactions, and a session in flight is observed again.
+    pub fn restore(&mut self, s: &SimState) -> Result<(), String> {
         // Everything may change: the next `reset_to` copies the whole starting point.
         self.journal = None;
-        if s.views.len() != self.world.videos.len() || s.clock.len() != self.world.users.len() {
-            return Err("the saved environment is of another world (sizes differ)".into());
+        s.check_fits(self.world.users.len(), self.world.videos.len())?;
+        if !self.sim.adds.is_empty() {
+            return Err("a saved state can only be restored onto an environment at the world's start".into());
         }
         for &(video, user, score) in &s.adds {
-            if video as usize >= self.world.videos.len() || user as usize >= self.world.users.len() {
-                return Err(format!("saved interaction ({video}, {user}) is outside the world"));
-            }
             self.matrix.add(video, user, score);
             self.after_add();
         }
-        for (v, &views) in self.world.videos.iter_mut().zip(&s.views) {
-            v.views = views;
-        }
-        self.world.clock = s.clock.clone();
-        self.world.next_session = s.next_session.clone();
-        self.adds = s.adds.clone();
-        if !s.latent.is_empty() {
-            if s.latent.len() != self.world.users.len() {
-                return Err("the saved latent states are of another world (sizes differ)".into());
-            }
-            self.world.latent = s.latent.clone();
-        }
-        if !s.logs.is_empty() {
-            if s.logs.len() != self.world.videos.len() {
-                return Err("the saved video logs are of another world (sizes differ)".into());
-            }
-            self.world.logs = s.logs.clone();
+        let latent = if s.latent.is_empty() { std::mem::take(&mut self.sim.latent) } else { s.latent.clone() };
+        let logs = if s.logs.is_empty() { std::mem::take(&mut self.sim.logs) } else { s.logs.clone() };
+        self.sim = SimState { latent, logs, ..s.clone() };
+        self.obs = None;
+        if self.sim.session.is_some() {
+            self.observe();
         }
         Ok(())
     }
@@ -432,7 +385,7 @@ impl Env {
 
     /// Starts a session of `user` and returns the first observation.
     pub fn reset(&mut self, user: u32) -> &Observation {
-        self.session = self.start_session(user);
+        self.sim.session = Some(self.start_session(user));
         self.observe();
         self.obs.as_ref().expect("observe sets it")
     }
@@ -447,8 +400,9 @@ impl Env {
         self.obs.as_ref().expect("reset() before observation()")
     }
 
+    /// The user of the current session.
     pub fn user(&self) -> u32 {
-        self.session.user
+        self.sim.session.as_ref().expect("reset() before user()").user
     }
 
     /// A new session of `user` (the user's session counter moves on), for
@@ -457,8 +411,8 @@ impl Env {
         if let Some(j) = &mut self.journal {
             j.users.push(user);
         }
-        self.world.next_session[user as usize] += 1;
-        self.world.model.begin_session(&mut self.world.latent[user as usize]);
+        self.sim.next_session[user as usize] += 1;
+        self.world.model.begin_session(&mut self.sim.latent[user as usize]);
         let mut s = Session::new(user);
         if self.layout.logged.contains(&Logged::Exposure) {
             s.exposure = vec![0.0; self.config.world.categories.len()];
@@ -472,18 +426,19 @@ impl Env {
     }
 
     /// What the agent sees in `session` now: its candidates from the live matrix, made
-    /// with the scratch space `g`. Reads the world only, so many sessions can be observed
-    /// at once from several threads.
+    /// with the scratch space `g`. Only reads, so many sessions can be observed at once
+    /// from several threads.
     pub fn observe_session(&self, session: &Session, g: &mut CandidateGenerator) -> Observation {
         let user = &self.world.users[session.user as usize];
-        let candidates = g.candidates(&self.matrix, self.index.as_ref(), user, &self.world.videos, &self.config.candidates);
+        let candidates =
+            g.candidates(&self.matrix, self.index.as_ref(), user, &self.world.videos, &self.sim.views, &self.config.candidates);
         let state = self.state_of(session, user, &candidates);
         let u = session.user as usize;
         let truth = Truth {
             model: Arc::clone(&self.world.model),
-            latent: self.world.latent[u].clone(),
+            latent: self.sim.latent[u].clone(),
             t: session.t,
-            now: self.world.clock[u],
+            now: self.sim.clock[u],
         };
         Observation { user: user.clone(), candidates, state, truth }
     }
@@ -491,7 +446,8 @@ impl Env {
     fn observe(&mut self) {
         // The scratch space is lent out for the call (an empty generator allocates nothing).
         let mut g = std::mem::replace(&mut self.generator, CandidateGenerator::new(0));
-        self.obs = Some(self.observe_session(&self.session, &mut g));
+        let session = self.sim.session.as_ref().expect("a session is in flight");
+        self.obs = Some(self.observe_session(session, &mut g));
         self.generator = g;
     }
 
@@ -534,7 +490,7 @@ impl Env {
             f[num::VIEWS] = cand.views as f32 / 100.0;
             f[num::INTEREST] = if cand.interest_match { 1.0 } else { 0.0 };
             for (j, l) in layout.logged.iter().enumerate() {
-                let log = self.world.logs.get(cand.video as usize).copied().unwrap_or_default();
+                let log = self.sim.logs.get(cand.video as usize).copied().unwrap_or_default();
                 f[num::PER_SLOT + j] = match l {
                     Logged::WatchRate => log.watch_rate() as f32,
                     Logged::Completion => log.completion() as f32,
@@ -572,9 +528,9 @@ impl Env {
     /// An empty slot (there are fewer candidates than slots) falls back to slot 0.
     pub fn step(&mut self, slot: usize, rng: &mut SimRng) -> StepOutcome {
         let obs = self.obs.take().expect("reset() before step()");
-        let mut session = std::mem::replace(&mut self.session, Session::new(0));
+        let mut session = self.sim.session.take().expect("reset() before step()");
         let out = self.apply(&mut session, &obs, slot, rng);
-        self.session = session;
+        self.sim.session = Some(session);
         self.observe();
         out
     }
@@ -596,28 +552,28 @@ impl Env {
         }
         let user = &self.world.users[u];
         let model = &self.world.model;
-        let now = self.world.clock[u];
-        let latent = &self.world.latent[u];
+        let now = self.sim.clock[u];
+        let latent = &self.sim.latent[u];
         let expected_reward = model.expected_reward(user, latent, video, now);
         let satiation = model.satiation(latent, category, now);
         let expected_p = model.expected_p(user, latent, video, now);
         let offered = if model.dynamics().is_off() { Vec::new() } else { obs.candidates.iter().map(|c| c.video).collect() };
         let r = model.respond(user, latent, session.t, video, now, rng);
-        model.update(&mut self.world.latent[u], video, r.action, r.followed, now);
+        model.update(&mut self.sim.latent[u], video, r.action, r.followed, now);
         let (response, reward, dt) = (r.action, r.reward, r.dt);
         let model_fraction = model.watch_fraction(video);
         // Showing the video counts a view (docs/model.md: Episodes).
-        self.world.videos[vi].views += 1;
+        self.sim.views[vi] += 1;
         let score = response.score(&c.scores);
         self.matrix.add(video, session.user, score);
-        self.adds.push((video, session.user, score));
+        self.sim.adds.push((video, session.user, score));
         self.after_add();
-        self.world.clock[session.user as usize] += dt;
+        self.sim.clock[u] += dt;
         session.session_len_s += dt;
         if response.counts_view() {
             session.watched += 1;
         }
-        if let Some(log) = self.world.logs.get_mut(vi) {
+        if let Some(log) = self.sim.logs.get_mut(vi) {
             log.record(response.counts_view(), model_fraction, r.left);
         }
         if !session.exposure.is_empty() {
@@ -667,13 +623,13 @@ mod tests {
         let max_raw = obs.candidates.iter().map(|c| c.raw.abs()).fold(0.0, f64::max);
         assert_eq!(obs.state.numeric[num::SLOTS + num::PER_SLOT + num::RAW], (obs.candidates[1].raw / max_raw) as f32);
         let video = obs.candidates[2].video;
-        let views = env.world.videos[video as usize].views;
+        let views = env.sim().views[video as usize];
         let before = env.matrix.get(video, 3);
         assert_eq!(before, None);
         let mut rng = stream(1, Stream::Responses);
         let out = env.step(2, &mut rng);
         assert_eq!(out.video, video);
-        assert_eq!(env.world.videos[video as usize].views, views + 1);
+        assert_eq!(env.sim().views[video as usize], views + 1);
         assert_eq!(env.matrix.get(video, 3), Some(out.response.score(&c.scores)));
         // The shown video is now in the history, so it is no longer a candidate.
         assert!(env.observation().candidates.iter().all(|x| x.video != video));
@@ -814,6 +770,66 @@ mod tests {
         again.reset_to(&base);
         assert_eq!(again.state(), base.state());
         assert!(again.matrix == base.matrix);
+    }
+
+    /// The simulation state is one value: saved in the middle of a session (through its
+    /// JSON form) and restored onto a fresh environment of the same world, it goes on
+    /// exactly as the original, sessions after it included.
+    #[test]
+    fn a_state_saved_mid_session_goes_on_as_the_original() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 300\nn_users = 40\n[candidates]\nsource = \"neighbours\"\nrefresh_every = 5\n\
+             [dynamics.satiation]\nstrength = 0.2\n[dynamics.fatigue]\nrate = 0.02\n[dynamics.drift]\nrate = 0.1\n\
+             [dynamics.quality]\nsd = 1.0\nclickbait = 0.1\nleave = 0.1\nwatch = 1.0\n\
+             [dynamics.behaviour]\nenabled = true\nduration_min_s = 5.0\nduration_max_s = 40.0\n\
+             [dqn]\ncandidate_features = [\"final\", \"exposure\", \"exit_rate\"]\n",
+            &[],
+        )
+        .unwrap();
+        let mut a = Env::new(&c, World::generate(&c));
+        let mut rng = stream(9, Stream::Responses);
+        a.reset(5);
+        let mut steps_in_session = 0;
+        for t in 0..40 {
+            if a.observation().exhausted() || a.step(t % 3, &mut rng).terminal {
+                a.reset(t as u32 % 40);
+                steps_in_session = 0;
+            } else {
+                steps_in_session += 1;
+            }
+        }
+        if steps_in_session == 0 {
+            a.step(0, &mut rng);
+        }
+        let saved = a.state();
+        assert!(saved.session.as_ref().is_some_and(|s| s.t > 0), "the state is saved mid-session");
+        let back: SimState = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+        assert_eq!(back, saved);
+        let mut b = Env::new(&c, Arc::clone(&a.world));
+        b.restore(&back).unwrap();
+        assert_eq!(a.observation().state, b.observation().state);
+        assert_eq!(a.observation().candidates, b.observation().candidates);
+        let mut r2 = rng.clone();
+        for t in 0..60 {
+            if a.observation().exhausted() {
+                a.reset(t % 40);
+                b.reset(t % 40);
+                continue;
+            }
+            let (oa, ob) = (a.step(t as usize % 4, &mut rng), b.step(t as usize % 4, &mut r2));
+            assert_eq!(oa, ob, "step {t}");
+            assert_eq!(a.observation().state, b.observation().state, "step {t}");
+            if oa.terminal || oa.truncated {
+                a.reset(t * 3 % 40);
+                b.reset(t * 3 % 40);
+            }
+        }
+        assert_eq!(a.state(), b.state());
+        assert!(a.matrix == b.matrix);
+        // A state of another world is refused by name.
+        let other = Config::from_toml_str("[world]\nn_videos = 200\nn_users = 40\n", &[]).unwrap();
+        let err = Env::new(&other, World::generate(&other)).restore(&saved).unwrap_err();
+        assert!(err.contains("another world") && err.contains("300 videos"), "{err}");
     }
 
     #[test]

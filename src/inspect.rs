@@ -88,7 +88,7 @@ pub struct UserReport {
 
 /// The profile, history and candidates of one user of the generated world.
 pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
-    let world = World::generate(config);
+    let world = std::sync::Arc::new(World::generate(config));
     if user >= world.users.len() as u64 {
         return Err(Error::UnknownUser { user, n_users: world.users.len() });
     }
@@ -124,10 +124,10 @@ pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
         .map(|(v, s)| SummedRow { video: v, category: cat(env.world.videos[v as usize].category), score: s })
         .collect();
     let dynamics = !config.dynamics.is_off();
-    let (model, latent, now) = (&env.world.model, &env.world.latent[user as usize], env.world.clock[user as usize]);
+    let (model, latent, now) = (&env.world.model, &env.sim().latent[user as usize], env.sim().clock[user as usize]);
     let mut generator = CandidateGenerator::new(env.world.videos.len());
     let candidates = generator
-        .candidates(&env.matrix, env.index(), u, &env.world.videos, &config.candidates)
+        .candidates(&env.matrix, env.index(), u, &env.world.videos, &env.sim().views, &config.candidates)
         .into_iter()
         .map(|c| CandidateRow {
             video: c.video,
@@ -197,7 +197,7 @@ pub fn anatomy(
     episode: u64,
 ) -> Result<Vec<(crate::config::PolicyKind, Vec<AnatomyStep>)>> {
     use crate::rng::{substream, Stream};
-    let world = World::generate(config);
+    let world = std::sync::Arc::new(World::generate(config));
     if user >= world.users.len() as u64 {
         return Err(Error::UnknownUser { user, n_users: world.users.len() });
     }

@@ -22,6 +22,7 @@ pub mod records;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod state;
 pub mod sweep;
 pub mod train;
 pub mod user;

@@ -453,7 +453,7 @@ pub fn run_with(
     }
 
     observer.stage("generating the world");
-    let world = World::generate(config);
+    let world = std::sync::Arc::new(World::generate(config));
     let n_eval = config.train.eval_episodes;
 
     let mut baselines = Vec::new();
@@ -711,15 +711,18 @@ fn write_summary(
 /// evaluation episodes (the run's `train.eval_episodes` by default). The trained policy
 /// comes first.
 /// A run's config, its world, the policy saved in its checkpoint, and the number of
-/// evaluation episodes (`episodes`, or the run's `train.eval_episodes`).
-fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<(Checked, World, Box<dyn Policy>, usize)> {
+/// evaluation episodes.
+type SavedPolicy = (Checked, std::sync::Arc<World>, Box<dyn Policy>, usize);
+
+/// The [`SavedPolicy`] of the run in `dir` (`episodes`, or the run's `train.eval_episodes`).
+fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<SavedPolicy> {
     let config = config_of_run(dir)?;
     preflight(&config)?;
     if episodes == Some(0) {
         return Err(Error::Other("--episodes must be at least 1".into()));
     }
     let ck = crate::checkpoint::open(dir, &config)?;
-    let world = World::generate(&config);
+    let world = std::sync::Arc::new(World::generate(&config));
     let n = episodes.unwrap_or(config.train.eval_episodes);
     let mut policy = make_policy(config.policy, &config)?;
     policy.load(&ck.dir)?;

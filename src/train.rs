@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Policy, Transition};
 use crate::candidates::CandidateGenerator;
 use crate::config::{Checked, PolicyKind};
-use crate::env::{Env, EnvState, Observation, Session, State, StepOutcome};
+use crate::env::{Env, Observation, Session, State, StepOutcome};
 use crate::rng::SimRng;
 use crate::rng::{stream, substream, Stream};
+use crate::state::SimState;
 use crate::world::{Action, World};
 use crate::Result;
+use std::sync::Arc;
 
 /// One training episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +96,7 @@ pub struct TrainProgress {
     pub users_rng: SimRng,
     pub response_rng: SimRng,
     pub policy_rng: SimRng,
-    pub env: EnvState,
+    pub env: SimState,
 }
 
 /// Whether training goes on after an episode.
@@ -160,7 +162,7 @@ pub fn train(
         return train_lockstep(config, env, policy, record_steps, progress, after_episode);
     }
     // With fresh training episodes, each starts from the generated world.
-    let base = (config.train.train_world == crate::config::EvalWorld::Fresh).then(|| Env::new(config, World::generate(config)));
+    let base = (config.train.train_world == crate::config::EvalWorld::Fresh).then(|| Env::new(config, Arc::clone(&env.world)));
     let mut session_start = Instant::now();
     for episode in progress.episodes_done..config.train.episodes as u32 {
         let started = Instant::now();
@@ -446,7 +448,7 @@ pub fn mean_ci95(xs: &[f64]) -> (f64, f64) {
 /// Runs `episodes` evaluation episodes with exploration off, from a fresh copy of `world`.
 /// Episode k draws its user and its responses from its own stream, the same for every
 /// policy (common random numbers), so differences between policies are not noise.
-pub fn evaluate(config: &Checked, world: &World, policy: &mut dyn Policy, episodes: usize) -> Result<EvalResult> {
+pub fn evaluate(config: &Checked, world: &Arc<World>, policy: &mut dyn Policy, episodes: usize) -> Result<EvalResult> {
     evaluate_with(config, world, policy, episodes, None)
 }
 
@@ -471,7 +473,7 @@ pub struct ChoiceRecord {
 /// [`evaluate`], recording every step as a [`ChoiceRecord`].
 pub fn evaluate_choices(
     config: &Checked,
-    world: &World,
+    world: &Arc<World>,
     policy: &mut dyn Policy,
     episodes: usize,
 ) -> Result<(EvalResult, Vec<ChoiceRecord>)> {
@@ -548,7 +550,7 @@ type StepHook<'a> = &'a mut dyn FnMut(u64, u32, &Env, &Observation, &StepOutcome
 
 fn evaluate_with(
     config: &Checked,
-    world: &World,
+    world: &Arc<World>,
     policy: &mut dyn Policy,
     episodes: usize,
     mut on_step: Option<StepHook<'_>>,
@@ -641,7 +643,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let w = World::generate(&c);
+        let w = Arc::new(World::generate(&c));
         for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle, PolicyKind::Dqn] {
             let mut policy = crate::agent::make_policy(kind, &c).unwrap();
             let mut env = Env::new(&c, w.clone());
@@ -662,7 +664,7 @@ mod tests {
     fn fresh_evaluation_episodes_do_not_see_earlier_ones() {
         let config = |world: &str| Config::from_toml_str(&format!("[train]\neval_world = \"{world}\"\n"), &[]).unwrap();
         let (fresh, evolving) = (config("fresh"), config("evolving"));
-        let w = World::generate(&fresh);
+        let w = Arc::new(World::generate(&fresh));
         let greedy = evaluate(&fresh, &w, &mut GreedyPolicy, 40).unwrap();
         // Other choices in episode 0 only: with fresh worlds, episodes 1.. are the same.
         let odd = evaluate(&fresh, &w, &mut OddStart { odd: 3 }, 40).unwrap();

@@ -186,12 +186,12 @@ proptest! {
         let user = User { id: 0, age: 20, gender: 0, region: 0, interests: [1, 2] };
         let c = CandidateConfig::default();
         let top: Vec<(u32, f64)> = raws.iter().enumerate().map(|(j, &r)| (j as u32, r)).collect();
-        let out = rescore(&top, &user, &videos, &c);
+        let out = rescore(&top, &user, &videos, &views, &c);
         prop_assert_eq!(out.len(), raws.len());
         for cand in &out {
             let v = &videos[cand.video as usize];
             let interest = if v.category == 1 || v.category == 2 { 1.0 } else { 0.0 };
-            let expect = 0.5 * raws[cand.video as usize] + 0.1 * (0.1 * v.views as f64) + 0.3 * interest;
+            let expect = 0.5 * raws[cand.video as usize] + 0.1 * (0.1 * views[cand.video as usize] as f64) + 0.3 * interest;
             prop_assert!((cand.final_score - expect).abs() < 1e-12);
         }
         for w in out.windows(2) {

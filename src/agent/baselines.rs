@@ -205,7 +205,7 @@ mod tests {
     use crate::world::World;
 
     fn gap(config: &Checked, episodes: usize) -> crate::multiseed::Interval {
-        let world = World::generate(config);
+        let world = std::sync::Arc::new(World::generate(config));
         let myopic = evaluate(config, &world, &mut MyopicOraclePolicy, episodes).unwrap();
         let planner = evaluate(config, &world, &mut PlannerPolicy::new(config), episodes).unwrap();
         paired_gap(&[myopic, planner], PolicyKind::Planner, PolicyKind::MyopicOracle).unwrap()
@@ -216,7 +216,7 @@ mod tests {
         let c = Config::from_toml_str("[planner]\nrollouts = 4\ndepth = 5\n", &[]).unwrap();
         let g = gap(&c, 200);
         assert!(g.mean.abs() <= g.ci95, "{g:?}");
-        let world = World::generate(&c);
+        let world = std::sync::Arc::new(World::generate(&c));
         let oracle = evaluate(&c, &world, &mut OraclePolicy::new(&c), 200).unwrap();
         let myopic = evaluate(&c, &world, &mut MyopicOraclePolicy, 200).unwrap();
         assert_eq!(oracle.returns, myopic.returns);

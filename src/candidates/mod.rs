@@ -385,20 +385,21 @@ impl CandidateGenerator {
 
     /// The candidates for a user: the top `config.count` by raw score (exact, or from
     /// `index` when given), rescored with the business weights and ordered by final score
-    /// (ties by video id).
+    /// (ties by video id). `views`: each video's view count now.
     pub fn candidates(
         &mut self,
         m: &InteractionMatrix,
         index: Option<&NeighbourIndex>,
         user: &User,
         videos: &[Video],
+        views: &[u64],
         config: &CandidateConfig,
     ) -> Vec<Candidate> {
         let top = match index {
             Some(ix) => self.top_raw_from(m, ix, user.id, config.count),
             None => self.top_raw(m, user.id, config.count),
         };
-        rescore(&top, user, videos, config)
+        rescore(&top, user, videos, views, config)
     }
 }
 
@@ -785,17 +786,18 @@ impl TopK {
     }
 }
 
-/// Applies the business weights to (video, raw) pairs and orders by final score.
-pub fn rescore(top: &[(u32, f64)], user: &User, videos: &[Video], config: &CandidateConfig) -> Vec<Candidate> {
+/// Applies the business weights to (video, raw) pairs and orders by final score
+/// (`views`: each video's view count now).
+pub fn rescore(top: &[(u32, f64)], user: &User, videos: &[Video], views: &[u64], config: &CandidateConfig) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = top
         .iter()
         .map(|&(j, raw)| {
-            let v = &videos[j as usize];
+            let (v, views) = (&videos[j as usize], views[j as usize]);
             let interest_match = user.is_interested_in(v.category);
             let final_score = config.w_similarity * raw
-                + config.w_popularity * (config.popularity_scale * v.views as f64)
+                + config.w_popularity * (config.popularity_scale * views as f64)
                 + config.w_interest * if interest_match { 1.0 } else { 0.0 };
-            Candidate { video: j, category: v.category, raw, final_score, views: v.views, interest_match }
+            Candidate { video: j, category: v.category, raw, final_score, views, interest_match }
         })
         .collect();
     out.sort_by(|a, b| by_score_then_id((a.final_score, a.video), (b.final_score, b.video)));
@@ -891,7 +893,7 @@ mod tests {
             (0..3).map(|id| Video { id, category: id as u16, creator: 0, duration_s: 6.0, views: 10, quality: 0.0 }).collect();
         let c = CandidateConfig::default();
         let u = user(0, [2, 5]);
-        let out = rescore(&[(0, 0.0), (1, 0.0), (2, 0.0)], &u, &videos, &c);
+        let out = rescore(&[(0, 0.0), (1, 0.0), (2, 0.0)], &u, &videos, &[10; 3], &c);
         // Video 2 matches an interest (+0.3); 0 and 1 tie and keep id order.
         assert_eq!(out.iter().map(|x| x.video).collect::<Vec<_>>(), vec![2, 0, 1]);
         assert!((out[1].final_score - 0.1 * 0.1 * 10.0).abs() < 1e-12);

@@ -40,15 +40,15 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
                 Some((ranking, z)) => ranking[(z.sample(rng) as usize - 1).min(n_videos - 1)] as usize,
             };
             let user = &world.users[ui];
-            let (response, dt, ends) = world.model.history_step(user, &world.latent[ui], vi as u32, clock, rng);
+            let (response, dt, ends) = world.model.history_step(user, &world.start.latent[ui], vi as u32, clock, rng);
             if response.counts_view() {
                 world.videos[vi].views += 1;
             }
             let timestamp = clock;
             clock += dt;
-            world.model.update(&mut world.latent[ui], vi as u32, response, false, timestamp);
+            world.model.update(&mut world.start.latent[ui], vi as u32, response, false, timestamp);
             let action = if ends { Action::Done } else { response };
-            if let Some(log) = world.logs.get_mut(vi) {
+            if let Some(log) = world.start.logs.get_mut(vi) {
                 log.record(response.counts_view(), world.model.watch_fraction(vi as u32), ends);
             }
             world.history.push(Interaction {
@@ -64,8 +64,8 @@ pub fn generate_history(config: &Checked, world: &mut World, rng: &mut impl Rng)
                 clock += gap.sample(rng).max(0.0);
             }
         }
-        world.next_session[ui] = session + 1;
-        world.clock[ui] = clock;
+        world.start.next_session[ui] = session + 1;
+        world.start.clock[ui] = clock;
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::config::Checked;
 use crate::rng::{stream, Stream};
-use crate::user::{Latent, UserModel};
+use crate::state::SimState;
+use crate::user::UserModel;
 
 pub use history::generate_history;
 pub use response::{Action, ResponseModel};
@@ -58,24 +59,23 @@ pub struct Interaction {
     pub timestamp: f64,
 }
 
-/// Users, videos, the logged history and the user model of one run, with each user's
-/// clock, session counter and latent state where the history left them.
+/// The generated world of one run: users, videos, the logged history and the user model,
+/// and the simulation state the history leaves. Simulation never changes it: what
+/// simulation changes lives in an environment's own [`SimState`], which starts as a copy
+/// of [`World::start`], so one world (behind an `Arc`) serves every environment of a run.
 #[derive(Debug, Clone)]
 pub struct World {
     pub users: Vec<User>,
+    /// The catalogue; `views` counts the views as the logged history leaves them (the
+    /// live count is [`SimState::views`]).
     pub videos: Vec<Video>,
     pub history: Vec<Interaction>,
     /// How users respond (shared, immutable).
     pub model: Arc<UserModel>,
-    /// Each user's next session id (after their history).
-    pub next_session: Vec<u32>,
-    /// Each user's clock after their history.
-    pub clock: Vec<f64>,
-    /// Each user's latent state after their history (docs/model.md: Users with memory).
-    pub latent: Vec<Latent>,
-    /// What the platform has logged per video, from the history on (kept only when a
-    /// dynamic is on: the logged candidate features read it).
-    pub logs: Vec<crate::env::VideoLog>,
+    /// Where simulation starts: each video's views and log and each user's clock, next
+    /// session id and latent state after the history (docs/model.md: Users with memory),
+    /// with nothing added to the matrix and no session in flight.
+    pub start: SimState,
 }
 
 impl World {
@@ -86,18 +86,17 @@ impl World {
         let users = generate_users(config, &mut rng);
         draw_video_traits(config, &mut videos);
         let model = Arc::new(UserModel::new(config, &videos));
-        let mut world = World {
+        let start = SimState {
             next_session: vec![0; users.len()],
             clock: vec![0.0; users.len()],
             latent: users.iter().map(|u| model.initial_latent(u)).collect(),
             logs: if config.dynamics.is_off() { Vec::new() } else { vec![Default::default(); videos.len()] },
-            users,
-            videos,
-            history: Vec::new(),
-            model,
+            ..SimState::default()
         };
+        let mut world = World { users, videos, history: Vec::new(), model, start };
         let mut hrng = stream(config.seed, Stream::History);
         generate_history(config, &mut world, &mut hrng);
+        world.start.views = world.videos.iter().map(|v| v.views).collect();
         world
     }
 }
