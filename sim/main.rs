@@ -399,13 +399,12 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     for (name, i) in &summary.eval_mean_return {
         println!("  {:<14} {:>8.3} ± {:.3}", name, i.mean, i.ci95);
     }
-    if summary.per_seed.iter().any(|s| s.oracle_fraction.is_some()) {
-        println!("oracle_fraction: {:.3} ± {:.3}", summary.oracle_fraction.mean, summary.oracle_fraction.ci95);
+    if let Some(f) = &summary.oracle_fraction {
+        println!("oracle_fraction: {:.3} ± {:.3}", f.mean, f.ci95);
     }
-    println!(
-        "{} - greedy: {:.3} ± {:.3}",
-        summary.policy, summary.advantage_over_greedy.mean, summary.advantage_over_greedy.ci95
-    );
+    if let Some(a) = &summary.advantage_over_greedy {
+        println!("{} - greedy: {:.3} ± {:.3}", summary.policy, a.mean, a.ci95);
+    }
     if let Some(a) = &summary.advantage_over_myopic_oracle {
         println!("{} - myopic_oracle (paired per seed): {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
     }

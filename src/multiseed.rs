@@ -38,10 +38,13 @@ pub struct MultiSeedSummary {
     /// Mean evaluation return (exploration off) of the trained policy and each baseline,
     /// across seeds.
     pub eval_mean_return: BTreeMap<String, Interval>,
-    /// (trained - random) / (oracle - random), per seed, then across seeds.
-    pub oracle_fraction: Interval,
-    /// Per seed: trained - greedy, across seeds.
-    pub advantage_over_greedy: Interval,
+    /// (trained - random) / (oracle - random), per seed, then across seeds (with both
+    /// baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_fraction: Option<Interval>,
+    /// Per seed: trained - greedy, across seeds (with that baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_over_greedy: Option<Interval>,
     /// Per seed: trained - myopic oracle (paired), across seeds (with that baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advantage_over_myopic_oracle: Option<Interval>,
@@ -60,6 +63,8 @@ pub struct MultiSeedSummary {
 pub struct SeedResult {
     pub seed: u64,
     pub eval_mean_return: BTreeMap<String, f64>,
+    /// With the random and oracle baselines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oracle_fraction: Option<f64>,
 }
 
@@ -137,8 +142,8 @@ pub fn run_seeds(
         episodes: config.train.episodes,
         eval_episodes: config.train.eval_episodes,
         eval_mean_return,
-        oracle_fraction: Interval::of(&fractions),
-        advantage_over_greedy: Interval::of(&advantage),
+        oracle_fraction: (!fractions.is_empty()).then(|| Interval::of(&fractions)),
+        advantage_over_greedy: (!advantage.is_empty()).then(|| Interval::of(&advantage)),
         advantage_over_myopic_oracle,
         myopia_gap,
         per_seed,

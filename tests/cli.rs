@@ -442,6 +442,22 @@ fn multi_seed_runs_aggregate_with_intervals() {
     for f in ["report.md", "report.csv", "curves.png", "policies.png", "config.toml"] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    // Without greedy and the oracle there is nothing to compare with: no line and no
+    // key, never a NaN.
+    let out = dir.path().join("without");
+    let o = fypsim()
+        .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1, 2]", "--set", "train.episodes=10"])
+        .args(["--set", r#"train.baselines=["random"]"#, "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&o);
+    assert!(!text.contains("NaN") && !text.contains("- greedy") && !text.contains("oracle_fraction"), "{text}");
+    let s = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(!s.contains("advantage_over_greedy") && !s.contains("null"), "{s}");
     // One seed is not a multi-seed run.
     fypsim()
         .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"])
