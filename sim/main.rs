@@ -399,6 +399,12 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     for (name, i) in &summary.eval_mean_return {
         println!("  {:<14} {:>8.3} ± {:.3}", name, i.mean, i.ci95);
     }
+    if !summary.eval_mean_watch_s.is_empty() {
+        println!("seconds watched per session:");
+        for (name, i) in &summary.eval_mean_watch_s {
+            println!("  {:<14} {:>8.1} ± {:.1}", name, i.mean, i.ci95);
+        }
+    }
     if let Some(f) = &summary.oracle_fraction {
         println!("oracle_fraction: {:.3} ± {:.3}", f.mean, f.ci95);
     }

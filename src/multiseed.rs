@@ -38,6 +38,10 @@ pub struct MultiSeedSummary {
     /// Mean evaluation return (exploration off) of the trained policy and each baseline,
     /// across seeds.
     pub eval_mean_return: BTreeMap<String, Interval>,
+    /// Seconds watched per evaluation session, per policy, across seeds (with
+    /// `dynamics.behaviour` on: the return as watch time).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eval_mean_watch_s: BTreeMap<String, Interval>,
     /// (trained - random) / (oracle - random), per seed, then across seeds (with both
     /// baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +128,17 @@ pub fn run_seeds(
             (n.clone(), Interval::of(&xs))
         })
         .collect();
+    let mut watch = BTreeMap::<String, Vec<f64>>::new();
+    for r in &found {
+        // The trained policy's evaluation comes first, then the baselines'.
+        for (i, e) in r.summary.evaluation.iter().enumerate() {
+            if let Some(w) = e.mean_watch_s {
+                let name = if i == 0 { trained.clone() } else { e.policy.name().to_string() };
+                watch.entry(name).or_default().push(w);
+            }
+        }
+    }
+    let eval_mean_watch_s = watch.into_iter().map(|(k, xs)| (k, Interval::of(&xs))).collect();
     let fractions: Vec<f64> = per_seed.iter().filter_map(|s| s.oracle_fraction).collect();
     let greedy = PolicyKind::Greedy.name();
     let advantage: Vec<f64> =
@@ -142,6 +157,7 @@ pub fn run_seeds(
         episodes: config.train.episodes,
         eval_episodes: config.train.eval_episodes,
         eval_mean_return,
+        eval_mean_watch_s,
         oracle_fraction: (!fractions.is_empty()).then(|| Interval::of(&fractions)),
         advantage_over_greedy: (!advantage.is_empty()).then(|| Interval::of(&advantage)),
         advantage_over_myopic_oracle,

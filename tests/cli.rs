@@ -458,6 +458,33 @@ fn multi_seed_runs_aggregate_with_intervals() {
     assert!(!text.contains("NaN") && !text.contains("- greedy") && !text.contains("oracle_fraction"), "{text}");
     let s = std::fs::read_to_string(out.join("summary.json")).unwrap();
     assert!(!s.contains("advantage_over_greedy") && !s.contains("null"), "{s}");
+    assert!(!s.contains("eval_mean_watch_s") && !text.contains("seconds watched"), "no watch time in instatok: {s}");
+    // With watch time (users with memory), the return as watch time per session too.
+    let out = dir.path().join("longterm");
+    let o = fypsim()
+        .args(["run", "configs/longterm.toml", "--quiet", "--set", "train.seeds=[1, 2]", "--set", "train.episodes=10"])
+        .args(["--set", "train.eval_episodes=30", "--set", "train.eval_every=0", "--set", r#"train.baselines=["myopic_oracle"]"#])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&o).contains("seconds watched per session:"));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for p in ["dqn", "myopic_oracle"] {
+        let per_seed: Vec<f64> = (1..=2)
+            .map(|k| {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{k}/summary.json"))).unwrap()).unwrap();
+                let e = v["evaluation"].as_array().unwrap().iter().find(|e| e["policy"] == p).unwrap().clone();
+                e["mean_watch_s"].as_f64().unwrap()
+            })
+            .collect();
+        let mean = s["eval_mean_watch_s"][p]["mean"].as_f64().unwrap();
+        assert!(mean > 0.0 && (mean - (per_seed[0] + per_seed[1]) / 2.0).abs() < 1e-9, "{p}: {s}");
+    }
     // One seed is not a multi-seed run.
     fypsim()
         .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"])
