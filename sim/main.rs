@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -354,6 +354,73 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     Ok(())
 }
 
+/// The progress of many runs at once (a sweep, a multi-seed run): training episodes summed
+/// over the runs, as a bar on a terminal and, without one, a line at every tenth.
+struct EpisodeBar {
+    bar: ProgressBar,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+    /// The last tenth reported by a line.
+    tenth: std::sync::atomic::AtomicU64,
+    lines: bool,
+    quiet: bool,
+    started: Instant,
+}
+
+impl EpisodeBar {
+    fn new(total: u64, runs: &str, quiet: bool) -> EpisodeBar {
+        let bar = ProgressBar::new(total);
+        let terminal = std::io::stderr().is_terminal();
+        if quiet || !terminal {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {runs} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} training episodes [{{elapsed_precise}}, eta {{eta}}]"
+            ))
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        EpisodeBar {
+            bar,
+            total: total.max(1),
+            done: Default::default(),
+            tenth: Default::default(),
+            lines: !quiet && !terminal,
+            quiet,
+            started: Instant::now(),
+        }
+    }
+
+    /// `n` more training episodes are done.
+    fn add(&self, n: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.bar.inc(n);
+        let done = self.done.fetch_add(n, SeqCst) + n;
+        let tenth = (done * 10 / self.total).min(10);
+        if self.lines && self.tenth.fetch_max(tenth, SeqCst) < tenth {
+            eprintln!(
+                "fypsim: {}% of the training episodes done ({done} of {}) after {:.0} s",
+                tenth * 10,
+                self.total,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Prints a line above the bar.
+    fn line(&self, text: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("{text}"));
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// A run's status in a progress line (a failure's message is printed once, at the end).
 fn status_word(status: &fypsim::sweep::RunStatus) -> &'static str {
     use fypsim::sweep::RunStatus;
@@ -378,12 +445,19 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
         eprintln!("fypsim: `{}` under {n} seeds ({jobs} at a time) -> {}", checked.name, dir.display());
     }
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let summary = match fypsim::multiseed::run_seeds(checked, dir, jobs, &|seed, status| {
-        let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if !quiet {
-            eprintln!("fypsim: [{k}/{n}] seed {seed}: {}", status_word(status));
-        }
-    }) {
+    let bar = EpisodeBar::new((n * checked.train.episodes) as u64, &format!("{n} seeds"), quiet);
+    let result = fypsim::multiseed::run_seeds(
+        checked,
+        dir,
+        jobs,
+        &|seed, status| {
+            let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            bar.line(&format!("fypsim: [{k}/{n}] seed {seed}: {}", status_word(status)));
+        },
+        &|k| bar.add(k),
+    );
+    bar.finish();
+    let summary = match result {
         Ok(s) => s,
         Err(fypsim::Error::Interrupted) => {
             println!("interrupted: seeds in flight saved a checkpoint; finished seeds are kept");
@@ -740,27 +814,18 @@ fn cmd_sweep(path: &Path, out: Option<&Path>, jobs: Option<usize>, shard: Option
         return Ok(());
     }
     let jobs = jobs.unwrap_or_else(fypsim::cores);
-    let bar = ProgressBar::new(runs.len() as u64);
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg} [{elapsed_precise}, eta {eta}]",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+    let bar = EpisodeBar::new(fypsim::sweep::total_episodes(&runs), &format!("{} runs", runs.len()), false);
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let outcome = execute(
+        &runs,
+        jobs,
+        &|r, status| {
+            let k = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            bar.line(&format!("fypsim: [{k}/{}] {} seed {}: {}", runs.len(), r.label, r.seed, status_word(status)));
+        },
+        &|k| bar.add(k),
     );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let outcome = execute(&runs, jobs, &|r, status| {
-        let what = status_word(status);
-        bar.set_message(format!("| last: {} seed {} {what}", r.label, r.seed));
-        bar.inc(1);
-        if !std::io::stderr().is_terminal() {
-            eprintln!("fypsim: [{}/{}] {} seed {}: {what}", bar.position(), runs.len(), r.label, r.seed);
-        }
-    });
-    bar.finish_and_clear();
+    bar.finish();
     println!("{} runs done, {} skipped (complete), {} failed", outcome.done, outcome.skipped, outcome.failed.len());
     if outcome.busy > 0 {
         println!("{} runs were being run by another process (their folders are locked) and were left to it", outcome.busy);

@@ -80,6 +80,7 @@ pub fn run_seeds(
     dir: &Path,
     jobs: usize,
     on_done: &(dyn Fn(u64, &RunStatus) + Sync),
+    on_episodes: &(dyn Fn(u64) + Sync),
 ) -> Result<MultiSeedSummary> {
     // Seeds already done are kept only when they are of this very config: a rerun with
     // changed settings must not average old seeds with new ones.
@@ -94,7 +95,7 @@ pub fn run_seeds(
     }
     crate::run::write_resolved_config(config, dir, &crate::run::provenance())?;
     let runs = seed_runs(config, dir);
-    let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s));
+    let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s), on_episodes);
     if let Some((run, err)) = outcome.failed.first() {
         return Err(Error::Other(format!("{} of {} seeds failed; first: {run}: {err}", outcome.failed.len(), runs.len())));
     }

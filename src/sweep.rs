@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::config::{Checked, Config, ConfigError};
-use crate::run::Silent;
+use crate::run::RunObserver;
 use crate::{Error, Result};
 
 /// A sweep file.
@@ -228,11 +228,39 @@ pub struct SweepOutcome {
 
 /// Runs `runs` on `jobs` worker threads, skipping complete ones and resuming interrupted
 /// ones from their checkpoints; a failing run (an error or a panic inside it) leaves
-/// `error.txt` in its folder and the sweep goes on. `on_done` is called after each run.
+/// `error.txt` in its folder and the sweep goes on. `on_done` is called after each run,
+/// and `on_episodes(n)` whenever `n` more training episodes are done (a complete run's
+/// all at once, a resumed run's earlier ones when it resumes), for progress displays.
 /// After [`crate::run::request_stop`], runs in flight checkpoint and stop, and no new
 /// run starts.
-pub fn execute(runs: &[PlannedRun], jobs: usize, on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync)) -> SweepOutcome {
-    execute_with(runs, jobs, &run_one, on_done)
+pub fn execute(
+    runs: &[PlannedRun],
+    jobs: usize,
+    on_done: &(dyn Fn(&PlannedRun, &RunStatus) + Sync),
+    on_episodes: &(dyn Fn(u64) + Sync),
+) -> SweepOutcome {
+    execute_with(runs, jobs, &|r| run_one(r, on_episodes), on_done)
+}
+
+/// The training episodes `runs` will train in all (for progress displays).
+pub fn total_episodes(runs: &[PlannedRun]) -> u64 {
+    runs.iter().map(|r| r.config.train.episodes as u64).sum()
+}
+
+/// Reports a run's training episodes to a sweep's progress display.
+struct Counting<'a> {
+    on_episodes: &'a (dyn Fn(u64) + Sync),
+}
+
+impl RunObserver for Counting<'_> {
+    fn training_started(&mut self, _episodes: usize, done: usize) {
+        if done > 0 {
+            (self.on_episodes)(done as u64);
+        }
+    }
+    fn episode(&mut self, _record: &crate::train::EpisodeRecord) {
+        (self.on_episodes)(1);
+    }
 }
 
 /// [`execute`] with another way to run one run (tests plant failures through it).
@@ -315,9 +343,10 @@ fn of_this_config(r: &PlannedRun, what: &str) -> Result<()> {
 /// One run of a sweep: skipped when complete, resumed from its checkpoint when one
 /// exists, started afresh otherwise. A folder that holds a run of another config (the
 /// sweep file changed since) is that run's failure, never silently reused.
-fn run_one(r: &PlannedRun) -> Result<RunStatus> {
+fn run_one(r: &PlannedRun, on_episodes: &(dyn Fn(u64) + Sync)) -> Result<RunStatus> {
     if is_complete(r) {
         of_this_config(r, "a finished")?;
+        on_episodes(r.config.train.episodes as u64);
         return Ok(RunStatus::Skipped);
     }
     crate::run::preflight(&r.config)?;
@@ -328,7 +357,7 @@ fn run_one(r: &PlannedRun) -> Result<RunStatus> {
     }
     // libtorch threads are process-wide; parallel runs each get one.
     let control = crate::run::RunControl { resume, max_episodes: None };
-    match crate::run::run_with(&r.config, &r.dir, &r.label, control, &mut Silent) {
+    match crate::run::run_with(&r.config, &r.dir, &r.label, control, &mut Counting { on_episodes }) {
         Ok(crate::run::RunEnd::Finished(_)) => {
             let _ = std::fs::remove_file(r.dir.join("error.txt"));
             Ok(RunStatus::Done)

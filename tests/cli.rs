@@ -462,16 +462,19 @@ fn multi_seed_runs_aggregate_with_intervals() {
     // With watch time (users with memory), the return as watch time per session too.
     let out = dir.path().join("longterm");
     let o = fypsim()
-        .args(["run", "configs/longterm.toml", "--quiet", "--set", "train.seeds=[1, 2]", "--set", "train.episodes=10"])
+        .args(["run", "configs/longterm.toml", "--set", "train.seeds=[1, 2]", "--set", "train.episodes=10"])
         .args(["--set", "train.eval_episodes=30", "--set", "train.eval_every=0", "--set", r#"train.baselines=["myopic_oracle"]"#])
         .arg("--out")
         .arg(&out)
         .assert()
         .success()
         .get_output()
-        .stdout
         .clone();
-    assert!(String::from_utf8_lossy(&o).contains("seconds watched per session:"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("seconds watched per session:"));
+    // Progress without a terminal: a line at every tenth of the seeds' training episodes.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("10% of the training episodes done (2 of 20)"), "{err}");
+    assert!(err.contains("100% of the training episodes done (20 of 20)"), "{err}");
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for p in ["dqn", "myopic_oracle"] {
         let per_seed: Vec<f64> = (1..=2)
