@@ -252,6 +252,38 @@ impl RunObserver for Progress {
             bar.finish_and_clear();
         }
     }
+
+    fn calendar_started(&mut self, policy: &str, days: usize) {
+        let bar = ProgressBar::new(days as u64);
+        if self.quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30.cyan/blue}] day {pos}/{len} [{elapsed_precise}, eta {eta}]")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("population under {policy}"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+        if !self.quiet {
+            eprintln!("fypsim: the whole population lives {days} days under {policy}");
+        }
+    }
+
+    fn calendar_day(&mut self, day: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(day as u64);
+            // Without a terminal, a plain line every week.
+            if !self.quiet && !std::io::stderr().is_terminal() && day.is_multiple_of(7) {
+                eprintln!("fypsim: day {day}/{} done after {:.0} s", bar.length().unwrap_or(0), bar.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    fn calendar_finished(&mut self) {
+        self.training_finished();
+    }
 }
 
 fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_episodes: Option<u32>, quiet: bool) -> Result<()> {
@@ -349,6 +381,28 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     }
     if let Some(f) = summary.oracle_fraction {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
+    }
+    if let Some(first) = summary.population.first() {
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x));
+        println!("population ({} users, {} days; retention of the users active on day 0):", first.users, first.days);
+        println!(
+            "  {:<14} {:>13} {:>13} {:>13} {:>8} {:>8} {:>8} {:>9}",
+            "policy", "sessions/user/day", "watch min/user", "return/session", "day 1", "day 7", "day 28", "churned"
+        );
+        for p in &summary.population {
+            println!(
+                "  {:<14} {:>17.3} {:>14.1} {:>14.3} {:>8} {:>8} {:>8} {:>8.1}%",
+                p.policy,
+                p.sessions_per_user_day,
+                p.watch_s_per_user / 60.0,
+                p.reward_per_session,
+                pct(p.day1_retention),
+                pct(p.day7_retention),
+                pct(p.day28_retention),
+                100.0 * p.churned_at_end
+            );
+        }
+        println!("days: {}/days.csv and days.png; sessions.parquet, user_weeks.parquet, retention.png", dir.display());
     }
     println!("results: {}", dir.display());
     Ok(())
@@ -730,6 +784,7 @@ fn cmd_anatomy(config: &ConfigArgs, user: u64, policies: &str, episode: u64, out
     fypsim::plot::panels_plot(
         &png,
         &format!("{}: user {user}'s session under each policy (same random numbers)", checked.name),
+        "step of the session",
         &[
             ("return so far", series(&|s, i| s[..=i].iter().map(|x| x.reward).sum())),
             ("E[p] of the shown video", series(&|s, i| s[i].expected_p)),

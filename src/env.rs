@@ -426,6 +426,23 @@ impl Env {
         s
     }
 
+    /// A new session of `user` that opens at `at` on the user's clock (a calendar's time,
+    /// never before the user's last step): satiation decays over the real gap since the
+    /// last session rather than the fixed `satiation.session_gap_s`.
+    pub fn start_session_at(&mut self, user: u32, at: f64) -> Session {
+        if let Some(j) = &mut self.journal {
+            j.users.push(user);
+        }
+        let u = user as usize;
+        self.sim.next_session[u] += 1;
+        self.sim.clock[u] = self.sim.clock[u].max(at);
+        let mut s = Session::new(user);
+        if self.layout.logged.contains(&Logged::Exposure) {
+            s.exposure = vec![0.0; self.config.world.categories.len()];
+        }
+        s
+    }
+
     /// The observation layout.
     pub fn layout(&self) -> &Layout {
         &self.layout

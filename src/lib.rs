@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod matrix;
 pub mod multiseed;
 pub mod plot;
+pub mod population;
 pub mod records;
 pub mod report;
 pub mod rng;

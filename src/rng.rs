@@ -30,6 +30,12 @@ pub enum Stream {
     Torch = 8,
     /// Hidden video quality and varied durations (users with memory).
     VideoTraits = 9,
+    /// The calendar: users' peak hours and when they return (population runs).
+    Calendar = 10,
+    /// The users' responses in population runs, one sub-stream per user and session.
+    CalendarResponses = 11,
+    /// The policy's draws in population runs, one sub-stream per user and session.
+    CalendarPolicy = 12,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

@@ -30,6 +30,12 @@ pub trait RunObserver {
     fn episode(&mut self, _record: &EpisodeRecord) {}
     /// Training ended.
     fn training_finished(&mut self) {}
+    /// A population run of `policy` over `days` days starts.
+    fn calendar_started(&mut self, _policy: &str, _days: usize) {}
+    /// A simulated day of the population run ended (`day` counts from 1).
+    fn calendar_day(&mut self, _day: usize) {}
+    /// The population run ended.
+    fn calendar_finished(&mut self) {}
 }
 
 /// An observer that shows nothing.
@@ -78,6 +84,10 @@ pub struct Summary {
     pub steps_per_second: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_s: Option<f64>,
+    /// The population runs on the calendar, the trained policy first (none without
+    /// `[calendar]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub population: Vec<crate::population::PopulationSummary>,
     pub crate_version: String,
     pub git_revision: String,
     pub results_dir: String,
@@ -532,7 +542,14 @@ pub fn run_with(
     evaluation.extend(baselines);
     write_evaluation(config, dir, &evaluation)?;
     write_plots(config, dir, &progress, &evaluation, &curve)?;
-    let summary = write_summary(config, dir, label, &prov, &progress, evaluation)?;
+    let population = if config.calendar.days > 0 {
+        let pops = live_calendar(config, &world, policy.as_mut(), observer)?;
+        write_population(config, dir, &pops)?;
+        pops.iter().map(crate::population::summarize).collect()
+    } else {
+        Vec::new()
+    };
+    let summary = write_summary(config, dir, label, &prov, &progress, evaluation, population)?;
     Ok(RunEnd::Finished(Box::new(summary)))
 }
 
@@ -664,6 +681,76 @@ fn write_plots(
     Ok(())
 }
 
+/// The population runs: the trained policy, then each of `calendar.baselines`, each from
+/// the generated world.
+fn live_calendar(
+    config: &Checked,
+    world: &std::sync::Arc<World>,
+    trained: &mut dyn Policy,
+    observer: &mut dyn RunObserver,
+) -> Result<Vec<crate::population::Population>> {
+    let days = config.calendar.days;
+    let mut pops = Vec::new();
+    for kind in std::iter::once(config.policy).chain(config.calendar.baselines.iter().copied()) {
+        let mut baseline = if kind == config.policy { None } else { Some(make_policy(kind, config)?) };
+        let policy: &mut dyn Policy = match &mut baseline {
+            Some(b) => b.as_mut(),
+            None => &mut *trained,
+        };
+        observer.calendar_started(kind.name(), days);
+        let pop = crate::population::simulate(config, world, policy, kind, &mut |d| observer.calendar_day(d));
+        observer.calendar_finished();
+        pops.push(pop?);
+    }
+    Ok(pops)
+}
+
+/// sessions.parquet, days.parquet, days.csv, user_weeks.parquet, days.png and
+/// retention.png.
+fn write_population(config: &Checked, dir: &Path, pops: &[crate::population::Population]) -> Result<()> {
+    let path = dir.join("sessions.parquet");
+    records::write_parquet(&mut frame(records::sessions_frame(pops), &path)?, &path)?;
+    let path = dir.join("days.parquet");
+    let mut days = frame(records::days_frame(pops), &path)?;
+    records::write_parquet(&mut days, &path)?;
+    records::write_csv(&mut days, &dir.join("days.csv"))?;
+    let path = dir.join("user_weeks.parquet");
+    records::write_parquet(&mut frame(records::user_weeks_frame(pops), &path)?, &path)?;
+
+    let series = |f: &dyn Fn(&crate::population::Population) -> Vec<f64>| -> Vec<crate::plot::Series> {
+        pops.iter()
+            .map(|p| crate::plot::Series {
+                name: p.policy.name().to_string(),
+                points: f(p).into_iter().enumerate().map(|(d, y)| (d as f64, y)).collect(),
+            })
+            .collect()
+    };
+    let per_day = |p: &crate::population::Population, f: fn(&crate::population::DayRow) -> f64| {
+        crate::population::days(p).iter().map(f).collect::<Vec<f64>>()
+    };
+    crate::plot::panels_plot(
+        &dir.join("days.png"),
+        &format!("{}: the population day by day (seed {})", config.name, config.seed),
+        "day",
+        &[
+            ("active users", series(&|p| per_day(p, |d| d.active_users as f64))),
+            ("minutes watched per active user", series(&|p| per_day(p, |d| d.watch_s / 60.0 / (d.active_users.max(1) as f64)))),
+        ],
+    )?;
+    crate::plot::panels_plot(
+        &dir.join("retention.png"),
+        &format!("{}: share of users active each day (seed {})", config.name, config.seed),
+        "day",
+        &[
+            (
+                "share of all users active",
+                series(&|p| per_day(p, |d| d.active_users as f64).iter().map(|a| a / p.n_users.max(1) as f64).collect()),
+            ),
+            ("share of the day-0 cohort active", series(&crate::population::retention)),
+        ],
+    )
+}
+
 /// timing.json, then summary.json (last: it marks the run finished).
 fn write_summary(
     config: &Checked,
@@ -672,6 +759,7 @@ fn write_summary(
     prov: &Provenance,
     progress: &TrainProgress,
     evaluation: Vec<EvalResult>,
+    population: Vec<crate::population::PopulationSummary>,
 ) -> Result<Summary> {
     let summary = Summary {
         name: config.name.clone(),
@@ -689,6 +777,7 @@ fn write_summary(
         myopia_gap: paired_gap(&evaluation[1..], PolicyKind::Planner, PolicyKind::MyopicOracle),
         baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
+        population,
         steps_per_second: config.output.wall_time.then(|| progress.steps_per_s()),
         training_s: config.output.wall_time.then_some(progress.elapsed_s),
         crate_version: prov.crate_version.clone(),

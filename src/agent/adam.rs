@@ -48,6 +48,15 @@ impl Adam {
         Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, params, flat, m, v }
     }
 
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Changes the learning rate of the following steps (the moments are kept).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// The gradients of `loss` with respect to every parameter, in the order of the flat
     /// buffer. Taken straight from the backward pass rather than accumulated into each
     /// parameter's `.grad`: the same values, without zeroing and reading a dozen `.grad`

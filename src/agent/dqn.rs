@@ -312,6 +312,8 @@ pub struct DqnAgent {
     slots: usize,
     steps: u64,
     updates: u64,
+    /// Training episodes ended (for the learning-rate decay).
+    episodes: u64,
     /// Score every observation, explored or not, so that the propensity of each choice
     /// is known (for steps.parquet with a dynamic on); it draws nothing.
     log_propensity: bool,
@@ -373,6 +375,7 @@ impl DqnAgent {
             optimizer,
             steps: 0,
             updates: 0,
+            episodes: 0,
             log_propensity: config.output.steps && !config.dynamics.is_off(),
             last_greedy: Vec::new(),
             last_epsilon: 0.0,
@@ -381,6 +384,18 @@ impl DqnAgent {
 
     pub fn updates(&self) -> u64 {
         self.updates
+    }
+
+    /// The learning rate of the next update.
+    pub fn lr(&self) -> f64 {
+        self.optimizer.lr()
+    }
+
+    /// Sets the optimiser's rate from `dqn.lr_decay` for the episodes ended so far.
+    fn apply_lr_decay(&mut self) {
+        if let Some(decay) = &self.cfg.lr_decay {
+            self.optimizer.set_lr(decay.lr_at(self.cfg.lr, self.episodes));
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -478,6 +493,9 @@ struct AgentState {
     epsilon: Epsilon,
     steps: u64,
     updates: u64,
+    /// Absent from checkpoints written before the learning-rate decay (their runs had none).
+    #[serde(default)]
+    episodes: u64,
     adam_step: i64,
     replay_rng: SimRng,
     replay_len: usize,
@@ -629,6 +647,7 @@ impl DqnAgent {
             epsilon: self.epsilon.clone(),
             steps: self.steps,
             updates: self.updates,
+            episodes: self.episodes,
             adam_step,
             replay_rng: self.replay_rng.clone(),
             replay_len,
@@ -670,6 +689,8 @@ impl DqnAgent {
         self.epsilon = state.epsilon;
         self.steps = state.steps;
         self.updates = state.updates;
+        self.episodes = state.episodes;
+        self.apply_lr_decay();
         self.replay_rng = state.replay_rng;
         self.pending = state
             .pending
@@ -815,6 +836,8 @@ impl Policy for DqnAgent {
 
     fn end_episode(&mut self) {
         self.epsilon.tick(DecayUnit::Episode);
+        self.episodes += 1;
+        self.apply_lr_decay();
     }
 
     fn epsilon(&self) -> f64 {
@@ -987,5 +1010,37 @@ mod tests {
             last = a.update(&b);
         }
         assert!(last < first * 0.05 && last < 1e-2, "loss {first} -> {last}");
+    }
+
+    #[test]
+    fn the_learning_rate_decays_over_episodes_and_resumes_where_it_was() {
+        use crate::agent::Policy;
+        let o = ["dqn.lr=0.001", "dqn.lr_decay.end=0.0001", "dqn.lr_decay.from_episode=2", "dqn.lr_decay.episodes=4"];
+        let mut a = agent(&o);
+        let mut seen = vec![a.lr()];
+        for _ in 0..7 {
+            a.end_episode();
+            seen.push(a.lr());
+        }
+        let want = [0.001, 0.001, 0.001, 0.000775, 0.00055, 0.000325, 0.0001, 0.0001];
+        for (got, want) in seen.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{seen:?}");
+        }
+        // A checkpoint taken mid-decay resumes at the rate it had.
+        let mut b = agent(&o);
+        for _ in 0..3 {
+            b.end_episode();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        b.save(dir.path()).unwrap();
+        let mut c = agent(&o);
+        c.load(dir.path()).unwrap();
+        assert!((c.lr() - 0.000775).abs() < 1e-12, "{}", c.lr());
+        c.end_episode();
+        assert!((c.lr() - 0.00055).abs() < 1e-12);
+        // Without a decay the rate never moves.
+        let mut d = agent(&["dqn.lr=0.001"]);
+        (0..10).for_each(|_| d.end_episode());
+        assert_eq!(d.lr(), 0.001);
     }
 }

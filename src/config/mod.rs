@@ -43,6 +43,10 @@ pub struct Config {
     /// The `planner` baseline's search (left out of resolved configs at its defaults).
     #[serde(skip_serializing_if = "PlannerConfig::is_default")]
     pub planner: PlannerConfig,
+    /// Days and weeks: a population run on the calendar after training (docs/model.md:
+    /// Days and weeks). Off (`days = 0`, the default) it is left out of resolved configs.
+    #[serde(skip_serializing_if = "CalendarConfig::is_off")]
+    pub calendar: CalendarConfig,
     /// Written by fypsim beside results (crate version, git revision); ignored on input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
@@ -65,6 +69,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             dynamics: DynamicsConfig::default(),
             planner: PlannerConfig::default(),
+            calendar: CalendarConfig::default(),
             provenance: None,
         }
     }
@@ -554,6 +559,9 @@ pub struct DqnConfig {
     pub gradient_steps: usize,
     pub hidden: Vec<usize>,
     pub lr: f64,
+    /// Learning-rate decay over training episodes; none keeps `lr` all run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_decay: Option<LrDecayConfig>,
     pub gamma: f64,
     pub batch_size: usize,
     pub replay_capacity: usize,
@@ -582,6 +590,29 @@ pub struct DqnConfig {
     pub candidate_features: Vec<String>,
 }
 
+/// A linear learning-rate decay: `dqn.lr` until episode `from_episode`, then linearly
+/// down to `end` over the next `episodes` training episodes, then `end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrDecayConfig {
+    pub end: f64,
+    #[serde(default)]
+    pub from_episode: usize,
+    pub episodes: usize,
+}
+
+impl LrDecayConfig {
+    /// The learning rate after `episode` training episodes, for a base rate `lr`.
+    pub fn lr_at(&self, lr: f64, episode: u64) -> f64 {
+        let from = self.from_episode as u64;
+        if episode <= from {
+            return lr;
+        }
+        let frac = ((episode - from) as f64 / self.episodes.max(1) as f64).min(1.0);
+        lr + (self.end - lr) * frac
+    }
+}
+
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
 pub const CANDIDATE_FEATURES: [&str; 10] =
@@ -597,6 +628,7 @@ impl Default for DqnConfig {
             gradient_steps: 1,
             hidden: vec![64, 64],
             lr: 1e-3,
+            lr_decay: None,
             gamma: 0.95,
             batch_size: 50,
             replay_capacity: 10_000,
@@ -771,6 +803,69 @@ impl Default for PlannerConfig {
 impl PlannerConfig {
     pub fn is_default(&self) -> bool {
         *self == PlannerConfig::default()
+    }
+}
+
+/// Days and weeks (docs/model.md: Days and weeks): after training, the whole population
+/// lives through `days` simulated days under each policy, sessions interleaved step by
+/// step in time order on one shared matrix. After a session ends, a return model decides
+/// when the user opens the app again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarConfig {
+    /// Simulated days; 0 = no population run.
+    pub days: usize,
+    /// Sessions per day of a user whose satisfaction is at `reference` (the base rate of
+    /// the return hazard, averaged over the day's rhythm).
+    pub sessions_per_day: f64,
+    /// How strongly satisfaction moves the return hazard: the rate is multiplied by
+    /// exp(coupling * (satisfaction - reference)). 0 = policies cannot change returns.
+    pub coupling: f64,
+    /// The satisfaction (a session's return) at which a user returns at the base rate.
+    pub reference: f64,
+    /// Satisfaction after a session = memory * satisfaction + (1 - memory) * the session's
+    /// return: how long a good or bad session is remembered.
+    pub memory: f64,
+    /// Daily rhythm: the hazard is multiplied by 1 + rhythm * cos(2 pi (hour - peak) / 24),
+    /// with each user's peak hour drawn once; 0 = flat, 1 = no use of the app at the
+    /// opposite hour.
+    pub rhythm: f64,
+    /// Mean and spread of the users' peak hours (Normal, wrapped to [0, 24)).
+    pub peak_hour: f64,
+    pub peak_hour_sd: f64,
+    /// No new session within this many seconds of the last one's end.
+    pub min_gap_s: f64,
+    /// A user who has not returned for this many days has churned.
+    pub churn_days: usize,
+    /// A churned user's chance per day to come back (a reactivation); 0 = never.
+    pub reactivation_per_day: f64,
+    /// The policies besides the run's own that live through the calendar (baseline names).
+    pub baselines: Vec<PolicyKind>,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            days: 0,
+            sessions_per_day: 1.5,
+            coupling: 0.0,
+            reference: 0.0,
+            memory: 0.5,
+            rhythm: 0.5,
+            peak_hour: 20.0,
+            peak_hour_sd: 3.0,
+            min_gap_s: 600.0,
+            churn_days: 7,
+            reactivation_per_day: 0.0,
+            baselines: Vec::new(),
+        }
+    }
+}
+
+impl CalendarConfig {
+    /// No population run and every other key at its default.
+    pub fn is_off(&self) -> bool {
+        *self == CalendarConfig::default()
     }
 }
 

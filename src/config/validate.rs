@@ -252,6 +252,32 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "\"evolving\" when train.sessions > 1 (sessions in flight share one world)",
         ));
     }
+    let cal = &c.calendar;
+    at_most("calendar.days", cal.days, 36_500, "simulated days (100 years)")?;
+    in_range("calendar.sessions_per_day", cal.sessions_per_day, 1_000.0, "sessions per user and day")?;
+    if cal.days > 0 && cal.sessions_per_day <= 0.0 {
+        return Err(invalid("calendar.sessions_per_day", cal.sessions_per_day, "a rate > 0 sessions per user and day"));
+    }
+    in_range("calendar.coupling", cal.coupling, 10.0, "the return hazard's sensitivity to satisfaction")?;
+    moderate("calendar.reference", cal.reference)?;
+    in_unit("calendar.memory", cal.memory)?;
+    in_unit("calendar.rhythm", cal.rhythm)?;
+    if !(0.0..24.0).contains(&cal.peak_hour) {
+        return Err(invalid("calendar.peak_hour", cal.peak_hour, "an hour in [0, 24)"));
+    }
+    in_range("calendar.peak_hour_sd", cal.peak_hour_sd, 24.0, "hours")?;
+    in_range("calendar.min_gap_s", cal.min_gap_s, 86_400.0 * 7.0, "seconds, at most a week")?;
+    at_least("calendar.churn_days", cal.churn_days, 1)?;
+    at_most("calendar.churn_days", cal.churn_days, 36_500, "days")?;
+    in_range("calendar.reactivation_per_day", cal.reactivation_per_day, 100.0, "a rate per day")?;
+    if let Some(k) = cal.baselines.iter().find(|&&k| k == PolicyKind::Dqn) {
+        return Err(invalid(
+            "calendar.baselines",
+            k.name(),
+            "baseline policies (the run's own policy always lives through the calendar)",
+        ));
+    }
+
     let pl = &c.planner;
     at_least("planner.depth", pl.depth, 1)?;
     at_most("planner.depth", pl.depth, 10_000, "steps per rollout")?;
@@ -308,6 +334,14 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(invalid("dqn.hidden", format!("{:?}", d.hidden), "a non-empty list of layer widths in 1..=65536"));
     }
     positive("dqn.lr", d.lr)?;
+    if let Some(decay) = &d.lr_decay {
+        if !(decay.end > 0.0 && decay.end <= d.lr) {
+            return Err(invalid("dqn.lr_decay.end", decay.end, &format!("a learning rate in (0, dqn.lr = {}]", d.lr)));
+        }
+        at_least("dqn.lr_decay.episodes", decay.episodes, 1)?;
+        at_most("dqn.lr_decay.from_episode", decay.from_episode, 1_000_000_000, "episodes")?;
+        at_most("dqn.lr_decay.episodes", decay.episodes, 1_000_000_000, "episodes")?;
+    }
     at_most("dqn.batch_size", d.batch_size, 1_000_000, "transitions per batch")?;
     at_most("dqn.replay_capacity", d.replay_capacity, 1_000_000_000, "transitions")?;
     in_unit("dqn.gamma", d.gamma)?;
@@ -412,6 +446,16 @@ mod tests {
         assert!(m.contains("regional_taste[0].category") && m.contains("cats"), "{m}");
         let m = err("[world]\nn_videos = 5\n");
         assert!(m.contains("`world.n_videos`"), "{m}");
+        let m = err("[dqn]\nlr = 0.001\n[dqn.lr_decay]\nend = 0.01\nepisodes = 100\n");
+        assert!(m.contains("`dqn.lr_decay.end`") && m.contains("(0, dqn.lr = 0.001]"), "{m}");
+        let m = err("[calendar]\ndays = 7\nrhythm = 1.5\n");
+        assert!(m.contains("`calendar.rhythm`") && m.contains("[0, 1]"), "{m}");
+        let m = err("[calendar]\ndays = 7\nbaselines = [\"dqn\"]\n");
+        assert!(m.contains("`calendar.baselines`"), "{m}");
+        let m = err("[calendar]\ndays = 7\nsessions_per_day = 0.0\n");
+        assert!(m.contains("`calendar.sessions_per_day`"), "{m}");
+        let m = err("[dqn.lr_decay]\nend = 0.0001\n");
+        assert!(m.contains("episodes"), "{m}");
         let m = err("[dqn.epsilon]\nstart = 0.1\nend = 0.5\n");
         assert!(m.contains("`dqn.epsilon.end`"), "{m}");
         let m = err("name = \"../x\"\n");

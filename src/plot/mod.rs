@@ -256,10 +256,10 @@ pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, serie
     finish_chart(&mut chart, &root, 14, path)
 }
 
-/// Stacked step charts sharing an x axis (steps of a session): one panel per entry of
-/// `panels` (its y label and, per series, a name and its points), series coloured alike
-/// across panels.
-pub fn panels_plot(path: &Path, title: &str, panels: &[(&str, Vec<Series>)]) -> Result<()> {
+/// Stacked charts sharing an x axis (`x_desc`: the steps of a session, the days of a
+/// calendar): one panel per entry of `panels` (its y label and, per series, a name and
+/// its points), series coloured alike across panels.
+pub fn panels_plot(path: &Path, title: &str, x_desc: &str, panels: &[(&str, Vec<Series>)]) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let x_max = panels.iter().flat_map(|(_, s)| s.iter().flat_map(|s| s.points.iter().map(|p| p.0))).fold(0.0f64, f64::max);
@@ -278,7 +278,7 @@ pub fn panels_plot(path: &Path, title: &str, panels: &[(&str, Vec<Series>)]) -> 
             .map_err(|e| err(e.to_string()))?;
         chart
             .configure_mesh()
-            .x_desc("step of the session")
+            .x_desc(x_desc)
             .y_desc(*y_label)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .x_labels((x_max as usize + 2).min(25))

@@ -64,6 +64,73 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
     Ok(frame)
 }
 
+/// sessions.parquet of a population run: one row per session and policy.
+pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, &crate::population::SessionRow)> =
+        pops.iter().flat_map(|p| p.sessions.iter().map(move |s| (p.policy.name(), s))).collect();
+    df!(
+        "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "user" => rows.iter().map(|r| r.1.user).collect::<Vec<_>>(),
+        "session" => rows.iter().map(|r| r.1.session).collect::<Vec<_>>(),
+        "start_s" => rows.iter().map(|r| r.1.start_s).collect::<Vec<_>>(),
+        "end_s" => rows.iter().map(|r| r.1.end_s).collect::<Vec<_>>(),
+        "day" => rows.iter().map(|r| crate::population::day_of(r.1.start_s) as u32).collect::<Vec<_>>(),
+        "hour" => rows.iter().map(|r| crate::population::hour_of(r.1.start_s)).collect::<Vec<_>>(),
+        "steps" => rows.iter().map(|r| r.1.steps).collect::<Vec<_>>(),
+        "watch_s" => rows.iter().map(|r| r.1.watch_s).collect::<Vec<_>>(),
+        "reward" => rows.iter().map(|r| r.1.reward).collect::<Vec<_>>(),
+        "likes" => rows.iter().map(|r| r.1.likes).collect::<Vec<_>>(),
+        "skips" => rows.iter().map(|r| r.1.skips).collect::<Vec<_>>(),
+        "gap_s" => rows.iter().map(|r| r.1.gap_s).collect::<Vec<_>>(),
+        "reactivated" => rows.iter().map(|r| r.1.reactivated).collect::<Vec<_>>(),
+    )
+}
+
+/// days.parquet and days.csv of a population run: per policy and day, the daily figures,
+/// the share of all users active and the day-0 cohort's retention.
+pub fn days_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
+    let mut rows = Vec::new();
+    for p in pops {
+        let retention = crate::population::retention(p);
+        for d in crate::population::days(p) {
+            let share = d.active_users as f64 / p.n_users.max(1) as f64;
+            let kept = retention.get(d.day as usize).copied();
+            rows.push((p.policy.name(), d, share, kept));
+        }
+    }
+    df!(
+        "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "day" => rows.iter().map(|r| r.1.day).collect::<Vec<_>>(),
+        "active_users" => rows.iter().map(|r| r.1.active_users).collect::<Vec<_>>(),
+        "sessions" => rows.iter().map(|r| r.1.sessions).collect::<Vec<_>>(),
+        "watch_s" => rows.iter().map(|r| r.1.watch_s).collect::<Vec<_>>(),
+        "reward" => rows.iter().map(|r| r.1.reward).collect::<Vec<_>>(),
+        "churned" => rows.iter().map(|r| r.1.churned).collect::<Vec<_>>(),
+        "reactivated" => rows.iter().map(|r| r.1.reactivated).collect::<Vec<_>>(),
+        "share_active" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        "cohort_retention" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+    )
+}
+
+/// user_weeks.parquet of a population run: per policy, user and whole week, the activity
+/// aggregates and the week-ahead churn label.
+pub fn user_weeks_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, crate::population::UserWeek)> =
+        pops.iter().flat_map(|p| crate::population::user_weeks(p).into_iter().map(move |w| (p.policy.name(), w))).collect();
+    df!(
+        "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "user" => rows.iter().map(|r| r.1.user).collect::<Vec<_>>(),
+        "week" => rows.iter().map(|r| r.1.week).collect::<Vec<_>>(),
+        "sessions" => rows.iter().map(|r| r.1.sessions).collect::<Vec<_>>(),
+        "active_days" => rows.iter().map(|r| r.1.active_days).collect::<Vec<_>>(),
+        "watch_s" => rows.iter().map(|r| r.1.watch_s).collect::<Vec<_>>(),
+        "likes" => rows.iter().map(|r| r.1.likes).collect::<Vec<_>>(),
+        "skips" => rows.iter().map(|r| r.1.skips).collect::<Vec<_>>(),
+        "days_since_last_visit" => rows.iter().map(|r| r.1.days_since_last_visit).collect::<Vec<_>>(),
+        "inactive_next_week" => rows.iter().map(|r| r.1.inactive_next_week).collect::<Vec<_>>(),
+    )
+}
+
 /// users.csv of `fypsim world`.
 pub fn users_frame(world: &World, config: &Checked) -> PolarsResult<DataFrame> {
     let w = &config.world;

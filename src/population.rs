@@ -1,0 +1,731 @@
+//! Days and weeks (docs/model.md: Days and weeks): the whole population lives through
+//! simulated days under one policy. Every user's sessions and every step of them are
+//! events in one queue ordered by calendar time, so sessions of different users
+//! interleave step by step on the shared matrix: another user's interaction shows in your
+//! candidates as soon as it happens. After a session ends, the [`ReturnModel`] decides when
+//! the user opens the app again, or that they have churned.
+//!
+//! The run keeps every session (a row of `sessions.parquet`) and every churn; the daily
+//! figures (`days.parquet`), the cohort retention and the weekly aggregates with their
+//! churn labels (`user_weeks.parquet`) are derived from those rows by the functions below.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand_distr::{Distribution, Exp, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Policy;
+use crate::candidates::CandidateGenerator;
+use crate::config::{CalendarConfig, Checked, PolicyKind};
+use crate::env::{Env, Session};
+use crate::rng::{substream, SimRng, Stream};
+use crate::world::{Action, World};
+use crate::Result;
+
+/// Seconds in a simulated day.
+pub const DAY_S: f64 = 86_400.0;
+
+/// When a user comes back (docs/model.md: Days and weeks).
+///
+/// A user's return hazard at calendar time t is
+/// `sessions_per_day / 86400 * exp(coupling * (satisfaction - reference)) * (1 + rhythm *
+/// cos(2 pi (hour(t) - peak) / 24))` per second, from `min_gap_s` after the session's end;
+/// satisfaction is an exponentially weighted mean of the user's session returns. A user
+/// whose next return would come more than `churn_days` after the last session's end has
+/// churned at that moment; a churned user comes back at rate `reactivation_per_day`.
+#[derive(Debug, Clone)]
+pub struct ReturnModel {
+    cfg: CalendarConfig,
+}
+
+/// What follows a session's end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// The next session opens at this calendar time.
+    Return(f64),
+    /// The user churns at this calendar time (`churn_days` after the session's end).
+    Churn(f64),
+}
+
+/// The hour of the day (in [0, 24)) at calendar time `t` seconds.
+pub fn hour_of(t: f64) -> f64 {
+    (t / 3600.0).rem_euclid(24.0)
+}
+
+impl ReturnModel {
+    pub fn new(cfg: &CalendarConfig) -> ReturnModel {
+        ReturnModel { cfg: cfg.clone() }
+    }
+
+    /// Satisfaction after a session that returned `session_return`.
+    pub fn satisfaction_after(&self, satisfaction: f64, session_return: f64) -> f64 {
+        self.cfg.memory * satisfaction + (1.0 - self.cfg.memory) * session_return
+    }
+
+    /// The day-average return rate per second at `satisfaction`.
+    pub fn base_rate(&self, satisfaction: f64) -> f64 {
+        // The exponent is capped so that an extreme satisfaction cannot overflow the rate.
+        let x = (self.cfg.coupling * (satisfaction - self.cfg.reference)).clamp(-50.0, 50.0);
+        self.cfg.sessions_per_day / DAY_S * x.exp()
+    }
+
+    /// The return hazard per second at calendar time `t` for a user of peak hour `peak`.
+    pub fn hazard(&self, satisfaction: f64, peak: f64, t: f64) -> f64 {
+        let phase = 2.0 * std::f64::consts::PI * (hour_of(t) - peak) / 24.0;
+        self.base_rate(satisfaction) * (1.0 + self.cfg.rhythm * phase.cos())
+    }
+
+    /// The next return of a user whose last session ended at `end` (no return before
+    /// `earliest`), drawn by thinning the hazard's inhomogeneous Poisson process, or the
+    /// churn when it would come more than `churn_days` after `end`.
+    pub fn next(&self, satisfaction: f64, peak: f64, end: f64, earliest: f64, rng: &mut impl Rng) -> Next {
+        let churn_at = end + self.cfg.churn_days as f64 * DAY_S;
+        let max = self.base_rate(satisfaction) * (1.0 + self.cfg.rhythm);
+        let Ok(gaps) = Exp::new(max) else { return Next::Churn(churn_at) };
+        let mut t = earliest;
+        loop {
+            t += gaps.sample(rng);
+            if t >= churn_at {
+                return Next::Churn(churn_at);
+            }
+            if rng.random::<f64>() * max <= self.hazard(satisfaction, peak, t) {
+                return Next::Return(t);
+            }
+        }
+    }
+
+    /// When a user who churned at `at` comes back, if ever.
+    pub fn reactivation(&self, at: f64, rng: &mut impl Rng) -> Option<f64> {
+        let rate = self.cfg.reactivation_per_day / DAY_S;
+        (rate > 0.0).then(|| at + Exp::new(rate).expect("a positive rate").sample(rng))
+    }
+}
+
+/// One session of a population run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub user: u32,
+    /// The user's sessions in this run before this one.
+    pub session: u32,
+    /// Calendar seconds since day 0, 00:00.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub steps: u32,
+    pub watch_s: f64,
+    pub reward: f64,
+    pub likes: u32,
+    pub skips: u32,
+    /// Seconds since the end of the user's previous session in this run (none for the
+    /// first).
+    pub gap_s: Option<f64>,
+    /// The session brought a churned user back.
+    pub reactivated: bool,
+}
+
+/// Everything a population run of one policy recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Population {
+    pub policy: PolicyKind,
+    pub n_users: usize,
+    pub days: usize,
+    /// In the order the sessions ended.
+    pub sessions: Vec<SessionRow>,
+    /// (user, calendar time) of every churn.
+    pub churns: Vec<(u32, f64)>,
+    /// Environment steps taken.
+    pub steps: u64,
+}
+
+/// What a user is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pending {
+    Start { reactivated: bool },
+    Step,
+    Churn,
+    Nothing,
+}
+
+/// A session in flight.
+#[derive(Debug)]
+struct Flight {
+    session: Session,
+    start: f64,
+    steps: u32,
+    watch_s: f64,
+    reward: f64,
+    likes: u32,
+    skips: u32,
+    gap_s: Option<f64>,
+    reactivated: bool,
+    responses: SimRng,
+    policy: SimRng,
+}
+
+#[derive(Debug)]
+struct Life {
+    satisfaction: f64,
+    peak: f64,
+    last_end: Option<f64>,
+    sessions: u32,
+    pending: Pending,
+    flight: Option<Box<Flight>>,
+}
+
+/// Queues user `u`'s next event at calendar time `t`. Calendar times are never negative,
+/// so their bit patterns sort as the numbers do; ties go to the lower user id.
+fn pending_at(heap: &mut BinaryHeap<Reverse<(u64, u32)>>, t: f64, u: usize) {
+    heap.push(Reverse((t.max(0.0).to_bits(), u as u32)));
+}
+
+/// The sub-stream index of user `u`'s `n`-th draw of a kind.
+fn key(u: usize, n: u32) -> u64 {
+    ((u as u64) << 32) | n as u64
+}
+
+/// Each user's peak hour (Normal(`peak_hour`, `peak_hour_sd`), wrapped to [0, 24)).
+pub fn peak_hours(config: &Checked, n_users: usize) -> Vec<f64> {
+    let c = &config.calendar;
+    let normal = Normal::new(c.peak_hour, c.peak_hour_sd).expect("a validated spread");
+    (0..n_users)
+        .map(|u| normal.sample(&mut substream(config.seed, Stream::Calendar, key(u, u32::MAX))).rem_euclid(24.0))
+        .collect()
+}
+
+/// Lives `config.calendar.days` days of the world's whole population under `policy`
+/// (acting without exploration), from the generated world's state. `on_day` is called as
+/// each day completes. Sessions that are in flight when the last day ends run to their end;
+/// nothing starts after it.
+///
+/// Every draw comes from sub-streams per user and session (the return draws, the
+/// responses, the policy's own), so two policies face the same users with the same random
+/// numbers as far as their paths agree.
+pub fn simulate(
+    config: &Checked,
+    world: &Arc<World>,
+    policy: &mut dyn Policy,
+    kind: PolicyKind,
+    on_day: &mut dyn FnMut(usize),
+) -> Result<Population> {
+    let cal = &config.calendar;
+    let seed = config.seed;
+    let horizon = cal.days as f64 * DAY_S;
+    let model = ReturnModel::new(cal);
+    let mut env = Env::new(config, Arc::clone(world));
+    // Calendar time 0 is the midnight after every user's logged history.
+    let origin = (env.sim().clock.iter().copied().fold(0.0, f64::max) / DAY_S).ceil() * DAY_S;
+    let n = world.users.len();
+    let peaks = peak_hours(config, n);
+    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
+    let mut lives: Vec<Life> = Vec::with_capacity(n);
+    let mut churns = Vec::new();
+    for (u, &peak) in peaks.iter().enumerate() {
+        let satisfaction = cal.reference;
+        let mut rng = substream(seed, Stream::Calendar, key(u, 0));
+        let pending = match model.next(satisfaction, peak, 0.0, 0.0, &mut rng) {
+            Next::Return(t) => {
+                pending_at(&mut heap, t, u);
+                Pending::Start { reactivated: false }
+            }
+            Next::Churn(t) => {
+                pending_at(&mut heap, t, u);
+                Pending::Churn
+            }
+        };
+        lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None });
+    }
+
+    let mut generator = CandidateGenerator::new(world.videos.len());
+    let mut sessions = Vec::new();
+    let mut steps = 0u64;
+    let mut days_done = 0;
+    while let Some(Reverse((bits, user))) = heap.pop() {
+        let t = f64::from_bits(bits);
+        let u = user as usize;
+        while days_done < cal.days && t >= (days_done + 1) as f64 * DAY_S {
+            days_done += 1;
+            on_day(days_done);
+        }
+        let life = &mut lives[u];
+        match life.pending {
+            // Past the last day only the sessions in flight go on.
+            Pending::Start { .. } | Pending::Churn if t >= horizon => life.pending = Pending::Nothing,
+            Pending::Nothing => {}
+            Pending::Start { reactivated } => {
+                let session = env.start_session_at(user, origin + t);
+                let n = life.sessions;
+                life.flight = Some(Box::new(Flight {
+                    session,
+                    start: t,
+                    steps: 0,
+                    watch_s: 0.0,
+                    reward: 0.0,
+                    likes: 0,
+                    skips: 0,
+                    gap_s: life.last_end.map(|e| t - e),
+                    reactivated,
+                    responses: substream(seed, Stream::CalendarResponses, key(u, n)),
+                    policy: substream(seed, Stream::CalendarPolicy, key(u, n)),
+                }));
+                life.pending = Pending::Step;
+                pending_at(&mut heap, t, u);
+            }
+            Pending::Step => {
+                let f = life.flight.as_mut().expect("a session in flight");
+                let obs = env.observe_session(&f.session, &mut generator);
+                let (mut ended, mut end) = (obs.exhausted(), t);
+                if !ended {
+                    let slot = policy.act(&obs, false, &mut f.policy)?;
+                    let out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
+                    steps += 1;
+                    f.steps += 1;
+                    f.watch_s += out.watch_s;
+                    f.reward += out.reward;
+                    f.likes += u32::from(out.response == Action::Liked);
+                    f.skips += u32::from(out.response == Action::Skipped);
+                    end = env.sim().clock[u] - origin;
+                    ended = out.terminal || out.truncated;
+                }
+                if !ended {
+                    pending_at(&mut heap, end, u);
+                    continue;
+                }
+                let f = life.flight.take().expect("a session in flight");
+                sessions.push(SessionRow {
+                    user,
+                    session: life.sessions,
+                    start_s: f.start,
+                    end_s: end,
+                    steps: f.steps,
+                    watch_s: f.watch_s,
+                    reward: f.reward,
+                    likes: f.likes,
+                    skips: f.skips,
+                    gap_s: f.gap_s,
+                    reactivated: f.reactivated,
+                });
+                life.sessions += 1;
+                life.satisfaction = model.satisfaction_after(life.satisfaction, f.reward);
+                life.last_end = Some(end);
+                let mut rng = substream(seed, Stream::Calendar, key(u, life.sessions));
+                let (pending, at) = match model.next(life.satisfaction, life.peak, end, end + cal.min_gap_s, &mut rng) {
+                    Next::Return(at) => (Pending::Start { reactivated: false }, at),
+                    Next::Churn(at) => (Pending::Churn, at),
+                };
+                life.pending = pending;
+                pending_at(&mut heap, at, u);
+            }
+            Pending::Churn => {
+                churns.push((user, t));
+                // A reactivation draw of its own: index 2^31 + sessions so far.
+                let mut rng = substream(seed, Stream::Calendar, key(u, (1 << 31) + life.sessions));
+                life.pending = match model.reactivation(t, &mut rng) {
+                    Some(at) => {
+                        pending_at(&mut heap, at, u);
+                        Pending::Start { reactivated: true }
+                    }
+                    None => Pending::Nothing,
+                };
+            }
+        }
+    }
+    while days_done < cal.days {
+        days_done += 1;
+        on_day(days_done);
+    }
+    Ok(Population { policy: kind, n_users: n, days: cal.days, sessions, churns, steps })
+}
+
+/// The day (from 0) of calendar time `t`.
+pub fn day_of(t: f64) -> usize {
+    (t / DAY_S).floor().max(0.0) as usize
+}
+
+/// One day of a population run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayRow {
+    pub day: u32,
+    /// Users with a session that started this day.
+    pub active_users: u32,
+    pub sessions: u32,
+    pub watch_s: f64,
+    pub reward: f64,
+    /// Users who churned this day.
+    pub churned: u32,
+    /// Churned users who came back this day.
+    pub reactivated: u32,
+}
+
+/// Per day, which users were active (had a session start that day).
+pub fn active_by_day(pop: &Population) -> Vec<Vec<bool>> {
+    let mut active = vec![vec![false; pop.n_users]; pop.days];
+    for s in &pop.sessions {
+        if let Some(day) = active.get_mut(day_of(s.start_s)) {
+            day[s.user as usize] = true;
+        }
+    }
+    active
+}
+
+/// The daily figures.
+pub fn days(pop: &Population) -> Vec<DayRow> {
+    let mut rows: Vec<DayRow> = (0..pop.days)
+        .map(|d| DayRow { day: d as u32, active_users: 0, sessions: 0, watch_s: 0.0, reward: 0.0, churned: 0, reactivated: 0 })
+        .collect();
+    for s in &pop.sessions {
+        if let Some(r) = rows.get_mut(day_of(s.start_s)) {
+            r.sessions += 1;
+            r.watch_s += s.watch_s;
+            r.reward += s.reward;
+            r.reactivated += u32::from(s.reactivated);
+        }
+    }
+    for (r, active) in rows.iter_mut().zip(active_by_day(pop)) {
+        r.active_users = active.iter().filter(|&&a| a).count() as u32;
+    }
+    for &(_, t) in &pop.churns {
+        if let Some(r) = rows.get_mut(day_of(t)) {
+            r.churned += 1;
+        }
+    }
+    rows
+}
+
+/// Per day, the share of the day-0 cohort (the users active on day 0) active that day
+/// (empty without days or without a day-0 user).
+pub fn retention(pop: &Population) -> Vec<f64> {
+    let active = active_by_day(pop);
+    let Some(cohort) = active.first() else { return Vec::new() };
+    let size = cohort.iter().filter(|&&a| a).count();
+    if size == 0 {
+        return Vec::new();
+    }
+    active.iter().map(|day| day.iter().zip(cohort).filter(|(&a, &c)| a && c).count() as f64 / size as f64).collect()
+}
+
+/// One user's week: activity aggregates and the label of week-ahead churn prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserWeek {
+    pub user: u32,
+    pub week: u32,
+    pub sessions: u32,
+    /// Days of the week with a session.
+    pub active_days: u32,
+    pub watch_s: f64,
+    pub likes: u32,
+    pub skips: u32,
+    /// Days from the user's last session start to the week's end (from the calendar's
+    /// start when the user has had none).
+    pub days_since_last_visit: f64,
+    /// No session in the next week; none for the last week (its next week is not
+    /// observed).
+    pub inactive_next_week: Option<bool>,
+}
+
+/// Per user and whole week, the aggregates and the "inactive next week" label, ordered by
+/// user then week.
+pub fn user_weeks(pop: &Population) -> Vec<UserWeek> {
+    let weeks = pop.days / 7;
+    let mut rows: Vec<UserWeek> = (0..pop.n_users)
+        .flat_map(|u| {
+            (0..weeks).map(move |w| UserWeek {
+                user: u as u32,
+                week: w as u32,
+                sessions: 0,
+                active_days: 0,
+                watch_s: 0.0,
+                likes: 0,
+                skips: 0,
+                days_since_last_visit: 0.0,
+                inactive_next_week: None,
+            })
+        })
+        .collect();
+    if weeks == 0 {
+        return rows;
+    }
+    let mut last_start = vec![None::<f64>; pop.n_users * weeks];
+    let mut day_seen = vec![false; pop.n_users * weeks * 7];
+    for s in &pop.sessions {
+        let day = day_of(s.start_s);
+        let w = day / 7;
+        if w >= weeks {
+            continue;
+        }
+        let i = s.user as usize * weeks + w;
+        let r = &mut rows[i];
+        r.sessions += 1;
+        r.watch_s += s.watch_s;
+        r.likes += s.likes;
+        r.skips += s.skips;
+        if !std::mem::replace(&mut day_seen[i * 7 + day % 7], true) {
+            r.active_days += 1;
+        }
+        last_start[i] = Some(last_start[i].map_or(s.start_s, |x: f64| x.max(s.start_s)));
+    }
+    for u in 0..pop.n_users {
+        let mut last: Option<f64> = None;
+        for w in 0..weeks {
+            let i = u * weeks + w;
+            if let Some(t) = last_start[i] {
+                last = Some(t);
+            }
+            let week_end = (w + 1) as f64 * 7.0 * DAY_S;
+            rows[i].days_since_last_visit = (week_end - last.unwrap_or(0.0)) / DAY_S;
+            if w + 1 < weeks {
+                rows[i].inactive_next_week = Some(rows[i + 1].sessions == 0);
+            }
+        }
+    }
+    rows
+}
+
+/// A population run's headline figures, for `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PopulationSummary {
+    pub policy: String,
+    pub users: usize,
+    pub days: usize,
+    pub sessions: usize,
+    pub steps: u64,
+    pub sessions_per_user_day: f64,
+    /// Seconds watched per user over the whole run.
+    pub watch_s_per_user: f64,
+    pub reward_per_session: f64,
+    pub steps_per_session: f64,
+    /// The share of the day-0 cohort active on day 1, 7 and 28 (none when the run is too
+    /// short to observe it).
+    pub day1_retention: Option<f64>,
+    pub day7_retention: Option<f64>,
+    pub day28_retention: Option<f64>,
+    /// The share of users churned and not back at the end.
+    pub churned_at_end: f64,
+}
+
+/// The headline figures of `pop`.
+pub fn summarize(pop: &Population) -> PopulationSummary {
+    let n = pop.sessions.len();
+    let users = pop.n_users.max(1) as f64;
+    let per_session = |f: fn(&SessionRow) -> f64| if n == 0 { 0.0 } else { pop.sessions.iter().map(f).sum::<f64>() / n as f64 };
+    let retention = retention(pop);
+    // A user is churned at the end if their last event was a churn.
+    let mut last_churn = vec![None::<f64>; pop.n_users];
+    for &(u, t) in &pop.churns {
+        last_churn[u as usize] = Some(t);
+    }
+    let mut last_start = vec![None::<f64>; pop.n_users];
+    for s in &pop.sessions {
+        let x = &mut last_start[s.user as usize];
+        *x = Some(x.map_or(s.start_s, |v: f64| v.max(s.start_s)));
+    }
+    let churned =
+        last_churn.iter().zip(&last_start).filter(|(c, s)| matches!((c, s), (Some(c), s) if s.is_none_or(|s| s < *c))).count();
+    PopulationSummary {
+        policy: pop.policy.name().to_string(),
+        users: pop.n_users,
+        days: pop.days,
+        sessions: n,
+        steps: pop.steps,
+        sessions_per_user_day: n as f64 / (users * pop.days.max(1) as f64),
+        watch_s_per_user: pop.sessions.iter().map(|s| s.watch_s).sum::<f64>() / users,
+        reward_per_session: per_session(|s| s.reward),
+        steps_per_session: per_session(|s| s.steps as f64),
+        day1_retention: retention.get(1).copied(),
+        day7_retention: retention.get(7).copied(),
+        day28_retention: retention.get(28).copied(),
+        churned_at_end: churned as f64 / users,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::rng::stream;
+
+    fn calendar(extra: &str) -> CalendarConfig {
+        Config::from_toml_str(&format!("[calendar]\ndays = 7\n{extra}"), &[]).unwrap().calendar.clone()
+    }
+
+    #[test]
+    fn the_return_hazard_follows_satisfaction_and_the_hour_on_hand_made_histories() {
+        let m =
+            ReturnModel::new(&calendar("sessions_per_day = 2.0\ncoupling = 0.5\nreference = 1.0\nmemory = 0.5\nrhythm = 0.5\n"));
+        // Satisfaction after sessions returning 2, 4 and 0, from the reference.
+        let mut s = 1.0;
+        let mut seen = Vec::new();
+        for r in [2.0, 4.0, 0.0] {
+            s = m.satisfaction_after(s, r);
+            seen.push(s);
+        }
+        assert_eq!(seen, vec![1.5, 2.75, 1.375]);
+        // At the reference the day-average rate is sessions_per_day; each unit of
+        // satisfaction above it multiplies the rate by e^0.5.
+        assert!((m.base_rate(1.0) * DAY_S - 2.0).abs() < 1e-12);
+        assert!((m.base_rate(2.75) / m.base_rate(1.0) - (0.5f64 * 1.75).exp()).abs() < 1e-12);
+        // The rhythm: 1.5x at the peak hour, 0.5x twelve hours away, 1x six hours away.
+        let base = m.base_rate(1.375);
+        let at = |h: f64| m.hazard(1.375, 20.0, 3.0 * DAY_S + h * 3600.0) / base;
+        assert!((at(20.0) - 1.5).abs() < 1e-9 && (at(8.0) - 0.5).abs() < 1e-9 && (at(2.0) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn returns_come_at_the_configured_rate_and_satisfaction_brings_users_back_sooner() {
+        let m = ReturnModel::new(&calendar("sessions_per_day = 1.5\ncoupling = 0.5\nmin_gap_s = 0.0\nchurn_days = 1000\n"));
+        let mut rng = stream(5, Stream::Calendar);
+        let per_day = |sat: f64, rng: &mut SimRng| {
+            let (mut t, mut n) = (0.0, 0);
+            while t < 2000.0 * DAY_S {
+                match m.next(sat, 20.0, t, t, rng) {
+                    Next::Return(at) => t = at,
+                    Next::Churn(_) => panic!("no churn within 1000 days at this rate"),
+                }
+                n += 1;
+            }
+            n as f64 / 2000.0
+        };
+        // 3,000 returns expected: the count is within about 3 standard deviations.
+        let flat = per_day(0.0, &mut rng);
+        assert!((flat - 1.5).abs() < 0.09, "{flat} returns per day, want 1.5");
+        let happy = per_day(1.0, &mut rng);
+        let want = 1.5 * 0.5f64.exp();
+        assert!((happy - want).abs() < 0.12, "{happy} returns per day, want {want}");
+    }
+
+    #[test]
+    fn users_who_stay_away_churn_and_may_be_reactivated() {
+        // 0.1 sessions a day: P(a return within 7 days) = 1 - e^-0.7 = 0.503.
+        let m =
+            ReturnModel::new(&calendar("sessions_per_day = 0.1\nrhythm = 0.0\nmin_gap_s = 0.0\nreactivation_per_day = 0.5\n"));
+        let mut rng = stream(6, Stream::Calendar);
+        let mut churned = 0;
+        for _ in 0..4000 {
+            match m.next(0.0, 20.0, DAY_S, DAY_S, &mut rng) {
+                Next::Churn(at) => {
+                    assert_eq!(at, 8.0 * DAY_S, "churn is dated churn_days after the last session");
+                    churned += 1;
+                }
+                Next::Return(at) => assert!(at > DAY_S && at < 8.0 * DAY_S),
+            }
+        }
+        let share = churned as f64 / 4000.0;
+        assert!((share - (-0.7f64).exp()).abs() < 0.025, "{share}");
+        let back: Vec<f64> = (0..4000).map(|_| m.reactivation(10.0 * DAY_S, &mut rng).unwrap() - 10.0 * DAY_S).collect();
+        let mean_days = back.iter().sum::<f64>() / back.len() as f64 / DAY_S;
+        assert!((mean_days - 2.0).abs() < 0.15, "mean wait {mean_days} days, want 2");
+        let never = ReturnModel::new(&calendar(""));
+        assert_eq!(never.reactivation(0.0, &mut rng), None);
+    }
+
+    fn row(user: u32, start_day: f64, watch_s: f64) -> SessionRow {
+        SessionRow {
+            user,
+            session: 0,
+            start_s: start_day * DAY_S,
+            end_s: start_day * DAY_S + 60.0,
+            steps: 3,
+            watch_s,
+            reward: 1.0,
+            likes: 1,
+            skips: 0,
+            gap_s: None,
+            reactivated: false,
+        }
+    }
+
+    #[test]
+    fn weeks_are_labelled_inactive_next_week_from_the_sessions() {
+        // User 0 is active in weeks 0 and 2, user 1 in week 0 (twice on day 3) and never
+        // again (churned on day 10), user 2 never.
+        let pop = Population {
+            policy: PolicyKind::Greedy,
+            n_users: 3,
+            days: 21,
+            sessions: vec![row(0, 0.5, 10.0), row(1, 3.2, 20.0), row(1, 3.7, 5.0), row(0, 15.0, 7.0)],
+            churns: vec![(1, 10.7 * DAY_S)],
+            steps: 12,
+        };
+        let weeks = user_weeks(&pop);
+        assert_eq!(weeks.len(), 9);
+        let w = |u: usize, k: usize| &weeks[u * 3 + k];
+        assert_eq!((w(0, 0).sessions, w(0, 0).inactive_next_week), (1, Some(true)));
+        assert_eq!((w(0, 1).sessions, w(0, 1).inactive_next_week), (0, Some(false)));
+        assert_eq!(w(0, 2).inactive_next_week, None, "the last week's next week is not observed");
+        assert_eq!((w(1, 0).sessions, w(1, 0).active_days, w(1, 0).watch_s), (2, 1, 25.0));
+        assert_eq!(w(1, 0).inactive_next_week, Some(true));
+        assert!((w(1, 1).days_since_last_visit - (14.0 - 3.7)).abs() < 1e-9);
+        assert!((w(0, 2).days_since_last_visit - 6.0).abs() < 1e-9);
+        assert_eq!((w(2, 0).days_since_last_visit, w(2, 2).days_since_last_visit), (7.0, 21.0));
+        let d = days(&pop);
+        assert_eq!((d[3].active_users, d[3].sessions, d[10].churned), (1, 2, 1));
+        // Day 0's cohort is user 0 alone: active again on day 15 only.
+        let r = retention(&pop);
+        assert_eq!((r[0], r[1], r[15]), (1.0, 0.0, 1.0));
+        let s = summarize(&pop);
+        assert_eq!((s.sessions, s.day1_retention, s.day7_retention, s.day28_retention), (4, Some(0.0), Some(0.0), None));
+        assert!((s.churned_at_end - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    fn world(overrides: &[&str]) -> (Checked, Arc<World>) {
+        let toml =
+            "seed = 9\n[world]\nn_videos = 400\nn_users = 60\n[calendar]\ndays = 3\ncoupling = 0.3\nsessions_per_day = 3.0\n";
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let c = Config::from_toml_str(toml, &o).unwrap();
+        let w = Arc::new(World::generate(&c));
+        (c, w)
+    }
+
+    fn live(c: &Checked, w: &Arc<World>, kind: PolicyKind) -> Population {
+        let mut p = crate::agent::make_policy(kind, c).unwrap();
+        let mut days = Vec::new();
+        let pop = simulate(c, w, p.as_mut(), kind, &mut |d| days.push(d)).unwrap();
+        assert_eq!(days, vec![1, 2, 3], "every day is reported once");
+        pop
+    }
+
+    #[test]
+    fn a_population_run_repeats_for_its_seed_and_interleaves_sessions_in_time() {
+        let (c, w) = world(&[]);
+        let a = live(&c, &w, PolicyKind::Greedy);
+        assert_eq!(a, live(&c, &w, PolicyKind::Greedy));
+        assert!(a.sessions.len() > 60, "{} sessions", a.sessions.len());
+        // Every session starts within the calendar, and no user has two at once.
+        let mut by_user: Vec<Vec<&SessionRow>> = vec![Vec::new(); 60];
+        for s in &a.sessions {
+            assert!(s.start_s >= 0.0 && s.start_s < 3.0 * DAY_S && s.end_s >= s.start_s);
+            by_user[s.user as usize].push(s);
+        }
+        for rows in &by_user {
+            for pair in rows.windows(2) {
+                assert!(pair[1].start_s >= pair[0].end_s + c.calendar.min_gap_s - 1e-6);
+                assert_eq!(pair[1].gap_s.unwrap(), pair[1].start_s - pair[0].end_s);
+            }
+        }
+        // Sessions of different users overlap in time: they ran interleaved.
+        let mut sorted: Vec<&SessionRow> = a.sessions.iter().collect();
+        sorted.sort_by(|x, y| x.start_s.total_cmp(&y.start_s));
+        assert!(sorted.windows(2).any(|p| p[1].start_s < p[0].end_s), "some sessions overlap");
+        // Another seed is another run.
+        let (c2, w2) = world(&["seed=10"]);
+        assert_ne!(a.sessions, live(&c2, &w2, PolicyKind::Greedy).sessions);
+    }
+
+    #[test]
+    fn a_better_policy_brings_users_back_more_often_when_returns_are_coupled() {
+        let (c, w) = world(&["calendar.reference=2.0"]);
+        let random = summarize(&live(&c, &w, PolicyKind::Random));
+        let oracle = summarize(&live(&c, &w, PolicyKind::Oracle));
+        assert!(oracle.reward_per_session > random.reward_per_session);
+        assert!(oracle.sessions_per_user_day > random.sessions_per_user_day, "{oracle:?} vs {random:?}");
+        let (c0, w0) = world(&["calendar.reference=2.0", "calendar.coupling=0.0"]);
+        let flat_random = summarize(&live(&c0, &w0, PolicyKind::Random));
+        let flat_oracle = summarize(&live(&c0, &w0, PolicyKind::Oracle));
+        // Without the coupling the sessions a user opens depend on the policy only through
+        // when the last one ended (returns come min_gap_s after it at the earliest).
+        let rel = |a: &PopulationSummary, b: &PopulationSummary| a.sessions as f64 / b.sessions as f64 - 1.0;
+        let (coupled, flat) = (rel(&oracle, &random), rel(&flat_oracle, &flat_random));
+        assert!(flat.abs() < 0.02 && coupled > 0.1, "oracle over random: {coupled} coupled, {flat} without");
+    }
+}
