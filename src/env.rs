@@ -90,6 +90,13 @@ pub enum Logged {
     /// 1.4 at a million): unlike `views` (views / 100, the prototype's input) it stays of
     /// order 1 at any world size and under power-law popularity.
     LogViews,
+    /// The user's logged taste for the candidate's category: the summed matrix scores of
+    /// the user's interactions with that category (watched 1, liked 2, skipped -2 by
+    /// default) over twice the number of videos plus one, in about [-1, 1]. A platform logs it;
+    /// it follows the drift of the user's interests, which the profile does not.
+    Affinity,
+    /// 1 when the user follows the candidate's creator (a logged action), else 0.
+    Followed,
 }
 
 /// The divisor of ln(1 + views) in [`Logged::LogViews`].
@@ -108,10 +115,20 @@ impl Logged {
             Logged::Exposure => "exposure",
             Logged::Duration => "duration",
             Logged::LogViews => "log_views",
+            Logged::Affinity => "affinity",
+            Logged::Followed => "followed",
         }
     }
-    pub const ALL: [Logged; 6] =
-        [Logged::WatchRate, Logged::Completion, Logged::ExitRate, Logged::Exposure, Logged::Duration, Logged::LogViews];
+    pub const ALL: [Logged; 8] = [
+        Logged::WatchRate,
+        Logged::Completion,
+        Logged::ExitRate,
+        Logged::Exposure,
+        Logged::Duration,
+        Logged::LogViews,
+        Logged::Affinity,
+        Logged::Followed,
+    ];
 }
 
 /// The observation layout, declared once: the state builder writes by it and the
@@ -506,6 +523,8 @@ impl Env {
             }
         };
         let (raw_scale, final_scale) = (scale(|c| c.raw), scale(|c| c.final_score));
+        let affinity = layout.logged.contains(&Logged::Affinity).then(|| self.affinity(session.user));
+        let followed: &[u32] = self.sim.latent.get(session.user as usize).map_or(&[], |l| &l.followed);
         for (k, cand) in candidates.iter().enumerate().take(r) {
             let f = &mut numeric[layout.slot(k)..layout.slot(k + 1)];
             f[num::FINAL] = (cand.final_score * final_scale) as f32;
@@ -521,12 +540,29 @@ impl Env {
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
                     Logged::Duration => (self.world.videos[cand.video as usize].duration_s / 60.0) as f32,
                     Logged::LogViews => ((cand.views as f64).ln_1p() / LOG_VIEWS_SCALE) as f32,
+                    Logged::Affinity => affinity.as_ref().map_or(0.0, |a| a[cand.category as usize]),
+                    Logged::Followed => {
+                        let creator = self.world.videos[cand.video as usize].creator;
+                        f32::from(u8::from(followed.binary_search(&creator).is_ok()))
+                    }
                 };
             }
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
             valid[k] = true;
         }
         State { numeric, categorical, valid }
+    }
+
+    /// The user's logged taste per category ([`Logged::Affinity`]), from the matrix.
+    fn affinity(&self, user: u32) -> Vec<f32> {
+        let n = self.config.world.categories.len();
+        let (mut sum, mut count) = (vec![0.0f64; n], vec![0u32; n]);
+        for (video, score) in self.matrix.user_row(user).iter() {
+            let c = self.world.videos[video as usize].category as usize;
+            sum[c] += score;
+            count[c] += 1;
+        }
+        sum.iter().zip(&count).map(|(s, &k)| (s / (2.0 * (k as f64 + 1.0))) as f32).collect()
     }
 
     /// Rebuilds the neighbour lists when `candidates.refresh_every` interactions arrived.
@@ -891,6 +927,50 @@ mod tests {
             let mean = sum / n as f64;
             let se = ((sq / n as f64 - mean * mean) / n as f64).sqrt();
             assert!((mean - exact).abs() < 5.0 * se, "slot {slot}: {mean} vs {exact} (se {se})");
+        }
+    }
+
+    #[test]
+    fn affinity_and_followed_read_the_users_logged_actions() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 300\nn_users = 40\n[dynamics.behaviour]\nenabled = true\n\
+             [dqn]\ncandidate_features = [\"interest\", \"affinity\", \"followed\"]\n",
+            &[],
+        )
+        .unwrap();
+        let world = Arc::new(World::generate(&c));
+        let mut env = Env::new(&c, Arc::clone(&world));
+        let obs = env.reset(6).clone();
+        let (aff, fol) = (num::PER_SLOT, num::PER_SLOT + 1);
+        // By hand: the user's summed scores per category over twice the number of videos
+        // plus one (a video met twice is one matrix entry).
+        let mut per_video = std::collections::BTreeMap::new();
+        for h in world.history.iter().filter(|h| h.user == 6) {
+            *per_video.entry(h.video).or_insert(0.0) += h.score;
+        }
+        for (k, cand) in obs.candidates.iter().enumerate() {
+            let (mut sum, mut n) = (0.0, 0.0);
+            for (&v, &score) in &per_video {
+                if world.videos[v as usize].category == cand.category {
+                    sum += score;
+                    n += 1.0;
+                }
+            }
+            let want = (sum / (2.0 * (n + 1.0))) as f32;
+            let got = obs.state.numeric[env.layout().slot(k) + aff];
+            assert!((got - want).abs() < 1e-6, "slot {k}: {got} vs {want}");
+            assert_eq!(obs.state.numeric[env.layout().slot(k) + fol], 0.0, "nobody is followed yet");
+        }
+        // Once the user follows slot 2's creator, every candidate of that creator reads 1.
+        let creator = world.videos[obs.candidates[2].video as usize].creator;
+        let mut state = env.state();
+        state.latent[6].followed = vec![creator];
+        let mut env = Env::new(&c, Arc::clone(&world));
+        env.restore(&state).unwrap();
+        let obs = env.reset(6).clone();
+        for (k, cand) in obs.candidates.iter().enumerate() {
+            let want = f32::from(u8::from(world.videos[cand.video as usize].creator == creator));
+            assert_eq!(obs.state.numeric[env.layout().slot(k) + fol], want);
         }
     }
 }

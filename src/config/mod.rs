@@ -615,8 +615,20 @@ impl LrDecayConfig {
 
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 10] =
-    ["final", "raw", "views", "interest", "watch_rate", "completion", "exit_rate", "exposure", "duration", "log_views"];
+pub const CANDIDATE_FEATURES: [&str; 12] = [
+    "final",
+    "raw",
+    "views",
+    "interest",
+    "watch_rate",
+    "completion",
+    "exit_rate",
+    "exposure",
+    "duration",
+    "log_views",
+    "affinity",
+    "followed",
+];
 
 impl Default for DqnConfig {
     fn default() -> Self {
