@@ -545,6 +545,27 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     if let Some(g) = &summary.myopia_gap {
         println!("myopia gap (planner - myopic_oracle, paired per seed): {:+.3} ± {:.3}", g.mean, g.ci95);
     }
+    if !summary.population.is_empty() {
+        let pct = |i: &Option<fypsim::multiseed::Interval>| {
+            i.as_ref().map_or("-".to_string(), |i| format!("{:.1} ± {:.1}%", 100.0 * i.mean, 100.0 * i.ci95))
+        };
+        println!("population, across seeds (retention of the users active on day 0):");
+        println!("  {:<24} {:>16} {:>16} {:>16} {:>16}", "policy", "sessions/user/day", "watch min/user", "day 1", "day 7");
+        let rows = summary.population.iter().chain(&summary.population_differences);
+        for (name, p) in rows {
+            println!(
+                "  {:<24} {:>10.3} ± {:.3} {:>9.1} ± {:.1} {:>16} {:>16}",
+                name,
+                p.sessions_per_user_day.mean,
+                p.sessions_per_user_day.ci95,
+                p.watch_s_per_user.mean / 60.0,
+                p.watch_s_per_user.ci95 / 60.0,
+                pct(&p.day1_retention),
+                pct(&p.day7_retention)
+            );
+        }
+        println!("retention.png: the share of users active each day, with 95% bands across seeds");
+    }
     println!("results: {}", dir.display());
     Ok(())
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Checked, PolicyKind};
+use crate::population::PopulationSummary;
+use crate::records::frame;
 use crate::report::{self, mean_ci};
 use crate::sweep::{execute, seed_runs, RunStatus};
 use crate::{Error, Result};
@@ -56,11 +58,119 @@ pub struct MultiSeedSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub myopia_gap: Option<Interval>,
     pub per_seed: Vec<SeedResult>,
+    /// With `[calendar]`: per policy, its population figures across seeds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub population: BTreeMap<String, PopulationAcross>,
+    /// With `[calendar]`: per other policy, "<policy> - <the run's policy>" of the
+    /// population figures, paired per seed, across seeds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub population_differences: BTreeMap<String, PopulationAcross>,
     /// Mean training steps per second of the seeds: only with `output.wall_time = true`
     /// (each seed's `timing.json` has it), so that the summary is the same for the same
     /// seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps_per_second: Option<f64>,
+}
+
+/// A population run's headline figures across seeds (each a mean with its 95% interval);
+/// the retentions only where every seed's run was long enough to observe them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PopulationAcross {
+    pub sessions_per_user_day: Interval,
+    pub watch_s_per_user: Interval,
+    pub reward_per_session: Interval,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day1_retention: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day7_retention: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day28_retention: Option<Interval>,
+    pub churned_at_end: Interval,
+}
+
+/// Picks one figure of a population summary.
+type Figure = fn(&PopulationSummary) -> Option<f64>;
+
+impl PopulationAcross {
+    /// Across seeds, of `f` of each seed's figure picked by a getter (none where a seed
+    /// lacks it).
+    fn of(seeds: usize, f: &dyn Fn(Figure) -> Vec<f64>) -> PopulationAcross {
+        let across = |g: Figure| {
+            let xs = f(g);
+            (xs.len() == seeds && seeds > 0).then(|| Interval::of(&xs))
+        };
+        let always = |g| Interval::of(&f(g));
+        PopulationAcross {
+            sessions_per_user_day: always(|p| Some(p.sessions_per_user_day)),
+            watch_s_per_user: always(|p| Some(p.watch_s_per_user)),
+            reward_per_session: always(|p| Some(p.reward_per_session)),
+            day1_retention: across(|p| p.day1_retention),
+            day7_retention: across(|p| p.day7_retention),
+            day28_retention: across(|p| p.day28_retention),
+            churned_at_end: always(|p| Some(p.churned_at_end)),
+        }
+    }
+}
+
+/// Per policy its population figures across seeds, and per other policy its differences
+/// from the run's own policy (the first population of each seed), paired per seed.
+fn population_across(found: &[report::RunInfo]) -> (BTreeMap<String, PopulationAcross>, BTreeMap<String, PopulationAcross>) {
+    let mut own: BTreeMap<String, Vec<&PopulationSummary>> = BTreeMap::new();
+    let mut pairs: BTreeMap<String, Vec<(&PopulationSummary, &PopulationSummary)>> = BTreeMap::new();
+    for r in found {
+        let Some(first) = r.summary.population.first() else { continue };
+        for p in &r.summary.population {
+            own.entry(p.policy.clone()).or_default().push(p);
+            if !std::ptr::eq(p, first) {
+                pairs.entry(format!("{} - {}", p.policy, first.policy)).or_default().push((p, first));
+            }
+        }
+    }
+    let figures = own
+        .iter()
+        .map(|(k, v)| (k.clone(), PopulationAcross::of(v.len(), &|g| v.iter().filter_map(|p| g(p)).collect())))
+        .collect();
+    let differences = pairs
+        .iter()
+        .map(|(k, v)| {
+            (k.clone(), PopulationAcross::of(v.len(), &|g| v.iter().filter_map(|(p, t)| Some(g(p)? - g(t)?)).collect()))
+        })
+        .collect();
+    (figures, differences)
+}
+
+/// retention.png of a multi-seed calendar run: per policy the share of all users active
+/// each day, its mean across seeds with the 95% band (from each seed's days.csv).
+fn draw_retention(dir: &Path, found: &[report::RunInfo]) -> Result<()> {
+    let mut by: BTreeMap<String, BTreeMap<i64, Vec<f64>>> = BTreeMap::new();
+    for r in found {
+        let path = r.dir.join("days.csv");
+        if !path.is_file() {
+            continue;
+        }
+        let df = crate::records::read_csv(&path)?;
+        let policy = frame(df.column("policy").and_then(|c| c.str().cloned()), &path)?;
+        let day = frame(df.column("day").and_then(|c| c.cast(&polars::prelude::DataType::Int64)), &path)?;
+        let share = frame(df.column("share_active").and_then(|c| c.cast(&polars::prelude::DataType::Float64)), &path)?;
+        let (day, share) = (frame(day.i64().cloned(), &path)?, frame(share.f64().cloned(), &path)?);
+        for i in 0..df.height() {
+            if let (Some(p), Some(d), Some(x)) = (policy.get(i), day.get(i), share.get(i)) {
+                by.entry(p.to_string()).or_default().entry(d).or_default().push(x);
+            }
+        }
+    }
+    if by.is_empty() {
+        return Ok(());
+    }
+    let series: Vec<(String, crate::plot::Band)> =
+        by.into_iter().map(|(p, days)| (p, report::band_of(days.into_iter().map(|(d, xs)| (d as f64, xs))))).collect();
+    crate::plot::bands_plot(
+        &dir.join("retention.png"),
+        &format!("share of users active each day ({} seeds, mean and 95% band)", found.len()),
+        "day",
+        "share of all users active",
+        &series,
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +260,7 @@ pub fn run_seeds(
     };
     let advantage_over_myopic_oracle = across(&|s| s.advantage_over_myopic_oracle.as_ref().map(|i| i.mean));
     let myopia_gap = across(&|s| s.myopia_gap.as_ref().map(|i| i.mean));
+    let (population, population_differences) = population_across(&found);
     let summary = MultiSeedSummary {
         multi_seed: true,
         name: config.name.clone(),
@@ -164,6 +275,8 @@ pub fn run_seeds(
         advantage_over_myopic_oracle,
         myopia_gap,
         per_seed,
+        population,
+        population_differences,
         steps_per_second: config.output.wall_time.then(|| {
             found.iter().map(|r| r.summary.steps_per_second.unwrap_or(f64::NAN)).sum::<f64>() / found.len().max(1) as f64
         }),
@@ -172,5 +285,6 @@ pub fn run_seeds(
     let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
     std::fs::write(&path, json).map_err(Error::io("write", &path))?;
     report::report(dir)?;
+    draw_retention(dir, &found)?;
     Ok(summary)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::plot::{finish_chart, plot_err, register_font, PALETTE};
+use crate::plot::{finish_chart, plot_err, register_font, Band, PALETTE};
 use crate::records::{self, frame};
 use crate::run::Summary;
 use crate::{Error, Result};
@@ -261,13 +261,22 @@ fn short(label: &str, max: usize) -> String {
     }
 }
 
+/// Per x, the mean of its values and the half-width of their 95% interval (0 for a
+/// single value).
+pub fn band_of(points: impl IntoIterator<Item = (f64, Vec<f64>)>) -> Band {
+    points
+        .into_iter()
+        .map(|(x, ys)| {
+            let (m, c) = mean_ci(&ys);
+            (x, m, if c.is_finite() { c } else { 0.0 })
+        })
+        .collect()
+}
+
 /// Learning curves: per configuration the mean evaluation return over seeds at each
 /// evaluation point, with its 95% band.
 fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> {
     register_font();
-    let err = plot_err(path);
-    // Per configuration: (episode, mean, half-width of the 95% band) at each point.
-    type Band = Vec<(f64, f64, f64)>;
     let mut series: Vec<(String, Band)> = Vec::new();
     for row in rows {
         let mut by_ep: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
@@ -276,53 +285,16 @@ fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> 
                 by_ep.entry(e).or_default().push(v);
             }
         }
-        let pts = by_ep
-            .into_iter()
-            .map(|(e, xs)| {
-                let (m, c) = mean_ci(&xs);
-                (e as f64, m, if c.is_finite() { c } else { 0.0 })
-            })
-            .collect();
-        series.push((row.label.clone(), pts));
+        series.push((row.label.clone(), band_of(by_ep.into_iter().map(|(e, xs)| (e as f64, xs)))));
     }
-    let x1 = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
-    for p in series.iter().flat_map(|s| s.1.iter()) {
-        y0 = y0.min(p.1 - p.2);
-        y1 = y1.max(p.1 + p.2);
-    }
-    if !y0.is_finite() {
-        (y0, y1) = (0.0, 1.0);
-    }
-    let pad = ((y1 - y0) * 0.05).max(0.05);
-    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("evaluation return during training (mean over seeds, 95% band)", ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d(0.0..x1, (y0 - pad)..(y1 + pad))
-        .map_err(|e| err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("training episodes")
-        .y_desc("evaluation return")
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    for (k, (label, pts)) in series.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
-        let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1 + p.2)).collect();
-        band.extend(pts.iter().rev().map(|p| (p.0, p.1 - p.2)));
-        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15).filled()))).map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
-            .map_err(|e| err(e.to_string()))?
-            .label(short(label, 60))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-    }
-    finish_chart(&mut chart, &root, 14, path)
+    let series: Vec<(String, Band)> = series.into_iter().map(|(l, p)| (short(&l, 60), p)).collect();
+    crate::plot::bands_plot(
+        path,
+        "evaluation return during training (mean over seeds, 95% band)",
+        "training episodes",
+        "evaluation return",
+        &series,
+    )
 }
 
 /// Horizontal grouped bars: per configuration the trained policy and each baseline, with

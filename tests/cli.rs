@@ -663,3 +663,31 @@ fn a_calendar_run_lives_the_population_through_weeks_and_writes_its_tables() {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
     }
 }
+
+#[test]
+fn a_multi_seed_calendar_run_aggregates_the_population_across_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seeds");
+    let extra =
+        ["train.seeds=[1,2,3]", "policy=greedy", "calendar.days=8", "calendar.coupling=0.3", r#"calendar.baselines=["random"]"#];
+    let assert = smoke_run(&out, &extra).success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(stdout.contains("population, across seeds") && stdout.contains("random - greedy"), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for policy in ["greedy", "random"] {
+        let p = &summary["population"][policy];
+        assert!(p["watch_s_per_user"]["mean"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["day7_retention"]["ci95"].is_number(), "{p}");
+    }
+    // The paired difference is the mean of the per-seed differences.
+    let d = summary["population_differences"]["random - greedy"]["watch_s_per_user"]["mean"].as_f64().unwrap();
+    let per_seed: Vec<f64> = (1..=3)
+        .map(|s| {
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{s}/summary.json"))).unwrap()).unwrap();
+            r["population"][1]["watch_s_per_user"].as_f64().unwrap() - r["population"][0]["watch_s_per_user"].as_f64().unwrap()
+        })
+        .collect();
+    assert!((d - per_seed.iter().sum::<f64>() / 3.0).abs() < 1e-9);
+    assert!(out.join("retention.png").is_file());
+}

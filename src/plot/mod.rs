@@ -256,6 +256,53 @@ pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, serie
     finish_chart(&mut chart, &root, 14, path)
 }
 
+/// A line with its 95% band: (x, mean, half-width) points.
+pub type Band = Vec<(f64, f64, f64)>;
+
+/// Lines with 95% bands: per series a name and its points.
+pub fn bands_plot(path: &Path, caption: &str, x_desc: &str, y_desc: &str, series: &[(String, Band)]) -> Result<()> {
+    register_font();
+    let err = plot_err(path);
+    let x1 = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for p in series.iter().flat_map(|s| s.1.iter()) {
+        y0 = y0.min(p.1 - p.2);
+        y1 = y1.max(p.1 + p.2);
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(0.05);
+    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0.0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (k, (label, pts)) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1 + p.2)).collect();
+        band.extend(pts.iter().rev().map(|p| (p.0, p.1 - p.2)));
+        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15).filled()))).map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
+            .map_err(|e| err(e.to_string()))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+    }
+    finish_chart(&mut chart, &root, 14, path)
+}
+
 /// Stacked charts sharing an x axis (`x_desc`: the steps of a session, the days of a
 /// calendar): one panel per entry of `panels` (its y label and, per series, a name and
 /// its points), series coloured alike across panels.
