@@ -386,7 +386,7 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x));
         println!("population ({} users, {} days; retention of the users active on day 0):", first.users, first.days);
         println!(
-            "  {:<14} {:>13} {:>13} {:>13} {:>8} {:>8} {:>8} {:>9}",
+            "  {:<14} {:>17} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
             "policy", "sessions/user/day", "watch min/user", "return/session", "day 1", "day 7", "day 28", "churned"
         );
         for p in &summary.population {

@@ -585,7 +585,8 @@ pub struct DqnConfig {
     /// The per-candidate numbers the network sees, from "final", "raw", "views",
     /// "interest" (the others read 0), and the logged "watch_rate", "completion",
     /// "exit_rate" and "exposure" (the first three need a dynamic on), "duration" and
-    /// "log_views" (ln(1 + views) / 10: views on a scale that holds at any world size).
+    /// "log_views" (ln(1 + views) / 10: views on a scale that holds at any world size),
+    /// and the user's own logged "affinity" (taste for the category) and "followed".
     /// Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
 }
