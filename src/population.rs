@@ -247,6 +247,10 @@ pub fn simulate(
         while days_done < cal.days && t >= (days_done + 1) as f64 * DAY_S {
             days_done += 1;
             on_day(days_done);
+            // A signal stops the run at a day's end (a resume repeats the population run).
+            if crate::run::stop_requested() {
+                return Err(crate::Error::Interrupted);
+            }
         }
         let life = &mut lives[u];
         match life.pending {

@@ -543,7 +543,13 @@ pub fn run_with(
     write_evaluation(config, dir, &evaluation)?;
     write_plots(config, dir, &progress, &evaluation, &curve)?;
     let population = if config.calendar.days > 0 {
-        let pops = live_calendar(config, &world, policy.as_mut(), observer)?;
+        let pops = match live_calendar(config, &world, policy.as_mut(), observer) {
+            Err(Error::Interrupted) => {
+                // Training is done and saved: a resume evaluates and lives the calendar again.
+                return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
+            }
+            other => other?,
+        };
         write_population(config, dir, &pops)?;
         pops.iter().map(crate::population::summarize).collect()
     } else {

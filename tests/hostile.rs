@@ -404,6 +404,49 @@ fn sigint_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_signal_during_the_population_run_stops_it_and_the_resume_repeats_it_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings =
+        ["policy=greedy", "output.steps=false", "calendar.days=300", "calendar.sessions_per_day=3.0", "calendar.coupling=0.3"];
+    let whole = tmp.path().join("whole");
+    let started = std::time::Instant::now();
+    assert!(smoke(&whole, &settings).status.success());
+    let whole_s = started.elapsed().as_secs_f64();
+
+    let cut = tmp.path().join("cut");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(&cut);
+    for s in settings {
+        cmd.args(["--set", s]);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The population run starts once training's final checkpoint is written.
+    let started = std::time::Instant::now();
+    while !cut.join("eval.csv").exists() && started.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !cut.join("summary.json").exists(),
+        "the run finished before the signal (an uninterrupted one took {whole_s:.1} s); make it longer\n{stdout}"
+    );
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{err}");
+    assert!(stdout.contains("fypsim run --resume"), "{stdout}");
+    assert!(!cut.join("days.csv").exists(), "no population table is written by an interrupted population run");
+
+    let o = resume(&cut);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["episodes.csv", "eval_episodes.csv", "days.csv", "sessions.parquet", "user_weeks.parquet"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap(), "{f} differs after the resume");
+    }
+}
+
+#[test]
 fn result_files_are_byte_identical_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
