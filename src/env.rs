@@ -431,15 +431,8 @@ impl Env {
     /// A new session of `user` (the user's session counter moves on), for
     /// [`Env::observe_session`] and [`Env::apply`].
     pub fn start_session(&mut self, user: u32) -> Session {
-        if let Some(j) = &mut self.journal {
-            j.users.push(user);
-        }
-        self.sim.next_session[user as usize] += 1;
+        let s = self.open_session(user);
         self.world.model.begin_session(&mut self.sim.latent[user as usize]);
-        let mut s = Session::new(user);
-        if self.layout.logged.contains(&Logged::Exposure) {
-            s.exposure = vec![0.0; self.config.world.categories.len()];
-        }
         s
     }
 
@@ -447,12 +440,18 @@ impl Env {
     /// never before the user's last step): satiation decays over the real gap since the
     /// last session rather than the fixed `satiation.session_gap_s`.
     pub fn start_session_at(&mut self, user: u32, at: f64) -> Session {
+        let u = user as usize;
+        self.sim.clock[u] = self.sim.clock[u].max(at);
+        self.open_session(user)
+    }
+
+    /// What every new session of `user` does: the user's session counter moves on (and
+    /// is journalled), and the session starts empty.
+    fn open_session(&mut self, user: u32) -> Session {
         if let Some(j) = &mut self.journal {
             j.users.push(user);
         }
-        let u = user as usize;
-        self.sim.next_session[u] += 1;
-        self.sim.clock[u] = self.sim.clock[u].max(at);
+        self.sim.next_session[user as usize] += 1;
         let mut s = Session::new(user);
         if self.layout.logged.contains(&Logged::Exposure) {
             s.exposure = vec![0.0; self.config.world.categories.len()];
