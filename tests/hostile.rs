@@ -366,6 +366,26 @@ fn sweep_grids_with_repeated_or_colliding_values_are_refused() {
     assert!(stdout.contains("output.results_dir=a%20b/seed1") && stdout.contains("output.results_dir=a-b/seed1"), "{stdout}");
 }
 
+/// A smoke run into `out` with `settings`, sent SIGINT `delay_ms` after `ready` appears in
+/// its folder (polled every `poll_ms`, for at most `wait_s` seconds); its output.
+fn interrupted_smoke(out: &Path, settings: &[&str], ready: &str, wait_s: u64, poll_ms: u64, delay_ms: u64) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(out);
+    for s in settings {
+        cmd.args(["--set", s]);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !out.join(ready).exists() && started.elapsed().as_secs() < wait_s {
+        std::thread::sleep(std::time::Duration::from_millis(poll_ms));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn sigint_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -374,22 +394,8 @@ fn sigint_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one() {
     assert!(smoke(&whole, &settings).status.success());
 
     let cut = tmp.path().join("cut");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(&cut);
-    for s in settings {
-        cmd.args(["--set", s]);
-    }
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Training has started once the baselines are evaluated; give it a moment more.
-    let started = std::time::Instant::now();
-    while !cut.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let o = child.wait_with_output().unwrap();
+    let o = interrupted_smoke(&cut, &settings, "config.toml", 60, 20, 1500);
     let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!cut.join("summary.json").exists(), "the run finished before the signal; make it longer\n{stdout}");
     assert_eq!(o.status.code(), Some(130), "{stdout}\n{err}");
@@ -414,22 +420,8 @@ fn a_signal_during_the_population_run_stops_it_and_the_resume_repeats_it_exactly
     let whole_s = started.elapsed().as_secs_f64();
 
     let cut = tmp.path().join("cut");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(&cut);
-    for s in settings {
-        cmd.args(["--set", s]);
-    }
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // The population run starts once training's final checkpoint is written.
-    let started = std::time::Instant::now();
-    while !cut.join("eval.csv").exists() && started.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let o = child.wait_with_output().unwrap();
+    // The population run starts just after the trained policy's evaluation is written.
+    let o = interrupted_smoke(&cut, &settings, "eval.csv", 120, 5, 200);
     let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(
         !cut.join("summary.json").exists(),
