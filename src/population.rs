@@ -362,51 +362,55 @@ pub struct DayRow {
     pub reactivated: u32,
 }
 
-/// Per day, which users were active (had a session start that day).
-pub fn active_by_day(pop: &Population) -> Vec<Vec<bool>> {
-    let mut active = vec![vec![false; pop.n_users]; pop.days];
-    for s in &pop.sessions {
-        if let Some(day) = active.get_mut(day_of(s.start_s)) {
-            day[s.user as usize] = true;
-        }
-    }
-    active
+/// The day-by-day figures of a population run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Daily {
+    pub rows: Vec<DayRow>,
+    /// Per day, the share of the day-0 cohort (the users active on day 0) active that day
+    /// (empty without days or without a day-0 user).
+    pub retention: Vec<f64>,
 }
 
-/// The daily figures.
-pub fn days(pop: &Population) -> Vec<DayRow> {
+impl Daily {
+    /// The share of all users active on each day.
+    pub fn share_active(&self, n_users: usize) -> Vec<f64> {
+        self.rows.iter().map(|d| d.active_users as f64 / n_users.max(1) as f64).collect()
+    }
+}
+
+/// The daily figures and the day-0 cohort's retention, from one pass over which users
+/// were active (had a session start) on each day.
+pub fn daily(pop: &Population) -> Daily {
+    let mut active = vec![vec![false; pop.n_users]; pop.days];
     let mut rows: Vec<DayRow> = (0..pop.days)
         .map(|d| DayRow { day: d as u32, active_users: 0, sessions: 0, watch_s: 0.0, reward: 0.0, churned: 0, reactivated: 0 })
         .collect();
     for s in &pop.sessions {
-        if let Some(r) = rows.get_mut(day_of(s.start_s)) {
+        let day = day_of(s.start_s);
+        if let (Some(r), Some(a)) = (rows.get_mut(day), active.get_mut(day)) {
             r.sessions += 1;
             r.watch_s += s.watch_s;
             r.reward += s.reward;
             r.reactivated += u32::from(s.reactivated);
+            a[s.user as usize] = true;
         }
     }
-    for (r, active) in rows.iter_mut().zip(active_by_day(pop)) {
-        r.active_users = active.iter().filter(|&&a| a).count() as u32;
+    for (r, a) in rows.iter_mut().zip(&active) {
+        r.active_users = a.iter().filter(|&&x| x).count() as u32;
     }
     for &(_, t) in &pop.churns {
         if let Some(r) = rows.get_mut(day_of(t)) {
             r.churned += 1;
         }
     }
-    rows
-}
-
-/// Per day, the share of the day-0 cohort (the users active on day 0) active that day
-/// (empty without days or without a day-0 user).
-pub fn retention(pop: &Population) -> Vec<f64> {
-    let active = active_by_day(pop);
-    let Some(cohort) = active.first() else { return Vec::new() };
-    let size = cohort.iter().filter(|&&a| a).count();
-    if size == 0 {
-        return Vec::new();
-    }
-    active.iter().map(|day| day.iter().zip(cohort).filter(|(&a, &c)| a && c).count() as f64 / size as f64).collect()
+    let retention = match active.first() {
+        Some(cohort) if cohort.contains(&true) => {
+            let size = cohort.iter().filter(|&&c| c).count() as f64;
+            active.iter().map(|day| day.iter().zip(cohort).filter(|(&a, &c)| a && c).count() as f64 / size).collect()
+        }
+        _ => Vec::new(),
+    };
+    Daily { rows, retention }
 }
 
 /// One user's week: activity aggregates and the label of week-ahead churn prediction.
@@ -508,12 +512,12 @@ pub struct PopulationSummary {
     pub churned_at_end: f64,
 }
 
-/// The headline figures of `pop`.
-pub fn summarize(pop: &Population) -> PopulationSummary {
+/// The headline figures of `pop`, whose day-by-day figures are `daily`.
+pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
     let n = pop.sessions.len();
     let users = pop.n_users.max(1) as f64;
     let per_session = |f: fn(&SessionRow) -> f64| if n == 0 { 0.0 } else { pop.sessions.iter().map(f).sum::<f64>() / n as f64 };
-    let retention = retention(pop);
+    let retention = &daily.retention;
     // A user is churned at the end if their last event was a churn.
     let mut last_churn = vec![None::<f64>; pop.n_users];
     for &(u, t) in &pop.churns {
@@ -662,12 +666,13 @@ mod tests {
         assert!((w(1, 1).days_since_last_visit - (14.0 - 3.7)).abs() < 1e-9);
         assert!((w(0, 2).days_since_last_visit - 6.0).abs() < 1e-9);
         assert_eq!((w(2, 0).days_since_last_visit, w(2, 2).days_since_last_visit), (7.0, 21.0));
-        let d = days(&pop);
+        let daily = daily(&pop);
+        let d = &daily.rows;
         assert_eq!((d[3].active_users, d[3].sessions, d[10].churned), (1, 2, 1));
         // Day 0's cohort is user 0 alone: active again on day 15 only.
-        let r = retention(&pop);
+        let r = &daily.retention;
         assert_eq!((r[0], r[1], r[15]), (1.0, 0.0, 1.0));
-        let s = summarize(&pop);
+        let s = summarize(&pop, &daily);
         assert_eq!((s.sessions, s.day1_retention, s.day7_retention, s.day28_retention), (4, Some(0.0), Some(0.0), None));
         assert!((s.churned_at_end - 1.0 / 3.0).abs() < 1e-12);
     }
@@ -716,16 +721,20 @@ mod tests {
         assert_ne!(a.sessions, live(&c2, &w2, PolicyKind::Greedy).sessions);
     }
 
+    fn summary(pop: &Population) -> PopulationSummary {
+        summarize(pop, &daily(pop))
+    }
+
     #[test]
     fn a_better_policy_brings_users_back_more_often_when_returns_are_coupled() {
         let (c, w) = world(&["calendar.reference=2.0"]);
-        let random = summarize(&live(&c, &w, PolicyKind::Random));
-        let oracle = summarize(&live(&c, &w, PolicyKind::Oracle));
+        let random = summary(&live(&c, &w, PolicyKind::Random));
+        let oracle = summary(&live(&c, &w, PolicyKind::Oracle));
         assert!(oracle.reward_per_session > random.reward_per_session);
         assert!(oracle.sessions_per_user_day > random.sessions_per_user_day, "{oracle:?} vs {random:?}");
         let (c0, w0) = world(&["calendar.reference=2.0", "calendar.coupling=0.0"]);
-        let flat_random = summarize(&live(&c0, &w0, PolicyKind::Random));
-        let flat_oracle = summarize(&live(&c0, &w0, PolicyKind::Oracle));
+        let flat_random = summary(&live(&c0, &w0, PolicyKind::Random));
+        let flat_oracle = summary(&live(&c0, &w0, PolicyKind::Oracle));
         // Without the coupling the sessions a user opens depend on the policy only through
         // when the last one ended (returns come min_gap_s after it at the earliest).
         let rel = |a: &PopulationSummary, b: &PopulationSummary| a.sessions as f64 / b.sessions as f64 - 1.0;

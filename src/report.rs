@@ -276,7 +276,6 @@ pub fn band_of(points: impl IntoIterator<Item = (f64, Vec<f64>)>) -> Band {
 /// Learning curves: per configuration the mean evaluation return over seeds at each
 /// evaluation point, with its 95% band.
 fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> {
-    register_font();
     let mut series: Vec<(String, Band)> = Vec::new();
     for row in rows {
         let mut by_ep: BTreeMap<u32, Vec<f64>> = BTreeMap::new();

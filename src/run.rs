@@ -550,8 +550,7 @@ pub fn run_with(
             }
             other => other?,
         };
-        write_population(config, dir, &pops)?;
-        pops.iter().map(crate::population::summarize).collect()
+        write_population(config, dir, &pops)?
     } else {
         Vec::new()
     };
@@ -712,35 +711,44 @@ fn live_calendar(
 }
 
 /// sessions.parquet, days.parquet, days.csv, user_weeks.parquet, days.png and
-/// retention.png.
-fn write_population(config: &Checked, dir: &Path, pops: &[crate::population::Population]) -> Result<()> {
+/// retention.png; returns each population's headline figures for summary.json.
+fn write_population(
+    config: &Checked,
+    dir: &Path,
+    pops: &[crate::population::Population],
+) -> Result<Vec<crate::population::PopulationSummary>> {
+    use crate::population::{daily, summarize, Daily, DayRow};
+    let daily: Vec<Daily> = pops.iter().map(daily).collect();
     let path = dir.join("sessions.parquet");
     records::write_parquet(&mut frame(records::sessions_frame(pops), &path)?, &path)?;
     let path = dir.join("days.parquet");
-    let mut days = frame(records::days_frame(pops), &path)?;
+    let mut days = frame(records::days_frame(pops, &daily), &path)?;
     records::write_parquet(&mut days, &path)?;
     records::write_csv(&mut days, &dir.join("days.csv"))?;
     let path = dir.join("user_weeks.parquet");
     records::write_parquet(&mut frame(records::user_weeks_frame(pops), &path)?, &path)?;
 
-    let series = |f: &dyn Fn(&crate::population::Population) -> Vec<f64>| -> Vec<crate::plot::Series> {
+    // One line per policy of `f` day by day.
+    let series = |f: &dyn Fn(&crate::population::Population, &Daily) -> Vec<f64>| -> Vec<crate::plot::Series> {
         pops.iter()
-            .map(|p| crate::plot::Series {
+            .zip(&daily)
+            .map(|(p, d)| crate::plot::Series {
                 name: p.policy.name().to_string(),
-                points: f(p).into_iter().enumerate().map(|(d, y)| (d as f64, y)).collect(),
+                points: f(p, d).into_iter().enumerate().map(|(day, y)| (day as f64, y)).collect(),
             })
             .collect()
     };
-    let per_day = |p: &crate::population::Population, f: fn(&crate::population::DayRow) -> f64| {
-        crate::population::days(p).iter().map(f).collect::<Vec<f64>>()
-    };
+    let per_day = |d: &Daily, f: fn(&DayRow) -> f64| d.rows.iter().map(f).collect::<Vec<f64>>();
     crate::plot::panels_plot(
         &dir.join("days.png"),
         &format!("{}: the population day by day (seed {})", config.name, config.seed),
         "day",
         &[
-            ("active users", series(&|p| per_day(p, |d| d.active_users as f64))),
-            ("minutes watched per active user", series(&|p| per_day(p, |d| d.watch_s / 60.0 / (d.active_users.max(1) as f64)))),
+            ("active users", series(&|_, d| per_day(d, |r| r.active_users as f64))),
+            (
+                "minutes watched per active user",
+                series(&|_, d| per_day(d, |r| r.watch_s / 60.0 / (r.active_users.max(1) as f64))),
+            ),
         ],
     )?;
     crate::plot::panels_plot(
@@ -748,13 +756,11 @@ fn write_population(config: &Checked, dir: &Path, pops: &[crate::population::Pop
         &format!("{}: share of users active each day (seed {})", config.name, config.seed),
         "day",
         &[
-            (
-                "share of all users active",
-                series(&|p| per_day(p, |d| d.active_users as f64).iter().map(|a| a / p.n_users.max(1) as f64).collect()),
-            ),
-            ("share of the day-0 cohort active", series(&crate::population::retention)),
+            ("share of all users active", series(&|p, d| d.share_active(p.n_users))),
+            ("share of the day-0 cohort active", series(&|_, d| d.retention.clone())),
         ],
-    )
+    )?;
+    Ok(pops.iter().zip(&daily).map(|(p, d)| summarize(p, d)).collect())
 }
 
 /// timing.json, then summary.json (last: it marks the run finished).

@@ -86,16 +86,15 @@ pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<Da
     )
 }
 
-/// days.parquet and days.csv of a population run: per policy and day, the daily figures,
-/// the share of all users active and the day-0 cohort's retention.
-pub fn days_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
+/// days.parquet and days.csv of a population run: per policy and day, the daily figures
+/// (`daily`, one per population), the share of all users active and the day-0 cohort's
+/// retention.
+pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
     let mut rows = Vec::new();
-    for p in pops {
-        let retention = crate::population::retention(p);
-        for d in crate::population::days(p) {
-            let share = d.active_users as f64 / p.n_users.max(1) as f64;
-            let kept = retention.get(d.day as usize).copied();
-            rows.push((p.policy.name(), d, share, kept));
+    for (p, d) in pops.iter().zip(daily) {
+        let share = d.share_active(p.n_users);
+        for (k, day) in d.rows.iter().enumerate() {
+            rows.push((p.policy.name(), day, share[k], d.retention.get(k).copied()));
         }
     }
     df!(
