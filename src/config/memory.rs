@@ -6,7 +6,8 @@
 //! logged history) and its interaction matrix, in the three copies a run keeps (training,
 //! evaluation, the evaluation's starting point); the neighbour lists; the replay buffer;
 //! the Q-networks with their gradients and Adam's moments; and the records (episodes,
-//! steps and interactions, counted at the step budget: an upper bound). It is an
+//! steps and interactions, counted at the step budget: an upper bound), and with a
+//! calendar the population runs' sessions and daily and weekly tables. It is an
 //! estimate, good to a small factor, not a measurement: it exists to catch sizes that
 //! cannot fit, not to plan memory to the last megabyte.
 
@@ -75,7 +76,20 @@ pub fn estimate(c: &Config) -> MemoryEstimate {
     let step_bytes = if c.output.steps { 48.0 } else { 0.0 } + 16.0;
     let records = episodes * 64.0 + episodes * max_steps * step_bytes + c.train.eval_episodes as f64 * 24.0 * 6.0;
 
+    // A population run per policy keeps every session (a row, and about five matrix
+    // interactions of 16 bytes each) at twice the reference rate, a daily activity mark
+    // per user and day, and a weekly aggregate per user and week.
+    let cal = &c.calendar;
+    let population = if cal.days > 0 {
+        let days = cal.days as f64;
+        let sessions = users * days * cal.sessions_per_day * 2.0;
+        (1 + cal.baselines.len()) as f64 * (sessions * (72.0 + 5.0 * 16.0) + users * days * (1.0 + 48.0 / 7.0))
+    } else {
+        0.0
+    };
+
     let mut parts = vec![
+        ("population runs", population),
         ("world and matrix", world * copies),
         ("neighbour lists", neighbours * copies),
         ("candidate scratch", scratch),
@@ -143,5 +157,9 @@ mod tests {
         let mut c = Config::default();
         c.dqn.replay_capacity = 1_000_000_000_000_000;
         assert!(estimate(&c).describe().contains("replay buffer"));
+        let mut c = Config::default();
+        (c.world.n_users, c.calendar.days) = (1_000_000, 3650);
+        let e = estimate(&c);
+        assert!(e.total > 1e12 && e.parts[0].0 == "population runs", "{}", e.describe());
     }
 }

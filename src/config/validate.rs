@@ -253,7 +253,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     let cal = &c.calendar;
-    at_most("calendar.days", cal.days, 36_500, "simulated days (100 years)")?;
+    at_most("calendar.days", cal.days, 36_500, "simulated days, 100 years")?;
     in_range("calendar.sessions_per_day", cal.sessions_per_day, 1_000.0, "sessions per user and day")?;
     if cal.days > 0 && cal.sessions_per_day <= 0.0 {
         return Err(invalid("calendar.sessions_per_day", cal.sessions_per_day, "a rate > 0 sessions per user and day"));
