@@ -66,6 +66,11 @@ const CASES: &[Case] = &[
         expect: Expect::Fails("of memory, more than this machine's"),
     },
     Case {
+        name: "a calendar of a million users over ten years",
+        args: &["run", SMOKE, "--out", "{out}", "--set", "world.n_users=1000000", "--set", "calendar.days=3650"],
+        expect: Expect::Fails("population runs"),
+    },
+    Case {
         name: "a history std of 1e308",
         args: &["run", SMOKE, "--out", "{out}", "--set", "history.interactions_std=1e308"],
         expect: Expect::Fails("`history.interactions_std`"),
