@@ -384,7 +384,10 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
     }
     if let Some(first) = summary.population.first() {
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x));
-        println!("population ({} users, {} days; retention of the users active on day 0):", first.users, first.days);
+        let signed = if first.new_users > 0 { format!(" ({} of them sign-ups)", first.new_users) } else { String::new() };
+        let cohort =
+            if first.new_users > 0 { "the users there from the start and active on day 0" } else { "the users active on day 0" };
+        println!("population ({} users{signed}, {} days; retention of {cohort}):", first.users, first.days);
         println!(
             "  {:<14} {:>17} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
             "policy", "sessions/user/day", "watch min/user", "return/session", "day 1", "day 7", "day 28", "churned"
@@ -402,7 +405,23 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
                 100.0 * p.churned_at_end
             );
         }
-        println!("days: {}/days.csv and days.png; sessions.parquet, user_weeks.parquet, retention.png", dir.display());
+        if first.uploads > 0 || first.new_users > 0 {
+            println!("creators ({} uploads during the run):", first.uploads);
+            println!("  {:<14} {:>16} {:>14} {:>16}", "policy", "views to uploads", "exposure Gini", "creator earnings");
+            for p in &summary.population {
+                println!(
+                    "  {:<14} {:>15.1}% {:>14.3} {:>16.2}",
+                    p.policy,
+                    100.0 * p.new_video_share,
+                    p.exposure_gini,
+                    p.creator_earnings
+                );
+            }
+        }
+        println!(
+            "days: {}/days.csv and days.png; sessions.parquet, user_weeks.parquet, cohorts.csv, creators.parquet, retention.png",
+            dir.display()
+        );
     }
     println!("results: {}", dir.display());
     Ok(())

@@ -124,8 +124,8 @@ pub fn bench(
     for _ in 0..repeats {
         let t = Instant::now();
         let m = InteractionMatrix::from_triplets(
-            world.videos.len(),
-            world.users.len(),
+            world.initial_videos(),
+            world.initial_users(),
             world.history.iter().map(|i| (i.video, i.user, i.score)),
         );
         matrix_s.push(t.elapsed().as_secs_f64());
@@ -145,7 +145,7 @@ pub fn bench(
     let use_index = config.candidates.source == CandidateSource::Neighbours;
 
     progress("candidate requests");
-    let mut g = CandidateGenerator::new(world.videos.len());
+    let mut g = CandidateGenerator::new(world.initial_videos());
     let mut rng = stream(config.seed, Stream::Eval);
     // At most 10 s per timing loop: at platform scale one exact request can take a large
     // fraction of a second.
@@ -156,7 +156,7 @@ pub fn bench(
             if start.elapsed() > budget && us.len() >= 5 {
                 break;
             }
-            let u = rng.random_range(0..world.users.len());
+            let u = rng.random_range(0..world.initial_users());
             let t = Instant::now();
             let c = g.candidates(&matrix, index, &world.users[u], &world.videos, &world.start.views, &config.candidates);
             us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -173,7 +173,7 @@ pub fn bench(
     progress("incremental updates");
     let mut upd_us = Vec::new();
     for _ in 0..steps.clamp(1000, 100_000) {
-        let (v, u) = (rng.random_range(0..world.videos.len()) as u32, rng.random_range(0..world.users.len()) as u32);
+        let (v, u) = (rng.random_range(0..world.initial_videos()) as u32, rng.random_range(0..world.initial_users()) as u32);
         let t = Instant::now();
         matrix.add(v, u, 1.0);
         upd_us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -185,8 +185,8 @@ pub fn bench(
     drop(matrix);
     let mut report = BenchReport {
         config: label.to_string(),
-        users: world.users.len(),
-        videos: world.videos.len(),
+        users: world.initial_users(),
+        videos: world.initial_videos(),
         history_rows: world.history.len(),
         world_build_s: median(world_s),
         matrix_build_s: median(matrix_s),
@@ -346,7 +346,7 @@ fn recall(
     let mut total = 0.0;
     let mut n = 0;
     while n < 200 && (n < 5 || start.elapsed().as_secs_f64() < 2.0) {
-        let u = rng.random_range(0..world.users.len()) as u32;
+        let u = rng.random_range(0..world.initial_users()) as u32;
         let exact: Vec<u32> = g.top_raw(m, u, r).into_iter().map(|x| x.0).collect();
         let approx: Vec<u32> = g.top_raw_from(m, index, u, r).into_iter().map(|x| x.0).collect();
         let hit = approx.iter().filter(|j| exact.contains(j)).count();

@@ -284,9 +284,11 @@ impl Env {
     /// from the world's history.
     pub fn new(config: &Checked, world: impl Into<Arc<World>>) -> Env {
         let world = world.into();
+        // The matrix holds the users and videos that have arrived (sign-ups and uploads of
+        // a calendar arrive later: [`Env::sign_up`], [`Env::upload`]).
         let matrix = InteractionMatrix::from_triplets(
-            world.videos.len(),
-            world.users.len(),
+            world.initial_videos() + world.start.uploaded as usize,
+            world.initial_users() + world.start.signed_up as usize,
             world.history.iter().map(|i| (i.video, i.user, i.score)),
         );
         let generator = CandidateGenerator::new(world.videos.len());
@@ -375,6 +377,9 @@ impl Env {
             latent: if self.world.model.dynamics().is_off() { Vec::new() } else { s.latent.clone() },
             logs: s.logs.clone(),
             session: s.session.clone(),
+            signed_up: s.signed_up,
+            uploaded: s.uploaded,
+            fresh_from: s.fresh_from,
         }
     }
 
@@ -385,8 +390,18 @@ impl Env {
         // Everything may change: the next `reset_to` copies the whole starting point.
         self.journal = None;
         s.check_fits(self.world.users.len(), self.world.videos.len())?;
-        if !self.sim.adds.is_empty() {
+        if !self.sim.adds.is_empty() || self.sim.signed_up != 0 || self.sim.uploaded != 0 {
             return Err("a saved state can only be restored onto an environment at the world's start".into());
+        }
+        for _ in 0..s.signed_up {
+            self.matrix.push_user();
+        }
+        for _ in 0..s.uploaded {
+            self.matrix.push_item();
+        }
+        let (n_items, n_users) = (self.matrix.n_items(), self.matrix.n_users());
+        if let Some(&(video, user, _)) = s.adds.iter().find(|&&(v, u, _)| v as usize >= n_items || u as usize >= n_users) {
+            return Err(format!("saved interaction ({video}, {user}) is with a user or video not yet arrived"));
         }
         for &(video, user, score) in &s.adds {
             self.matrix.add(video, user, score);
@@ -413,9 +428,9 @@ impl Env {
         self.obs.as_ref().expect("observe sets it")
     }
 
-    /// Picks a user uniformly and starts their session.
+    /// Picks a user uniformly (among those who have arrived) and starts their session.
     pub fn reset_random(&mut self, rng: &mut SimRng) -> &Observation {
-        let user = rng.random_range(0..self.world.users.len()) as u32;
+        let user = rng.random_range(0..self.matrix.n_users()) as u32;
         self.reset(user)
     }
 
@@ -469,8 +484,7 @@ impl Env {
     /// from several threads.
     pub fn observe_session(&self, session: &Session, g: &mut CandidateGenerator) -> Observation {
         let user = &self.world.users[session.user as usize];
-        let candidates =
-            g.candidates(&self.matrix, self.index.as_ref(), user, &self.world.videos, &self.sim.views, &self.config.candidates);
+        let candidates = self.candidates_of(user, g);
         let state = self.state_of(session, user, &candidates);
         let u = session.user as usize;
         let truth = Truth {
@@ -480,6 +494,53 @@ impl Env {
             now: self.sim.clock[u],
         };
         Observation { user: user.clone(), candidates, state, truth }
+    }
+
+    /// A user's candidates now (docs/model.md: Candidate generation; Days and weeks): by
+    /// similarity and the business weights; for a sign-up with nothing watched yet, the
+    /// catalogue's best by the business weights; with `calendar.fresh_slots`, fresh uploads
+    /// in up to that many slots.
+    fn candidates_of(&self, user: &User, g: &mut CandidateGenerator) -> Vec<Candidate> {
+        let (w, s, c) = (&self.world, &self.sim, &self.config.candidates);
+        let history = self.matrix.user_row(user.id);
+        let mut list = if history.is_empty() && user.id as usize >= w.initial_users() {
+            crate::candidates::cold_start(self.matrix.n_items(), user, &w.videos, &s.views, c)
+        } else {
+            g.candidates(&self.matrix, self.index.as_ref(), user, &w.videos, &s.views, c)
+        };
+        let slots = self.config.calendar.fresh_slots;
+        if slots > 0 && s.uploaded > s.fresh_from {
+            let first = w.initial_videos() as u32;
+            let fresh = first + s.fresh_from..first + s.uploaded;
+            let score = |new: &[(u32, f64)]| crate::candidates::rescore(new, user, &w.videos, &s.views, c);
+            crate::candidates::add_fresh(&mut list, fresh, history, (slots, c.count), score);
+        }
+        list
+    }
+
+    /// A user signs up (the next of the world's [`crate::world::Arrivals`]); returns their id.
+    ///
+    /// # Panics
+    /// When every sign-up of the world has arrived.
+    pub fn sign_up(&mut self) -> u32 {
+        assert!((self.sim.signed_up as usize) < self.world.arrivals.user_at.len(), "no sign-up left");
+        self.sim.signed_up += 1;
+        self.matrix.push_user()
+    }
+
+    /// The next of the world's uploads arrives; returns the video's id.
+    ///
+    /// # Panics
+    /// When every upload of the world has arrived.
+    pub fn upload(&mut self) -> u32 {
+        assert!((self.sim.uploaded as usize) < self.world.arrivals.video_at.len(), "no upload left");
+        self.sim.uploaded += 1;
+        self.matrix.push_item()
+    }
+
+    /// Uploads before the `k`-th are no longer fresh.
+    pub fn set_fresh_from(&mut self, k: u32) {
+        self.sim.fresh_from = k.min(self.sim.uploaded);
     }
 
     fn observe(&mut self) {

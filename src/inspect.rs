@@ -89,8 +89,8 @@ pub struct UserReport {
 /// The profile, history and candidates of one user of the generated world.
 pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
     let world = std::sync::Arc::new(World::generate(config));
-    if user >= world.users.len() as u64 {
-        return Err(Error::UnknownUser { user, n_users: world.users.len() });
+    if user >= world.initial_users() as u64 {
+        return Err(Error::UnknownUser { user, n_users: world.initial_users() });
     }
     let env = Env::new(config, world);
     let w = &config.world;
@@ -125,7 +125,7 @@ pub fn inspect_user(config: &Checked, user: u64) -> Result<UserReport> {
         .collect();
     let dynamics = !config.dynamics.is_off();
     let (model, latent, now) = (&env.world.model, &env.sim().latent[user as usize], env.sim().clock[user as usize]);
-    let mut generator = CandidateGenerator::new(env.world.videos.len());
+    let mut generator = CandidateGenerator::new(env.world.initial_videos());
     let candidates = generator
         .candidates(&env.matrix, env.index(), u, &env.world.videos, &env.sim().views, &config.candidates)
         .into_iter()
@@ -198,8 +198,8 @@ pub fn anatomy(
 ) -> Result<Vec<(crate::config::PolicyKind, Vec<AnatomyStep>)>> {
     use crate::rng::{substream, Stream};
     let world = std::sync::Arc::new(World::generate(config));
-    if user >= world.users.len() as u64 {
-        return Err(Error::UnknownUser { user, n_users: world.users.len() });
+    if user >= world.initial_users() as u64 {
+        return Err(Error::UnknownUser { user, n_users: world.initial_users() });
     }
     let base = Env::new(config, world);
     let cats = &config.world.categories;

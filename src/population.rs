@@ -129,6 +129,7 @@ pub struct SessionRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Population {
     pub policy: PolicyKind,
+    /// Every user, sign-ups included.
     pub n_users: usize,
     pub days: usize,
     /// In the order the sessions ended.
@@ -137,6 +138,49 @@ pub struct Population {
     pub churns: Vec<(u32, f64)>,
     /// Environment steps taken.
     pub steps: u64,
+    /// The users there from the start; users `initial_users..n_users` signed up at
+    /// `signups[user - initial_users]` (calendar seconds).
+    pub initial_users: usize,
+    pub signups: Vec<f64>,
+    /// Per day and creator (index `day * creators.n + creator`): views, seconds watched and
+    /// uploads.
+    pub creators: CreatorDays,
+    /// Per day, the views of videos uploaded during the run.
+    pub new_video_views: Vec<u32>,
+}
+
+/// The creator side of a population run, per day and creator.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreatorDays {
+    /// Creators.
+    pub n: usize,
+    pub views: Vec<u32>,
+    pub watch_s: Vec<f64>,
+    pub uploads: Vec<u32>,
+}
+
+impl CreatorDays {
+    fn new(n: usize, days: usize) -> CreatorDays {
+        CreatorDays { n, views: vec![0; n * days], watch_s: vec![0.0; n * days], uploads: vec![0; n * days] }
+    }
+
+    /// Day `d`'s views per creator.
+    pub fn views_on(&self, d: usize) -> &[u32] {
+        self.views.get(d * self.n..(d + 1) * self.n).unwrap_or(&[])
+    }
+}
+
+/// The Gini coefficient of `x` (0: all equal, towards 1: all to one); 0 when all are 0.
+pub fn gini(x: &[f64]) -> f64 {
+    let total: f64 = x.iter().sum();
+    if x.is_empty() || total <= 0.0 {
+        return 0.0;
+    }
+    let mut sorted = x.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len() as f64;
+    let weighted: f64 = sorted.iter().enumerate().map(|(i, v)| (i + 1) as f64 * v).sum();
+    2.0 * weighted / (n * total) - (n + 1.0) / n
 }
 
 /// What a user is waiting for.
@@ -217,12 +261,21 @@ pub fn simulate(
     // Calendar time 0 is the midnight after every user's logged history.
     let origin = (env.sim().clock.iter().copied().fold(0.0, f64::max) / DAY_S).ceil() * DAY_S;
     let n = world.users.len();
+    let initial = world.initial_users();
+    let arrivals = &world.arrivals;
     let peaks = peak_hours(config, n);
     let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
     let mut lives: Vec<Life> = Vec::with_capacity(n);
     let mut churns = Vec::new();
     for (u, &peak) in peaks.iter().enumerate() {
         let satisfaction = cal.reference;
+        if u >= initial {
+            // A sign-up opens the app for the first time as they sign up.
+            pending_at(&mut heap, arrivals.user_at[u - initial], u);
+            let pending = Pending::Start { reactivated: false };
+            lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None });
+            continue;
+        }
         let mut rng = substream(seed, Stream::Calendar, key(u, 0));
         let pending = match model.next(satisfaction, peak, 0.0, 0.0, &mut rng) {
             Next::Return(t) => {
@@ -241,9 +294,34 @@ pub fn simulate(
     let mut sessions = Vec::new();
     let mut steps = 0u64;
     let mut days_done = 0;
+    let first_new_video = world.initial_videos() as u32;
+    let mut creators = CreatorDays::new(config.world.n_creators, cal.days);
+    let mut new_video_views = vec![0u32; cal.days];
+    let fresh_s = cal.fresh_days * DAY_S;
     while let Some(Reverse((bits, user))) = heap.pop() {
         let t = f64::from_bits(bits);
         let u = user as usize;
+        // Sign-ups and uploads due by now arrive first (a sign-up's first session is
+        // queued at the moment they sign up).
+        while let Some(&at) = arrivals.user_at.get(env.sim().signed_up as usize) {
+            if at > t {
+                break;
+            }
+            env.sign_up();
+        }
+        while let Some(&at) = arrivals.video_at.get(env.sim().uploaded as usize) {
+            if at > t {
+                break;
+            }
+            let v = env.upload();
+            let day = day_of(at).min(cal.days.saturating_sub(1));
+            creators.uploads[day * creators.n + world.videos[v as usize].creator as usize] += 1;
+        }
+        let mut fresh_from = env.sim().fresh_from;
+        while fresh_from < env.sim().uploaded && arrivals.video_at[fresh_from as usize] + fresh_s <= t {
+            fresh_from += 1;
+        }
+        env.set_fresh_from(fresh_from);
         while days_done < cal.days && t >= (days_done + 1) as f64 * DAY_S {
             days_done += 1;
             on_day(days_done);
@@ -289,6 +367,13 @@ pub fn simulate(
                     f.reward += out.reward;
                     f.likes += u32::from(out.response == Action::Liked);
                     f.skips += u32::from(out.response == Action::Skipped);
+                    let day = day_of(t);
+                    if day < cal.days {
+                        let c = day * creators.n + world.videos[out.video as usize].creator as usize;
+                        creators.views[c] += 1;
+                        creators.watch_s[c] += out.watch_s;
+                        new_video_views[day] += u32::from(out.video >= first_new_video);
+                    }
                     end = env.sim().clock[u] - origin;
                     ended = out.terminal || out.truncated;
                 }
@@ -339,7 +424,18 @@ pub fn simulate(
         days_done += 1;
         on_day(days_done);
     }
-    Ok(Population { policy: kind, n_users: n, days: cal.days, sessions, churns, steps })
+    Ok(Population {
+        policy: kind,
+        n_users: n,
+        days: cal.days,
+        sessions,
+        churns,
+        steps,
+        initial_users: initial,
+        signups: arrivals.user_at.clone(),
+        creators,
+        new_video_views,
+    })
 }
 
 /// The day (from 0) of calendar time `t`.
@@ -351,6 +447,8 @@ pub fn day_of(t: f64) -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayRow {
     pub day: u32,
+    /// Users there by the day's end (the initial users and the sign-ups so far).
+    pub users: u32,
     /// Users with a session that started this day.
     pub active_users: u32,
     pub sessions: u32,
@@ -360,31 +458,84 @@ pub struct DayRow {
     pub churned: u32,
     /// Churned users who came back this day.
     pub reactivated: u32,
+    /// Users who signed up this day.
+    pub new_users: u32,
+    /// Videos uploaded this day.
+    pub uploads: u32,
+    /// Videos shown (each a view of its creator's).
+    pub views: u32,
+    /// The share of the views that went to videos uploaded during the run.
+    pub new_video_share: f64,
+    /// The Gini coefficient of the views across creators.
+    pub exposure_gini: f64,
+    /// What the creators earned, all together (views x `calendar.pay_per_view`).
+    pub creator_earnings: f64,
+}
+
+/// The retention of one cohort: the users there from the start who were active on day 0
+/// (`signup_day` none), or those who signed up on one day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortRow {
+    pub signup_day: Option<u32>,
+    pub users: u32,
+    /// The share of the cohort active 1, 7 and 28 days after its day (none when the run
+    /// ends before).
+    pub day1: Option<f64>,
+    pub day7: Option<f64>,
+    pub day28: Option<f64>,
 }
 
 /// The day-by-day figures of a population run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Daily {
     pub rows: Vec<DayRow>,
-    /// Per day, the share of the day-0 cohort (the users active on day 0) active that day
-    /// (empty without days or without a day-0 user).
+    /// Per day, the share of the day-0 cohort (the users there from the start who were
+    /// active on day 0) active that day (empty without days or without a day-0 user).
     pub retention: Vec<f64>,
+    /// The day-0 cohort, then one per day with sign-ups.
+    pub cohorts: Vec<CohortRow>,
 }
 
 impl Daily {
-    /// The share of all users active on each day.
-    pub fn share_active(&self, n_users: usize) -> Vec<f64> {
-        self.rows.iter().map(|d| d.active_users as f64 / n_users.max(1) as f64).collect()
+    /// The share of the users there (signed up by the day's end) active on each day.
+    pub fn share_active(&self) -> Vec<f64> {
+        self.rows.iter().map(|d| d.active_users as f64 / d.users.max(1) as f64).collect()
     }
 }
 
-/// The daily figures and the day-0 cohort's retention, from one pass over which users
-/// were active (had a session start) on each day.
-pub fn daily(pop: &Population) -> Daily {
+/// The daily figures and the cohorts' retention, from one pass over which users were
+/// active (had a session start) on each day. `pay_per_view`: the creators' pay.
+pub fn daily(pop: &Population, pay_per_view: f64) -> Daily {
     let mut active = vec![vec![false; pop.n_users]; pop.days];
+    let c = &pop.creators;
     let mut rows: Vec<DayRow> = (0..pop.days)
-        .map(|d| DayRow { day: d as u32, active_users: 0, sessions: 0, watch_s: 0.0, reward: 0.0, churned: 0, reactivated: 0 })
+        .map(|d| {
+            let views = c.views_on(d);
+            let total: u32 = views.iter().sum();
+            let new = pop.new_video_views.get(d).copied().unwrap_or(0);
+            DayRow {
+                day: d as u32,
+                users: pop.initial_users as u32 + pop.signups.iter().filter(|&&at| day_of(at) <= d).count() as u32,
+                active_users: 0,
+                sessions: 0,
+                watch_s: 0.0,
+                reward: 0.0,
+                churned: 0,
+                reactivated: 0,
+                new_users: 0,
+                uploads: c.uploads.get(d * c.n..(d + 1) * c.n).map_or(0, |u| u.iter().sum()),
+                views: total,
+                new_video_share: if total == 0 { 0.0 } else { new as f64 / total as f64 },
+                exposure_gini: gini(&views.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+                creator_earnings: total as f64 * pay_per_view,
+            }
+        })
         .collect();
+    for &at in &pop.signups {
+        if let Some(r) = rows.get_mut(day_of(at)) {
+            r.new_users += 1;
+        }
+    }
     for s in &pop.sessions {
         let day = day_of(s.start_s);
         if let (Some(r), Some(a)) = (rows.get_mut(day), active.get_mut(day)) {
@@ -403,14 +554,46 @@ pub fn daily(pop: &Population) -> Daily {
             r.churned += 1;
         }
     }
-    let retention = match active.first() {
-        Some(cohort) if cohort.contains(&true) => {
-            let size = cohort.iter().filter(|&&c| c).count() as f64;
-            active.iter().map(|day| day.iter().zip(cohort).filter(|(&a, &c)| a && c).count() as f64 / size).collect()
+    // Each cohort as a membership mask: the day-0 cohort, then each sign-up day's.
+    let mut masks: Vec<(Option<u32>, usize, Vec<bool>)> = Vec::new();
+    if let Some(day0) = active.first() {
+        let mut m = day0.clone();
+        let from = pop.initial_users.min(m.len());
+        m[from..].fill(false);
+        masks.push((None, 0, m));
+    }
+    for (k, &at) in pop.signups.iter().enumerate() {
+        let d = day_of(at);
+        if d >= pop.days {
+            continue;
         }
+        if masks.last().is_none_or(|m| m.0 != Some(d as u32)) {
+            masks.push((Some(d as u32), d, vec![false; pop.n_users]));
+        }
+        let last = masks.last_mut().expect("just pushed");
+        last.2[pop.initial_users + k] = true;
+    }
+    let share = |mask: &[bool], day: usize| -> Option<f64> {
+        let size = mask.iter().filter(|&&c| c).count();
+        let a = active.get(day)?;
+        (size > 0).then(|| a.iter().zip(mask).filter(|(&a, &c)| a && c).count() as f64 / size as f64)
+    };
+    let retention = match masks.first() {
+        Some((None, _, m)) if m.contains(&true) => (0..pop.days).filter_map(|d| share(m, d)).collect(),
         _ => Vec::new(),
     };
-    Daily { rows, retention }
+    let cohorts = masks
+        .iter()
+        .filter(|(_, _, m)| m.contains(&true))
+        .map(|(signup_day, d, m)| CohortRow {
+            signup_day: *signup_day,
+            users: m.iter().filter(|&&c| c).count() as u32,
+            day1: share(m, d + 1),
+            day7: share(m, d + 7),
+            day28: share(m, d + 28),
+        })
+        .collect();
+    Daily { rows, retention, cohorts }
 }
 
 /// One user's week: activity aggregates and the label of week-ahead churn prediction.
@@ -425,7 +608,7 @@ pub struct UserWeek {
     pub likes: u32,
     pub skips: u32,
     /// Days from the user's last session start to the week's end (from the calendar's
-    /// start when the user has had none).
+    /// start, or the user's sign-up, when they have had none).
     pub days_since_last_visit: f64,
     /// No session in the next week; none for the last week (its next week is not
     /// observed).
@@ -433,7 +616,7 @@ pub struct UserWeek {
 }
 
 /// Per user and whole week, the aggregates and the "inactive next week" label, ordered by
-/// user then week.
+/// user then week (a sign-up's weeks from the week they signed up in).
 pub fn user_weeks(pop: &Population) -> Vec<UserWeek> {
     let weeks = pop.days / 7;
     let mut rows: Vec<UserWeek> = (0..pop.n_users)
@@ -454,6 +637,8 @@ pub fn user_weeks(pop: &Population) -> Vec<UserWeek> {
     if weeks == 0 {
         return rows;
     }
+    // When each user joined: the calendar's start, or their sign-up.
+    let joined = |u: usize| if u < pop.initial_users { 0.0 } else { pop.signups[u - pop.initial_users] };
     let mut last_start = vec![None::<f64>; pop.n_users * weeks];
     let mut day_seen = vec![false; pop.n_users * weeks * 7];
     for s in &pop.sessions {
@@ -481,11 +666,15 @@ pub fn user_weeks(pop: &Population) -> Vec<UserWeek> {
                 last = Some(t);
             }
             let week_end = (w + 1) as f64 * 7.0 * DAY_S;
-            rows[i].days_since_last_visit = (week_end - last.unwrap_or(0.0)) / DAY_S;
+            rows[i].days_since_last_visit = (week_end - last.unwrap_or(joined(u))) / DAY_S;
             if w + 1 < weeks {
                 rows[i].inactive_next_week = Some(rows[i + 1].sessions == 0);
             }
         }
+    }
+    // A sign-up's weeks start with the week they signed up in.
+    if !pop.signups.is_empty() {
+        rows.retain(|r| joined(r.user as usize) < (r.week + 1) as f64 * 7.0 * DAY_S);
     }
     rows
 }
@@ -510,9 +699,20 @@ pub struct PopulationSummary {
     pub day28_retention: Option<f64>,
     /// The share of users churned and not back at the end.
     pub churned_at_end: f64,
+    /// Users who signed up and videos uploaded during the run.
+    pub new_users: usize,
+    pub uploads: usize,
+    /// The share of all views that went to videos uploaded during the run.
+    pub new_video_share: f64,
+    /// The Gini coefficient of the whole run's views across creators.
+    pub exposure_gini: f64,
+    /// What the creators earned, all together.
+    pub creator_earnings: f64,
 }
 
-/// The headline figures of `pop`, whose day-by-day figures are `daily`.
+/// The headline figures of `pop`, whose day-by-day figures are `daily`. Sessions per
+/// user-day count a sign-up's days from their sign-up; watch time per user is per user
+/// who was there at any time.
 pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
     let n = pop.sessions.len();
     let users = pop.n_users.max(1) as f64;
@@ -528,6 +728,12 @@ pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
         let x = &mut last_start[s.user as usize];
         *x = Some(x.map_or(s.start_s, |v: f64| v.max(s.start_s)));
     }
+    let days = pop.days.max(1) as f64;
+    let user_days = pop.initial_users as f64 * days + pop.signups.iter().map(|&at| (days - at / DAY_S).max(0.0)).sum::<f64>();
+    let c = &pop.creators;
+    let per_creator: Vec<f64> = (0..c.n).map(|k| (0..pop.days).map(|d| c.views[d * c.n + k] as f64).sum()).collect();
+    let views: u64 = c.views.iter().map(|&v| v as u64).sum();
+    let new_views: u64 = pop.new_video_views.iter().map(|&v| v as u64).sum();
     let churned =
         last_churn.iter().zip(&last_start).filter(|(c, s)| matches!((c, s), (Some(c), s) if s.is_none_or(|s| s < *c))).count();
     PopulationSummary {
@@ -536,7 +742,7 @@ pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
         days: pop.days,
         sessions: n,
         steps: pop.steps,
-        sessions_per_user_day: n as f64 / (users * pop.days.max(1) as f64),
+        sessions_per_user_day: n as f64 / user_days.max(1e-9),
         watch_s_per_user: pop.sessions.iter().map(|s| s.watch_s).sum::<f64>() / users,
         reward_per_session: per_session(|s| s.reward),
         steps_per_session: per_session(|s| s.steps as f64),
@@ -544,6 +750,11 @@ pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
         day7_retention: retention.get(7).copied(),
         day28_retention: retention.get(28).copied(),
         churned_at_end: churned as f64 / users,
+        new_users: pop.signups.len(),
+        uploads: pop.creators.uploads.iter().map(|&u| u as usize).sum(),
+        new_video_share: if views == 0 { 0.0 } else { new_views as f64 / views as f64 },
+        exposure_gini: gini(&per_creator),
+        creator_earnings: daily.rows.iter().map(|d| d.creator_earnings).sum(),
     }
 }
 
@@ -654,6 +865,10 @@ mod tests {
             sessions: vec![row(0, 0.5, 10.0), row(1, 3.2, 20.0), row(1, 3.7, 5.0), row(0, 15.0, 7.0)],
             churns: vec![(1, 10.7 * DAY_S)],
             steps: 12,
+            initial_users: 3,
+            signups: Vec::new(),
+            creators: CreatorDays::new(2, 21),
+            new_video_views: vec![0; 21],
         };
         let weeks = user_weeks(&pop);
         assert_eq!(weeks.len(), 9);
@@ -666,7 +881,7 @@ mod tests {
         assert!((w(1, 1).days_since_last_visit - (14.0 - 3.7)).abs() < 1e-9);
         assert!((w(0, 2).days_since_last_visit - 6.0).abs() < 1e-9);
         assert_eq!((w(2, 0).days_since_last_visit, w(2, 2).days_since_last_visit), (7.0, 21.0));
-        let daily = daily(&pop);
+        let daily = daily(&pop, 0.001);
         let d = &daily.rows;
         assert_eq!((d[3].active_users, d[3].sessions, d[10].churned), (1, 2, 1));
         // Day 0's cohort is user 0 alone: active again on day 15 only.
@@ -722,7 +937,7 @@ mod tests {
     }
 
     fn summary(pop: &Population) -> PopulationSummary {
-        summarize(pop, &daily(pop))
+        summarize(pop, &daily(pop, 0.001))
     }
 
     #[test]
@@ -740,5 +955,112 @@ mod tests {
         let rel = |a: &PopulationSummary, b: &PopulationSummary| a.sessions as f64 / b.sessions as f64 - 1.0;
         let (coupled, flat) = (rel(&oracle, &random), rel(&flat_oracle, &flat_random));
         assert!(flat.abs() < 0.02 && coupled > 0.1, "oracle over random: {coupled} coupled, {flat} without");
+    }
+
+    #[test]
+    fn gini_is_zero_for_equal_shares_and_grows_with_concentration() {
+        assert_eq!(gini(&[3.0, 3.0, 3.0, 3.0]), 0.0);
+        assert!((gini(&[0.0, 0.0, 0.0, 4.0]) - 0.75).abs() < 1e-12);
+        assert!((gini(&[1.0, 2.0, 3.0]) - 2.0 / 9.0).abs() < 1e-12);
+        assert_eq!(gini(&[0.0, 0.0]), 0.0);
+        assert_eq!(gini(&[]), 0.0);
+    }
+
+    const ARRIVALS: [&str; 3] = ["calendar.signups_per_day=10", "calendar.uploads_per_creator_day=2", "calendar.fresh_slots=2"];
+
+    #[test]
+    fn arrivals_are_drawn_with_the_world_without_moving_the_rest_of_it() {
+        let (c0, plain) = world(&[]);
+        let (c, w) = world(&ARRIVALS);
+        assert!(plain.arrivals.user_at.is_empty() && plain.arrivals.video_at.is_empty());
+        assert_eq!((w.initial_users(), w.initial_videos()), (60, 400));
+        assert_eq!(&w.users[..60], &plain.users[..]);
+        assert_eq!(&w.videos[..400], &plain.videos[..]);
+        assert_eq!(w.history, plain.history);
+        // 3 days: 30 sign-ups and 20 creators x 2 x 3 = 120 uploads expected.
+        let (users, videos) = (w.arrivals.user_at.len(), w.arrivals.video_at.len());
+        assert!((15..=48).contains(&users) && (85..=160).contains(&videos), "{users} sign-ups, {videos} uploads");
+        assert_eq!((w.users.len(), w.videos.len()), (60 + users, 400 + videos));
+        for at in [&w.arrivals.user_at, &w.arrivals.video_at] {
+            assert!(at.windows(2).all(|p| p[0] <= p[1]) && at.iter().all(|&t| (0.0..3.0 * DAY_S).contains(&t)));
+        }
+        assert!(w.videos[400..].iter().all(|v| v.views == 0 && (v.creator as usize) < c.world.n_creators));
+        assert!(w.users.iter().enumerate().all(|(k, u)| u.id as usize == k));
+        // The environment starts with the initial users and videos alone.
+        let env = Env::new(&c, Arc::clone(&w));
+        assert_eq!((env.matrix.n_users(), env.matrix.n_items()), (60, 400));
+        let _ = c0;
+    }
+
+    #[test]
+    fn an_upload_enters_the_candidates_through_a_fresh_slot_only_once_it_is_uploaded() {
+        let (c, w) = world(&ARRIVALS);
+        let mut env = Env::new(&c, Arc::clone(&w));
+        let mut g = CandidateGenerator::new(w.videos.len());
+        let session = env.start_session(3);
+        let before = env.observe_session(&session, &mut g);
+        assert!(before.candidates.iter().all(|x| x.video < 400), "nothing uploaded yet");
+        let v = env.upload();
+        assert_eq!(v, 400);
+        let after = env.observe_session(&session, &mut g);
+        assert_eq!(after.candidates.len(), c.candidates.count);
+        assert!(after.candidates.iter().any(|x| x.video == 400), "the upload takes a fresh slot");
+        // No longer fresh: it has no co-views, so it drops out.
+        env.set_fresh_from(1);
+        assert!(env.observe_session(&session, &mut g).candidates.iter().all(|x| x.video < 400));
+        // A sign-up with nothing watched gets the catalogue's best by the business weights.
+        let u = env.sign_up();
+        assert_eq!(u, 60);
+        let fresh_user = env.start_session(u);
+        let cold = env.observe_session(&fresh_user, &mut g);
+        assert_eq!(cold.candidates.len(), c.candidates.count);
+        assert!(cold.candidates.windows(2).all(|p| p[0].final_score >= p[1].final_score));
+        // The state with arrivals saves and restores whole.
+        let saved = env.state();
+        let mut again = Env::new(&c, Arc::clone(&w));
+        again.restore(&saved).unwrap();
+        assert_eq!((again.matrix.n_users(), again.matrix.n_items(), again.sim().uploaded), (61, 401, 1));
+        assert_eq!(again.state(), saved);
+    }
+
+    #[test]
+    fn sign_ups_start_at_their_sign_up_and_form_cohorts_and_uploads_get_views() {
+        let (c, w) = world(&ARRIVALS);
+        let pop = live(&c, &w, PolicyKind::Greedy);
+        assert_eq!(pop, live(&c, &w, PolicyKind::Greedy), "a run with arrivals repeats for its seed");
+        let initial = w.initial_users();
+        for s in pop.sessions.iter().filter(|s| s.user as usize >= initial) {
+            let at = w.arrivals.user_at[s.user as usize - initial];
+            assert!(s.start_s >= at - 1e-9, "user {} session before signing up", s.user);
+            if s.session == 0 {
+                assert_eq!(s.start_s, at, "a sign-up's first session opens as they sign up");
+            }
+        }
+        assert!(pop.sessions.iter().any(|s| s.user as usize >= initial));
+        let d = daily(&pop, 0.5);
+        let new_users: u32 = d.rows.iter().map(|r| r.new_users).sum();
+        assert_eq!(new_users as usize, w.arrivals.user_at.len());
+        assert_eq!(d.rows.last().unwrap().users as usize, w.users.len());
+        // The day-0 cohort, then one per day with sign-ups; day 1 of the last day's is not
+        // observed.
+        assert_eq!(d.cohorts[0].signup_day, None);
+        assert!(d.cohorts[1..].iter().all(|k| k.signup_day.is_some() && k.day7.is_none()));
+        assert_eq!(d.cohorts.last().unwrap().day1, None);
+        let s = summarize(&pop, &d);
+        assert_eq!(s.uploads, w.arrivals.video_at.len());
+        assert!(s.new_video_share > 0.05, "{}", s.new_video_share);
+        let views: u32 = d.rows.iter().map(|r| r.views).sum();
+        assert_eq!(views as u64, pop.steps);
+        assert!((s.creator_earnings - 0.5 * views as f64).abs() < 1e-9);
+        assert!((0.0..1.0).contains(&s.exposure_gini));
+        // Without the fresh slots the uploads hardly get in (a random policy takes what is
+        // offered).
+        let open = summary(&live(&c, &w, PolicyKind::Random));
+        let (c0, w0) = world(&[ARRIVALS[0], ARRIVALS[1]]);
+        let closed = summary(&live(&c0, &w0, PolicyKind::Random));
+        assert!(closed.new_video_share < open.new_video_share / 3.0, "{} vs {}", closed.new_video_share, open.new_video_share);
+        // A sign-up's weeks start with their sign-up week (here: the only week is partial).
+        let weeks = user_weeks(&pop);
+        assert!(weeks.is_empty(), "3 days hold no whole week");
     }
 }

@@ -36,6 +36,8 @@ pub enum Stream {
     CalendarResponses = 11,
     /// The policy's draws in population runs, one sub-stream per user and session.
     CalendarPolicy = 12,
+    /// The users who sign up and the videos uploaded during a calendar.
+    Arrivals = 13,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

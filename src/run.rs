@@ -710,15 +710,16 @@ fn live_calendar(
     Ok(pops)
 }
 
-/// sessions.parquet, days.parquet, days.csv, user_weeks.parquet, days.png and
-/// retention.png; returns each population's headline figures for summary.json.
+/// sessions.parquet, days.parquet, days.csv, user_weeks.parquet, cohorts.csv,
+/// creators.parquet, days.png and retention.png; returns each population's headline figures for summary.json.
 fn write_population(
     config: &Checked,
     dir: &Path,
     pops: &[crate::population::Population],
 ) -> Result<Vec<crate::population::PopulationSummary>> {
     use crate::population::{daily, summarize, Daily, DayRow};
-    let daily: Vec<Daily> = pops.iter().map(daily).collect();
+    let pay = config.calendar.pay_per_view;
+    let daily: Vec<Daily> = pops.iter().map(|p| daily(p, pay)).collect();
     let path = dir.join("sessions.parquet");
     records::write_parquet(&mut frame(records::sessions_frame(pops), &path)?, &path)?;
     let path = dir.join("days.parquet");
@@ -727,6 +728,10 @@ fn write_population(
     records::write_csv(&mut days, &dir.join("days.csv"))?;
     let path = dir.join("user_weeks.parquet");
     records::write_parquet(&mut frame(records::user_weeks_frame(pops), &path)?, &path)?;
+    let path = dir.join("cohorts.csv");
+    records::write_csv(&mut frame(records::cohorts_frame(pops, &daily), &path)?, &path)?;
+    let path = dir.join("creators.parquet");
+    records::write_parquet(&mut frame(records::creators_frame(pops, pay), &path)?, &path)?;
 
     // One line per policy of `f` day by day.
     let series = |f: &dyn Fn(&crate::population::Population, &Daily) -> Vec<f64>| -> Vec<crate::plot::Series> {
@@ -756,7 +761,7 @@ fn write_population(
         &format!("{}: share of users active each day (seed {})", config.name, config.seed),
         "day",
         &[
-            ("share of all users active", series(&|p, d| d.share_active(p.n_users))),
+            ("share of all users active", series(&|_, d| d.share_active())),
             ("share of the day-0 cohort active", series(&|_, d| d.retention.clone())),
         ],
     )?;

@@ -67,6 +67,20 @@ pub struct SimState {
     /// The session in flight, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
+    /// How many of the world's sign-ups and uploads ([`crate::world::Arrivals`]) have
+    /// arrived: the matrix holds the initial users and videos and these.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signed_up: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uploaded: u32,
+    /// The first upload still fresh (candidate slots kept for fresh videos offer uploads
+    /// `fresh_from..uploaded`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fresh_from: u32,
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
 }
 
 impl SimState {
@@ -88,6 +102,9 @@ impl SimState {
         }
         if !self.logs.is_empty() && self.logs.len() != n_videos {
             return Err("the saved video logs are of another world (sizes differ)".into());
+        }
+        if self.signed_up as usize > n_users || self.uploaded as usize > n_videos || self.fresh_from > self.uploaded {
+            return Err("the saved sign-ups and uploads are of another world".into());
         }
         if let Some(s) = &self.session {
             if s.user as usize >= n_users {

@@ -344,7 +344,7 @@ fn train_lockstep(
             if n_started >= total {
                 break;
             }
-            let user = progress.users_rng.random_range(0..env.world.users.len()) as u32;
+            let user = progress.users_rng.random_range(0..env.world.initial_users()) as u32;
             *slot = Some(Running {
                 session: env.start_session(user),
                 obs: None,
@@ -573,7 +573,7 @@ fn evaluate_with(
         }
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);
-        let user = rng.random_range(0..world.users.len()) as u32;
+        let user = rng.random_range(0..world.initial_users()) as u32;
         let mut dry = env.reset(user).exhausted();
         let (mut ret, mut n) = (0.0, 0u32);
         while !dry {

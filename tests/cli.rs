@@ -640,7 +640,14 @@ fn a_calendar_run_lives_the_population_through_weeks_and_writes_its_tables() {
             "churned",
             "reactivated",
             "share_active",
-            "cohort_retention"
+            "cohort_retention",
+            "users",
+            "new_users",
+            "uploads",
+            "views",
+            "new_video_share",
+            "exposure_gini",
+            "creator_earnings"
         ]
     );
     assert_eq!(read_parquet(&out.join("days.parquet")).unwrap().height(), 30);
@@ -660,6 +667,43 @@ fn a_calendar_run_lives_the_population_through_weeks_and_writes_its_tables() {
     let again = dir.path().join("again");
     smoke_run(&again, &extra).success();
     for f in ["sessions.parquet", "days.csv", "user_weeks.parquet"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
+    }
+}
+
+#[test]
+fn a_calendar_with_sign_ups_and_uploads_writes_cohorts_and_the_creator_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let extra = [
+        "policy=random",
+        "calendar.days=9",
+        "calendar.coupling=0.3",
+        "calendar.signups_per_day=3",
+        "calendar.uploads_per_creator_day=0.5",
+        "calendar.fresh_slots=2",
+        "calendar.pay_per_view=0.01",
+    ];
+    let assert = smoke_run(&out, &extra).success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(stdout.contains("of them sign-ups") && stdout.contains("creators (") && stdout.contains("cohorts.csv"), "{stdout}");
+    let cohorts = read_csv(&out.join("cohorts.csv")).unwrap();
+    assert_eq!(columns(&cohorts), ["policy", "signup_day", "users", "day1_retention", "day7_retention", "day28_retention"]);
+    assert!(cohorts.height() >= 2, "the day-0 cohort and some sign-up days");
+    let creators = read_parquet(&out.join("creators.parquet")).unwrap();
+    assert_eq!(columns(&creators), ["policy", "day", "creator", "uploads", "views", "watch_s", "earnings"]);
+    assert_eq!(creators.height(), 9 * 20, "every creator on every day");
+    let total = |df: &polars::prelude::DataFrame, c: &str| -> f64 {
+        df.column(c).unwrap().cast(&polars::prelude::DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().sum()
+    };
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let pop = &summary["population"][0];
+    assert_eq!(pop["uploads"].as_f64().unwrap(), total(&creators, "uploads"));
+    assert!((pop["creator_earnings"].as_f64().unwrap() - 0.01 * total(&creators, "views")).abs() < 1e-6);
+    assert!(pop["new_users"].as_u64().unwrap() > 0 && pop["new_video_share"].as_f64().unwrap() > 0.0, "{pop}");
+    let again = dir.path().join("again");
+    smoke_run(&again, &extra).success();
+    for f in ["sessions.parquet", "days.csv", "cohorts.csv", "creators.parquet", "user_weeks.parquet"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
     }
 }

@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use crate::config::CandidateConfig;
-use crate::matrix::InteractionMatrix;
+use crate::matrix::{InteractionMatrix, SparseRow};
 use crate::world::{User, Video};
 
 /// One candidate video, as the agent sees it.
@@ -159,7 +159,8 @@ impl CandidateGenerator {
         }
         self.raw_touched.clear();
         for (h, s_h) in history.iter() {
-            for &(j, c) in &index.lists[h as usize] {
+            // A video uploaded since the lists were built has none yet.
+            for &(j, c) in index.lists.get(h as usize).map_or(&[][..], |l| &l[..]) {
                 self.add_raw(j, c * s_h, stamp);
             }
         }
@@ -802,6 +803,40 @@ pub fn rescore(top: &[(u32, f64)], user: &User, videos: &[Video], views: &[u64],
         .collect();
     out.sort_by(|a, b| by_score_then_id((a.final_score, a.video), (b.final_score, b.video)));
     out
+}
+
+/// The candidates of a user with no interaction yet (a sign-up): similarity has nothing
+/// to go on, so the best `config.count` of the catalogue's first `n_videos` videos by the
+/// business weights alone (popularity and interest; raw 0), ordered as [`rescore`] orders.
+pub fn cold_start(n_videos: usize, user: &User, videos: &[Video], views: &[u64], config: &CandidateConfig) -> Vec<Candidate> {
+    let all: Vec<(u32, f64)> = (0..n_videos as u32).map(|j| (j, 0.0)).collect();
+    let mut out = rescore(&all, user, videos, views, config);
+    out.truncate(config.count);
+    out
+}
+
+/// Keeps up to `slots` of `list` (a user's candidates, at most `count`, ordered by
+/// [`rescore`]) for fresh videos (docs/model.md: Days and weeks): the best by the business
+/// weights (raw 0; `score` rescores) of `fresh` that are neither in `history` nor already
+/// on the list take the places of the list's last entries, and the list is ordered again.
+/// With fewer fresh videos than slots, the list keeps more of its own.
+pub fn add_fresh(
+    list: &mut Vec<Candidate>,
+    fresh: std::ops::Range<u32>,
+    history: &SparseRow,
+    (slots, count): (usize, usize),
+    score: impl FnOnce(&[(u32, f64)]) -> Vec<Candidate>,
+) {
+    let new: Vec<(u32, f64)> =
+        fresh.filter(|&j| history.get(j).is_none() && !list.iter().any(|c| c.video == j)).map(|j| (j, 0.0)).collect();
+    if new.is_empty() || slots == 0 {
+        return;
+    }
+    let mut new = score(&new);
+    new.truncate(slots);
+    list.truncate(count.saturating_sub(new.len()));
+    list.append(&mut new);
+    list.sort_by(|a, b| by_score_then_id((a.final_score, a.video), (b.final_score, b.video)));
 }
 
 /// The obvious dense computation, for tests and for checking the fast path: raw scores of

@@ -46,8 +46,10 @@ pub fn gib(bytes: f64) -> String {
 /// The memory a run of `c` needs, estimated. Computed in f64 so that absurd sizes give
 /// absurd (not wrapped) numbers.
 pub fn estimate(c: &Config) -> MemoryEstimate {
-    let users = c.world.n_users as f64;
-    let videos = c.world.n_videos as f64;
+    // Users who sign up and videos uploaded during a calendar are drawn with the world.
+    let cal_days = c.calendar.days as f64;
+    let users = c.world.n_users as f64 + c.calendar.signups_per_day * cal_days;
+    let videos = c.world.n_videos as f64 + c.calendar.uploads_per_creator_day * c.world.n_creators as f64 * cal_days;
     let h = &c.history;
     // E[max(0, N(m, s))] is at most m + 0.4 s.
     let per_user = (h.interactions_mean + 0.4 * h.interactions_std).max(h.interactions_min as f64);
@@ -83,7 +85,9 @@ pub fn estimate(c: &Config) -> MemoryEstimate {
     let population = if cal.days > 0 {
         let days = cal.days as f64;
         let sessions = users * days * cal.sessions_per_day * 2.0;
-        (1 + cal.baselines.len()) as f64 * (sessions * (72.0 + 5.0 * 16.0) + users * days * (1.0 + 48.0 / 7.0))
+        // Per creator and day, its views and watch time.
+        let creators = c.world.n_creators as f64 * days * 16.0;
+        (1 + cal.baselines.len()) as f64 * (sessions * (72.0 + 5.0 * 16.0) + users * days * (1.0 + 48.0 / 7.0) + creators)
     } else {
         0.0
     };
@@ -161,5 +165,13 @@ mod tests {
         (c.world.n_users, c.calendar.days) = (1_000_000, 3650);
         let e = estimate(&c);
         assert!(e.total > 1e12 && e.parts[0].0 == "population runs", "{}", e.describe());
+        // Sign-ups and uploads are drawn with the world: a billion a day is counted.
+        let mut c = Config::default();
+        (c.calendar.days, c.calendar.uploads_per_creator_day) = (100, 1e6);
+        c.world.n_creators = 100_000;
+        assert!(estimate(&c).total > 1e12);
+        let mut c = Config::default();
+        (c.calendar.days, c.calendar.signups_per_day) = (100, 1e9);
+        assert!(estimate(&c).total > 1e12);
     }
 }

@@ -854,6 +854,18 @@ pub struct CalendarConfig {
     pub reactivation_per_day: f64,
     /// The policies besides the run's own that live through the calendar (baseline names).
     pub baselines: Vec<PolicyKind>,
+    /// New users per day (a Poisson count, at uniform times of the day); 0 = none.
+    pub signups_per_day: f64,
+    /// New videos per creator per day (a Poisson count, at uniform times); 0 = none.
+    pub uploads_per_creator_day: f64,
+    /// Candidate slots kept for fresh videos (uploaded within `fresh_days`), the best of
+    /// them by the business weights; 0 = none (new videos then enter only through
+    /// co-views, which they cannot get without being shown).
+    pub fresh_slots: usize,
+    /// How long a new video counts as fresh, in days.
+    pub fresh_days: f64,
+    /// What the platform pays a creator per view (for the creators' earnings).
+    pub pay_per_view: f64,
 }
 
 impl Default for CalendarConfig {
@@ -871,6 +883,11 @@ impl Default for CalendarConfig {
             churn_days: 7,
             reactivation_per_day: 0.0,
             baselines: Vec::new(),
+            signups_per_day: 0.0,
+            uploads_per_creator_day: 0.0,
+            fresh_slots: 0,
+            fresh_days: 3.0,
+            pay_per_view: 0.001,
         }
     }
 }
@@ -879,6 +896,11 @@ impl CalendarConfig {
     /// No population run and every other key at its default.
     pub fn is_off(&self) -> bool {
         *self == CalendarConfig::default()
+    }
+
+    /// Users who sign up and videos uploaded during the calendar (drawn with the world).
+    pub fn has_arrivals(&self) -> bool {
+        self.days > 0 && (self.signups_per_day > 0.0 || self.uploads_per_creator_day > 0.0)
     }
 }
 

@@ -270,6 +270,20 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("calendar.churn_days", cal.churn_days, 1)?;
     at_most("calendar.churn_days", cal.churn_days, 36_500, "days")?;
     in_range("calendar.reactivation_per_day", cal.reactivation_per_day, 100.0, "a rate per day")?;
+    in_range("calendar.signups_per_day", cal.signups_per_day, 1e9, "new users per day")?;
+    in_range("calendar.uploads_per_creator_day", cal.uploads_per_creator_day, 1e6, "new videos per creator and day")?;
+    if cal.fresh_slots > c.candidates.count {
+        return Err(invalid(
+            "calendar.fresh_slots",
+            cal.fresh_slots,
+            &format!("at most candidates.count ({}) slots", c.candidates.count),
+        ));
+    }
+    in_range("calendar.fresh_days", cal.fresh_days, 36_500.0, "days")?;
+    if cal.fresh_slots > 0 && cal.fresh_days <= 0.0 {
+        return Err(invalid("calendar.fresh_days", cal.fresh_days, "days > 0 when calendar.fresh_slots > 0"));
+    }
+    in_range("calendar.pay_per_view", cal.pay_per_view, 1e9, "money per view")?;
     if let Some(k) = cal.baselines.iter().find(|&&k| k == PolicyKind::Dqn) {
         return Err(invalid(
             "calendar.baselines",
@@ -454,6 +468,12 @@ mod tests {
         assert!(m.contains("`calendar.baselines`"), "{m}");
         let m = err("[calendar]\ndays = 7\nsessions_per_day = 0.0\n");
         assert!(m.contains("`calendar.sessions_per_day`"), "{m}");
+        let m = err("[calendar]\ndays = 7\nfresh_slots = 11\n");
+        assert!(m.contains("`calendar.fresh_slots`") && m.contains("candidates.count (10)"), "{m}");
+        let m = err("[calendar]\ndays = 7\nsignups_per_day = -1.0\n");
+        assert!(m.contains("`calendar.signups_per_day`"), "{m}");
+        let m = err("[calendar]\ndays = 7\nuploads_per_creator_day = inf\n");
+        assert!(m.contains("`calendar.uploads_per_creator_day`"), "{m}");
         let m = err("[dqn.lr_decay]\nend = 0.0001\n");
         assert!(m.contains("episodes"), "{m}");
         let m = err("[dqn.epsilon]\nstart = 0.1\nend = 0.5\n");

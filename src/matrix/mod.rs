@@ -210,6 +210,19 @@ impl InteractionMatrix {
         self.items.len()
     }
 
+    /// Adds an item (an uploaded video) with no interactions; returns its index.
+    pub fn push_item(&mut self) -> u32 {
+        self.items.push(SparseRow::default());
+        self.item_norm2.push(0.0);
+        (self.items.len() - 1) as u32
+    }
+
+    /// Adds a user (a sign-up) with no interactions; returns their index.
+    pub fn push_user(&mut self) -> u32 {
+        self.users.push(SparseRow::default());
+        (self.users.len() - 1) as u32
+    }
+
     /// Makes the given item rows (with their norms) and user rows equal to `other`'s, bit
     /// for bit: the undo of [`InteractionMatrix::add`]s that touched only those rows.
     pub fn copy_rows_from(&mut self, other: &InteractionMatrix, items: &[u32], users: &[u32]) {

@@ -92,7 +92,7 @@ pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<Da
 pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
     let mut rows = Vec::new();
     for (p, d) in pops.iter().zip(daily) {
-        let share = d.share_active(p.n_users);
+        let share = d.share_active();
         for (k, day) in d.rows.iter().enumerate() {
             rows.push((p.policy.name(), day, share[k], d.retention.get(k).copied()));
         }
@@ -108,6 +108,52 @@ pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::popula
         "reactivated" => rows.iter().map(|r| r.1.reactivated).collect::<Vec<_>>(),
         "share_active" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
         "cohort_retention" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        "users" => rows.iter().map(|r| r.1.users).collect::<Vec<_>>(),
+        "new_users" => rows.iter().map(|r| r.1.new_users).collect::<Vec<_>>(),
+        "uploads" => rows.iter().map(|r| r.1.uploads).collect::<Vec<_>>(),
+        "views" => rows.iter().map(|r| r.1.views).collect::<Vec<_>>(),
+        "new_video_share" => rows.iter().map(|r| r.1.new_video_share).collect::<Vec<_>>(),
+        "exposure_gini" => rows.iter().map(|r| r.1.exposure_gini).collect::<Vec<_>>(),
+        "creator_earnings" => rows.iter().map(|r| r.1.creator_earnings).collect::<Vec<_>>(),
+    )
+}
+
+/// cohorts.csv of a population run: per policy and cohort (the day-0 cohort, then each
+/// day's sign-ups), its size and its retention 1, 7 and 28 days on.
+pub fn cohorts_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, &crate::population::CohortRow)> =
+        pops.iter().zip(daily).flat_map(|(p, d)| d.cohorts.iter().map(move |c| (p.policy.name(), c))).collect();
+    df!(
+        "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "signup_day" => rows.iter().map(|r| r.1.signup_day).collect::<Vec<_>>(),
+        "users" => rows.iter().map(|r| r.1.users).collect::<Vec<_>>(),
+        "day1_retention" => rows.iter().map(|r| r.1.day1).collect::<Vec<_>>(),
+        "day7_retention" => rows.iter().map(|r| r.1.day7).collect::<Vec<_>>(),
+        "day28_retention" => rows.iter().map(|r| r.1.day28).collect::<Vec<_>>(),
+    )
+}
+
+/// creators.parquet of a population run: per policy, day and creator, the uploads, views,
+/// seconds watched and earnings (views x `pay_per_view`).
+pub fn creators_frame(pops: &[crate::population::Population], pay_per_view: f64) -> PolarsResult<DataFrame> {
+    let mut rows: Vec<(&str, u32, u32, u32, u32, f64)> = Vec::new();
+    for p in pops {
+        let c = &p.creators;
+        for d in 0..p.days {
+            for k in 0..c.n {
+                let i = d * c.n + k;
+                rows.push((p.policy.name(), d as u32, k as u32, c.uploads[i], c.views[i], c.watch_s[i]));
+            }
+        }
+    }
+    df!(
+        "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "day" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        "creator" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        "uploads" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        "views" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+        "watch_s" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+        "earnings" => rows.iter().map(|r| r.4 as f64 * pay_per_view).collect::<Vec<_>>(),
     )
 }
 

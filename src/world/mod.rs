@@ -6,7 +6,7 @@ pub mod response;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, Poisson};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -76,6 +76,23 @@ pub struct World {
     /// session id and latent state after the history (docs/model.md: Users with memory),
     /// with nothing added to the matrix and no session in flight.
     pub start: SimState,
+    /// When the users and videos that arrive during a calendar arrive.
+    pub arrivals: Arrivals,
+}
+
+/// The users who sign up and the videos uploaded during a calendar (docs/model.md: Days
+/// and weeks). What may arrive is drawn with the world, from its own stream, so every
+/// policy meets the same newcomers at the same moments; they are appended to
+/// [`World::users`] and [`World::videos`] in the order they arrive. Which of them have
+/// arrived is simulation state ([`SimState::signed_up`], [`SimState::uploaded`]): until
+/// then they are outside the matrix, so no candidate list, episode or evaluation sees them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Arrivals {
+    /// Calendar time (seconds from day 0, 00:00) of each sign-up, ascending: user
+    /// `initial_users + k` signs up at `user_at[k]`.
+    pub user_at: Vec<f64>,
+    /// Calendar time of each upload, ascending: video `initial_videos + k` at `video_at[k]`.
+    pub video_at: Vec<f64>,
 }
 
 impl World {
@@ -93,11 +110,86 @@ impl World {
             logs: if config.dynamics.is_off() { Vec::new() } else { vec![Default::default(); videos.len()] },
             ..SimState::default()
         };
-        let mut world = World { users, videos, history: Vec::new(), model, start };
+        let mut world = World { users, videos, history: Vec::new(), model, start, arrivals: Arrivals::default() };
         let mut hrng = stream(config.seed, Stream::History);
         generate_history(config, &mut world, &mut hrng);
         world.start.views = world.videos.iter().map(|v| v.views).collect();
+        if config.calendar.has_arrivals() {
+            world.add_arrivals(config);
+        }
         world
+    }
+
+    /// The users there before any sign-up.
+    pub fn initial_users(&self) -> usize {
+        self.users.len() - self.arrivals.user_at.len()
+    }
+
+    /// The videos there before any upload.
+    pub fn initial_videos(&self) -> usize {
+        self.videos.len() - self.arrivals.video_at.len()
+    }
+
+    /// Draws the calendar's sign-ups and uploads (after the history, from their own stream,
+    /// so the rest of the world is the same with and without them).
+    fn add_arrivals(&mut self, config: &Checked) {
+        let cal = &config.calendar;
+        let w = &config.world;
+        let mut rng = stream(config.seed, Stream::Arrivals);
+        // Arrival times: a Poisson count per day (per creator for uploads), at uniform
+        // times of the day, sorted.
+        let times = |rate: f64, per: usize, rng: &mut crate::rng::SimRng| -> Vec<(f64, u32)> {
+            let mut out = Vec::new();
+            if rate > 0.0 {
+                let count = Poisson::new(rate).expect("validated: a finite rate > 0");
+                for day in 0..cal.days {
+                    for who in 0..per {
+                        let n: f64 = count.sample(rng);
+                        for _ in 0..n as u64 {
+                            out.push(((day as f64 + rng.random::<f64>()) * 86_400.0, who as u32));
+                        }
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            out
+        };
+        let signups = times(cal.signups_per_day, 1, &mut rng);
+        let uploads = times(cal.uploads_per_creator_day, w.n_creators, &mut rng);
+        let first_user = self.users.len();
+        for (k, &(at, _)) in signups.iter().enumerate() {
+            let mut user = draw_user(config, &mut rng);
+            user.id = (first_user + k) as u32;
+            self.start.latent.push(self.model.initial_latent(&user));
+            self.users.push(user);
+            self.start.clock.push(0.0);
+            self.start.next_session.push(0);
+            self.arrivals.user_at.push(at);
+        }
+        let d = &config.dynamics;
+        let b = &d.behaviour;
+        let quality = Normal::new(0.0, d.quality.sd).expect("validated: sd >= 0 and finite");
+        let first_video = self.videos.len();
+        for (k, &(at, creator)) in uploads.iter().enumerate() {
+            let duration_s = if b.duration_max_s > b.duration_min_s {
+                rng.random_range(b.duration_min_s..b.duration_max_s)
+            } else if b.duration_max_s > 0.0 {
+                b.duration_min_s
+            } else {
+                w.video_duration_s
+            };
+            let category = rng.random_range(0..w.categories.len()) as u16;
+            let quality = if d.quality.sd > 0.0 { quality.sample(&mut rng) } else { 0.0 };
+            self.videos.push(Video { id: (first_video + k) as u32, category, creator, duration_s, views: 0, quality });
+            self.start.views.push(0);
+            if !self.start.logs.is_empty() {
+                self.start.logs.push(Default::default());
+            }
+            self.arrivals.video_at.push(at);
+        }
+        if !uploads.is_empty() {
+            self.model = Arc::new(UserModel::new(config, &self.videos));
+        }
     }
 }
 
@@ -140,22 +232,23 @@ fn draw_video_traits(config: &Checked, videos: &mut [Video]) {
 }
 
 fn generate_users(config: &Checked, rng: &mut impl Rng) -> Vec<User> {
+    (0..config.world.n_users).map(|id| User { id: id as u32, ..draw_user(config, rng) }).collect()
+}
+
+/// One user's profile (id 0).
+fn draw_user(config: &Checked, rng: &mut impl Rng) -> User {
     let w = &config.world;
-    let categories: Vec<u16> = (0..w.categories.len() as u16).collect();
-    (0..w.n_users)
-        .map(|id| {
-            let age = rng.random_range(w.age_min..w.age_max);
-            let gender = rng.random_range(0..w.genders.len()) as u16;
-            let region = rng.random_range(0..w.regions.len()) as u16;
-            let interests = if w.distinct_interests {
-                let pick: Vec<u16> = categories.choose_multiple(rng, 2).copied().collect();
-                [pick[0], pick[1]]
-            } else {
-                [rng.random_range(0..w.categories.len()) as u16, rng.random_range(0..w.categories.len()) as u16]
-            };
-            User { id: id as u32, age, gender, region, interests }
-        })
-        .collect()
+    let age = rng.random_range(w.age_min..w.age_max);
+    let gender = rng.random_range(0..w.genders.len()) as u16;
+    let region = rng.random_range(0..w.regions.len()) as u16;
+    let interests = if w.distinct_interests {
+        let categories: Vec<u16> = (0..w.categories.len() as u16).collect();
+        let pick: Vec<u16> = categories.choose_multiple(rng, 2).copied().collect();
+        [pick[0], pick[1]]
+    } else {
+        [rng.random_range(0..w.categories.len()) as u16, rng.random_range(0..w.categories.len()) as u16]
+    };
+    User { id: 0, age, gender, region, interests }
 }
 
 #[cfg(test)]
