@@ -273,6 +273,7 @@ pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng
             next_state: env.observation().state.clone(),
             terminal: o.terminal,
             episode_end: o.terminal || o.truncated,
+            discount: 1.0,
         };
         replay.push(&t, config.dqn.gamma);
         dry = env.observation().exhausted();

@@ -50,7 +50,7 @@ pub mod num {
 
 /// What the agent sees: numerical features and categorical ids, plus which slots hold a
 /// candidate (fewer than r when the user has seen almost everything).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct State {
     pub numeric: Vec<f32>,
     pub categorical: Vec<i64>,

@@ -17,10 +17,10 @@ use rand::Rng;
 use rand_distr::{Distribution, Exp, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Policy;
+use crate::agent::{Policy, Transition};
 use crate::candidates::CandidateGenerator;
 use crate::config::{CalendarConfig, Checked, PolicyKind};
-use crate::env::{Env, Session};
+use crate::env::{Env, Session, State};
 use crate::rng::{substream, SimRng, Stream};
 use crate::world::{Action, World};
 use crate::Result;
@@ -147,6 +147,9 @@ pub struct Population {
     pub creators: CreatorDays,
     /// Per day, the views of videos uploaded during the run.
     pub new_video_views: Vec<u32>,
+    /// Learning runs: the learner's updates and the sum of their losses.
+    pub updates: u64,
+    pub loss_sum: f64,
 }
 
 /// The creator side of a population run, per day and creator.
@@ -183,6 +186,30 @@ pub fn gini(x: &[f64]) -> f64 {
     2.0 * weighted / (n * total) - (n + 1.0) / n
 }
 
+/// How a population run uses its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Acts without exploration and learns nothing: the population runs a run reports.
+    Evaluate,
+    /// Learning across sessions (docs/model.md: Learning across sessions): the policy
+    /// explores and learns from every step, and a session's last step leads to the user's
+    /// next session, its bootstrap discounted by `calendar.discount_per_day` to the power
+    /// of the days between them (with `calendar.return_reward` for the return); a churn is
+    /// terminal. `run` (from 0) gives the run random numbers of its own, none shared with
+    /// the evaluated population runs.
+    Learn { run: u64 },
+}
+
+/// A user's last step, waiting for what follows it (learning only).
+#[derive(Debug)]
+struct LastStep {
+    state: State,
+    action: usize,
+    reward: f64,
+    /// The session ended with this step, at this calendar time.
+    ended_at: Option<f64>,
+}
+
 /// What a user is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Pending {
@@ -216,6 +243,7 @@ struct Life {
     sessions: u32,
     pending: Pending,
     flight: Option<Box<Flight>>,
+    last_step: Option<Box<LastStep>>,
 }
 
 /// Queues user `u`'s next event at calendar time `t`. Calendar times are never negative,
@@ -251,10 +279,27 @@ pub fn simulate(
     world: &Arc<World>,
     policy: &mut dyn Policy,
     kind: PolicyKind,
+    mode: Mode,
     on_day: &mut dyn FnMut(usize),
 ) -> Result<Population> {
     let cal = &config.calendar;
-    let seed = config.seed;
+    let (seed, learn) = match mode {
+        Mode::Evaluate => (config.seed, false),
+        Mode::Learn { run } => (config.seed ^ (run + 1).wrapping_mul(0xD1B5_4A32_D192_ED03), true),
+    };
+    let mut learner_rng = substream(seed, Stream::Replay, u64::MAX);
+    let (mut updates, mut loss_sum) = (0u64, 0.0f64);
+    // Hands a transition to the learner; a loss that is not finite stops the run.
+    let mut feed = |policy: &mut dyn Policy, t: Transition, updates: &mut u64, loss_sum: &mut f64| -> Result<()> {
+        if let Some(loss) = policy.observe(t, &mut learner_rng)? {
+            *updates += 1;
+            if !loss.is_finite() {
+                return Err(crate::Error::Diverged { loss, update: *updates, episode: 0 });
+            }
+            *loss_sum += loss;
+        }
+        Ok(())
+    };
     let horizon = cal.days as f64 * DAY_S;
     let model = ReturnModel::new(cal);
     let mut env = Env::new(config, Arc::clone(world));
@@ -273,7 +318,7 @@ pub fn simulate(
             // A sign-up opens the app for the first time as they sign up.
             pending_at(&mut heap, arrivals.user_at[u - initial], u);
             let pending = Pending::Start { reactivated: false };
-            lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None });
+            lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None, last_step: None });
             continue;
         }
         let mut rng = substream(seed, Stream::Calendar, key(u, 0));
@@ -287,7 +332,7 @@ pub fn simulate(
                 Pending::Churn
             }
         };
-        lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None });
+        lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None, last_step: None });
     }
 
     let mut generator = CandidateGenerator::new(world.videos.len());
@@ -356,10 +401,30 @@ pub fn simulate(
             }
             Pending::Step => {
                 let f = life.flight.as_mut().expect("a session in flight");
-                let obs = env.observe_session(&f.session, &mut generator);
+                let mut obs = env.observe_session(&f.session, &mut generator);
                 let (mut ended, mut end) = (obs.exhausted(), t);
+                if learn && !ended {
+                    if let Some(last) = life.last_step.take() {
+                        // Within a session the step leads to the next; a session's last step
+                        // leads to this session, discounted by the days between them.
+                        let (discount, bonus) = match last.ended_at {
+                            Some(at) => (cal.discount_per_day.powf((t - at) / DAY_S), cal.return_reward),
+                            None => (1.0, 0.0),
+                        };
+                        let tr = Transition {
+                            state: last.state,
+                            action: last.action,
+                            reward: last.reward + bonus,
+                            next_state: obs.state.clone(),
+                            terminal: false,
+                            episode_end: last.ended_at.is_some(),
+                            discount,
+                        };
+                        feed(&mut *policy, tr, &mut updates, &mut loss_sum)?;
+                    }
+                }
                 if !ended {
-                    let slot = policy.act(&obs, false, &mut f.policy)?;
+                    let slot = policy.act(&obs, learn, &mut f.policy)?;
                     let out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
                     steps += 1;
                     f.steps += 1;
@@ -376,12 +441,20 @@ pub fn simulate(
                     }
                     end = env.sim().clock[u] - origin;
                     ended = out.terminal || out.truncated;
+                    if learn {
+                        let state = std::mem::take(&mut obs.state);
+                        let ended_at = ended.then_some(end);
+                        life.last_step = Some(Box::new(LastStep { state, action: slot, reward: out.reward, ended_at }));
+                    }
                 }
                 if !ended {
                     pending_at(&mut heap, end, u);
                     continue;
                 }
                 let f = life.flight.take().expect("a session in flight");
+                if learn {
+                    policy.end_episode();
+                }
                 sessions.push(SessionRow {
                     user,
                     session: life.sessions,
@@ -408,6 +481,19 @@ pub fn simulate(
             }
             Pending::Churn => {
                 churns.push((user, t));
+                // Learning: the churn ends the user's chain of sessions (terminal).
+                if let Some(last) = life.last_step.take() {
+                    let tr = Transition {
+                        next_state: last.state.clone(),
+                        state: last.state,
+                        action: last.action,
+                        reward: last.reward,
+                        terminal: true,
+                        episode_end: true,
+                        discount: 1.0,
+                    };
+                    feed(&mut *policy, tr, &mut updates, &mut loss_sum)?;
+                }
                 // A reactivation draw of its own: index 2^31 + sessions so far.
                 let mut rng = substream(seed, Stream::Calendar, key(u, (1 << 31) + life.sessions));
                 life.pending = match model.reactivation(t, &mut rng) {
@@ -435,6 +521,8 @@ pub fn simulate(
         signups: arrivals.user_at.clone(),
         creators,
         new_video_views,
+        updates,
+        loss_sum,
     })
 }
 
@@ -679,6 +767,39 @@ pub fn user_weeks(pop: &Population) -> Vec<UserWeek> {
     rows
 }
 
+/// One population run of learning across sessions (`calendar_training.csv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalendarRun {
+    /// From 1.
+    pub run: u32,
+    pub sessions_per_user_day: f64,
+    pub watch_s_per_user: f64,
+    pub reward_per_session: f64,
+    pub day7_retention: Option<f64>,
+    pub steps: u64,
+    pub updates: u64,
+    /// The mean TD loss of the run's updates (none without an update).
+    pub mean_loss: Option<f64>,
+    /// The exploration rate at the run's end.
+    pub epsilon: f64,
+}
+
+impl CalendarRun {
+    pub fn of(run: u32, pop: &Population, summary: &PopulationSummary, epsilon: f64) -> CalendarRun {
+        CalendarRun {
+            run,
+            sessions_per_user_day: summary.sessions_per_user_day,
+            watch_s_per_user: summary.watch_s_per_user,
+            reward_per_session: summary.reward_per_session,
+            day7_retention: summary.day7_retention,
+            steps: pop.steps,
+            updates: pop.updates,
+            mean_loss: (pop.updates > 0).then(|| pop.loss_sum / pop.updates as f64),
+            epsilon,
+        }
+    }
+}
+
 /// A population run's headline figures, for `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PopulationSummary {
@@ -869,6 +990,8 @@ mod tests {
             signups: Vec::new(),
             creators: CreatorDays::new(2, 21),
             new_video_views: vec![0; 21],
+            updates: 0,
+            loss_sum: 0.0,
         };
         let weeks = user_weeks(&pop);
         assert_eq!(weeks.len(), 9);
@@ -904,7 +1027,7 @@ mod tests {
     fn live(c: &Checked, w: &Arc<World>, kind: PolicyKind) -> Population {
         let mut p = crate::agent::make_policy(kind, c).unwrap();
         let mut days = Vec::new();
-        let pop = simulate(c, w, p.as_mut(), kind, &mut |d| days.push(d)).unwrap();
+        let pop = simulate(c, w, p.as_mut(), kind, Mode::Evaluate, &mut |d| days.push(d)).unwrap();
         assert_eq!(days, vec![1, 2, 3], "every day is reported once");
         pop
     }
@@ -1062,5 +1185,69 @@ mod tests {
         // A sign-up's weeks start with their sign-up week (here: the only week is partial).
         let weeks = user_weeks(&pop);
         assert!(weeks.is_empty(), "3 days hold no whole week");
+    }
+
+    /// Shows slot 0 and keeps every transition it is given.
+    struct Recorder(Vec<Transition>, usize);
+
+    impl Policy for Recorder {
+        fn kind(&self) -> PolicyKind {
+            PolicyKind::Greedy
+        }
+        fn act(&mut self, _obs: &crate::env::Observation, explore: bool, _rng: &mut SimRng) -> Result<usize> {
+            assert!(explore, "a learning run explores");
+            Ok(0)
+        }
+        fn observe(&mut self, t: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
+            self.0.push(t);
+            Ok(Some(0.5))
+        }
+        fn end_episode(&mut self) {
+            self.1 += 1;
+        }
+    }
+
+    #[test]
+    fn learning_across_sessions_links_a_sessions_last_step_to_the_users_next_session_discounted_by_the_gap() {
+        let (c, w) = world(&["calendar.discount_per_day=0.5", "calendar.return_reward=2.0", "calendar.churn_days=1"]);
+        let mut rec = Recorder(Vec::new(), 0);
+        let pop = simulate(&c, &w, &mut rec, PolicyKind::Greedy, Mode::Learn { run: 0 }, &mut |_| {}).unwrap();
+        let (ts, episodes) = (rec.0, rec.1);
+        assert_eq!(episodes, pop.sessions.len(), "every session ends an episode");
+        assert_eq!((pop.updates, pop.loss_sum), (ts.len() as u64, 0.5 * ts.len() as f64));
+        // Each user's sessions in order: the gap from one's end to the next's start.
+        let mut gaps: Vec<f64> = pop.sessions.iter().filter_map(|s| s.gap_s).collect();
+        let crossing: Vec<&Transition> = ts.iter().filter(|t| t.episode_end && !t.terminal).collect();
+        let terminal = ts.iter().filter(|t| t.terminal).count();
+        let within = ts.iter().filter(|t| !t.episode_end).count();
+        assert!(ts.iter().filter(|t| !t.episode_end).all(|t| t.discount == 1.0 && !t.terminal));
+        // A session's last step leads to the next session (every gap of a user who came
+        // back), or the user churns (terminal), or the calendar ends first.
+        assert_eq!(crossing.len(), gaps.len(), "one link per return");
+        assert!(terminal > 0 && terminal <= pop.churns.len());
+        assert!(within + crossing.len() + terminal <= pop.steps as usize);
+        let mut discounts: Vec<f64> = crossing.iter().map(|t| t.discount).collect();
+        let want = |g: &f64| 0.5f64.powf(g / DAY_S);
+        let mut wanted: Vec<f64> = gaps.iter().map(want).collect();
+        discounts.sort_by(f64::total_cmp);
+        wanted.sort_by(f64::total_cmp);
+        for (d, w) in discounts.iter().zip(&wanted) {
+            assert!((d - w).abs() < 1e-12, "{d} vs {w}");
+        }
+        assert!(discounts.iter().all(|&d| d > 0.0 && d < 1.0));
+        // The return reward is paid on the link into the next session, not within one:
+        // the same run without it differs there by exactly the reward.
+        let (c0, w0) = world(&["calendar.discount_per_day=0.5", "calendar.return_reward=0.0", "calendar.churn_days=1"]);
+        let mut plain = Recorder(Vec::new(), 0);
+        simulate(&c0, &w0, &mut plain, PolicyKind::Greedy, Mode::Learn { run: 0 }, &mut |_| {}).unwrap();
+        assert_eq!(plain.0.len(), ts.len());
+        for (a, b) in ts.iter().zip(&plain.0) {
+            let paid = if a.episode_end && !a.terminal { 2.0 } else { 0.0 };
+            assert_eq!(a.reward, b.reward + paid);
+        }
+        gaps.clear();
+        // A learning run's random numbers are its own: not those of the evaluated run.
+        let evaluated = live(&c, &w, PolicyKind::Greedy);
+        assert_ne!(evaluated.sessions, pop.sessions);
     }
 }

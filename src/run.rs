@@ -529,6 +529,39 @@ pub fn run_with(
         // Training is done and saved; the final evaluation is what a resume will do.
         return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
     }
+    // Learning across sessions: population runs, each checkpointed when done.
+    let runs = config.calendar.train_runs;
+    while progress.calendar_runs.len() < runs {
+        let k = progress.calendar_runs.len();
+        let label = format!("{}, learning across sessions (run {} of {runs})", config.policy, k + 1);
+        observer.calendar_started(&label, config.calendar.days);
+        let mode = crate::population::Mode::Learn { run: k as u64 };
+        let pop =
+            crate::population::simulate(config, &world, policy.as_mut(), config.policy, mode, &mut |d| observer.calendar_day(d));
+        observer.calendar_finished();
+        let pop = match pop {
+            // A resume repeats the unfinished run from the last checkpoint.
+            Err(Error::Interrupted) => {
+                return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true })
+            }
+            other => other?,
+        };
+        let summary = crate::population::summarize(&pop, &crate::population::daily(&pop, config.calendar.pay_per_view));
+        let row = crate::population::CalendarRun::of(k as u32 + 1, &pop, &summary, policy.epsilon());
+        observer.stage(&format!(
+            "learning run {} of {runs}: {:.3} sessions per user-day, {:.1} watch min per user, day-7 retention {}, mean loss {}",
+            k + 1,
+            row.sessions_per_user_day,
+            row.watch_s_per_user / 60.0,
+            row.day7_retention.map_or("-".into(), |r| format!("{:.1}%", 100.0 * r)),
+            row.mean_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        ));
+        progress.calendar_runs.push(row);
+        save_checkpoint(config, dir, &mut progress, &mut saved, &env, policy.as_ref())?;
+        if stop_requested() && progress.calendar_runs.len() < runs {
+            return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
+        }
+    }
 
     write_training_tables(config, dir, &progress)?;
 
@@ -562,6 +595,10 @@ pub fn run_with(
 
 /// episodes.csv, episodes.parquet and (with `output.steps`) steps.parquet.
 fn write_training_tables(config: &Checked, dir: &Path, progress: &TrainProgress) -> Result<()> {
+    if !progress.calendar_runs.is_empty() {
+        let path = dir.join("calendar_training.csv");
+        records::write_csv(&mut frame(records::calendar_training_frame(&progress.calendar_runs), &path)?, &path)?;
+    }
     let path = dir.join("episodes.csv");
     let mut episodes = frame(records::episodes_frame(&progress.episodes, config.output.wall_time), &path)?;
     records::write_csv(&mut episodes, &path)?;
@@ -703,7 +740,8 @@ fn live_calendar(
             None => &mut *trained,
         };
         observer.calendar_started(kind.name(), days);
-        let pop = crate::population::simulate(config, world, policy, kind, &mut |d| observer.calendar_day(d));
+        let mode = crate::population::Mode::Evaluate;
+        let pop = crate::population::simulate(config, world, policy, kind, mode, &mut |d| observer.calendar_day(d));
         observer.calendar_finished();
         pops.push(pop?);
     }

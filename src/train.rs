@@ -97,6 +97,9 @@ pub struct TrainProgress {
     pub response_rng: SimRng,
     pub policy_rng: SimRng,
     pub env: SimState,
+    /// Learning across sessions: the population runs done so far (after the episodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendar_runs: Vec<crate::population::CalendarRun>,
 }
 
 /// Whether training goes on after an episode.
@@ -121,6 +124,7 @@ impl TrainProgress {
             response_rng: stream(config.seed, Stream::Responses),
             policy_rng: stream(config.seed, Stream::Policy),
             env: env.state(),
+            calendar_runs: Vec::new(),
         }
     }
 
@@ -228,7 +232,8 @@ impl EpisodeInProgress {
     ) -> Result<bool> {
         let terminal = o.terminal || dry;
         let end = terminal || o.truncated;
-        let transition = Transition { state, action: o.slot, reward: o.reward, next_state, terminal, episode_end: end };
+        let transition =
+            Transition { state, action: o.slot, reward: o.reward, next_state, terminal, episode_end: end, discount: 1.0 };
         if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
             if !loss.is_finite() {
                 return Err(crate::Error::Diverged { loss, update: progress.updates + 1, episode: self.episode });

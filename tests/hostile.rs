@@ -444,6 +444,41 @@ fn a_signal_during_the_population_run_stops_it_and_the_resume_repeats_it_exactly
 }
 
 #[test]
+fn learning_across_sessions_resumes_from_its_last_finished_population_run_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = [
+        "output.steps=false",
+        "train.checkpoint_every=0",
+        "calendar.days=4",
+        "calendar.train_runs=4",
+        "calendar.coupling=0.3",
+        "calendar.return_reward=1.0",
+    ];
+    let whole = tmp.path().join("whole");
+    let started = std::time::Instant::now();
+    assert!(smoke(&whole, &settings).status.success());
+    let whole_s = started.elapsed().as_secs_f64();
+    let runs = std::fs::read_to_string(whole.join("calendar_training.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 5, "a row per learning run\n{runs}");
+
+    let cut = tmp.path().join("cut");
+    // The first checkpoint is training's final one; each learning run (about 2 s) then
+    // checkpoints when it is done: the signal comes during the second.
+    let o = interrupted_smoke(&cut, &settings, "checkpoint/MANIFEST.json", 120, 5, 2500);
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !cut.join("summary.json").exists(),
+        "the run finished before the signal (an uninterrupted one took {whole_s:.1} s); make it longer\n{stdout}"
+    );
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{err}");
+    let o = resume(&cut);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["calendar_training.csv", "eval_episodes.csv", "days.csv", "sessions.parquet"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap(), "{f} differs after the resume");
+    }
+}
+
+#[test]
 fn result_files_are_byte_identical_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");

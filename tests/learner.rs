@@ -80,6 +80,7 @@ fn diverged(extra: &[&str]) -> DqnAgent {
             next_state: s,
             terminal: false,
             episode_end: false,
+            discount: 1.0,
         };
         r.push(&t, 0.95);
     }
@@ -97,7 +98,15 @@ fn td_target_terminal_and_bootstrapped_with_and_without_double_dqn() {
         let s = state([1, 2, 3], 0);
         let mut next = state([3, 1, 2], 1);
         next.valid = vec![true, true, false]; // the last slot is empty: never the max
-        let t = Transition { state: s, action: 1, reward: 0.7, next_state: next.clone(), terminal: false, episode_end: false };
+        let t = Transition {
+            state: s,
+            action: 1,
+            reward: 0.7,
+            next_state: next.clone(),
+            terminal: false,
+            episode_end: false,
+            discount: 1.0,
+        };
 
         // Terminal: the reward alone.
         let mut term = t.clone();
@@ -137,6 +146,7 @@ fn n_step_transitions_sum_discounted_rewards_and_stop_at_episode_end() {
             next_state: state([1, 2, 3], k + 1),
             terminal: end,
             episode_end: end,
+            discount: 1.0,
         };
         a.observe(t, &mut rng).unwrap();
     }
@@ -188,8 +198,11 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
             let reward = if s.categorical[cat::CANDIDATES + slot] == 3 { 1.0 } else { -1.0 };
             let next = state(perms[(e + t + 1) % 3], t + 1);
             let end = t == 2;
-            a.observe(Transition { state: s, action: slot, reward, next_state: next, terminal: end, episode_end: end }, &mut rng)
-                .unwrap();
+            a.observe(
+                Transition { state: s, action: slot, reward, next_state: next, terminal: end, episode_end: end, discount: 1.0 },
+                &mut rng,
+            )
+            .unwrap();
         }
         a.end_episode();
     }
@@ -240,6 +253,7 @@ fn a_saved_agent_loads_into_the_same_agent() {
                 next_state: state([3, 2, 1], (k + 1) % 4),
                 terminal: k % 7 == 6,
                 episode_end: k % 7 == 6,
+                discount: 1.0,
             };
             losses.push(a.observe(t, rng).unwrap());
         }

@@ -607,7 +607,7 @@ impl DqnAgent {
         let mut discount = 1.0;
         for t in &self.pending {
             reward += discount * t.reward;
-            discount *= gamma;
+            discount *= gamma * t.discount;
         }
         let last = self.pending.back().expect("called with pending transitions");
         let first = self.pending.front().expect("called with pending transitions");
@@ -618,6 +618,7 @@ impl DqnAgent {
             next_state: last.next_state.clone(),
             terminal: last.terminal,
             episode_end: last.episode_end,
+            discount: 1.0,
         };
         self.replay.push(&stored, discount);
         self.pending.pop_front();
@@ -702,6 +703,7 @@ impl DqnAgent {
                 next_state,
                 terminal,
                 episode_end,
+                discount: 1.0,
             })
             .collect();
         Ok(())
@@ -880,6 +882,7 @@ mod tests {
                 next_state: s.clone(),
                 terminal: k % 2 == 0,
                 episode_end: k % 2 == 0,
+                discount: 1.0,
             };
             r.push(&t, 0.95);
         }

@@ -24,6 +24,10 @@ pub struct Transition {
     /// The episode ended here, by session end or by the step budget (n-step returns stop
     /// at episode boundaries).
     pub episode_end: bool,
+    /// A discount of the bootstrap beyond the per-step gamma: 1 within a session; across
+    /// sessions (a session's last step leading to the user's next session) the time
+    /// discount of the gap between them (docs/model.md: Learning across sessions).
+    pub discount: f64,
 }
 
 /// Chooses which candidate slot to show.

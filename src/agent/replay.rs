@@ -210,6 +210,7 @@ mod tests {
             next_state: s,
             terminal: i.is_multiple_of(2),
             episode_end: i.is_multiple_of(2),
+            discount: 1.0,
         }
     }
 

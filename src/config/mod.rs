@@ -866,6 +866,16 @@ pub struct CalendarConfig {
     pub fresh_days: f64,
     /// What the platform pays a creator per view (for the creators' earnings).
     pub pay_per_view: f64,
+    /// Learning across sessions: after its training episodes the DQN lives this many
+    /// population runs of `days` days, exploring and learning from every step, with a
+    /// session's last step leading to the user's next session; 0 = none.
+    pub train_runs: usize,
+    /// The discount per day of the time between a session's end and the user's next
+    /// session, on top of `dqn.gamma` (the bootstrap of a session's last step is
+    /// multiplied by discount_per_day^(gap in days)).
+    pub discount_per_day: f64,
+    /// The retention reward: added to a session's last step when the user comes back.
+    pub return_reward: f64,
 }
 
 impl Default for CalendarConfig {
@@ -888,6 +898,9 @@ impl Default for CalendarConfig {
             fresh_slots: 0,
             fresh_days: 3.0,
             pay_per_view: 0.001,
+            train_runs: 0,
+            discount_per_day: 0.9,
+            return_reward: 0.0,
         }
     }
 }

@@ -284,6 +284,28 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(invalid("calendar.fresh_days", cal.fresh_days, "days > 0 when calendar.fresh_slots > 0"));
     }
     in_range("calendar.pay_per_view", cal.pay_per_view, 1e9, "money per view")?;
+    at_most("calendar.train_runs", cal.train_runs, 100_000, "population runs")?;
+    if cal.train_runs > 0 {
+        if c.policy != PolicyKind::Dqn {
+            return Err(invalid(
+                "calendar.train_runs",
+                cal.train_runs,
+                "0 unless policy = \"dqn\" (only a learner learns across sessions)",
+            ));
+        }
+        if cal.days == 0 {
+            return Err(invalid(
+                "calendar.train_runs",
+                cal.train_runs,
+                "0 unless calendar.days > 0 (each run lives that many days)",
+            ));
+        }
+        if c.dqn.n_step != 1 {
+            return Err(invalid("dqn.n_step", c.dqn.n_step, "1 with calendar.train_runs > 0 (users' steps interleave)"));
+        }
+    }
+    in_unit("calendar.discount_per_day", cal.discount_per_day)?;
+    moderate("calendar.return_reward", cal.return_reward)?;
     if let Some(k) = cal.baselines.iter().find(|&&k| k == PolicyKind::Dqn) {
         return Err(invalid(
             "calendar.baselines",
@@ -472,6 +494,14 @@ mod tests {
         assert!(m.contains("`calendar.fresh_slots`") && m.contains("candidates.count (10)"), "{m}");
         let m = err("[calendar]\ndays = 7\nsignups_per_day = -1.0\n");
         assert!(m.contains("`calendar.signups_per_day`"), "{m}");
+        let m = err("policy = \"greedy\"\n[calendar]\ndays = 7\ntrain_runs = 2\n");
+        assert!(m.contains("`calendar.train_runs`") && m.contains("dqn"), "{m}");
+        let m = err("[calendar]\ntrain_runs = 2\n");
+        assert!(m.contains("`calendar.train_runs`") && m.contains("calendar.days"), "{m}");
+        let m = err("[calendar]\ndays = 7\ntrain_runs = 2\n[dqn]\nn_step = 3\n");
+        assert!(m.contains("`dqn.n_step`"), "{m}");
+        let m = err("[calendar]\ndays = 7\ndiscount_per_day = 1.5\n");
+        assert!(m.contains("`calendar.discount_per_day`"), "{m}");
         let m = err("[calendar]\ndays = 7\nuploads_per_creator_day = inf\n");
         assert!(m.contains("`calendar.uploads_per_creator_day`"), "{m}");
         let m = err("[dqn.lr_decay]\nend = 0.0001\n");

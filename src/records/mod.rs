@@ -118,6 +118,21 @@ pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::popula
     )
 }
 
+/// calendar_training.csv: per population run of learning across sessions, its figures.
+pub fn calendar_training_frame(runs: &[crate::population::CalendarRun]) -> PolarsResult<DataFrame> {
+    df!(
+        "run" => runs.iter().map(|r| r.run).collect::<Vec<_>>(),
+        "sessions_per_user_day" => runs.iter().map(|r| r.sessions_per_user_day).collect::<Vec<_>>(),
+        "watch_s_per_user" => runs.iter().map(|r| r.watch_s_per_user).collect::<Vec<_>>(),
+        "reward_per_session" => runs.iter().map(|r| r.reward_per_session).collect::<Vec<_>>(),
+        "day7_retention" => runs.iter().map(|r| r.day7_retention).collect::<Vec<_>>(),
+        "steps" => runs.iter().map(|r| r.steps).collect::<Vec<_>>(),
+        "updates" => runs.iter().map(|r| r.updates).collect::<Vec<_>>(),
+        "mean_loss" => runs.iter().map(|r| r.mean_loss).collect::<Vec<_>>(),
+        "epsilon" => runs.iter().map(|r| r.epsilon).collect::<Vec<_>>(),
+    )
+}
+
 /// cohorts.csv of a population run: per policy and cohort (the day-0 cohort, then each
 /// day's sign-ups), its size and its retention 1, 7 and 28 days on.
 pub fn cohorts_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
