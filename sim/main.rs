@@ -388,13 +388,14 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         let cohort =
             if first.new_users > 0 { "the users there from the start and active on day 0" } else { "the users active on day 0" };
         println!("population ({} users{signed}, {} days; retention of {cohort}):", first.users, first.days);
+        let w = summary.population.iter().map(|p| p.policy.len()).max().unwrap_or(0).max(14);
         println!(
-            "  {:<14} {:>17} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
+            "  {:<w$} {:>17} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
             "policy", "sessions/user/day", "watch min/user", "return/session", "day 1", "day 7", "day 28", "churned"
         );
         for p in &summary.population {
             println!(
-                "  {:<14} {:>17.3} {:>14.1} {:>14.3} {:>8} {:>8} {:>8} {:>8.1}%",
+                "  {:<w$} {:>17.3} {:>14.1} {:>14.3} {:>8} {:>8} {:>8} {:>8.1}%",
                 p.policy,
                 p.sessions_per_user_day,
                 p.watch_s_per_user / 60.0,
@@ -407,10 +408,10 @@ fn cmd_run(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>, max_e
         }
         if first.uploads > 0 || first.new_users > 0 {
             println!("creators ({} uploads during the run):", first.uploads);
-            println!("  {:<14} {:>16} {:>14} {:>16}", "policy", "views to uploads", "exposure Gini", "creator earnings");
+            println!("  {:<w$} {:>16} {:>14} {:>16}", "policy", "views to uploads", "exposure Gini", "creator earnings");
             for p in &summary.population {
                 println!(
-                    "  {:<14} {:>15.1}% {:>14.3} {:>16.2}",
+                    "  {:<w$} {:>15.1}% {:>14.3} {:>16.2}",
                     p.policy,
                     100.0 * p.new_video_share,
                     p.exposure_gini,
@@ -569,11 +570,12 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
             i.as_ref().map_or("-".to_string(), |i| format!("{:.1} ± {:.1}%", 100.0 * i.mean, 100.0 * i.ci95))
         };
         println!("population, across seeds (retention of the users active on day 0):");
-        println!("  {:<24} {:>16} {:>16} {:>16} {:>16}", "policy", "sessions/user/day", "watch min/user", "day 1", "day 7");
         let rows = summary.population.iter().chain(&summary.population_differences);
+        let w = rows.clone().map(|(name, _)| name.len()).max().unwrap_or(0).max(24);
+        println!("  {:<w$} {:>16} {:>16} {:>16} {:>16}", "policy", "sessions/user/day", "watch min/user", "day 1", "day 7");
         for (name, p) in rows {
             println!(
-                "  {:<24} {:>10.3} ± {:.3} {:>9.1} ± {:.1} {:>16} {:>16}",
+                "  {:<w$} {:>10.3} ± {:.3} {:>9.1} ± {:.1} {:>16} {:>16}",
                 name,
                 p.sessions_per_user_day.mean,
                 p.sessions_per_user_day.ci95,

@@ -187,6 +187,16 @@ pub struct Truth {
     pub t: usize,
     /// The user's clock.
     pub now: f64,
+    /// On a calendar (population runs): the user's satisfaction and the return of the
+    /// session so far, which the return model reads (docs/model.md: Days and weeks).
+    pub calendar: Option<CalendarTruth>,
+}
+
+/// What a population run knows of a user beyond the session: see [`Truth::calendar`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalendarTruth {
+    pub satisfaction: f64,
+    pub session_return: f64,
 }
 
 impl Observation {
@@ -492,6 +502,7 @@ impl Env {
             latent: self.sim.latent[u].clone(),
             t: session.t,
             now: self.sim.clock[u],
+            calendar: None,
         };
         Observation { user: user.clone(), candidates, state, truth }
     }

@@ -86,6 +86,13 @@ pub struct PopulationAcross {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub day28_retention: Option<Interval>,
     pub churned_at_end: Interval,
+    /// The creator side (docs/model.md: Days and weeks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_video_share: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure_gini: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_earnings: Option<Interval>,
 }
 
 /// Picks one figure of a population summary.
@@ -108,6 +115,9 @@ impl PopulationAcross {
             day7_retention: across(|p| p.day7_retention),
             day28_retention: across(|p| p.day28_retention),
             churned_at_end: always(|p| Some(p.churned_at_end)),
+            new_video_share: across(|p| (p.uploads > 0).then_some(p.new_video_share)),
+            exposure_gini: across(|p| Some(p.exposure_gini)),
+            creator_earnings: across(|p| Some(p.creator_earnings)),
         }
     }
 }

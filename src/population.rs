@@ -424,6 +424,8 @@ pub fn simulate(
                     }
                 }
                 if !ended {
+                    obs.truth.calendar =
+                        Some(crate::env::CalendarTruth { satisfaction: life.satisfaction, session_return: f.reward });
                     let slot = policy.act(&obs, learn, &mut f.policy)?;
                     let out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
                     steps += 1;
@@ -820,14 +822,20 @@ pub struct PopulationSummary {
     pub day28_retention: Option<f64>,
     /// The share of users churned and not back at the end.
     pub churned_at_end: f64,
-    /// Users who signed up and videos uploaded during the run.
+    /// Users who signed up and videos uploaded during the run (the creator figures below
+    /// read 0 in summaries written before they existed).
+    #[serde(default)]
     pub new_users: usize,
+    #[serde(default)]
     pub uploads: usize,
     /// The share of all views that went to videos uploaded during the run.
+    #[serde(default)]
     pub new_video_share: f64,
     /// The Gini coefficient of the whole run's views across creators.
+    #[serde(default)]
     pub exposure_gini: f64,
     /// What the creators earned, all together.
+    #[serde(default)]
     pub creator_earnings: f64,
 }
 

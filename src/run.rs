@@ -426,7 +426,7 @@ pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Optio
 /// Evaluation episodes for `kind` (the planner may run fewer: `planner.eval_episodes`).
 pub fn eval_episodes_for(config: &Checked, kind: PolicyKind) -> usize {
     match (kind, config.planner.eval_episodes) {
-        (PolicyKind::Planner, n) if n > 0 => n,
+        (PolicyKind::Planner | PolicyKind::RetentionPlanner, n) if n > 0 => n,
         _ => config.train.eval_episodes,
     }
 }

@@ -188,7 +188,7 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
     let mut rng = stream(11, Stream::Policy);
     let user = User { id: 0, age: 20, gender: 0, region: 0, interests: [0, 1] };
     let model = fypsim::world::World::generate(&c).model;
-    let truth = fypsim::env::Truth { model, latent: Default::default(), t: 0, now: 0.0 };
+    let truth = fypsim::env::Truth { model, latent: Default::default(), t: 0, now: 0.0, calendar: None };
     let obs =
         |s: &State| Observation { user: user.clone(), candidates: fake_candidates(), state: s.clone(), truth: truth.clone() };
     for e in 0..episodes {

@@ -133,15 +133,45 @@ impl Policy for MyopicOraclePolicy {
 /// earlier steps' continue probabilities) and discounted by `gamma`; responses are drawn
 /// only to move the latent state on. Every candidate is scored on the same rollout draws
 /// (common random numbers), so the comparison between them is not noise.
+///
+/// The retention-aware planner (`retention_planner`) also prices churn: on a calendar it
+/// knows the user's satisfaction S and the session's return so far R0, and each rollout
+/// also draws the session's course (rewards and leaving, as the user model would) for a
+/// sampled return R; a candidate's value loses `churn_weight` times the mean over its
+/// rollouts of the return model's chance that the user churns after a session returning
+/// R0 + R: exp(-churn_days x the day-average return rate at the satisfaction that leaves).
+/// Outside a calendar S is the reference satisfaction and R0 is 0.
 #[derive(Debug, Clone)]
 pub struct PlannerPolicy {
     config: PlannerConfig,
     max_steps: usize,
+    /// The return model and the churn horizon in days (retention-aware only).
+    retention: Option<(crate::population::ReturnModel, f64)>,
+    reference: f64,
 }
 
 impl PlannerPolicy {
     pub fn new(config: &Checked) -> PlannerPolicy {
-        PlannerPolicy { config: config.planner.clone(), max_steps: config.env.max_steps }
+        PlannerPolicy {
+            config: config.planner.clone(),
+            max_steps: config.env.max_steps,
+            retention: None,
+            reference: config.calendar.reference,
+        }
+    }
+
+    /// The retention-aware planner.
+    pub fn retention_aware(config: &Checked) -> PlannerPolicy {
+        let model = crate::population::ReturnModel::new(&config.calendar);
+        PlannerPolicy { retention: Some((model, config.calendar.churn_days as f64)), ..PlannerPolicy::new(config) }
+    }
+
+    /// The chance that a user of satisfaction `s` churns after a session returning `r`.
+    fn churn_chance(&self, s: f64, r: f64) -> f64 {
+        match &self.retention {
+            Some((m, days)) => (-days * m.base_rate(m.satisfaction_after(s, r)) * crate::population::DAY_S).exp(),
+            None => 0.0,
+        }
     }
 
     /// The mean discounted return of showing candidate `first` and then following the
@@ -150,15 +180,23 @@ impl PlannerPolicy {
         let truth = &obs.truth;
         let m = &truth.model;
         let mut total = 0.0;
+        let (satisfaction, so_far) = truth.calendar.map_or((self.reference, 0.0), |c| (c.satisfaction, c.session_return));
         for r in 0..self.config.rollouts as u64 {
             let mut rng = <SimRng as rand::SeedableRng>::seed_from_u64(seed ^ r.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut latent = truth.latent.clone();
             let (mut t, mut now, mut weight) = (truth.t, truth.now, 1.0);
             let mut video = obs.candidates[first].video;
+            // The sampled course of the session (retention-aware only): its return, and
+            // whether the user has left.
+            let (mut sampled, mut gone) = (0.0, false);
             for _ in 0..self.config.depth {
                 total += weight * m.expected_reward(&obs.user, &latent, video, now);
                 weight *= self.config.gamma * m.continue_probability(&obs.user, &latent, t, video, now);
                 let resp = m.respond(&obs.user, &latent, t, video, now, &mut rng);
+                if !gone {
+                    sampled += resp.reward;
+                    gone = resp.left;
+                }
                 m.update(&mut latent, video, resp.action, resp.followed, now);
                 now += resp.dt;
                 t += 1;
@@ -174,6 +212,9 @@ impl PlannerPolicy {
                 }
                 video = best.1;
             }
+            if self.retention.is_some() {
+                total -= self.config.churn_weight * self.churn_chance(satisfaction, so_far + sampled);
+            }
         }
         total / self.config.rollouts as f64
     }
@@ -181,7 +222,11 @@ impl PlannerPolicy {
 
 impl Policy for PlannerPolicy {
     fn kind(&self) -> PolicyKind {
-        PolicyKind::Planner
+        if self.retention.is_some() {
+            PolicyKind::RetentionPlanner
+        } else {
+            PolicyKind::Planner
+        }
     }
     fn act(&mut self, obs: &Observation, _explore: bool, rng: &mut SimRng) -> Result<usize> {
         let seed: u64 = rng.random();
@@ -228,5 +273,33 @@ mod tests {
         let c = Config::load(&path, &[]).unwrap();
         let g = gap(&c, 600);
         assert!(g.mean - g.ci95 > 0.0, "{g:?}");
+    }
+
+    #[test]
+    fn the_retention_planner_prices_the_return_models_churn_and_without_a_price_plans_as_the_planner() {
+        let c = Config::from_toml_str(
+            "[calendar]\ndays = 7\ncoupling = 0.5\nreference = 3.0\nsessions_per_day = 1.0\nchurn_days = 7\n[planner]\nrollouts = 4\ndepth = 5\nchurn_weight = 0.0\n",
+            &[],
+        )
+        .unwrap();
+        let p = PlannerPolicy::retention_aware(&c);
+        assert_eq!(p.kind(), PolicyKind::RetentionPlanner);
+        // At the reference satisfaction after a session at the reference: one return a
+        // day, so a week away has chance e^-7; a session returning 1 less: e^-7 e^-0.25.
+        let at_ref = p.churn_chance(3.0, 3.0);
+        assert!((at_ref - (-7.0f64).exp()).abs() < 1e-12);
+        let worse = p.churn_chance(3.0, 2.0);
+        assert!((worse - (-7.0 * (-0.25f64).exp()).exp()).abs() < 1e-12 && worse > at_ref);
+        assert_eq!(PlannerPolicy::new(&c).churn_chance(3.0, -10.0), 0.0, "the planner does not price churn");
+        // Without a price the two plan alike.
+        let world = std::sync::Arc::new(World::generate(&c));
+        let mut env = crate::env::Env::new(&c, world);
+        let mut rng = crate::rng::stream(3, crate::rng::Stream::Policy);
+        let (mut a, mut b) = (PlannerPolicy::new(&c), p);
+        for user in 0..20 {
+            let obs = env.reset(user).clone();
+            let mut ra = rng.clone();
+            assert_eq!(a.act(&obs, false, &mut ra).unwrap(), b.act(&obs, false, &mut rng).unwrap());
+        }
     }
 }

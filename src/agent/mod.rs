@@ -96,5 +96,6 @@ pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>
         PolicyKind::Oracle => Box::new(baselines::OraclePolicy::new(config)),
         PolicyKind::MyopicOracle => Box::new(baselines::MyopicOraclePolicy),
         PolicyKind::Planner => Box::new(baselines::PlannerPolicy::new(config)),
+        PolicyKind::RetentionPlanner => Box::new(baselines::PlannerPolicy::retention_aware(config)),
     })
 }

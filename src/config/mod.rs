@@ -114,6 +114,10 @@ pub enum PolicyKind {
     /// Knows the whole model and plans ahead by Monte Carlo rollouts from a copy of the
     /// current state (`[planner]`).
     Planner,
+    /// The planner, retention-aware: a candidate's value also prices the chance that the
+    /// user churns after the session, from the return model (`planner.churn_weight`;
+    /// docs/model.md: Baselines).
+    RetentionPlanner,
 }
 
 impl PolicyKind {
@@ -127,13 +131,14 @@ impl PolicyKind {
             PolicyKind::Oracle => "oracle",
             PolicyKind::MyopicOracle => "myopic_oracle",
             PolicyKind::Planner => "planner",
+            PolicyKind::RetentionPlanner => "retention_planner",
         }
     }
 }
 
 impl PolicyKind {
     /// Every policy, in the order of their names in docs.
-    pub const ALL: [PolicyKind; 7] = [
+    pub const ALL: [PolicyKind; 8] = [
         PolicyKind::Dqn,
         PolicyKind::Random,
         PolicyKind::Greedy,
@@ -141,6 +146,7 @@ impl PolicyKind {
         PolicyKind::Oracle,
         PolicyKind::MyopicOracle,
         PolicyKind::Planner,
+        PolicyKind::RetentionPlanner,
     ];
 
     /// The policy of a name (as in configs).
@@ -805,11 +811,15 @@ pub struct PlannerConfig {
     /// episodes widen its interval, and its paired comparisons use the episodes it shares
     /// with the others.
     pub eval_episodes: usize,
+    /// The retention planner's price of a churn, in reward units: a candidate's value
+    /// loses this times the chance that the user churns after the session (the return
+    /// model's, at the satisfaction the sampled rollouts leave).
+    pub churn_weight: f64,
 }
 
 impl Default for PlannerConfig {
     fn default() -> Self {
-        PlannerConfig { depth: 10, rollouts: 16, gamma: 1.0, eval_episodes: 0 }
+        PlannerConfig { depth: 10, rollouts: 16, gamma: 1.0, eval_episodes: 0, churn_weight: 10.0 }
     }
 }
 

@@ -320,6 +320,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("planner.rollouts", pl.rollouts, 1)?;
     at_most("planner.rollouts", pl.rollouts, 100_000, "rollouts per candidate")?;
     in_unit("planner.gamma", pl.gamma)?;
+    in_range("planner.churn_weight", pl.churn_weight, 1e6, "reward units per churn")?;
     at_most("planner.eval_episodes", pl.eval_episodes, 10_000_000, "evaluation episodes")?;
 
     let t = &c.train;
