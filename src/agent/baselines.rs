@@ -229,10 +229,13 @@ impl Policy for PlannerPolicy {
         }
     }
     fn act(&mut self, obs: &Observation, _explore: bool, rng: &mut SimRng) -> Result<usize> {
+        use rayon::prelude::*;
         let seed: u64 = rng.random();
+        // Each candidate's rollouts are a pure function of the observation and the seed,
+        // so they run on every core and the choice is the same as one after the other.
+        let values: Vec<f64> = (0..obs.candidates.len()).into_par_iter().map(|k| self.value(obs, k, seed)).collect();
         let mut best = (f64::NEG_INFINITY, 0);
-        for k in 0..obs.candidates.len() {
-            let v = self.value(obs, k, seed);
+        for (k, &v) in values.iter().enumerate() {
             if v > best.0 {
                 best = (v, k);
             }
