@@ -192,14 +192,6 @@ pub struct Truth {
     pub calendar: Option<CalendarTruth>,
 }
 
-/// A raw candidate list computed ahead ([`Env::raw_ahead`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawAhead {
-    user: u32,
-    key: (u64, usize),
-    list: Vec<(u32, f64)>,
-}
-
 /// What a population run knows of a user beyond the session: see [`Truth::calendar`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalendarTruth {
@@ -258,9 +250,6 @@ pub struct Env {
     /// The neighbour lists, with `candidates.source = "neighbours"`.
     index: Option<NeighbourIndex>,
     adds_since_refresh: usize,
-    /// How many times the neighbour lists were rebuilt (what a raw candidate list computed
-    /// ahead depends on: [`Env::raw_ahead`]).
-    index_builds: u64,
     obs: Option<Observation>,
     layout: Layout,
     /// What changed since this environment was last made equal to the starting point of
@@ -323,7 +312,6 @@ impl Env {
             generator,
             index,
             adds_since_refresh: 0,
-            index_builds: 0,
             obs: None,
             layout: Layout::of(config),
             journal: None,
@@ -368,7 +356,6 @@ impl Env {
                 mine.adds.truncate(theirs.adds.len());
                 mine.session.clone_from(&theirs.session);
                 self.adds_since_refresh = base.adds_since_refresh;
-                self.index_builds = base.index_builds;
                 self.obs.clone_from(&base.obs);
             }
             None => self.clone_from(base),
@@ -506,15 +493,8 @@ impl Env {
     /// with the scratch space `g`. Only reads, so many sessions can be observed at once
     /// from several threads.
     pub fn observe_session(&self, session: &Session, g: &mut CandidateGenerator) -> Observation {
-        self.observe_session_with(session, g, None)
-    }
-
-    /// [`Env::observe_session`], with the user's raw candidate list computed ahead by
-    /// [`Env::raw_ahead`] when it is still what it would be now (else computed here).
-    pub fn observe_session_with(&self, session: &Session, g: &mut CandidateGenerator, ahead: Option<RawAhead>) -> Observation {
         let user = &self.world.users[session.user as usize];
-        let fresh = ahead.filter(|a| a.user == user.id && a.key == self.ahead_key()).map(|a| a.list);
-        let candidates = self.candidates_of(user, g, fresh);
+        let candidates = self.candidates_of(user, g);
         let state = self.state_of(session, user, &candidates);
         let u = session.user as usize;
         let truth = Truth {
@@ -531,13 +511,11 @@ impl Env {
     /// similarity and the business weights; for a sign-up with nothing watched yet, the
     /// catalogue's best by the business weights; with `calendar.fresh_slots`, fresh uploads
     /// in up to that many slots.
-    fn candidates_of(&self, user: &User, g: &mut CandidateGenerator, raw: Option<Vec<(u32, f64)>>) -> Vec<Candidate> {
+    fn candidates_of(&self, user: &User, g: &mut CandidateGenerator) -> Vec<Candidate> {
         let (w, s, c) = (&self.world, &self.sim, &self.config.candidates);
         let history = self.matrix.user_row(user.id);
         let mut list = if history.is_empty() && user.id as usize >= w.initial_users() {
             crate::candidates::cold_start(self.matrix.n_items(), user, &w.videos, &s.views, c)
-        } else if let Some(raw) = raw {
-            crate::candidates::rescore(&raw, user, &w.videos, &s.views, c)
         } else {
             g.candidates(&self.matrix, self.index.as_ref(), user, &w.videos, &s.views, c)
         };
@@ -549,27 +527,6 @@ impl Env {
             crate::candidates::add_fresh(&mut list, fresh, history, (slots, c.count), score);
         }
         list
-    }
-
-    /// What a raw candidate list from the neighbour lists depends on besides the user's own
-    /// history: the lists (their rebuilds) and the catalogue's size (uploads).
-    fn ahead_key(&self) -> (u64, usize) {
-        (self.index_builds, self.matrix.n_items())
-    }
-
-    /// With neighbour lists, `user`'s raw candidate list (before the business weights),
-    /// computed now for a step to come. Another user's step cannot change it (it changes
-    /// view counts, which only the rescoring reads, and rows the lists read only at their
-    /// next rebuild); a rebuild or an upload can, and then [`Env::observe_session_with`]
-    /// computes it afresh. Only reads, so many users' lists can be computed at once. None
-    /// without neighbour lists or for a user with nothing watched.
-    pub fn raw_ahead(&self, user: u32, g: &mut CandidateGenerator) -> Option<RawAhead> {
-        let index = self.index.as_ref()?;
-        if self.matrix.user_row(user).is_empty() {
-            return None;
-        }
-        let list = g.top_raw_from(&self.matrix, index, user, self.config.candidates.count);
-        Some(RawAhead { user, key: self.ahead_key(), list })
     }
 
     /// A user signs up (the next of the world's [`crate::world::Arrivals`]); returns their id.
@@ -689,7 +646,6 @@ impl Env {
         if self.adds_since_refresh >= every {
             self.index = Some(NeighbourIndex::build(&self.matrix, self.config.candidates.neighbours, crate::cores()));
             self.adds_since_refresh = 0;
-            self.index_builds += 1;
             if let Some(j) = &mut self.journal {
                 j.index_rebuilt = true;
             }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use rand::Rng;
 use rand_distr::{Distribution, Exp, Normal};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Policy, Transition};
@@ -25,10 +24,6 @@ use crate::env::{Env, Session, State};
 use crate::rng::{substream, SimRng, Stream};
 use crate::world::{Action, World};
 use crate::Result;
-
-/// How many queued events a population run looks ahead for steps whose raw candidate
-/// lists it computes on every core.
-const AHEAD: usize = 128;
 
 /// Seconds in a simulated day.
 pub const DAY_S: f64 = 86_400.0;
@@ -287,20 +282,6 @@ pub fn simulate(
     mode: Mode,
     on_day: &mut dyn FnMut(usize),
 ) -> Result<Population> {
-    simulate_on(config, world, policy, kind, mode, on_day, crate::cores())
-}
-
-/// [`simulate`], computing raw candidate lists ahead on `threads` threads (1: none); the
-/// result is the same for every number (a test checks it).
-fn simulate_on(
-    config: &Checked,
-    world: &Arc<World>,
-    policy: &mut dyn Policy,
-    kind: PolicyKind,
-    mode: Mode,
-    on_day: &mut dyn FnMut(usize),
-    threads: usize,
-) -> Result<Population> {
     let cal = &config.calendar;
     let (seed, learn) = match mode {
         Mode::Evaluate => (config.seed, false),
@@ -355,10 +336,6 @@ fn simulate_on(
     }
 
     let mut generator = CandidateGenerator::new(world.videos.len());
-    // Raw candidate lists computed ahead on every core, with their scratch space.
-    let mut scratch: Vec<CandidateGenerator> =
-        (0..if threads > 1 { threads } else { 0 }).map(|_| CandidateGenerator::new(world.videos.len())).collect();
-    let mut ahead: std::collections::HashMap<u32, crate::env::RawAhead> = std::collections::HashMap::new();
     let mut sessions = Vec::new();
     let mut steps = 0u64;
     let mut days_done = 0;
@@ -423,38 +400,8 @@ fn simulate_on(
                 pending_at(&mut heap, t, u);
             }
             Pending::Step => {
-                let mut ready = ahead.remove(&user);
-                if ready.is_none() && threads > 1 && env.index().is_some() {
-                    // Compute the raw candidate lists of the users with the next steps on
-                    // every core: another user's step cannot change them (Env::raw_ahead).
-                    let mut later = Vec::with_capacity(AHEAD);
-                    let mut users = vec![user];
-                    while later.len() < AHEAD {
-                        let Some(e) = heap.pop() else { break };
-                        let v = (e.0).1;
-                        if lives[v as usize].pending == Pending::Step && v != user && !ahead.contains_key(&v) {
-                            users.push(v);
-                        }
-                        later.push(e);
-                    }
-                    heap.extend(later);
-                    let chunk = users.len().div_ceil(threads);
-                    let env_ref = &env;
-                    let lists: Vec<Option<crate::env::RawAhead>> = users
-                        .par_chunks(chunk)
-                        .zip(scratch.par_iter_mut())
-                        .flat_map_iter(|(us, g)| us.iter().map(|&v| env_ref.raw_ahead(v, g)).collect::<Vec<_>>())
-                        .collect();
-                    for (v, a) in users.iter().zip(lists) {
-                        if let Some(a) = a {
-                            ahead.insert(*v, a);
-                        }
-                    }
-                    ready = ahead.remove(&user);
-                }
-                let life = &mut lives[u];
                 let f = life.flight.as_mut().expect("a session in flight");
-                let mut obs = env.observe_session_with(&f.session, &mut generator, ready);
+                let mut obs = env.observe_session(&f.session, &mut generator);
                 let (mut ended, mut end) = (obs.exhausted(), t);
                 if learn && !ended {
                     if let Some(last) = life.last_step.take() {
@@ -1310,19 +1257,5 @@ mod tests {
         // A learning run's random numbers are its own: not those of the evaluated run.
         let evaluated = live(&c, &w, PolicyKind::Greedy);
         assert_ne!(evaluated.sessions, pop.sessions);
-    }
-
-    #[test]
-    fn computing_candidate_lists_ahead_on_several_threads_changes_nothing() {
-        let (c, w) =
-            world(&["candidates.source=\"neighbours\"", "candidates.refresh_every=300", ARRIVALS[0], ARRIVALS[1], ARRIVALS[2]]);
-        let run = |threads: usize| {
-            let mut p = crate::agent::make_policy(PolicyKind::MyopicOracle, &c).unwrap();
-            simulate_on(&c, &w, p.as_mut(), PolicyKind::MyopicOracle, Mode::Evaluate, &mut |_| {}, threads).unwrap()
-        };
-        let one = run(1);
-        assert!(one.steps > 1000, "{} steps", one.steps);
-        assert_eq!(one, run(2));
-        assert_eq!(one, run(5));
     }
 }
