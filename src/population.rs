@@ -1101,7 +1101,7 @@ mod tests {
 
     #[test]
     fn arrivals_are_drawn_with_the_world_without_moving_the_rest_of_it() {
-        let (c0, plain) = world(&[]);
+        let (_, plain) = world(&[]);
         let (c, w) = world(&ARRIVALS);
         assert!(plain.arrivals.user_at.is_empty() && plain.arrivals.video_at.is_empty());
         assert_eq!((w.initial_users(), w.initial_videos()), (60, 400));
@@ -1120,7 +1120,6 @@ mod tests {
         // The environment starts with the initial users and videos alone.
         let env = Env::new(&c, Arc::clone(&w));
         assert_eq!((env.matrix.n_users(), env.matrix.n_items()), (60, 400));
-        let _ = c0;
     }
 
     #[test]
@@ -1224,7 +1223,7 @@ mod tests {
         assert_eq!(episodes, pop.sessions.len(), "every session ends an episode");
         assert_eq!((pop.updates, pop.loss_sum), (ts.len() as u64, 0.5 * ts.len() as f64));
         // Each user's sessions in order: the gap from one's end to the next's start.
-        let mut gaps: Vec<f64> = pop.sessions.iter().filter_map(|s| s.gap_s).collect();
+        let gaps: Vec<f64> = pop.sessions.iter().filter_map(|s| s.gap_s).collect();
         let crossing: Vec<&Transition> = ts.iter().filter(|t| t.episode_end && !t.terminal).collect();
         let terminal = ts.iter().filter(|t| t.terminal).count();
         let within = ts.iter().filter(|t| !t.episode_end).count();
@@ -1253,7 +1252,6 @@ mod tests {
             let paid = if a.episode_end && !a.terminal { 2.0 } else { 0.0 };
             assert_eq!(a.reward, b.reward + paid);
         }
-        gaps.clear();
         // A learning run's random numbers are its own: not those of the evaluated run.
         let evaluated = live(&c, &w, PolicyKind::Greedy);
         assert_ne!(evaluated.sessions, pop.sessions);
