@@ -167,17 +167,10 @@ impl World {
             self.arrivals.user_at.push(at);
         }
         let d = &config.dynamics;
-        let b = &d.behaviour;
         let quality = Normal::new(0.0, d.quality.sd).expect("validated: sd >= 0 and finite");
         let first_video = self.videos.len();
         for (k, &(at, creator)) in uploads.iter().enumerate() {
-            let duration_s = if b.duration_max_s > b.duration_min_s {
-                rng.random_range(b.duration_min_s..b.duration_max_s)
-            } else if b.duration_max_s > 0.0 {
-                b.duration_min_s
-            } else {
-                w.video_duration_s
-            };
+            let duration_s = draw_duration(config, &mut rng);
             let category = rng.random_range(0..w.categories.len()) as u16;
             let quality = if d.quality.sd > 0.0 { quality.sample(&mut rng) } else { 0.0 };
             self.videos.push(Video { id: (first_video + k) as u32, category, creator, duration_s, views: 0, quality });
@@ -222,12 +215,22 @@ fn draw_video_traits(config: &Checked, videos: &mut [Video]) {
     for v in videos {
         v.quality = quality.sample(&mut rng);
         if varied {
-            v.duration_s = if b.duration_max_s > b.duration_min_s {
-                rng.random_range(b.duration_min_s..b.duration_max_s)
-            } else {
-                b.duration_min_s
-            };
+            v.duration_s = draw_duration(config, &mut rng);
         }
+    }
+}
+
+/// A video's duration: Uniform(`duration_min_s`, `duration_max_s`) when the durations
+/// vary (`duration_max_s` > 0; the minimum when the two are equal), else
+/// `world.video_duration_s`. Draws only when the range is not empty.
+fn draw_duration(config: &Checked, rng: &mut impl Rng) -> f64 {
+    let b = &config.dynamics.behaviour;
+    if b.duration_max_s > b.duration_min_s {
+        rng.random_range(b.duration_min_s..b.duration_max_s)
+    } else if b.duration_max_s > 0.0 {
+        b.duration_min_s
+    } else {
+        config.world.video_duration_s
     }
 }
 
