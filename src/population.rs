@@ -605,7 +605,7 @@ pub fn daily(pop: &Population, pay_per_view: f64) -> Daily {
             let new = pop.new_video_views.get(d).copied().unwrap_or(0);
             DayRow {
                 day: d as u32,
-                users: pop.initial_users as u32 + pop.signups.iter().filter(|&&at| day_of(at) <= d).count() as u32,
+                users: 0,
                 active_users: 0,
                 sessions: 0,
                 watch_s: 0.0,
@@ -625,6 +625,12 @@ pub fn daily(pop: &Population, pay_per_view: f64) -> Daily {
         if let Some(r) = rows.get_mut(day_of(at)) {
             r.new_users += 1;
         }
+    }
+    // Users there by each day's end: the initial users and the sign-ups so far.
+    let mut users = pop.initial_users as u32;
+    for r in &mut rows {
+        users += r.new_users;
+        r.users = users;
     }
     for s in &pop.sessions {
         let day = day_of(s.start_s);
