@@ -167,6 +167,12 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_name = "S1,S2,...")]
         seeds: Vec<u64>,
     },
+    /// Train and evaluate sequence models on a run's logs (docs/learn.md): the next
+    /// response from the step log, or week-ahead churn from a population run's weeks.
+    Learn {
+        #[command(subcommand)]
+        task: LearnTask,
+    },
     /// Validate config files and print the resolved config of each.
     Check {
         /// Config files to validate.
@@ -176,6 +182,223 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LearnTask {
+    /// Predict each response (watched, skipped, liked, left) from the interactions before
+    /// it; writes RUN_DIR/learn/next-action-<cell>-<mode>/.
+    NextAction {
+        #[command(flatten)]
+        args: LearnArgs,
+        /// Print this user's last --next logged steps as the saved model predicts them
+        /// (training one first if the folder has none for these settings).
+        #[arg(long)]
+        user: Option<u32>,
+        /// With --user: how many steps.
+        #[arg(long, default_value_t = 10, requires = "user")]
+        next: usize,
+    },
+    /// Predict that a user is inactive next week from their weeks (a population run of at
+    /// least 12 weeks); writes RUN_DIR/learn/churn-<cell>-<mode>/.
+    Churn {
+        #[command(flatten)]
+        args: LearnArgs,
+    },
+}
+
+#[derive(Args)]
+struct LearnArgs {
+    /// A finished run folder.
+    run_dir: PathBuf,
+    /// Learn settings (TOML; docs/learn.md lists the keys and defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a learn setting, e.g. --set hidden=32 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// The recurrent cell: rnn, lstm or gru (overrides the settings).
+    #[arg(long)]
+    cell: Option<String>,
+    /// many-to-many or many-to-one (overrides the settings).
+    #[arg(long)]
+    mode: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl LearnArgs {
+    fn load(&self) -> Result<fypsim::learn::LearnConfig> {
+        let mut overrides = self.overrides.clone();
+        if let Some(c) = &self.cell {
+            if fypsim::learn::Cell::from_name(c).is_none() {
+                anyhow::bail!("unknown cell `{c}` (allowed: rnn, lstm, gru)");
+            }
+            overrides.push(format!("cell=\"{c}\""));
+        }
+        if let Some(m) = &self.mode {
+            let Some(mode) = fypsim::learn::Mode::from_name(m) else {
+                anyhow::bail!("unknown mode `{m}` (allowed: many-to-many, many-to-one)");
+            };
+            let key = if mode == fypsim::learn::Mode::ManyToMany { "many_to_many" } else { "many_to_one" };
+            overrides.push(format!("mode=\"{key}\""));
+        }
+        Ok(fypsim::learn::LearnConfig::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+/// The progress display of `fypsim learn`: a bar per epoch, a line per finished epoch.
+struct LearnProgress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl fypsim::learn::LearnObserver for LearnProgress {
+    fn stage(&mut self, message: &str) {
+        if !self.quiet {
+            eprintln!("fypsim: {message}");
+        }
+    }
+
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        if self.quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} epoch {epoch}/{epochs} [{{bar:30.cyan/blue}}] batch {{pos}}/{{len}} {{msg}} [{{elapsed_precise}}]"
+            ))
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+    }
+
+    fn batch(&mut self, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("| loss {loss:.4}"));
+            b.inc(1);
+        }
+    }
+
+    fn epoch_done(&mut self, r: &fypsim::learn::EpochRow) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!(
+                "fypsim: {} epoch {}: training loss {:.4}, validation loss {:.4}, validation metric {:.4}{}",
+                r.model,
+                r.epoch,
+                r.train_loss,
+                r.valid_loss,
+                r.valid_metric,
+                if r.best { " (best so far)" } else { "" }
+            );
+        }
+    }
+}
+
+fn cmd_learn(task: &LearnTask) -> Result<()> {
+    use fypsim::learn::{churn, next_action};
+    match task {
+        LearnTask::NextAction { args, user: Some(user), next } => {
+            let cfg = args.load()?;
+            let mut obs = LearnProgress { bar: None, quiet: args.quiet };
+            let (rows, dir) = next_action::predict_user(&args.run_dir, &cfg, *user, *next, &mut obs)?;
+            println!(
+                "user {user}: the last {} logged steps, each predicted by the model in {} from the {} steps before it",
+                rows.len(),
+                dir.display(),
+                cfg.window
+            );
+            println!(
+                "{:>8} {:>4}  {:<14} {:>32}   {:>32}  actual",
+                "episode", "t", "category", "model: watch skip like left", "true: watch skip like left"
+            );
+            for r in rows {
+                let p = &r.predicted;
+                let b = &r.bayes;
+                println!(
+                    "{:>8} {:>4}  {:<14} {:>11.2} {:>4.2} {:>4.2} {:>4.2}   {:>10.2} {:>4.2} {:>4.2} {:>4.2}  {}",
+                    r.episode, r.t, r.category, p[0], p[1], p[2], p[3], b[0], b[1], b[2], b[3], r.actual
+                );
+            }
+            Ok(())
+        }
+        LearnTask::NextAction { args, .. } => {
+            let cfg = args.load()?;
+            let mut obs = LearnProgress { bar: None, quiet: args.quiet };
+            let o = next_action::run(&args.run_dir, &cfg, &mut obs)?;
+            let m = &o.metrics;
+            let f = |v: &serde_json::Value| {
+                format!(
+                    "{:.4} [{:.4}, {:.4}]",
+                    v["value"].as_f64().unwrap_or(f64::NAN),
+                    v["ci95"][0].as_f64().unwrap_or(f64::NAN),
+                    v["ci95"][1].as_f64().unwrap_or(f64::NAN)
+                )
+            };
+            println!(
+                "next action, {} {}: test log-loss (nats) and accuracy, 95% intervals over test users:",
+                cfg.cell.name(),
+                cfg.mode.name()
+            );
+            for (name, v) in [
+                ("model", &m["model"]),
+                ("markov", &m["baselines"]["markov"]),
+                ("majority", &m["baselines"]["majority"]["metrics"]),
+                ("bayes", &m["bayes"]),
+            ] {
+                println!(
+                    "  {:<10} log-loss {}  accuracy {}  macro-F1 {:.4}",
+                    name,
+                    f(&v["log_loss"]),
+                    f(&v["accuracy"]),
+                    v["macro_f1"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            println!("share of the Markov-to-Bayes log-loss gap closed: {}", f(&m["markov_to_bayes_gap_closed"]));
+            println!("trained in {:.1} s ({} epochs, best {})", o.train_s, m["epochs_run"], m["best_epoch"]);
+            println!("results in {}", o.dir.display());
+            Ok(())
+        }
+        LearnTask::Churn { args } => {
+            let cfg = args.load()?;
+            let mut obs = LearnProgress { bar: None, quiet: args.quiet };
+            let o = churn::run(&args.run_dir, &cfg, &mut obs)?;
+            let m = &o.metrics;
+            let f = |v: &serde_json::Value| {
+                format!(
+                    "{:.4} [{:.4}, {:.4}]",
+                    v["value"].as_f64().unwrap_or(f64::NAN),
+                    v["ci95"][0].as_f64().unwrap_or(f64::NAN),
+                    v["ci95"][1].as_f64().unwrap_or(f64::NAN)
+                )
+            };
+            println!(
+                "week-ahead churn ({}), {} {}: test ROC-AUC and PR-AUC, 95% intervals over test users (inactive next week: {:.1}%):",
+                m["policy"].as_str().unwrap_or(""),
+                cfg.cell.name(),
+                cfg.mode.name(),
+                100.0 * m["test_positive_share"].as_f64().unwrap_or(f64::NAN)
+            );
+            for (name, v) in [
+                ("model", &m["model"]),
+                ("logistic_regression", &m["baselines"]["logistic_regression"]),
+                ("last_week_inactive", &m["baselines"]["last_week_inactive"]),
+                ("days_since_last_visit", &m["baselines"]["days_since_last_visit"]),
+            ] {
+                println!("  {:<22} ROC-AUC {}  PR-AUC {}", name, f(&v["roc_auc"]), f(&v["pr_auc"]));
+            }
+            println!("ROC-AUC, model minus logistic regression: {}", f(&m["roc_auc_minus_logistic_regression"]));
+            println!("trained in {:.1} s ({} epochs, best {})", o.train_s, m["epochs_run"], m["best_epoch"]);
+            println!("results in {}", o.dir.display());
+            Ok(())
+        }
+    }
 }
 
 /// The progress display of a run: a bar with episode, mean return, epsilon and loss.
@@ -999,6 +1222,7 @@ fn main() -> ExitCode {
         Command::Anatomy { config, user, policies, episode, out } => cmd_anatomy(config, *user, policies, *episode, out),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),
+        Command::Learn { task } => cmd_learn(task),
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }

@@ -224,8 +224,14 @@ pub struct StepOutcome {
     pub satiation: f64,
     /// E[p] of the shown video just before the step's draws.
     pub expected_p: f64,
-    /// The videos on offer (filled only with a dynamic on, for steps.parquet).
+    /// The videos on offer (filled only with a dynamic on or `output.step_detail`, for
+    /// steps.parquet's detail columns).
     pub offered: Vec<u32>,
+    /// The user's clock when the video was shown.
+    pub time_s: f64,
+    /// The true outcome probabilities before the step's draws: watched, skipped, liked,
+    /// left ([`crate::user::UserModel::outcome_probabilities`]; with the detail only).
+    pub outcome_p: [f64; 4],
     /// The probability with which the policy chose this slot (set by the training loop
     /// from [`crate::agent::Policy::propensity`]; 1 until then).
     pub propensity: f64,
@@ -687,7 +693,9 @@ impl Env {
         let expected_reward = model.expected_reward(user, latent, video, now);
         let satiation = model.satiation(latent, category, now);
         let expected_p = model.expected_p(user, latent, video, now);
-        let offered = if model.dynamics().is_off() { Vec::new() } else { obs.candidates.iter().map(|c| c.video).collect() };
+        let detail = !model.dynamics().is_off() || c.output.step_detail;
+        let offered = if detail { obs.candidates.iter().map(|c| c.video).collect() } else { Vec::new() };
+        let outcome_p = if detail { model.outcome_probabilities(user, latent, session.t, video, now) } else { [0.0; 4] };
         let r = model.respond(user, latent, session.t, video, now, rng);
         model.update(&mut self.sim.latent[u], video, r.action, r.followed, now);
         let (response, reward, dt) = (r.action, r.reward, r.dt);
@@ -728,6 +736,8 @@ impl Env {
             satiation,
             expected_p,
             offered,
+            time_s: now,
+            outcome_p,
             propensity: 1.0,
             terminal,
             truncated,

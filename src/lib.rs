@@ -15,6 +15,7 @@ pub mod config;
 pub mod env;
 mod error;
 pub mod inspect;
+pub mod learn;
 pub mod matrix;
 pub mod multiseed;
 pub mod plot;

@@ -38,6 +38,8 @@ pub enum Stream {
     CalendarPolicy = 12,
     /// The users who sign up and the videos uploaded during a calendar.
     Arrivals = 13,
+    /// `fypsim learn`: the user split, batch order and the bootstrap.
+    Learn = 14,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

@@ -66,6 +66,13 @@ pub struct StepDetail {
     /// epsilon / n + (1 - epsilon) [the greedy slot]; 1/n for random; 1 for the others).
     #[serde(default = "one")]
     pub propensity: f64,
+    /// The user's clock when the video was shown (0 in records written before it existed).
+    #[serde(default)]
+    pub time_s: f64,
+    /// The true probabilities of the step's outcome before its draws: watched, skipped,
+    /// liked, left (zeros in records written before they existed).
+    #[serde(default)]
+    pub outcome_p: [f64; 4],
 }
 
 fn one() -> f64 {
@@ -261,6 +268,8 @@ impl EpisodeInProgress {
                         left: o.terminal,
                         offered: o.offered.clone(),
                         propensity: o.propensity,
+                        time_s: o.time_s,
+                        outcome_p: o.outcome_p,
                     })
                 }),
             });

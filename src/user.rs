@@ -208,6 +208,29 @@ impl UserModel {
             + skipped * (1.0 - self.leave_probability(t + 1, video, false))
     }
 
+    /// The true distribution of a step's outcome before its draws, over the classes
+    /// watched, skipped, liked and left (the session ended after the step: a session_end
+    /// response, or leaving after watching or skipping; it takes precedence over the
+    /// response). `t` counts the session's steps before this one. Marginal over p's
+    /// uniform draw, so exact: what the response frequencies converge to.
+    pub fn outcome_probabilities(&self, user: &User, latent: &Latent, t: usize, video: u32, now: f64) -> [f64; 4] {
+        let ep = self.expected_p(user, latent, video, now);
+        let b = &self.dynamics.behaviour;
+        let (watched, skipped, liked, ended) = if b.enabled {
+            let like = (b.like_rate * self.watch_fraction(video)).clamp(0.0, 1.0);
+            (ep * (1.0 - like), 1.0 - ep, ep * like, 0.0)
+        } else {
+            let rest = (1.0 - ep) / 3.0;
+            (ep, rest, rest, rest)
+        };
+        let (lc, ls) = if self.leave_draw {
+            (self.leave_probability(t + 1, video, true), self.leave_probability(t + 1, video, false))
+        } else {
+            (0.0, 0.0)
+        };
+        [watched * (1.0 - lc), skipped * (1.0 - ls), liked * (1.0 - lc), ended + (watched + liked) * lc + skipped * ls]
+    }
+
     /// The reward of a response action before the behaviour terms.
     fn action_reward(&self, action: Action) -> f64 {
         let e = &self.env;
@@ -481,6 +504,59 @@ mod tests {
             let sd = (sq / n as f64 - mean * mean).sqrt();
             let exact = m.expected_reward(&u, &l, video, 12.0);
             assert!((mean - exact).abs() < 5.0 * sd / (n as f64).sqrt(), "video {video}: {mean} vs {exact}");
+        }
+    }
+
+    /// The outcome classes a step's draws produce (watched, skipped, liked, left).
+    fn outcome_class(r: &Response) -> usize {
+        if r.left {
+            3
+        } else {
+            match r.action {
+                Action::Watched => 0,
+                Action::Skipped => 1,
+                Action::Liked => 2,
+                Action::SessionEnd | Action::Done => 3,
+            }
+        }
+    }
+
+    #[test]
+    fn outcome_frequencies_converge_to_the_outcome_probabilities() {
+        let rich = "[dynamics.satiation]\nstrength = 0.15\n[dynamics.fatigue]\nrate = 0.02\n\
+                    [dynamics.quality]\nsd = 1.0\nclickbait = 0.1\nleave = 0.3\nwatch = 1.0\n\
+                    [dynamics.behaviour]\nenabled = true\nlike_rate = 0.3\nleave_base = 0.05\nleave_skip = 0.2\n";
+        for toml in ["", "[dynamics.fatigue]\nrate = 0.05\n", rich] {
+            let c = Config::from_toml_str(toml, &[]).unwrap();
+            let videos: Vec<Video> = (0..8)
+                .map(|i| Video {
+                    id: i,
+                    category: i as u16,
+                    creator: i,
+                    duration_s: 10.0,
+                    views: 0,
+                    quality: (i as f64 - 3.5) / 2.0,
+                })
+                .collect();
+            let m = UserModel::new(&c, &videos);
+            let u = User { id: 0, age: 20, gender: 0, region: 1, interests: [0, 5] };
+            let mut l = m.initial_latent(&u);
+            m.update(&mut l, 0, Action::Watched, false, 0.0);
+            let mut rng = stream(11, Stream::Responses);
+            for video in [0u32, 2, 5, 7] {
+                let probs = m.outcome_probabilities(&u, &l, 4, video, 5.0);
+                assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{probs:?}");
+                let n = 100_000;
+                let mut counts = [0usize; 4];
+                for _ in 0..n {
+                    counts[outcome_class(&m.respond(&u, &l, 4, video, 5.0, &mut rng))] += 1;
+                }
+                for (k, p) in probs.iter().enumerate() {
+                    let f = counts[k] as f64 / n as f64;
+                    let sd = (p * (1.0 - p) / n as f64).sqrt().max(1e-9);
+                    assert!((f - p).abs() < 5.0 * sd + 1e-9, "{toml:?} video {video} class {k}: {f} vs {p}");
+                }
+            }
         }
     }
 }

@@ -940,11 +940,17 @@ pub struct OutputConfig {
     /// earlier versions). Off by default, so that a seed's result files are byte-identical
     /// from run to run; the wall-clock figures are always in `timing.json`.
     pub wall_time: bool,
+    /// Record steps.parquet's detail columns (watch time, the true expected response and
+    /// outcome probabilities, the offered videos, the clock) even with every dynamic off:
+    /// the logs `fypsim learn` needs. Written to config.toml only when on, so configs of
+    /// earlier runs keep their fingerprint.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub step_detail: bool,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { results_dir: "results".into(), steps: true, wall_time: false }
+        OutputConfig { results_dir: "results".into(), steps: true, wall_time: false, step_detail: false }
     }
 }
 
@@ -1023,7 +1029,7 @@ impl Config {
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, any other value replaces.
-fn merge(base: &mut toml::Table, over: toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),

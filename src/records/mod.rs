@@ -60,6 +60,11 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
             rows.iter().map(|r| r.detail.as_ref().map(|d| d.left)).collect::<Vec<_>>(),
         ))?;
         frame.with_column(Column::new("offered".into(), offered))?;
+        frame.with_column(Column::new("time_s".into(), d(|d| d.time_s)))?;
+        for (k, name) in ["p_watched", "p_skipped", "p_liked", "p_left"].into_iter().enumerate() {
+            let col: Vec<Option<f64>> = rows.iter().map(|r| r.detail.as_ref().map(|d| d.outcome_p[k])).collect();
+            frame.with_column(Column::new(name.into(), col))?;
+        }
     }
     Ok(frame)
 }
