@@ -139,22 +139,44 @@ impl Logged {
 pub struct Layout {
     pub slots: usize,
     pub logged: Vec<Logged>,
+    /// With `dqn.session_encoder = "gru"`: the session's last steps, each
+    /// [`HISTORY_FEATURES`] numbers for the given number of categories, after the slots.
+    pub history_steps: usize,
+    pub history_features: usize,
+}
+
+/// Numbers per step of the session history (`dqn.session_encoder = "gru"`): the
+/// category (one-hot), the response (watched, skipped, liked: one-hot), the watch time
+/// (ln(1 + s) / 5) and 1 for a step that happened (0 for the padding before the session's
+/// first step).
+pub fn history_features(categories: usize) -> usize {
+    categories + 3 + 1 + 1
 }
 
 impl Layout {
     pub fn of(config: &crate::config::Config) -> Layout {
         let named = |l: Logged| config.dqn.candidate_features.iter().any(|f| f == l.name());
-        Layout { slots: config.candidates.count, logged: Logged::ALL.into_iter().filter(|&l| named(l)).collect() }
+        let gru = config.dqn.session_encoder == crate::config::SessionEncoder::Gru;
+        Layout {
+            slots: config.candidates.count,
+            logged: Logged::ALL.into_iter().filter(|&l| named(l)).collect(),
+            history_steps: if gru { config.dqn.session_window } else { 0 },
+            history_features: if gru { history_features(config.world.categories.len()) } else { 0 },
+        }
     }
     /// The base layout with `slots` slots.
     pub fn base(slots: usize) -> Layout {
-        Layout { slots, logged: Vec::new() }
+        Layout { slots, logged: Vec::new(), history_steps: 0, history_features: 0 }
+    }
+    /// Where the session history starts in the numbers (after the slots).
+    pub fn history_start(&self) -> usize {
+        num::SLOTS + self.per_slot() * self.slots
     }
     pub fn per_slot(&self) -> usize {
         num::PER_SLOT + self.logged.len()
     }
     pub fn n_numeric(&self) -> usize {
-        num::SLOTS + self.per_slot() * self.slots
+        num::SLOTS + self.per_slot() * self.slots + self.history_steps * self.history_features
     }
     pub fn n_categorical(&self) -> usize {
         State::n_categorical(self.slots)
@@ -287,11 +309,24 @@ pub struct Session {
     last_response: Option<Action>,
     /// Per category, the decayed count of recent showings (with the exposure feature).
     exposure: Vec<f32>,
+    /// With the GRU session encoder: the session's steps so far (category, response:
+    /// 1 watched, 2 skipped, 3 liked, 0 other; watch seconds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recent: Vec<(u16, u8, f32)>,
 }
 
 impl Session {
     fn new(user: u32) -> Session {
-        Session { user, t: 0, watched: 0, session_len_s: 0.0, last_category: None, last_response: None, exposure: Vec::new() }
+        Session {
+            user,
+            t: 0,
+            watched: 0,
+            session_len_s: 0.0,
+            last_category: None,
+            last_response: None,
+            exposure: Vec::new(),
+            recent: Vec::new(),
+        }
     }
 }
 
@@ -579,8 +614,12 @@ impl Env {
         let mut categorical = vec![0i64; State::n_categorical(r)];
         categorical[cat::GENDER] = user.gender as i64;
         categorical[cat::REGION] = user.region as i64;
-        categorical[cat::INTEREST_1] = user.interests[0] as i64;
-        categorical[cat::INTEREST_2] = user.interests[1] as i64;
+        let interests = match c.dqn.interests {
+            crate::config::InterestSource::Profile => user.interests,
+            crate::config::InterestSource::Predicted => self.predicted_interests(session.user),
+        };
+        categorical[cat::INTEREST_1] = interests[0] as i64;
+        categorical[cat::INTEREST_2] = interests[1] as i64;
         categorical[cat::LAST_CATEGORY] = session.last_category.map_or(0, |x| x as i64 + 1);
         categorical[cat::LAST_ACTION] = match session.last_response {
             None | Some(Action::SessionEnd) | Some(Action::Done) => 0,
@@ -588,6 +627,29 @@ impl Env {
             Some(Action::Skipped) => 2,
             Some(Action::Liked) => 3,
         };
+        let gru = layout.history_steps > 0;
+        if gru {
+            // The GRU reads the session instead of the hand-built session features.
+            numeric[num::WATCHED] = 0.0;
+            numeric[num::SESSION_LENGTH] = 0.0;
+            categorical[cat::LAST_CATEGORY] = 0;
+            categorical[cat::LAST_ACTION] = 0;
+            let (steps, per) = (layout.history_steps, layout.history_features);
+            let n_cat = c.world.categories.len();
+            let start = layout.history_start();
+            let recent = &session.recent[session.recent.len().saturating_sub(steps)..];
+            // Right-aligned: the last step in the last row, padding (all 0) before the first.
+            let first_row = steps - recent.len();
+            for (k, &(category, code, watch_s)) in recent.iter().enumerate() {
+                let row = &mut numeric[start + (first_row + k) * per..start + (first_row + k + 1) * per];
+                row[category as usize] = 1.0;
+                if code > 0 {
+                    row[n_cat + code as usize - 1] = 1.0;
+                }
+                row[n_cat + 3] = (watch_s as f64).ln_1p() as f32 / 5.0;
+                row[n_cat + 4] = 1.0;
+            }
+        }
         let mut valid = vec![false; r];
         // Raw and final scores grow with the user's history; the agent sees them relative
         // to the largest among the candidates, so their scale stays the same all run long.
@@ -607,13 +669,18 @@ impl Env {
             f[num::FINAL] = (cand.final_score * final_scale) as f32;
             f[num::RAW] = (cand.raw * raw_scale) as f32;
             f[num::VIEWS] = cand.views as f32 / 100.0;
-            f[num::INTEREST] = if cand.interest_match { 1.0 } else { 0.0 };
+            let interest_match = match c.dqn.interests {
+                crate::config::InterestSource::Profile => cand.interest_match,
+                crate::config::InterestSource::Predicted => interests.contains(&cand.category),
+            };
+            f[num::INTEREST] = if interest_match { 1.0 } else { 0.0 };
             for (j, l) in layout.logged.iter().enumerate() {
                 let log = self.sim.logs.get(cand.video as usize).copied().unwrap_or_default();
                 f[num::PER_SLOT + j] = match l {
                     Logged::WatchRate => log.watch_rate() as f32,
                     Logged::Completion => log.completion() as f32,
                     Logged::ExitRate => log.exit_rate() as f32,
+                    Logged::Exposure if gru => 0.0,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
                     Logged::Duration => (self.world.videos[cand.video as usize].duration_s / 60.0) as f32,
                     Logged::LogViews => ((cand.views as f64).ln_1p() / LOG_VIEWS_SCALE) as f32,
@@ -628,6 +695,26 @@ impl Env {
             valid[k] = true;
         }
         State { numeric, categorical, valid }
+    }
+
+    /// The user's interests as predicted from their history (`dqn.interests =
+    /// "predicted"`): the two categories with the largest summed scores in the user's
+    /// row of the matrix, ties to the lower category; categories 0 and 1 for a user with
+    /// no row yet.
+    pub fn predicted_interests(&self, user: u32) -> [u16; 2] {
+        let n = self.config.world.categories.len();
+        let mut sum = vec![0.0f64; n];
+        let mut seen = false;
+        for (video, score) in self.matrix.user_row(user).iter() {
+            sum[self.world.videos[video as usize].category as usize] += score;
+            seen = true;
+        }
+        if !seen || n < 2 {
+            return [0, 1.min(n.saturating_sub(1)) as u16];
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| sum[b].total_cmp(&sum[a]).then(a.cmp(&b)));
+        [order[0] as u16, order[1] as u16]
     }
 
     /// The user's logged taste per category ([`Logged::Affinity`]), from the matrix.
@@ -719,6 +806,15 @@ impl Env {
                 *e *= EXPOSURE_DECAY;
             }
             session.exposure[category as usize] += 1.0;
+        }
+        if self.layout.history_steps > 0 {
+            let code = match response {
+                Action::Watched => 1,
+                Action::Skipped => 2,
+                Action::Liked => 3,
+                Action::SessionEnd | Action::Done => 0,
+            };
+            session.recent.push((category, code, r.watch_s as f32));
         }
         session.last_category = Some(category);
         session.last_response = Some(response);
@@ -1052,6 +1148,116 @@ mod tests {
         for (k, cand) in obs.candidates.iter().enumerate() {
             let want = f32::from(u8::from(world.videos[cand.video as usize].creator == creator));
             assert_eq!(obs.state.numeric[env.layout().slot(k) + fol], want);
+        }
+    }
+}
+
+#[cfg(test)]
+mod interest_tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn predicted_interests_come_from_the_history_and_only_change_the_interest_inputs() {
+        let c = Config::default().check().unwrap();
+        let env = Env::new(&c, World::generate(&c));
+        let users = &env.world.users;
+        // The logged history leans toward the profile's interests: most predictions
+        // recover at least one, and many both.
+        let (mut one, mut both) = (0, 0);
+        for u in users {
+            let p = env.predicted_interests(u.id);
+            let hits = p.iter().filter(|x| u.interests.contains(x)).count();
+            one += usize::from(hits >= 1);
+            both += usize::from(hits == 2);
+        }
+        let n = users.len();
+        assert!(one * 10 >= n * 7, "{one} of {n} with one interest right");
+        assert!(both * 10 >= n, "{both} of {n} with both right");
+        eprintln!("predicted interests: {one} of {n} users with one right, {both} with both");
+        // The predicted state differs from the profile's only in the interest inputs.
+        let p = Config::from_toml_str("[dqn]\ninterests = \"predicted\"\n", &[]).unwrap();
+        let mut a = Env::new(&c, World::generate(&c));
+        let mut b = Env::new(&p, World::generate(&p));
+        let (sa, sb) = (a.reset(5).state.clone(), b.reset(5).state.clone());
+        let pred = b.predicted_interests(5);
+        assert_eq!(sb.categorical[cat::INTEREST_1], pred[0] as i64);
+        assert_eq!(sb.categorical[cat::INTEREST_2], pred[1] as i64);
+        for (k, (x, y)) in sa.categorical.iter().zip(&sb.categorical).enumerate() {
+            if k != cat::INTEREST_1 && k != cat::INTEREST_2 {
+                assert_eq!(x, y, "categorical {k}");
+            }
+        }
+        let layout = Layout::of(&c);
+        for (j, (x, y)) in sa.numeric.iter().zip(&sb.numeric).enumerate() {
+            let in_slot = j >= num::SLOTS && (j - num::SLOTS) % layout.per_slot() == num::INTEREST;
+            if !in_slot {
+                assert_eq!(x, y, "numeric {j}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod session_gru_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::rng::{stream, Stream};
+
+    #[test]
+    fn the_gru_encoder_sees_the_session_history_instead_of_the_hand_built_features() {
+        let c = Config::from_toml_str(
+            "[dqn]\nsession_encoder = \"gru\"\nsession_window = 4\ncandidate_features = [\"final\", \"exposure\"]\n",
+            &[],
+        )
+        .unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let layout = env.layout().clone();
+        let n_cat = c.world.categories.len();
+        let per = history_features(n_cat);
+        assert_eq!((layout.history_steps, layout.history_features), (4, per));
+        assert_eq!(layout.n_numeric(), layout.history_start() + 4 * per);
+        let start = layout.history_start();
+        let s0 = env.reset(3).state.clone();
+        assert_eq!(s0.numeric.len(), layout.n_numeric());
+        assert!(s0.numeric[start..].iter().all(|&x| x == 0.0), "no step yet: all padding");
+        let mut rng = stream(1, Stream::Responses);
+        let mut shown = Vec::new();
+        for _ in 0..6 {
+            let out = env.step(0, &mut rng);
+            shown.push((out.category, out.response));
+            if out.terminal {
+                break;
+            }
+        }
+        let s = env.obs.as_ref().map(|o| o.state.clone()).unwrap();
+        assert_eq!(s.numeric[num::WATCHED], 0.0);
+        assert_eq!(s.numeric[num::SESSION_LENGTH], 0.0);
+        assert_eq!(s.categorical[cat::LAST_CATEGORY], 0);
+        assert_eq!(s.categorical[cat::LAST_ACTION], 0);
+        // Exposure (a hand-built session feature) reads 0 in every slot.
+        for k in 0..layout.slots {
+            assert_eq!(s.numeric[layout.slot(k) + num::PER_SLOT], 0.0);
+        }
+        // The last min(4, steps) steps, right-aligned, in order.
+        let recent = &shown[shown.len().saturating_sub(4)..];
+        let first = 4 - recent.len();
+        for (k, &(category, response)) in recent.iter().enumerate() {
+            let row = &s.numeric[start + (first + k) * per..start + (first + k + 1) * per];
+            assert_eq!(row[category as usize], 1.0);
+            assert_eq!(row[n_cat + 4], 1.0, "a step that happened");
+            let code = match response {
+                Action::Watched => Some(0),
+                Action::Skipped => Some(1),
+                Action::Liked => Some(2),
+                _ => None,
+            };
+            if let Some(j) = code {
+                assert_eq!(row[n_cat + j], 1.0);
+            }
+        }
+        for row in 0..first {
+            assert!(s.numeric[start + row * per..start + (row + 1) * per].iter().all(|&x| x == 0.0));
         }
     }
 }

@@ -37,6 +37,34 @@ struct Vocab {
     slots: i64,
     /// Numbers per slot, from the observation layout.
     per_slot: i64,
+    /// The session history's steps and numbers per step (0 without the GRU encoder).
+    history_steps: i64,
+    history_features: i64,
+}
+
+/// The GRU session encoder (`dqn.session_encoder = "gru"`): reads the history block of
+/// the numbers and gives its final state.
+struct SessionGru {
+    gru: nn::GRU,
+    start: i64,
+    steps: i64,
+    features: i64,
+}
+
+impl std::fmt::Debug for SessionGru {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionGru({} steps x {})", self.steps, self.features)
+    }
+}
+
+impl SessionGru {
+    /// The final state [batch, hidden] over the history in `numeric` [batch, n_num].
+    fn encode(&self, numeric: &Tensor) -> Tensor {
+        let batch = numeric.size()[0];
+        let x = numeric.narrow(1, self.start, self.steps * self.features).view([batch, self.steps, self.features]);
+        let (out, _) = nn::RNN::seq(&self.gru, &x);
+        out.select(1, self.steps - 1)
+    }
 }
 
 /// One categorical feature's slice of the flat embedding table.
@@ -72,6 +100,7 @@ struct QNet {
     slots: i64,
     layers: Vec<nn::Linear>,
     value: Option<(nn::Linear, nn::Linear)>,
+    session: Option<SessionGru>,
     /// Column indices into a row [numeric ‖ embeddings] that give the user's part
     /// [user numbers ‖ user embeddings], and every slot's part [slot numbers ‖ slot
     /// embeddings] one after another; with the `slots` head, `layout` is the two together,
@@ -131,7 +160,15 @@ impl QNet {
         // Like nn::Embedding: standard normal initial values.
         let table = p.var("embeddings", &[total.max(1)], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
 
-        let user = num::SLOTS as i64 + user_emb;
+        let n_num_slots = num::SLOTS as i64 + v.per_slot * v.slots;
+        let session = (v.history_steps > 0).then(|| SessionGru {
+            gru: nn::gru(p / "session_gru", v.history_features, cfg.session_hidden as i64, Default::default()),
+            start: n_num_slots,
+            steps: v.history_steps,
+            features: v.history_features,
+        });
+        let session_width = if session.is_some() { cfg.session_hidden as i64 } else { 0 };
+        let user = num::SLOTS as i64 + user_emb + session_width;
         let item = v.per_slot + slot_emb;
         let (input, outputs) = match cfg.head {
             QHead::Slots => (user + v.slots * item, v.slots),
@@ -148,8 +185,9 @@ impl QNet {
             let h = cfg.hidden[0] as i64;
             (nn::linear(p / "value0", user, h, Default::default()), nn::linear(p / "value1", h, 1, Default::default()))
         });
-        // Columns of [numeric ‖ embeddings]: the numbers first, then the table rows.
-        let n_num = num::SLOTS as i64 + v.per_slot * v.slots;
+        // Columns of [numeric ‖ embeddings]: the numbers first (the session history, when
+        // the GRU reads it, last among them), then the table rows.
+        let n_num = n_num_slots + v.history_steps * v.history_features;
         let user_cols: Vec<i64> = (0..num::SLOTS as i64).chain(n_num..n_num + user_emb).collect();
         let slot_cols: Vec<i64> = (0..v.slots)
             .flat_map(|k| {
@@ -170,6 +208,7 @@ impl QNet {
             slots: v.slots,
             layers,
             value,
+            session,
             user_cols: on(&user_cols),
             slot_cols: on(&slot_cols),
             layout: on(&layout),
@@ -211,11 +250,16 @@ impl QNet {
         let batch = numeric.size()[0];
         let emb = self.table.index_select(0, indices).view([batch, -1]);
         let row = Tensor::cat(&[numeric, &emb], 1);
+        let session = self.session.as_ref().map(|s| s.encode(numeric));
+        let with_session = |x: Tensor| match &session {
+            Some(h) => Tensor::cat(&[&x, h], 1),
+            None => x,
+        };
         // The user's part is needed by the items head and by the dueling value stream.
         let (q, user) = match self.head {
-            QHead::Slots => (self.mlp(&row.index_select(1, &self.layout)), None),
+            QHead::Slots => (self.mlp(&with_session(row.index_select(1, &self.layout))), None),
             QHead::Items => {
-                let user = row.index_select(1, &self.user_cols);
+                let user = with_session(row.index_select(1, &self.user_cols));
                 let item = row.index_select(1, &self.slot_cols).view([batch, self.slots, -1]);
                 let width = user.size()[1];
                 let u = user.unsqueeze(1).expand([batch, self.slots, width], false);
@@ -226,7 +270,7 @@ impl QNet {
         match &self.value {
             // Dueling: the network's output is the advantage.
             Some((v0, v1)) => {
-                let user = user.unwrap_or_else(|| row.index_select(1, &self.user_cols));
+                let user = user.unwrap_or_else(|| with_session(row.index_select(1, &self.user_cols)));
                 linear(&linear(&user, v0).relu(), v1) + &q - q.mean_dim(1, true, Kind::Float)
             }
             None => q,
@@ -335,6 +379,8 @@ impl DqnAgent {
             categories: config.world.categories.len() as i64,
             slots: config.candidates.count as i64,
             per_slot: layout.per_slot() as i64,
+            history_steps: layout.history_steps as i64,
+            history_features: layout.history_features as i64,
         };
         let torch_seed = stream(config.seed, Stream::Torch).random::<u32>() as i64;
         let (online_vs, online, mut target_vs, target) = {

@@ -480,6 +480,53 @@ pub enum QHead {
     Items,
 }
 
+/// Where the interests in the agent's state come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterestSource {
+    /// The profile's two interests, as drawn with the world (what the prototype let the
+    /// agent see).
+    #[default]
+    Profile,
+    /// Predicted from the user's logged history: the two categories with the largest
+    /// summed scores in the user's row of the item-user matrix (the interest prediction
+    /// layer of the prototype's design, which its code skipped).
+    Predicted,
+}
+
+impl InterestSource {
+    pub fn is_profile(&self) -> bool {
+        *self == InterestSource::Profile
+    }
+}
+
+/// How the agent's state describes the session so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEncoder {
+    /// Hand-built features: videos watched, session length, the last category and
+    /// response, and (when named) each candidate's exposure this session.
+    #[default]
+    Features,
+    /// A GRU, trained with the Q-network, over the session's last `dqn.session_window`
+    /// steps (each step's category, response and watch time) in place of those features.
+    Gru,
+}
+
+impl SessionEncoder {
+    pub fn is_features(&self) -> bool {
+        *self == SessionEncoder::Features
+    }
+}
+
+fn is_16(v: &usize) -> bool {
+    *v == 16
+}
+
+fn is_32(v: &usize) -> bool {
+    *v == 32
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
@@ -595,6 +642,21 @@ pub struct DqnConfig {
     /// and the user's own logged "affinity" (taste for the category) and "followed".
     /// Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
+    /// The interests the state holds (the two interest embeddings and each candidate's
+    /// "interest" number): the profile's, or predicted from the user's history. Written
+    /// to config.toml only when not the profile's.
+    #[serde(skip_serializing_if = "InterestSource::is_profile")]
+    pub interests: InterestSource,
+    /// The session so far as hand-built features, or encoded by a GRU. The three session
+    /// keys are written to config.toml only when not at their defaults.
+    #[serde(skip_serializing_if = "SessionEncoder::is_features")]
+    pub session_encoder: SessionEncoder,
+    /// With the GRU: how many of the session's last steps it reads.
+    #[serde(skip_serializing_if = "is_16")]
+    pub session_window: usize,
+    /// With the GRU: the width of its state.
+    #[serde(skip_serializing_if = "is_32")]
+    pub session_hidden: usize,
 }
 
 /// A linear learning-rate decay: `dqn.lr` until episode `from_episode`, then linearly
@@ -662,6 +724,10 @@ impl Default for DqnConfig {
             epsilon: EpsilonConfig::default(),
             embeddings: EmbeddingConfig::default(),
             candidate_features: CANDIDATE_FEATURES[..4].iter().map(|s| s.to_string()).collect(),
+            interests: InterestSource::Profile,
+            session_encoder: SessionEncoder::Features,
+            session_window: 16,
+            session_hidden: 32,
         }
     }
 }

@@ -399,6 +399,12 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("dqn.threads", d.threads, 1)?;
     at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
 
+    if !(1..=256).contains(&d.session_window) {
+        return Err(invalid("dqn.session_window", d.session_window, "1 to 256 steps"));
+    }
+    if !(1..=1024).contains(&d.session_hidden) {
+        return Err(invalid("dqn.session_hidden", d.session_hidden, "1 to 1024"));
+    }
     for f in &d.candidate_features {
         if !super::CANDIDATE_FEATURES.contains(&f.as_str()) {
             return Err(invalid(
