@@ -363,3 +363,46 @@ fn save(model: &Model, out: &Path, name: &str) -> Result<PathBuf> {
     std::fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_keeps_users_apart_and_labels_of_later_weeks_out_of_training() {
+        let mut weeks = Vec::new();
+        for user in 0..60u32 {
+            for week in 0..12u32 {
+                weeks.push(Week {
+                    user,
+                    week,
+                    sessions: (user + week) % 5,
+                    active_days: (user + week) % 4,
+                    watch_s: 100.0,
+                    likes: 1,
+                    skips: 1,
+                    days_since_last_visit: 1.0,
+                    inactive_next_week: (week < 11).then_some((user + week) % 5 == 0),
+                });
+            }
+        }
+        let cfg = LearnConfig::default();
+        let ((train, train_kept), (valid, valid_kept), (test, test_kept), cut, users) = split(&weeks, &cfg);
+        assert_eq!(cut, 8);
+        assert_eq!(users.iter().sum::<usize>(), 60);
+        let ids = |k: &[(u32, Vec<usize>)]| k.iter().map(|x| x.0).collect::<std::collections::BTreeSet<_>>();
+        let (a, b, c) = (ids(&train_kept), ids(&valid_kept), ids(&test_kept));
+        assert!(a.is_disjoint(&b) && a.is_disjoint(&c) && b.is_disjoint(&c));
+        // Training and validation: every week and every label before the cut.
+        for (w, kept) in [(&train, &train_kept), (&valid, &valid_kept)] {
+            assert!(kept.iter().flat_map(|k| &k.1).all(|&i| weeks[i].week < cut));
+            assert!(w.origin.iter().all(|&(s, j)| weeks[kept[s].1[j]].week + 1 < cut));
+        }
+        // Test: labels of the cut week and later only, never the unlabelled last week.
+        assert!(test.origin.iter().all(|&(s, j)| {
+            let w = &weeks[test_kept[s].1[j]];
+            w.week + 1 >= cut && w.inactive_next_week.is_some()
+        }));
+        assert_eq!(test.targets(), users[2] * 4);
+    }
+}
