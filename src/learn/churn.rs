@@ -132,13 +132,13 @@ type Split = (Windows, Vec<(u32, Vec<usize>)>);
 
 /// Splits by user and by time: training and validation labels are weeks before the cut
 /// week, test labels the cut week and after (a test user's earlier weeks are context).
-pub fn split(weeks: &[Week], cfg: &LearnConfig) -> (Split, Split, Split, u32, [usize; 3]) {
+pub fn split(weeks: &[Week], cfg: &LearnConfig) -> Result<(Split, Split, Split, u32, [usize; 3])> {
     let users = by_user(weeks);
     let ids: Vec<u32> = users.iter().map(|u| u.0).collect();
     let (tr, va, te) = split_users(&ids, cfg);
     let n_weeks = weeks.iter().map(|w| w.week + 1).max().unwrap_or(0);
     let cut = ((n_weeks as f64 * cfg.time_split).round() as u32).max(1);
-    let build = |set: &[u32], test: bool| -> Split {
+    let build = |set: &[u32], test: bool| -> Result<Split> {
         let mut seqs = Vec::new();
         let mut kept = Vec::new();
         for (u, idx) in users.iter().filter(|(u, _)| set.binary_search(u).is_ok()) {
@@ -162,9 +162,9 @@ pub fn split(weeks: &[Week], cfg: &LearnConfig) -> (Split, Split, Split, u32, [u
             });
             kept.push((*u, idx));
         }
-        (Windows::build(&seqs, cfg.mode, cfg.window, cfg.stride, FEATURES), kept)
+        Ok((Windows::try_build(&seqs, cfg.mode, cfg.window, cfg.stride, FEATURES)?, kept))
     };
-    (build(&tr, false), build(&va, false), build(&te, true), cut, [tr.len(), va.len(), te.len()])
+    Ok((build(&tr, false)?, build(&va, false)?, build(&te, true)?, cut, [tr.len(), va.len(), te.len()]))
 }
 
 /// Trains and evaluates on the population run in `run_dir`, writing
@@ -201,7 +201,7 @@ pub fn learn(
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
     super::begin(out, cfg)?;
-    let ((train_w, _), (valid_w, _), (test_w, test_kept), cut, users) = split(weeks, cfg);
+    let ((train_w, _), (valid_w, _), (test_w, test_kept), cut, users) = split(weeks, cfg)?;
     if test_w.targets() == 0 {
         return Err(Error::Other(format!("no test targets: no test user has a labelled week from week {cut} on")));
     }
@@ -387,7 +387,7 @@ mod tests {
             }
         }
         let cfg = LearnConfig::default();
-        let ((train, train_kept), (valid, valid_kept), (test, test_kept), cut, users) = split(&weeks, &cfg);
+        let ((train, train_kept), (valid, valid_kept), (test, test_kept), cut, users) = split(&weeks, &cfg).unwrap();
         assert_eq!(cut, 8);
         assert_eq!(users.iter().sum::<usize>(), 60);
         let ids = |k: &[(u32, Vec<usize>)]| k.iter().map(|x| x.0).collect::<std::collections::BTreeSet<_>>();

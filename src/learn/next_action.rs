@@ -286,7 +286,7 @@ pub struct Splits {
 
 /// Splits by user (each user in one split) and by time (training and validation targets
 /// before the cut, test targets after it; a test user's earlier steps are context only).
-pub fn split(log: &StepLog, profiles: &dyn Fn(u32) -> Profile, layout: Layout, cfg: &LearnConfig) -> Splits {
+pub fn split(log: &StepLog, profiles: &dyn Fn(u32) -> Profile, layout: Layout, cfg: &LearnConfig) -> Result<Splits> {
     let users = by_user(log);
     let ids: Vec<u32> = users.iter().map(|u| u.0).collect();
     let (tr, va, te) = split_users(&ids, cfg);
@@ -301,15 +301,15 @@ pub fn split(log: &StepLog, profiles: &dyn Fn(u32) -> Profile, layout: Layout, c
     let record = video_record(log);
     let build = |users: Vec<(u32, Vec<usize>)>, keep: &dyn Fn(usize) -> bool, scored: &dyn Fn(usize) -> bool| {
         let (seqs, kept) = sequences(log, &record, &users, profiles, layout, keep, scored);
-        (Windows::build(&seqs, mode, w, s, f), kept)
+        Ok::<_, Error>((Windows::try_build(&seqs, mode, w, s, f)?, kept))
     };
-    Splits {
-        train: build(pick(&tr), &before, &before),
-        valid: build(pick(&va), &before, &before),
-        test: build(pick(&te), &all, &after),
+    Ok(Splits {
+        train: build(pick(&tr), &before, &before)?,
+        valid: build(pick(&va), &before, &before)?,
+        test: build(pick(&te), &all, &after)?,
         cut_episode: cut,
         users: [tr.len(), va.len(), te.len()],
-    }
+    })
 }
 
 /// The Markov chain over responses: P(class | previous class, or none), from the
@@ -469,7 +469,7 @@ pub fn learn(
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
     super::begin(out, cfg)?;
-    let splits = split(log, profiles, layout, cfg);
+    let splits = split(log, profiles, layout, cfg)?;
     let (train_w, train_kept) = &splits.train;
     let (valid_w, _) = &splits.valid;
     let (test_w, test_kept) = &splits.test;
@@ -700,7 +700,7 @@ mod tests {
     fn splits_keep_users_apart_and_the_future_out_of_training() {
         let l = log(20, 200, 5, &|u, e, t| ((u + e + t) % 4) as u16, &|_| (0, [0.7, 0.1, 0.1, 0.1]));
         let cfg = LearnConfig::default();
-        let s = split(&l, &profile, LAYOUT, &cfg);
+        let s = split(&l, &profile, LAYOUT, &cfg).unwrap();
         let users = |k: &[(u32, Vec<usize>)]| k.iter().map(|x| x.0).collect::<std::collections::BTreeSet<_>>();
         let (a, b, c) = (users(&s.train.1), users(&s.valid.1), users(&s.test.1));
         assert!(a.is_disjoint(&b) && a.is_disjoint(&c) && b.is_disjoint(&c));
@@ -727,7 +727,7 @@ mod tests {
             }
         });
         let cfg = LearnConfig { bootstrap: 50, ..Default::default() };
-        let s = split(&l, &profile, LAYOUT, &cfg);
+        let s = split(&l, &profile, LAYOUT, &cfg).unwrap();
         let (w, kept) = &s.test;
         let chain = markov(&l, &s.train.0, &s.train.1);
         let n = w.targets();

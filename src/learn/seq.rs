@@ -76,6 +76,33 @@ impl Windows {
         w
     }
 
+    /// [`Windows::build`], after checking that the windows fit in a quarter of this
+    /// machine's memory (three splits are built, and batches copy from them): a log too
+    /// large for the settings gets an error, not an abort.
+    pub fn try_build(seqs: &[Sequence], mode: Mode, window: usize, stride: usize, features: usize) -> Result<Windows> {
+        let windows: usize = seqs
+            .iter()
+            .map(|q| match mode {
+                Mode::ManyToMany => q.labels.len().div_ceil(window),
+                Mode::ManyToOne => q.scored.iter().filter(|&&b| b).count().div_ceil(stride),
+            })
+            .sum();
+        let bytes = windows as f64 * window as f64 * (features as f64 * 4.0 + 12.0);
+        if let Some(physical) = crate::config::memory::physical_memory() {
+            if bytes > physical / 4.0 {
+                return Err(Error::Other(format!(
+                    "the {} windows of {window} steps would need about {:.1} GiB, more than a quarter of this machine's {:.1} GiB: \
+                     lower window{}",
+                    windows,
+                    bytes / f64::from(1u32 << 30),
+                    physical / f64::from(1u32 << 30),
+                    if mode == Mode::ManyToOne { " or raise stride" } else { "" }
+                )));
+            }
+        }
+        Ok(Windows::build(seqs, mode, window, stride, features))
+    }
+
     fn push(&mut self, seq: &Sequence, s: usize, start: usize, end: usize, targets: &[bool]) {
         let (t, f) = (self.steps, self.features);
         for (j, &m) in targets.iter().enumerate().chain((targets.len()..t).map(|j| (j, &false))) {
