@@ -7,6 +7,7 @@
 //! the [`env::Env`]; the response model answers, and the matrix is updated online.
 //! [`run::run`] writes everything a run produces.
 
+pub mod abtest;
 pub mod agent;
 pub mod bench;
 pub mod candidates;
