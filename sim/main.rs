@@ -301,6 +301,12 @@ impl fypsim::learn::LearnObserver for LearnProgress {
     }
 }
 
+/// An estimate of a learn metrics.json (`value`, `ci95`) as "v [lo, hi]".
+fn estimate_text(v: &serde_json::Value) -> String {
+    let x = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    format!("{:.4} [{:.4}, {:.4}]", x(&v["value"]), x(&v["ci95"][0]), x(&v["ci95"][1]))
+}
+
 fn cmd_learn(task: &LearnTask) -> Result<()> {
     use fypsim::learn::{churn, next_action};
     match task {
@@ -333,14 +339,7 @@ fn cmd_learn(task: &LearnTask) -> Result<()> {
             let mut obs = LearnProgress { bar: None, quiet: args.quiet };
             let o = next_action::run(&args.run_dir, &cfg, &mut obs)?;
             let m = &o.metrics;
-            let f = |v: &serde_json::Value| {
-                format!(
-                    "{:.4} [{:.4}, {:.4}]",
-                    v["value"].as_f64().unwrap_or(f64::NAN),
-                    v["ci95"][0].as_f64().unwrap_or(f64::NAN),
-                    v["ci95"][1].as_f64().unwrap_or(f64::NAN)
-                )
-            };
+            let f = estimate_text;
             println!(
                 "next action, {} {}: test log-loss (nats) and accuracy, 95% intervals over test users:",
                 cfg.cell.name(),
@@ -370,14 +369,7 @@ fn cmd_learn(task: &LearnTask) -> Result<()> {
             let mut obs = LearnProgress { bar: None, quiet: args.quiet };
             let o = churn::run(&args.run_dir, &cfg, &mut obs)?;
             let m = &o.metrics;
-            let f = |v: &serde_json::Value| {
-                format!(
-                    "{:.4} [{:.4}, {:.4}]",
-                    v["value"].as_f64().unwrap_or(f64::NAN),
-                    v["ci95"][0].as_f64().unwrap_or(f64::NAN),
-                    v["ci95"][1].as_f64().unwrap_or(f64::NAN)
-                )
-            };
+            let f = estimate_text;
             println!(
                 "week-ahead churn ({}), {} {}: test ROC-AUC and PR-AUC, 95% intervals over test users (inactive next week: {:.1}%):",
                 m["policy"].as_str().unwrap_or(""),
@@ -1195,6 +1187,9 @@ fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
     Ok(())
 }
 
+/// Set while `fypsim learn` runs: a signal then stops its training instead of a run's.
+static LEARNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
     // Behave like other Unix tools when the reader goes away (`fypsim ... | head`):
     // end quietly instead of panicking on a broken pipe.
@@ -1210,7 +1205,11 @@ fn main() -> ExitCode {
             std::process::exit(130);
         }
         fypsim::run::request_stop();
-        eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
+        if LEARNING.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("\nfypsim: stopping the training (this attempt is not kept; results already in place stay)");
+        } else {
+            eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
+        }
     });
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -1222,7 +1221,10 @@ fn main() -> ExitCode {
         Command::Anatomy { config, user, policies, episode, out } => cmd_anatomy(config, *user, policies, *episode, out),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),
-        Command::Learn { task } => cmd_learn(task),
+        Command::Learn { task } => {
+            LEARNING.store(true, std::sync::atomic::Ordering::Relaxed);
+            cmd_learn(task)
+        }
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }

@@ -145,6 +145,17 @@ pub struct Layout {
     pub history_features: usize,
 }
 
+/// A response as the state codes it (the last action, the session history): 1 watched,
+/// 2 skipped, 3 liked, 0 anything else.
+fn response_code(action: Action) -> u8 {
+    match action {
+        Action::Watched => 1,
+        Action::Skipped => 2,
+        Action::Liked => 3,
+        Action::SessionEnd | Action::Done => 0,
+    }
+}
+
 /// Numbers per step of the session history (`dqn.session_encoder = "gru"`): the
 /// category (one-hot), the response (watched, skipped, liked: one-hot), the watch time
 /// (ln(1 + s) / 5) and 1 for a step that happened (0 for the padding before the session's
@@ -621,12 +632,7 @@ impl Env {
         categorical[cat::INTEREST_1] = interests[0] as i64;
         categorical[cat::INTEREST_2] = interests[1] as i64;
         categorical[cat::LAST_CATEGORY] = session.last_category.map_or(0, |x| x as i64 + 1);
-        categorical[cat::LAST_ACTION] = match session.last_response {
-            None | Some(Action::SessionEnd) | Some(Action::Done) => 0,
-            Some(Action::Watched) => 1,
-            Some(Action::Skipped) => 2,
-            Some(Action::Liked) => 3,
-        };
+        categorical[cat::LAST_ACTION] = session.last_response.map_or(0, response_code) as i64;
         let gru = layout.history_steps > 0;
         if gru {
             // The GRU reads the session instead of the hand-built session features.
@@ -808,13 +814,7 @@ impl Env {
             session.exposure[category as usize] += 1.0;
         }
         if self.layout.history_steps > 0 {
-            let code = match response {
-                Action::Watched => 1,
-                Action::Skipped => 2,
-                Action::Liked => 3,
-                Action::SessionEnd | Action::Done => 0,
-            };
-            session.recent.push((category, code, r.watch_s as f32));
+            session.recent.push((category, response_code(response), r.watch_s as f32));
         }
         session.last_category = Some(category);
         session.last_response = Some(response);

@@ -208,6 +208,18 @@ impl UserModel {
             + skipped * (1.0 - self.leave_probability(t + 1, video, false))
     }
 
+    /// The index of a step's outcome among [`UserModel::outcome_probabilities`]'s classes:
+    /// left (the session ended after the step) takes precedence over the response.
+    pub fn outcome_class(action: Action, left: bool) -> usize {
+        match action {
+            _ if left => 3,
+            Action::Watched => 0,
+            Action::Skipped => 1,
+            Action::Liked => 2,
+            Action::SessionEnd | Action::Done => 3,
+        }
+    }
+
     /// The true distribution of a step's outcome before its draws, over the classes
     /// watched, skipped, liked and left (the session ended after the step: a session_end
     /// response, or leaving after watching or skipping; it takes precedence over the
@@ -467,6 +479,21 @@ mod tests {
         assert_eq!(m.leave_probability(1, 1, false), 0.0);
     }
 
+    /// Eight videos, one per category, of three creators, with durations and hidden
+    /// qualities that differ.
+    fn varied_videos() -> Vec<Video> {
+        (0..8)
+            .map(|i| Video {
+                id: i,
+                category: i as u16,
+                creator: i % 3,
+                duration_s: 5.0 + 3.0 * i as f64,
+                views: 0,
+                quality: (i as f64 - 3.5) / 2.0,
+            })
+            .collect()
+    }
+
     #[test]
     fn the_realised_mean_reward_converges_to_the_expected_reward() {
         // Every dynamic on, a user part-way through a session with some history.
@@ -476,17 +503,7 @@ mod tests {
                     like_rate = 0.3\nleave_base = 0.05\nleave_skip = 0.2\n\
                     reward_watch_s = 0.05\nreward_share = 1.0\nreward_follow = 2.0\n";
         let c = Config::from_toml_str(toml, &[]).unwrap();
-        let videos: Vec<Video> = (0..8)
-            .map(|i| Video {
-                id: i,
-                category: i as u16,
-                creator: i % 3,
-                duration_s: 5.0 + 3.0 * i as f64,
-                views: 0,
-                quality: (i as f64 - 3.5) / 2.0,
-            })
-            .collect();
-        let m = UserModel::new(&c, &videos);
+        let m = UserModel::new(&c, &varied_videos());
         let u = User { id: 0, age: 20, gender: 0, region: 1, interests: [0, 5] };
         let mut l = m.initial_latent(&u);
         m.update(&mut l, 0, Action::Watched, true, 0.0);
@@ -507,20 +524,6 @@ mod tests {
         }
     }
 
-    /// The outcome classes a step's draws produce (watched, skipped, liked, left).
-    fn outcome_class(r: &Response) -> usize {
-        if r.left {
-            3
-        } else {
-            match r.action {
-                Action::Watched => 0,
-                Action::Skipped => 1,
-                Action::Liked => 2,
-                Action::SessionEnd | Action::Done => 3,
-            }
-        }
-    }
-
     #[test]
     fn outcome_frequencies_converge_to_the_outcome_probabilities() {
         let rich = "[dynamics.satiation]\nstrength = 0.15\n[dynamics.fatigue]\nrate = 0.02\n\
@@ -528,17 +531,7 @@ mod tests {
                     [dynamics.behaviour]\nenabled = true\nlike_rate = 0.3\nleave_base = 0.05\nleave_skip = 0.2\n";
         for toml in ["", "[dynamics.fatigue]\nrate = 0.05\n", rich] {
             let c = Config::from_toml_str(toml, &[]).unwrap();
-            let videos: Vec<Video> = (0..8)
-                .map(|i| Video {
-                    id: i,
-                    category: i as u16,
-                    creator: i,
-                    duration_s: 10.0,
-                    views: 0,
-                    quality: (i as f64 - 3.5) / 2.0,
-                })
-                .collect();
-            let m = UserModel::new(&c, &videos);
+            let m = UserModel::new(&c, &varied_videos());
             let u = User { id: 0, age: 20, gender: 0, region: 1, interests: [0, 5] };
             let mut l = m.initial_latent(&u);
             m.update(&mut l, 0, Action::Watched, false, 0.0);
@@ -549,7 +542,8 @@ mod tests {
                 let n = 100_000;
                 let mut counts = [0usize; 4];
                 for _ in 0..n {
-                    counts[outcome_class(&m.respond(&u, &l, 4, video, 5.0, &mut rng))] += 1;
+                    let r = m.respond(&u, &l, 4, video, 5.0, &mut rng);
+                    counts[UserModel::outcome_class(r.action, r.left)] += 1;
                 }
                 for (k, p) in probs.iter().enumerate() {
                     let f = counts[k] as f64 / n as f64;

@@ -191,3 +191,42 @@ fn bad_input_gets_a_clear_error() {
     std::fs::write(&steps, &bytes[..bytes.len() / 2]).unwrap();
     fypsim().args(["learn", "next-action", "--quiet"]).arg(&damaged).assert().failure().stderr(contains("steps.parquet"));
 }
+
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_results_already_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("instatok");
+    run("configs/smoke.toml", &dir, &["policy=\"random\"", "train.episodes=400", "output.step_detail=true"]);
+    let out = dir.join("learn/next-action-gru-many-to-many");
+    fypsim().args(["learn", "next-action", "--quiet"]).arg(&dir).args(["--set", "epochs=2"]).assert().success();
+    let before: Vec<Vec<u8>> =
+        ["config.toml", "metrics.json", "model.ot"].iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+    // Other settings, training that would never end: interrupted once it has begun.
+    let partial = dir.join("learn/.next-action-gru-many-to-many.partial");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["learn", "next-action", "--quiet"])
+        .arg(&dir)
+        .args(["--set", "epochs=100000", "--set", "patience=100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !partial.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopping the training"), "{err}");
+    // The interrupted attempt says what it was, beside the untouched earlier results.
+    assert!(std::fs::read_to_string(partial.join("config.toml")).unwrap().contains("epochs = 100000"));
+    for (f, bytes) in ["config.toml", "metrics.json", "model.ot"].iter().zip(&before) {
+        assert_eq!(&std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed");
+    }
+}

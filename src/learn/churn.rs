@@ -2,33 +2,22 @@
 //! user is inactive next week, by a recurrent model over the user's weeks, beside
 //! logistic regression on the week's features and last week's activity rule.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use polars::prelude::*;
 use serde_json::json;
 
 use super::metrics;
 use super::seq::{self, Model, Sequence, Windows};
-use super::{split_users, write_file, LearnConfig, LearnObserver, LearnOutcome, Task};
+use super::{split_users, LearnConfig, LearnObserver, LearnOutcome, Task};
 use crate::{Error, Result};
 
 /// Weeks a run must hold.
 pub const MIN_WEEKS: u32 = 12;
 const FEATURES: usize = 8;
 
-/// One user-week of `user_weeks.parquet`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Week {
-    pub user: u32,
-    pub week: u32,
-    pub sessions: u32,
-    pub active_days: u32,
-    pub watch_s: f64,
-    pub likes: u32,
-    pub skips: u32,
-    pub days_since_last_visit: f64,
-    pub inactive_next_week: Option<bool>,
-}
+/// One user-week of `user_weeks.parquet` (as the population run wrote it).
+pub use crate::population::UserWeek as Week;
 
 /// A week's features: sessions, active days, minutes watched, likes, skips (log-scaled),
 /// days since the last visit, weeks since the user's first week, whether it is the first.
@@ -45,10 +34,6 @@ pub fn week_features(w: &Week, first_week: u32) -> Vec<f32> {
     ]
 }
 
-fn table_err(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
-    move |source| Error::Table { action: "read", path: path.to_path_buf(), source }
-}
-
 /// Reads the weeks of `policy` (default: the first policy in the file, the run's own)
 /// from `user_weeks.parquet`; returns them and the policy's name.
 pub fn read_weeks(path: &Path, policy: Option<&str>) -> Result<(Vec<Week>, String)> {
@@ -61,7 +46,7 @@ pub fn read_weeks(path: &Path, policy: Option<&str>) -> Result<(Vec<Week>, Strin
         )));
     }
     let df = crate::records::read_parquet(path)?;
-    let e = table_err(path);
+    let e = crate::records::table_err("read", path);
     let col = |name: &str| df.column(name).map_err(|_| Error::Other(format!("{} has no column `{name}`", path.display())));
     let policies: Vec<String> = col("policy")?
         .str()
@@ -113,27 +98,13 @@ pub fn read_weeks(path: &Path, policy: Option<&str>) -> Result<(Vec<Week>, Strin
     Ok((weeks, chosen))
 }
 
-/// The weeks of each user in order.
-fn by_user(weeks: &[Week]) -> Vec<(u32, Vec<usize>)> {
-    let mut idx: Vec<usize> = (0..weeks.len()).collect();
-    idx.sort_by_key(|&i| (weeks[i].user, weeks[i].week));
-    let mut out: Vec<(u32, Vec<usize>)> = Vec::new();
-    for i in idx {
-        match out.last_mut() {
-            Some((u, v)) if *u == weeks[i].user => v.push(i),
-            _ => out.push((weeks[i].user, vec![i])),
-        }
-    }
-    out
-}
-
 /// The windows and kept weeks of one split.
 type Split = (Windows, Vec<(u32, Vec<usize>)>);
 
 /// Splits by user and by time: training and validation labels are weeks before the cut
 /// week, test labels the cut week and after (a test user's earlier weeks are context).
 pub fn split(weeks: &[Week], cfg: &LearnConfig) -> Result<(Split, Split, Split, u32, [usize; 3])> {
-    let users = by_user(weeks);
+    let users = super::by_user(weeks.len(), |i| weeks[i].user, |i| weeks[i].week);
     let ids: Vec<u32> = users.iter().map(|u| u.0).collect();
     let (tr, va, te) = split_users(&ids, cfg);
     let n_weeks = weeks.iter().map(|w| w.week + 1).max().unwrap_or(0);
@@ -170,12 +141,7 @@ pub fn split(weeks: &[Week], cfg: &LearnConfig) -> Result<(Split, Split, Split, 
 /// Trains and evaluates on the population run in `run_dir`, writing
 /// `run_dir/learn/churn-<cell>-<mode>/`.
 pub fn run(run_dir: &Path, cfg: &LearnConfig, observer: &mut dyn LearnObserver) -> Result<LearnOutcome> {
-    if !run_dir.join("config.toml").exists() {
-        return Err(Error::Other(format!(
-            "{} is not a run folder: it has no config.toml (give the folder `fypsim run` wrote)",
-            run_dir.display()
-        )));
-    }
+    super::require_run_dir(run_dir)?;
     let path = run_dir.join("user_weeks.parquet");
     observer.stage(&format!("reading {}", path.display()));
     let (weeks, policy) = read_weeks(&path, cfg.policy.as_deref())?;
@@ -200,7 +166,8 @@ pub fn learn(
     out: &Path,
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
-    super::begin(out, cfg)?;
+    let final_dir = out;
+    let out = &super::begin(final_dir, cfg)?;
     let ((train_w, _), (valid_w, _), (test_w, test_kept), cut, users) = split(weeks, cfg)?;
     if test_w.targets() == 0 {
         return Err(Error::Other(format!("no test targets: no test user has a labelled week from week {cut} on")));
@@ -216,7 +183,7 @@ pub fn learn(
         valid_w.targets(),
         test_w.targets()
     ));
-    let valid_y: Vec<bool> = valid_w.mask.iter().zip(&valid_w.y).filter(|(m, _)| **m > 0.0).map(|(_, y)| *y == 1).collect();
+    let valid_y: Vec<bool> = valid_w.target_labels().map(|y| y == 1).collect();
     let valid_idx: Vec<usize> = (0..valid_y.len()).collect();
     let auc = |p: &[Vec<f64>]| {
         let s: Vec<f64> = p.iter().map(|v| v[1]).collect();
@@ -246,11 +213,7 @@ pub fn learn(
         groups[s].push(n);
     }
     groups.retain(|g| !g.is_empty());
-    let base_rate = {
-        let (tr_y, tr_m) = (&train_w.y, &train_w.mask);
-        let pos = tr_y.iter().zip(tr_m).filter(|(y, m)| **m > 0.0 && **y == 1).count() as f64;
-        pos / train_w.targets().max(1) as f64
-    };
+    let base_rate = train_w.target_labels().filter(|&y| y == 1).count() as f64 / train_w.targets().max(1) as f64;
     let majority = vec![base_rate; y.len()];
     observer.stage("evaluating on the test users (bootstrap intervals over users)");
     let scorers: [(&str, &Vec<f64>); 5] = [
@@ -316,17 +279,14 @@ pub fn learn(
     let mut rows = trained.rows.clone();
     rows.extend(trained_lr.rows.iter().cloned());
     let mut files = super::write_training(out, &rows, "validation ROC-AUC")?;
-    files.push(write_file(
+    files.push(super::write_json(
         out,
         "timing.json",
-        (serde_json::to_string_pretty(&json!({
+        &json!({
             "train_s": trained.train_s,
             "logistic_regression_train_s": trained_lr.train_s,
             "epochs": trained.rows.len()
-        }))
-        .expect("json")
-            + "\n")
-            .as_bytes(),
+        }),
     )?);
     let roc = out.join("roc.png");
     let curves: Vec<(String, Vec<(f64, f64)>)> = scorers[..4]
@@ -350,18 +310,11 @@ pub fn learn(
     )?;
     crate::records::write_parquet(&mut df, &path)?;
     files.push(path);
-    files.push(save(&model, out, "model.ot")?);
-    files.push(save(&lr, out, "logistic_regression.ot")?);
-    files.push(write_file(out, "metrics.json", (serde_json::to_string_pretty(&metrics).expect("json") + "\n").as_bytes())?);
-    Ok(LearnOutcome { dir: out.to_path_buf(), metrics, train_s: trained.train_s, files })
-}
-
-fn save(model: &Model, out: &Path, name: &str) -> Result<PathBuf> {
-    let path = out.join(name);
-    let tmp = out.join(format!(".{name}.tmp"));
-    model.vs.save(&tmp)?;
-    std::fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
-    Ok(path)
+    files.push(super::save_model(&model, out, "model.ot")?);
+    files.push(super::save_model(&lr, out, "logistic_regression.ot")?);
+    files.push(super::write_json(out, "metrics.json", &metrics)?);
+    let files = super::finish(out, final_dir, files)?;
+    Ok(LearnOutcome { dir: final_dir.to_path_buf(), metrics, train_s: trained.train_s, files })
 }
 
 #[cfg(test)]

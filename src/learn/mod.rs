@@ -311,16 +311,70 @@ pub fn split_users(users: &[u32], cfg: &LearnConfig) -> (Vec<u32>, Vec<u32>, Vec
     (sorted(train), sorted(valid), sorted(test))
 }
 
-/// Starts writing into `out`: the resolved learn config first (so even a failed attempt
-/// says what it was), and no metrics.json until the new model is saved.
-pub(crate) fn begin(out: &Path, cfg: &LearnConfig) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
-    let metrics = out.join("metrics.json");
-    if metrics.exists() {
-        std::fs::remove_file(&metrics).map_err(Error::io("remove", &metrics))?;
+/// `value` as pretty JSON in `dir/name` (through [`write_file`]).
+pub(crate) fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<PathBuf> {
+    write_file(dir, name, (serde_json::to_string_pretty(value).expect("a JSON value serialises") + "\n").as_bytes())
+}
+
+/// Saves `model`'s parameters as `out/name`, written aside and renamed into place.
+pub(crate) fn save_model(model: &seq::Model, out: &Path, name: &str) -> Result<PathBuf> {
+    let path = out.join(name);
+    let tmp = out.join(format!(".{name}.tmp"));
+    model.vs.save(&tmp)?;
+    std::fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
+    Ok(path)
+}
+
+/// Refuses a folder that is not a run folder (no `config.toml`).
+pub(crate) fn require_run_dir(run_dir: &Path) -> Result<()> {
+    if run_dir.join("config.toml").exists() {
+        return Ok(());
     }
-    write_file(out, "config.toml", cfg.to_toml().as_bytes())?;
-    Ok(())
+    Err(Error::Other(format!(
+        "{} is not a run folder: it has no config.toml (give the folder `fypsim run` wrote)",
+        run_dir.display()
+    )))
+}
+
+/// Rows `0..n` grouped by user, each group in the order `order` gives (time order), the
+/// users ascending: the sequences of a log.
+pub(crate) fn by_user<K: Ord>(n: usize, user: impl Fn(usize) -> u32, order: impl Fn(usize) -> K) -> Vec<(u32, Vec<usize>)> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by_key(|&i| (user(i), order(i)));
+    let mut out: Vec<(u32, Vec<usize>)> = Vec::new();
+    for i in idx {
+        match out.last_mut() {
+            Some((u, v)) if *u == user(i) => v.push(i),
+            _ => out.push((user(i), vec![i])),
+        }
+    }
+    out
+}
+
+/// Starts an attempt whose outputs go to `out`: they are written into a fresh sibling
+/// folder (`.<name>.partial`), the resolved learn config first (so even a failed attempt
+/// says what it was), and only [`finish`] puts them in place. An attempt that fails or is
+/// interrupted leaves the results already in `out` as they were. Returns the folder to
+/// write into.
+pub(crate) fn begin(out: &Path, cfg: &LearnConfig) -> Result<PathBuf> {
+    let name = out.file_name().map_or_else(|| "learn".into(), |n| n.to_string_lossy().into_owned());
+    let work = out.with_file_name(format!(".{name}.partial"));
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(Error::io("remove", &work))?;
+    }
+    std::fs::create_dir_all(&work).map_err(Error::io("create", &work))?;
+    write_file(&work, "config.toml", cfg.to_toml().as_bytes())?;
+    Ok(work)
+}
+
+/// Puts a finished attempt's folder `work` in place of `out` (the previous results, if
+/// any, are replaced whole) and returns `files` as they are named there.
+pub(crate) fn finish(work: &Path, out: &Path, files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(Error::io("replace", out))?;
+    }
+    std::fs::rename(work, out).map_err(Error::io("move into place", out))?;
+    Ok(files.iter().filter_map(|f| f.file_name()).map(|n| out.join(n)).collect())
 }
 
 /// training.csv and training.png: per model and epoch the training and validation loss

@@ -8,8 +8,10 @@ use serde_json::json;
 
 use super::metrics::{self, Estimate};
 use super::seq::{self, Model, Sequence, Windows};
-use super::{split_users, write_file, LearnConfig, LearnObserver, LearnOutcome, Mode, Task};
+use super::{split_users, LearnConfig, LearnObserver, LearnOutcome, Mode, Task};
 use crate::config::Checked;
+use crate::user::UserModel;
+use crate::world::Action;
 use crate::{Error, Result};
 
 /// The outcome classes, in the order of the model's outputs and steps.parquet's `p_*`.
@@ -112,14 +114,10 @@ fn column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Column> 
     })
 }
 
-fn table_err(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
-    move |source| Error::Table { action: "read", path: path.to_path_buf(), source }
-}
-
 /// Reads `steps.parquet` of a run; `categories` names the category column's values.
 pub fn read_steps(path: &Path, categories: &[String]) -> Result<StepLog> {
     let df = crate::records::read_parquet(path)?;
-    let e = table_err(path);
+    let e = crate::records::table_err("read", path);
     let u32s = |name: &str| -> Result<Vec<u32>> {
         Ok(column(&df, name, path)?
             .u32()
@@ -159,16 +157,14 @@ pub fn read_steps(path: &Path, categories: &[String]) -> Result<StepLog> {
         .map(|v| v.unwrap_or(false))
         .collect();
     let responses = column(&df, "response", path)?.str().map_err(&e)?;
+    let actions = [Action::Watched, Action::Skipped, Action::Liked, Action::SessionEnd];
     let mut class = Vec::with_capacity(df.height());
     for (i, r) in (0..responses.len()).map(|i| responses.get(i)).enumerate() {
-        let k = match (left[i], r.unwrap_or("")) {
-            (true, _) | (_, "session_end") => 3,
-            (_, "watched") => 0,
-            (_, "skipped") => 1,
-            (_, "liked") => 2,
-            (_, other) => return Err(Error::Other(format!("{}: row {i} has an unknown response `{other}`", path.display()))),
+        let r = r.unwrap_or("");
+        let Some(&action) = actions.iter().find(|a| a.name() == r) else {
+            return Err(Error::Other(format!("{}: row {i} has an unknown response `{r}`", path.display())));
         };
-        class.push(k);
+        class.push(UserModel::outcome_class(action, left[i]));
     }
     let watch_s = f64s("watch_s")?;
     let time_s = f64s("time_s")?;
@@ -185,16 +181,7 @@ pub fn read_steps(path: &Path, categories: &[String]) -> Result<StepLog> {
 
 /// The users' steps in time order (episode, then step): per user, indices into the log.
 pub fn by_user(log: &StepLog) -> Vec<(u32, Vec<usize>)> {
-    let mut idx: Vec<usize> = (0..log.user.len()).collect();
-    idx.sort_by_key(|&i| (log.user[i], log.episode[i], log.t[i]));
-    let mut out: Vec<(u32, Vec<usize>)> = Vec::new();
-    for i in idx {
-        match out.last_mut() {
-            Some((u, v)) if *u == log.user[i] => v.push(i),
-            _ => out.push((log.user[i], vec![i])),
-        }
-    }
-    out
+    super::by_user(log.user.len(), |i| log.user[i], |i| (log.episode[i], log.t[i]))
 }
 
 /// The feature rows of one user's steps `steps` (in time order).
@@ -406,13 +393,8 @@ impl TestSet {
 
 /// Loads the run's config and generated world: the categories and the users' profiles.
 pub fn run_world(run_dir: &Path) -> Result<(Checked, Vec<Profile>)> {
+    super::require_run_dir(run_dir)?;
     let path = run_dir.join("config.toml");
-    if !path.exists() {
-        return Err(Error::Other(format!(
-            "{} is not a run folder: it has no config.toml (give the folder `fypsim run` wrote)",
-            run_dir.display()
-        )));
-    }
     let config = crate::config::Config::load(&path, &[])?;
     let world = crate::world::World::generate(&config);
     let profiles = world.users.iter().map(|u| Profile { region: u.region, interests: u.interests }).collect();
@@ -454,7 +436,6 @@ pub fn run(run_dir: &Path, cfg: &LearnConfig, observer: &mut dyn LearnObserver) 
     }
     let profile = |u: u32| profiles[u as usize];
     let out = super::out_dir(run_dir, Task::NextAction, cfg);
-    std::fs::create_dir_all(&out).map_err(Error::io("create", &out))?;
     learn(&log, &profile, layout, cfg, &out, observer)
 }
 
@@ -468,7 +449,8 @@ pub fn learn(
     out: &Path,
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
-    super::begin(out, cfg)?;
+    let final_dir = out;
+    let out = &super::begin(final_dir, cfg)?;
     let splits = split(log, profiles, layout, cfg)?;
     let (train_w, train_kept) = &splits.train;
     let (valid_w, _) = &splits.valid;
@@ -493,7 +475,7 @@ pub fn learn(
         splits.cut_episode
     ));
     let mut model = Model::new(cfg, false, layout.features(), K);
-    let valid_y: Vec<usize> = valid_w.mask.iter().zip(&valid_w.y).filter(|(m, _)| **m > 0.0).map(|(_, y)| *y as usize).collect();
+    let valid_y: Vec<usize> = valid_w.target_labels().map(|y| y as usize).collect();
     let valid_idx: Vec<usize> = (0..valid_y.len()).collect();
     let metric = |p: &[Vec<f64>]| metrics::accuracy(p, &valid_y, &valid_idx);
     let trained = seq::train(&mut model, cfg.cell.name(), train_w, valid_w, cfg, K, &metric, observer)?;
@@ -539,29 +521,16 @@ pub fn learn(
         );
     }
     let mut files = write_outputs(out, &trained, &test, log)?;
-    files.push(save_model(&model, out)?);
+    files.push(super::save_model(&model, out, "model.ot")?);
     // Last: metrics.json marks the folder's model finished (`--user` loads it then).
-    files.push(write_file(out, "metrics.json", (serde_json::to_string_pretty(&metrics).expect("json") + "\n").as_bytes())?);
-    Ok(LearnOutcome { dir: out.to_path_buf(), metrics, train_s: trained.train_s, files })
-}
-
-fn save_model(model: &Model, out: &Path) -> Result<std::path::PathBuf> {
-    let path = out.join("model.ot");
-    let tmp = out.join(".model.ot.tmp");
-    model.vs.save(&tmp)?;
-    std::fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
-    Ok(path)
+    files.push(super::write_json(out, "metrics.json", &metrics)?);
+    let files = super::finish(out, final_dir, files)?;
+    Ok(LearnOutcome { dir: final_dir.to_path_buf(), metrics, train_s: trained.train_s, files })
 }
 
 fn write_outputs(out: &Path, trained: &seq::Trained, test: &TestSet, log: &StepLog) -> Result<Vec<std::path::PathBuf>> {
     let mut files = super::write_training(out, &trained.rows, "validation accuracy")?;
-    files.push(write_file(
-        out,
-        "timing.json",
-        (serde_json::to_string_pretty(&json!({ "train_s": trained.train_s, "epochs": trained.rows.len() })).expect("json")
-            + "\n")
-            .as_bytes(),
-    )?);
+    files.push(super::write_json(out, "timing.json", &json!({ "train_s": trained.train_s, "epochs": trained.rows.len() }))?);
     let confusion = metrics::confusion(&test.model, &test.y, &(0..test.y.len()).collect::<Vec<_>>(), K);
     let path = out.join("confusion.png");
     super::plots::confusion_plot(&path, "next action: test confusion matrix", &CLASSES, &confusion)?;

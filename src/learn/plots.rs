@@ -5,11 +5,8 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::EpochRow;
-use crate::plot::{panels_plot, plot_err, register_font, Series};
+use crate::plot::{finish_chart_at, panels_plot, plot_err, register_font, Series, PALETTE};
 use crate::Result;
-
-const PALETTE: [RGBColor; 5] =
-    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
 
 /// training.png: per model the training and validation loss, and the validation metric,
 /// by epoch.
@@ -121,13 +118,5 @@ pub fn roc_plot(path: &Path, title: &str, curves: &[(String, Vec<(f64, f64)>)]) 
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 15))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish_chart_at(&mut chart, &root, 15, SeriesLabelPosition::LowerRight, path)
 }

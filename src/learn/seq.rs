@@ -128,6 +128,11 @@ impl Windows {
         self.origin.len()
     }
 
+    /// The label of every target, in the order of `origin`.
+    pub fn target_labels(&self) -> impl Iterator<Item = i64> + '_ {
+        self.mask.iter().zip(&self.y).filter(|(m, _)| **m > 0.0).map(|(_, y)| *y)
+    }
+
     /// The tensors of windows `rows`: x [b, t, f], y [b, t], mask [b, t].
     pub fn batch(&self, rows: &[usize]) -> (Tensor, Tensor, Tensor) {
         let (t, f) = (self.steps, self.features);
@@ -159,12 +164,23 @@ pub fn masked_nll(logits: &Tensor, y: &Tensor, mask: &Tensor) -> (Tensor, f64) {
 
 /// The class probabilities at every target of `w`, in the order of `w.origin`.
 pub fn predict(net: &SeqNet, w: &Windows, classes: usize) -> Vec<Vec<f64>> {
+    evaluate(net, w, classes).1
+}
+
+/// The mean negative log-likelihood over the targets of `w` and the class probabilities
+/// at each (in the order of `w.origin`), from one forward pass.
+pub fn evaluate(net: &SeqNet, w: &Windows, classes: usize) -> (f64, Vec<Vec<f64>>) {
     let mut out = Vec::with_capacity(w.targets());
+    let (mut sum, mut count) = (0.0, 0.0);
     tch::no_grad(|| {
         let rows: Vec<usize> = (0..w.n).collect();
         for chunk in rows.chunks(512) {
-            let (x, _, m) = w.batch(chunk);
-            let p = net.forward(&x).softmax(-1, Kind::Float);
+            let (x, y, m) = w.batch(chunk);
+            let logits = net.forward(&x);
+            let (loss, n) = masked_nll(&logits, &y, &m);
+            sum += loss.double_value(&[]) * n;
+            count += n;
+            let p = logits.softmax(-1, Kind::Float);
             let p: Vec<f32> = Vec::<f32>::try_from(p.reshape([-1])).expect("a float tensor");
             let m: Vec<f32> = Vec::<f32>::try_from(m.reshape([-1])).expect("a float tensor");
             for (j, &mj) in m.iter().enumerate() {
@@ -174,7 +190,7 @@ pub fn predict(net: &SeqNet, w: &Windows, classes: usize) -> Vec<Vec<f64>> {
             }
         }
     });
-    out
+    (sum / count.max(1.0), out)
 }
 
 /// What training produced.
@@ -233,13 +249,16 @@ pub fn train(
     let mut rows = Vec::new();
     let mut best_epoch = 0;
     let mut since_best = 0;
-    let valid_rows: Vec<usize> = (0..valid.n).collect();
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
         let batches = order.len().div_ceil(cfg.batch);
         observer.epoch_started(epoch, cfg.epochs, batches);
         let (mut sum, mut count) = (0.0, 0.0);
         for chunk in order.chunks(cfg.batch) {
+            // Ctrl-C or SIGTERM: stop here (the attempt's outputs are not put in place).
+            if crate::run::stop_requested() {
+                return Err(Error::Interrupted);
+            }
             let (x, y, m) = train.batch(chunk);
             let (loss, n) = masked_nll(&model.net.forward(&x), &y, &m);
             if n == 0.0 {
@@ -259,16 +278,7 @@ pub fn train(
             count += n;
             observer.batch(l);
         }
-        let (valid_loss, probs) = tch::no_grad(|| {
-            let (mut s, mut c) = (0.0, 0.0);
-            for chunk in valid_rows.chunks(512) {
-                let (x, y, m) = valid.batch(chunk);
-                let (loss, n) = masked_nll(&model.net.forward(&x), &y, &m);
-                s += loss.double_value(&[]) * n;
-                c += n;
-            }
-            (s / c.max(1.0), predict(&model.net, valid, classes))
-        });
+        let (valid_loss, probs) = evaluate(&model.net, valid, classes);
         if !valid_loss.is_finite() {
             return Err(Error::Other(format!("{name}: the validation loss became {valid_loss} in epoch {epoch}")));
         }

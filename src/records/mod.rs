@@ -10,7 +10,7 @@ use crate::train::{EpisodeRecord, StepRecord};
 use crate::world::World;
 use crate::{Error, Result};
 
-fn table_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(PolarsError) -> Error + 'a {
+pub(crate) fn table_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(PolarsError) -> Error + 'a {
     move |source| Error::Table { action, path: path.to_path_buf(), source }
 }
 
