@@ -122,12 +122,91 @@ enum Command {
         dry_run: bool,
     },
     /// Aggregate every run below DIR into report.md, report.csv, curves.png, policies.png.
+    ///
+    /// With --ab-log DIR: the A/B report of a served experiment's decision log
+    /// (ab_report.md, ab_report.json, ab_report.png).
     Report {
         /// A folder holding runs (a sweep's output, or results/).
-        dir: PathBuf,
+        #[arg(required_unless_present = "ab_log")]
+        dir: Option<PathBuf>,
         /// Compare two configurations (labels as in report.md) as an A/B test.
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         ab: Option<Vec<String>>,
+        /// The decision log of `fypsim serve --log DIR`: per arm the mean reward and
+        /// watch time per session, their difference, power and a sample-ratio check.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["dir", "ab"])]
+        ab_log: Option<PathBuf>,
+        /// With --ab-log: where to write the report (default: the log's folder).
+        #[arg(long, requires = "ab_log")]
+        out: Option<PathBuf>,
+    },
+    /// Serve policies over HTTP as an A/B experiment (docs/serving.md): POST /recommend,
+    /// POST /feedback, GET /health, GET /metrics; every decision and outcome goes to the
+    /// decision log. Stops, draining requests in flight, on Ctrl-C or SIGTERM.
+    Serve {
+        /// An arm: NAME=SOURCE, where SOURCE is a run folder with a saved agent or a
+        /// baseline (greedy, random, most_viewed). Once for serving, twice for an A/B test.
+        #[arg(long = "arm", value_name = "NAME=SOURCE", required = true)]
+        arms: Vec<String>,
+        /// Traffic shares of the arms, e.g. 50/50 or 90/10 (default: equal).
+        #[arg(long)]
+        split: Option<String>,
+        /// The port (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The decision log's folder (appended to when it holds this experiment's log).
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// The world's config (default: the first run folder's; configs/default.toml
+        /// when every arm is a baseline).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a config value of the world (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// The experiment's salt: users are assigned to arms by a hash of (salt, user).
+        #[arg(long, default_value = "fypsim-ab")]
+        salt: String,
+        /// Threads answering HTTP (the policies run on one engine thread besides).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Drive a served experiment with simulated users over HTTP: each answers its
+    /// recommendations with the world's user model and posts the feedback. Prints
+    /// requests per second and latency percentiles.
+    Traffic {
+        /// The service, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// How many of the world's users take part (drawn with --seed).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Closed loop: workers, each waiting for its answers.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Open loop instead: recommendation requests per second, whatever the service's pace.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// The world's config: the same as the server's (checked).
+        #[arg(long, default_value = "configs/default.toml")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Seeds which users take part and their responses.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Measure world, matrix, neighbour, candidate, update and DQN timings for one config
     /// or several (smallest first: peak memory is the process's, so it only grows).
@@ -1187,6 +1266,120 @@ fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
     Ok(())
 }
 
+fn cmd_report_ab_log(dir: &Path, out: Option<&Path>) -> Result<()> {
+    let (report, files) = fypsim::serve::report::report(dir, out)?;
+    print!("{}", fypsim::serve::report::markdown(&report).trim_start_matches("# A/B report\n\n"));
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_serve(
+    arms: &[String],
+    split: Option<&str>,
+    (host, port): (&String, u16),
+    log: Option<&Path>,
+    config: Option<&Path>,
+    overrides: &[String],
+    salt: &str,
+    threads: usize,
+) -> Result<()> {
+    use fypsim::serve::{parse_split, ArmSpec, ServeOptions, Source};
+    let specs: Vec<ArmSpec> = arms.iter().map(|a| ArmSpec::parse(a)).collect::<fypsim::Result<_>>()?;
+    let shares = split.map(|s| parse_split(s, specs.len())).transpose()?;
+    let any_run = specs.iter().any(|a| matches!(a.source, Source::Run(_)));
+    let config = match config {
+        Some(path) => Some(Config::load(path, overrides)?),
+        None if !any_run => Some(Config::load(Path::new("configs/default.toml"), overrides)?),
+        None if !overrides.is_empty() => anyhow::bail!("--set needs --config when the world is a run folder's"),
+        None => None,
+    };
+    if salt.is_empty() || salt.len() > 200 {
+        anyhow::bail!("--salt: 1 to 200 characters");
+    }
+    let addr: std::net::SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            format!("{host}:{port}")
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
+        })
+        .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine can listen on ({e})"))?;
+    let opts = ServeOptions { arms: specs, shares, salt: salt.to_string(), config, log: log.map(Path::to_path_buf) };
+    if log.is_none() {
+        eprintln!("note: no --log DIR: decisions are not logged, so no A/B report can be made");
+    }
+    eprintln!("loading the world and the arms...");
+    let stopped = fypsim::serve::http::serve(opts, addr, threads, |bound, h| {
+        let arms: Vec<String> = h.arms.iter().map(|a| format!("{}={} ({:.0}%)", a.name, a.version, 100.0 * a.share)).collect();
+        println!(
+            "world {} ({} users, {} videos); arms {}; salt \"{}\"",
+            &h.world[..12],
+            h.users,
+            h.videos,
+            arms.join(", "),
+            h.salt
+        );
+        if let Some(l) = &h.log {
+            println!("decision log: {l} ({} decisions awaiting feedback from before)", h.pending_feedback);
+        }
+        println!(
+            "listening on http://{bound}  (POST /recommend, POST /feedback, GET /health, GET /metrics; Ctrl-C or SIGTERM stops)"
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })?;
+    println!("stopped after {} requests, none in flight", stopped.requests);
+    if let Some(l) = stopped.log {
+        println!("decision log flushed: {}  (report: fypsim report --ab-log {})", l.display(), l.display());
+    }
+    Ok(())
+}
+
+fn cmd_traffic(
+    opts: fypsim::serve::traffic::TrafficOptions,
+    config: &Path,
+    overrides: &[String],
+    json: Option<&Path>,
+) -> Result<()> {
+    let config = Config::load(config, overrides)?;
+    let r = fypsim::serve::traffic::drive(&opts, &config)?;
+    let how = match r.rate {
+        Some(rate) => format!("open loop at {rate} recommendations/s"),
+        None => format!("closed loop, concurrency {}", r.concurrency),
+    };
+    println!("{} users for {:.1} s, {how}", r.users, r.elapsed_s);
+    println!(
+        "{} recommendations ({:.0}/s), {} feedbacks; {:.0} requests/s in all; {} sessions ended",
+        r.recommendations, r.recommendations_per_s, r.feedbacks, r.requests_per_s, r.sessions
+    );
+    for (name, l) in [("recommend", &r.recommend_latency), ("feedback", &r.feedback_latency)] {
+        println!(
+            "{name:<9} latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (mean {:.3})",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+        );
+    }
+    println!("mean reward per recommendation (as the users' model paid it): {:.3}", r.mean_reward);
+    if r.dropped > 0 {
+        println!("{} arrivals found every user busy and were not sent: raise --users", r.dropped);
+    }
+    if !r.errors.is_empty() {
+        let e: Vec<String> =
+            r.errors.iter().map(|(k, v)| format!("{v} x {}", if *k == 0 { "no answer".into() } else { k.to_string() })).collect();
+        println!("errors: {}; first: {}", e.join(", "), r.first_error.as_deref().unwrap_or(""));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&r)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures: {}", path.display());
+    }
+    Ok(())
+}
+
 /// Set while `fypsim learn` runs: a signal then stops its training instead of a run's.
 static LEARNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -1199,19 +1392,23 @@ fn main() -> ExitCode {
     }
     // SIGINT and SIGTERM: runs finish their episode, checkpoint and say how to go on; a
     // second signal quits at once.
-    let _ = ctrlc::set_handler(|| {
-        if fypsim::run::stop_requested() {
-            eprintln!("\nfypsim: stopping now (the last checkpoint is kept)");
-            std::process::exit(130);
-        }
-        fypsim::run::request_stop();
-        if LEARNING.load(std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("\nfypsim: stopping the training (this attempt is not kept; results already in place stay)");
-        } else {
-            eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
-        }
-    });
     let cli = Cli::parse();
+    // `serve` and `traffic` handle SIGINT and SIGTERM themselves (draining requests).
+    let own_signals = matches!(cli.command, Command::Serve { .. } | Command::Traffic { .. });
+    let _ = (!own_signals).then(|| {
+        ctrlc::set_handler(|| {
+            if fypsim::run::stop_requested() {
+                eprintln!("\nfypsim: stopping now (the last checkpoint is kept)");
+                std::process::exit(130);
+            }
+            fypsim::run::request_stop();
+            if LEARNING.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("\nfypsim: stopping the training (this attempt is not kept; results already in place stay)");
+            } else {
+                eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
+            }
+        })
+    });
     let result = match &cli.command {
         Command::Run { config, out, resume, max_episodes, quiet } => {
             cmd_run(config, out.as_deref(), resume.as_deref(), *max_episodes, *quiet)
@@ -1228,7 +1425,25 @@ fn main() -> ExitCode {
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
-        Command::Report { dir, ab } => cmd_report(dir, ab.as_deref()),
+        Command::Report { ab_log: Some(log), out, .. } => cmd_report_ab_log(log, out.as_deref()),
+        Command::Report { dir, ab, .. } => cmd_report(dir.as_deref().expect("clap requires it"), ab.as_deref()),
+        Command::Serve { arms, split, port, host, log, config, overrides, salt, threads } => {
+            cmd_serve(arms, split.as_deref(), (host, *port), log.as_deref(), config.as_deref(), overrides, salt, *threads)
+        }
+        Command::Traffic { url, users, duration, concurrency, rate, config, overrides, seed, json, quiet } => cmd_traffic(
+            fypsim::serve::traffic::TrafficOptions {
+                url: url.clone(),
+                users: *users,
+                duration_s: *duration,
+                concurrency: *concurrency,
+                rate: *rate,
+                seed: *seed,
+                progress: !*quiet && std::io::stderr().is_terminal(),
+            },
+            config,
+            overrides,
+            json.as_deref(),
+        ),
         Command::Bench { configs, overrides, json, learn: true, every, seeds, .. } => {
             cmd_bench_learn(configs, overrides, *json, *every, seeds)
         }

@@ -773,7 +773,6 @@ impl Env {
         let (video, category) = (cand.video, cand.category);
         let c = &self.config;
 
-        let vi = video as usize;
         let u = session.user as usize;
         if let Some(j) = &mut self.journal {
             j.users.push(session.user);
@@ -791,34 +790,11 @@ impl Env {
         let outcome_p = if detail { model.outcome_probabilities(user, latent, session.t, video, now) } else { [0.0; 4] };
         let r = model.respond(user, latent, session.t, video, now, rng);
         model.update(&mut self.sim.latent[u], video, r.action, r.followed, now);
-        let (response, reward, dt) = (r.action, r.reward, r.dt);
+        let (response, reward) = (r.action, r.reward);
         let model_fraction = model.watch_fraction(video);
-        // Showing the video counts a view (docs/model.md: Episodes).
-        self.sim.views[vi] += 1;
-        let score = response.score(&c.scores);
-        self.matrix.add(video, session.user, score);
-        self.sim.adds.push((video, session.user, score));
-        self.after_add();
-        self.sim.clock[u] += dt;
-        session.session_len_s += dt;
-        if response.counts_view() {
-            session.watched += 1;
-        }
-        if let Some(log) = self.sim.logs.get_mut(vi) {
-            log.record(response.counts_view(), model_fraction, r.left);
-        }
-        if !session.exposure.is_empty() {
-            for e in &mut session.exposure {
-                *e *= EXPOSURE_DECAY;
-            }
-            session.exposure[category as usize] += 1.0;
-        }
-        if self.layout.history_steps > 0 {
-            session.recent.push((category, response_code(response), r.watch_s as f32));
-        }
-        session.last_category = Some(category);
-        session.last_response = Some(response);
-        session.t += 1;
+        let seen = Seen { video, response, watch_s: r.watch_s, dt: r.dt, fraction: model_fraction, left: r.left };
+        let user = session.user;
+        self.record(Some(session), user, seen);
         let terminal = r.left;
         let truncated = !terminal && session.t >= self.config.env.max_steps;
         StepOutcome {
@@ -838,6 +814,76 @@ impl Env {
             terminal,
             truncated,
         }
+    }
+}
+
+/// A response as the platform sees it: what [`Env::record`] needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seen {
+    pub video: u32,
+    pub response: Action,
+    /// Seconds of the video watched.
+    pub watch_s: f64,
+    /// Seconds the user's clock moves on.
+    pub dt: f64,
+    /// The share of the video watched, for its logged completion.
+    pub fraction: f64,
+    /// The session ended after this step.
+    pub left: bool,
+}
+
+impl Env {
+    /// The platform's side of a step: the shown video counts a view, the response lands
+    /// in the matrix (and the neighbour lists, on their cadence), the user's clock and the
+    /// video's log move on, and the session (when given: a response that arrives after
+    /// its session was replaced only updates the world) records it. [`Env::apply`] calls
+    /// it after drawing the response; a served policy calls it with the response a client
+    /// reported.
+    pub fn record(&mut self, session: Option<&mut Session>, user: u32, seen: Seen) {
+        let Seen { video, response, watch_s, dt, fraction, left } = seen;
+        let (vi, u) = (video as usize, user as usize);
+        // Showing the video counts a view (docs/model.md: Episodes).
+        self.sim.views[vi] += 1;
+        let score = response.score(&self.config.scores);
+        self.matrix.add(video, user, score);
+        self.sim.adds.push((video, user, score));
+        self.after_add();
+        self.sim.clock[u] += dt;
+        if let Some(log) = self.sim.logs.get_mut(vi) {
+            log.record(response.counts_view(), fraction, left);
+        }
+        if let Some(session) = session {
+            self.follow_session(session, video, response, watch_s, dt);
+        }
+    }
+
+    /// The session's own record of a step (its features), without touching the world:
+    /// part of [`Env::record`], and how a served session is rebuilt from the steps a
+    /// client reports.
+    pub fn follow_session(&self, session: &mut Session, video: u32, response: Action, watch_s: f64, dt: f64) {
+        let category = self.world.videos[video as usize].category;
+        session.session_len_s += dt;
+        if response.counts_view() {
+            session.watched += 1;
+        }
+        if !session.exposure.is_empty() {
+            for e in &mut session.exposure {
+                *e *= EXPOSURE_DECAY;
+            }
+            session.exposure[category as usize] += 1.0;
+        }
+        if self.layout.history_steps > 0 {
+            session.recent.push((category, response_code(response), watch_s as f32));
+        }
+        session.last_category = Some(category);
+        session.last_response = Some(response);
+        session.t += 1;
+    }
+
+    /// A new session of `user` that a service opens: like [`Env::start_session`], but
+    /// the user's latent state (the simulator's truth) is left alone.
+    pub fn open_served_session(&mut self, user: u32) -> Session {
+        self.open_session(user)
     }
 }
 

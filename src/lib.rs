@@ -25,6 +25,7 @@ pub mod records;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod serve;
 pub mod state;
 pub mod sweep;
 pub mod train;

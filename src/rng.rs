@@ -40,6 +40,11 @@ pub enum Stream {
     Arrivals = 13,
     /// `fypsim learn`: the user split, batch order and the bootstrap.
     Learn = 14,
+    /// `fypsim serve`: a served policy's own draws (a random arm).
+    Serve = 15,
+    /// `fypsim traffic` and the in-process A/B simulation: which users come, and their
+    /// responses (one sub-stream per user).
+    Traffic = 16,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

@@ -254,6 +254,20 @@ impl UserModel {
         }
     }
 
+    /// The reward of a response as a platform observes it: the response's reward, plus,
+    /// with behaviour on and the video watched, the watch-time, share and follow terms
+    /// (what [`UserModel::respond`] pays for the same response).
+    pub fn reward_of(&self, action: Action, watch_s: f64, shared: bool, followed: bool) -> f64 {
+        let b = &self.dynamics.behaviour;
+        let mut reward = self.action_reward(action);
+        if b.enabled && action.counts_view() {
+            reward += b.reward_watch_s * watch_s
+                + if shared { b.reward_share } else { 0.0 }
+                + if followed { b.reward_follow } else { 0.0 };
+        }
+        reward
+    }
+
     /// E[reward] of showing `video` to the user now: the reward is linear in p, so the
     /// expectation over p's draw is exact. Memoryless responses: E[r] = E[p] r_watched +
     /// (1 - E[p]) / 3 (r_skipped + r_liked + r_session_end). With behaviour on: E[p]

@@ -1,0 +1,349 @@
+//! The HTTP/JSON front of a [`Service`] (axum on tokio): `POST /recommend`,
+//! `POST /feedback`, `GET /health`, `GET /metrics` (Prometheus' text format).
+//!
+//! One engine thread owns the service, so no lock guards the matrix or the sessions:
+//! handlers hand it their request and await its answer. It takes every request waiting
+//! when it wakes and answers the recommendations of one arm with one `act_batch` (one
+//! forward pass of the Q-network for all of them). Bad requests get a 4xx with a JSON body
+//! `{"error": ..., "status": ...}` naming the problem. SIGINT or SIGTERM stop accepting
+//! connections, finish the requests in flight, then flush and sync the decision log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+use super::{ApiError, FeedbackAck, FeedbackRequest, Health, RecommendRequest, Recommendation, ServeOptions, Service};
+use crate::{Error, Result};
+
+/// The largest request body accepted (a `recent` list of [`super::MAX_RECENT`] steps fits).
+pub const MAX_BODY: usize = 128 * 1024;
+/// The most requests the engine answers in one batch.
+pub const MAX_BATCH: usize = 256;
+
+type Labels = Vec<(String, String)>;
+
+/// What `GET /metrics` reports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    decisions: Family<Labels, Counter>,
+    feedback: Family<Labels, Counter>,
+    batch: Histogram,
+    in_flight: Gauge,
+    pub served: AtomicU64,
+}
+
+fn latency_histogram() -> Histogram {
+    // 25 µs to about 0.8 s.
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fypsim");
+        let requests = Family::<Labels, Counter>::default();
+        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let decisions = Family::<Labels, Counter>::default();
+        let feedback = Family::<Labels, Counter>::default();
+        let batch = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let in_flight = Gauge::default();
+        registry.register("http_requests", "HTTP requests by endpoint and status", requests.clone());
+        registry.register("http_request_duration_seconds", "Time to answer a request, by endpoint", latency.clone());
+        registry.register("decisions", "Recommendations served, by arm", decisions.clone());
+        registry.register("feedback", "Outcomes reported, by arm and response", feedback.clone());
+        registry.register("engine_batch_size", "Requests the engine answered together", batch.clone());
+        registry.register("http_requests_in_flight", "Requests being answered", in_flight.clone());
+        Metrics { registry, requests, latency, decisions, feedback, batch, in_flight, served: AtomicU64::new(0) }
+    }
+
+    fn observe(&self, endpoint: &str, status: StatusCode, seconds: f64) {
+        self.requests
+            .get_or_create(&vec![("endpoint".into(), endpoint.into()), ("status".into(), status.as_u16().to_string())])
+            .inc();
+        self.latency.get_or_create(&vec![("endpoint".into(), endpoint.into())]).observe(seconds);
+        self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// A request for the engine.
+enum Msg {
+    Recommend(RecommendRequest, oneshot::Sender<std::result::Result<Recommendation, ApiError>>),
+    Feedback(FeedbackRequest, oneshot::Sender<std::result::Result<FeedbackAck, ApiError>>),
+    Health(oneshot::Sender<Health>),
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: mpsc::Sender<Msg>,
+    metrics: Arc<Metrics>,
+}
+
+/// The engine: builds the service (so that its policies never cross threads), reports
+/// ready, then answers batches until every handler is gone; then closes the log.
+fn engine(
+    opts: ServeOptions,
+    ready: mpsc::Sender<Result<Health>>,
+    rx: mpsc::Receiver<Msg>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<PathBuf>> {
+    let mut service = match Service::new(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(None);
+        }
+    };
+    let _ = ready.send(Ok(service.health()));
+    let mut recs: Vec<RecommendRequest> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<std::result::Result<Recommendation, ApiError>>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        metrics.batch.observe(batch.len() as f64);
+        let now = super::now_ms();
+        // Feedback first: a client sends a user's next request only after its feedback.
+        for m in batch {
+            match m {
+                Msg::Feedback(req, tx) => {
+                    let answer = service.feedback(&req, now);
+                    if let Ok(a) = &answer {
+                        let arm = a.arm.clone();
+                        metrics
+                            .feedback
+                            .get_or_create(&vec![("arm".into(), arm), ("response".into(), req.response.name().into())])
+                            .inc();
+                    }
+                    let _ = tx.send(answer);
+                }
+                Msg::Health(tx) => {
+                    let _ = tx.send(service.health());
+                }
+                Msg::Recommend(req, tx) => {
+                    recs.push(req);
+                    replies.push(tx);
+                }
+            }
+        }
+        if !recs.is_empty() {
+            let answers = service.recommend_batch(&recs, now);
+            for (tx, a) in replies.drain(..).zip(answers) {
+                if let Ok(r) = &a {
+                    metrics.decisions.get_or_create(&vec![("arm".into(), r.arm.clone())]).inc();
+                }
+                let _ = tx.send(a);
+            }
+            recs.clear();
+        }
+    }
+    service.close()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(serde_json::json!({"error": e.message, "status": e.status}))).into_response()
+}
+
+fn rejection(r: JsonRejection) -> ApiError {
+    let status = r.status().as_u16();
+    let hint = match status {
+        413 => format!(" (the limit is {MAX_BODY} bytes)"),
+        415 => " (send the body as JSON with `Content-Type: application/json`)".into(),
+        _ => String::new(),
+    };
+    ApiError::new(status, format!("{}{hint}", r.body_text()))
+}
+
+fn engine_gone() -> ApiError {
+    ApiError::new(503, "the service is shutting down")
+}
+
+async fn ask<T>(s: &AppState, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    s.engine.send(make(tx)).ok()?;
+    rx.await.ok()
+}
+
+/// A JSON request handed to the engine: a rejected body or the engine's error becomes a
+/// JSON error; every request counts in the metrics.
+async fn handle<Req, Resp: serde::Serialize>(
+    s: AppState,
+    endpoint: &'static str,
+    body: std::result::Result<Json<Req>, JsonRejection>,
+    make: impl FnOnce(Req, oneshot::Sender<std::result::Result<Resp, ApiError>>) -> Msg,
+) -> Response {
+    let start = Instant::now();
+    s.metrics.in_flight.inc();
+    let resp = match body {
+        Err(r) => error_response(&rejection(r)),
+        Ok(Json(req)) => match ask(&s, |tx| make(req, tx)).await {
+            Some(Ok(answer)) => Json(answer).into_response(),
+            Some(Err(e)) => error_response(&e),
+            None => error_response(&engine_gone()),
+        },
+    };
+    s.metrics.in_flight.dec();
+    s.metrics.observe(endpoint, resp.status(), start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn recommend(State(s): State<AppState>, body: std::result::Result<Json<RecommendRequest>, JsonRejection>) -> Response {
+    handle(s, "recommend", body, Msg::Recommend).await
+}
+
+async fn feedback(State(s): State<AppState>, body: std::result::Result<Json<FeedbackRequest>, JsonRejection>) -> Response {
+    handle(s, "feedback", body, Msg::Feedback).await
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    match ask(&s, Msg::Health).await {
+        Some(h) => Json(h).into_response(),
+        None => error_response(&engine_gone()),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(&ApiError::new(
+        404,
+        format!("no endpoint {}: POST /recommend, POST /feedback, GET /health, GET /metrics", uri.path()),
+    ))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let allowed = match uri.path() {
+        "/recommend" | "/feedback" => "POST",
+        _ => "GET",
+    };
+    let mut r = error_response(&ApiError::new(405, format!("{method} {} is not allowed: use {allowed}", uri.path())));
+    r.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static(allowed));
+    r
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/recommend", post(recommend))
+        .route("/feedback", post(feedback))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// How a server ended.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub requests: u64,
+    pub log: Option<PathBuf>,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Builds the service, listens on `addr` (port 0: any free port), calls `on_ready` with
+/// the bound address and the service's health, and serves until SIGINT or SIGTERM; then
+/// drains the requests in flight and closes the log.
+pub fn serve(
+    opts: ServeOptions,
+    addr: SocketAddr,
+    threads: usize,
+    on_ready: impl FnOnce(SocketAddr, &Health),
+) -> Result<Stopped> {
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let m = Arc::clone(&metrics);
+    let engine = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine(opts, ready_tx, rx, m))
+        .map_err(|e| Error::Other(format!("cannot start the engine thread: {e}")))?;
+    let health = match ready_rx.recv() {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            let _ = engine.join();
+            return Err(e);
+        }
+        Err(_) => return Err(Error::Other("the engine stopped before it was ready".into())),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let state = AppState { engine: tx, metrics: Arc::clone(&metrics) };
+    let served: Result<()> = runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr().map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
+        on_ready(bound, &health);
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .map_err(|e| Error::Other(format!("the server failed: {e}")))
+    });
+    // Every handler (and its sender) is gone with the router: the engine drains and stops.
+    drop(runtime);
+    let log = match engine.join() {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Other("the engine thread panicked; the log holds what was flushed before".into())),
+    };
+    served?;
+    Ok(Stopped { requests: metrics.served.load(std::sync::atomic::Ordering::Relaxed), log })
+}

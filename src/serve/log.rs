@@ -1,0 +1,401 @@
+//! The decision log (docs/serving.md: The decision log): a folder with `experiment.json`
+//! (the arms, their shares and versions, the salt, the world) and `log.jsonl`, one JSON
+//! record per line: every decision, and every outcome joined to it by request id.
+//!
+//! A writer thread appends records and flushes them at least every [`FLUSH_EVERY`], so a
+//! process killed outright loses at most the last fraction of a second; a closed log is
+//! flushed and synced to disk. A line cut short by a kill is skipped when the log is read
+//! (and counted), and a restarted server goes on after it on a new line.
+
+use std::io::{BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Reported;
+use crate::config::Checked;
+use crate::{Error, Result};
+
+pub const EXPERIMENT: &str = "experiment.json";
+pub const LOG: &str = "log.jsonl";
+/// The longest a record waits in memory before it reaches the file.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// An arm as the log records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmMeta {
+    pub name: String,
+    pub policy: String,
+    pub version: String,
+    pub share: f64,
+}
+
+/// The reward weights the service pays outcomes with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardMeta {
+    pub watched: f64,
+    pub liked: f64,
+    pub skipped: f64,
+    pub left: f64,
+    /// Per second watched, per share, per follow (0 unless `dynamics.behaviour` is on).
+    pub watch_s: f64,
+    pub share: f64,
+    pub follow: f64,
+}
+
+impl RewardMeta {
+    pub fn of(config: &Checked) -> RewardMeta {
+        let (e, b) = (&config.env, &config.dynamics.behaviour);
+        let on = |x: f64| if b.enabled { x } else { 0.0 };
+        RewardMeta {
+            watched: e.reward_watched,
+            liked: e.reward_liked,
+            skipped: e.reward_skipped,
+            left: e.reward_session_end,
+            watch_s: on(b.reward_watch_s),
+            share: on(b.reward_share),
+            follow: on(b.reward_follow),
+        }
+    }
+}
+
+/// `experiment.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub fypsim: String,
+    pub salt: String,
+    pub arms: Vec<ArmMeta>,
+    /// The SHA-256 of the world's resolved config.
+    pub world: String,
+    pub reward: RewardMeta,
+    pub max_steps: usize,
+    pub session_timeout_s: u64,
+}
+
+/// A recommendation as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub request_id: String,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub user: u32,
+    pub session: u32,
+    pub step: usize,
+    pub arm: String,
+    pub assignment_p: f64,
+    pub policy: String,
+    pub version: String,
+    pub candidates: Vec<u32>,
+    pub video: u32,
+    pub slot: usize,
+    pub propensity: f64,
+}
+
+/// A reported response, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub request_id: String,
+    pub time_ms: u64,
+    pub user: u32,
+    pub session: u32,
+    pub arm: String,
+    pub video: u32,
+    pub response: Reported,
+    pub left: bool,
+    pub watch_time_s: f64,
+    pub shared: bool,
+    pub followed: bool,
+    pub reward: f64,
+}
+
+/// One line of `log.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Decision(Decision),
+    Outcome(Outcome),
+}
+
+/// A log as read back.
+#[derive(Debug, Clone)]
+pub struct Contents {
+    pub experiment: Experiment,
+    pub records: Vec<Record>,
+    /// Lines that are not records (a line cut short by a kill, say): skipped.
+    pub damaged: usize,
+}
+
+fn read_experiment(dir: &Path) -> Result<Experiment> {
+    let path = dir.join(EXPERIMENT);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Other(format!(
+                "{} is not a decision log: it has no {EXPERIMENT} (fypsim serve --log DIR writes one)",
+                dir.display()
+            ))
+        } else {
+            Error::Io { action: "read", path: path.clone(), source: e }
+        }
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{} is damaged: {e}", path.display())))
+}
+
+/// Reads a decision log, skipping (and counting) lines that are not records.
+pub fn read(dir: &Path) -> Result<Contents> {
+    let experiment = read_experiment(dir)?;
+    let path = dir.join(LOG);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::Io { action: "read", path, source: e }),
+    };
+    let (mut records, mut damaged) = (Vec::new(), 0);
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) => records.push(r),
+            Err(_) => damaged += 1,
+        }
+    }
+    Ok(Contents { experiment, records, damaged })
+}
+
+/// Opens `dir` for an experiment: creates it with `experiment.json`, or checks that the
+/// log there is of the same experiment (same salt, arms, shares and world) and returns
+/// its records for the service to replay.
+pub fn open_dir(dir: &Path, meta: &Experiment) -> Result<Vec<Record>> {
+    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    let path = dir.join(EXPERIMENT);
+    if !path.exists() {
+        let json = serde_json::to_string_pretty(meta).expect("an experiment serialises");
+        crate::checkpoint::write_file(&path, json.as_bytes())?;
+        return Ok(Vec::new());
+    }
+    let earlier = read_experiment(dir)?;
+    let mut diffs = Vec::new();
+    if earlier.salt != meta.salt {
+        diffs.push(format!("salt `{}` (now `{}`)", earlier.salt, meta.salt));
+    }
+    if earlier.arms != meta.arms {
+        let show =
+            |a: &[ArmMeta]| a.iter().map(|a| format!("{}={} {:.3}", a.name, a.version, a.share)).collect::<Vec<_>>().join(", ");
+        diffs.push(format!("arms {} (now {})", show(&earlier.arms), show(&meta.arms)));
+    }
+    if earlier.world != meta.world || earlier.reward != meta.reward {
+        diffs.push("another world or reward".to_string());
+    }
+    if !diffs.is_empty() {
+        return Err(Error::Other(format!(
+            "{} holds the log of another experiment: {}; give a new --log folder",
+            dir.display(),
+            diffs.join("; ")
+        )));
+    }
+    let contents = read(dir)?;
+    // A kill may have cut the last line short: later records start on a line of their own.
+    let log = dir.join(LOG);
+    if let Ok(mut f) = std::fs::OpenOptions::new().read(true).append(true).open(&log) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > 0 {
+            let mut last = [0u8; 1];
+            let torn = f.seek(std::io::SeekFrom::Start(len - 1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n';
+            if torn {
+                f.write_all(b"\n").map_err(Error::io("append to", &log))?;
+            }
+        }
+    }
+    Ok(contents.records)
+}
+
+/// The writer of `log.jsonl` (see the module docs).
+pub struct Sink {
+    tx: Option<mpsc::Sender<Record>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    failed: Arc<Mutex<Option<String>>>,
+    path: PathBuf,
+}
+
+impl Sink {
+    pub fn open(dir: &Path) -> Result<Sink> {
+        let path = dir.join(LOG);
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io("open", &path))?;
+        let (tx, rx) = mpsc::channel::<Record>();
+        let failed = Arc::new(Mutex::new(None));
+        let flag = Arc::clone(&failed);
+        let p = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_loop(file, rx, flag, p))
+            .map_err(|e| Error::Other(format!("cannot start the decision log's writer: {e}")))?;
+        Ok(Sink { tx: Some(tx), thread: Some(thread), failed, path })
+    }
+
+    pub fn send(&self, record: Record) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(record);
+        }
+    }
+
+    /// Why writing failed, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().map(|f| f.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Writes what is queued, flushes and syncs the file.
+    pub fn close(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.tx.take();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Other(format!("the writer of {} stopped unexpectedly", self.path.display()))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn write_loop(file: std::fs::File, rx: mpsc::Receiver<Record>, failed: Arc<Mutex<Option<String>>>, path: PathBuf) -> Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let mut dirty: Option<Instant> = None;
+    let mut error: Option<std::io::Error> = None;
+    let fail = |e: std::io::Error, error: &mut Option<std::io::Error>| {
+        if error.is_none() {
+            if let Ok(mut f) = failed.lock() {
+                *f = Some(format!("cannot write {}: {e}", path.display()));
+            }
+            *error = Some(e);
+        }
+    };
+    loop {
+        let wait = dirty.map_or(Duration::from_secs(3600), |t| FLUSH_EVERY.saturating_sub(t.elapsed()));
+        match rx.recv_timeout(wait) {
+            Ok(record) => {
+                if error.is_none() {
+                    let mut line = serde_json::to_vec(&record).expect("a record serialises");
+                    line.push(b'\n');
+                    if let Err(e) = w.write_all(&line) {
+                        fail(e, &mut error);
+                    }
+                    dirty.get_or_insert_with(Instant::now);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if dirty.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+            if let Err(e) = w.flush() {
+                fail(e, &mut error);
+            }
+            dirty = None;
+        }
+    }
+    if error.is_none() {
+        if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_data()) {
+            fail(e, &mut error);
+        }
+    }
+    match error {
+        None => Ok(()),
+        Some(source) => Err(Error::Io { action: "write", path: path.clone(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(salt: &str) -> Experiment {
+        Experiment {
+            fypsim: "0".into(),
+            salt: salt.into(),
+            arms: vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }],
+            world: "w".into(),
+            reward: RewardMeta { watched: 1.0, liked: 2.0, skipped: -2.0, left: -0.5, watch_s: 0.0, share: 0.0, follow: 0.0 },
+            max_steps: 10,
+            session_timeout_s: 1800,
+        }
+    }
+
+    fn decision(k: u32) -> Record {
+        Record::Decision(Decision {
+            request_id: format!("x-{k}"),
+            time_ms: k as u64,
+            user: k,
+            session: 0,
+            step: 0,
+            arm: "A".into(),
+            assignment_p: 1.0,
+            policy: "greedy".into(),
+            version: "v".into(),
+            candidates: vec![k, k + 1],
+            video: k,
+            slot: 0,
+            propensity: 1.0,
+        })
+    }
+
+    /// Records written and closed read back equal; a line cut short (a kill in the middle
+    /// of a write) is skipped and counted, and a reopened log goes on after it on a line
+    /// of its own; another experiment's log is refused.
+    #[test]
+    fn a_log_survives_a_torn_last_line_and_refuses_another_experiment() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("log");
+        assert!(open_dir(&d, &experiment("s")).unwrap().is_empty());
+        let sink = Sink::open(&d).unwrap();
+        for k in 0..100 {
+            sink.send(decision(k));
+        }
+        sink.close().unwrap();
+        let back = read(&d).unwrap();
+        assert_eq!(back.records, (0..100).map(decision).collect::<Vec<_>>());
+        assert_eq!(back.damaged, 0);
+        // A torn line at the end.
+        let mut f = std::fs::OpenOptions::new().append(true).open(d.join(LOG)).unwrap();
+        f.write_all(br#"{"kind":"decision","request_id":"x-1"#).unwrap();
+        drop(f);
+        let back = read(&d).unwrap();
+        assert_eq!((back.records.len(), back.damaged), (100, 1));
+        // Reopening: the earlier records come back, and new ones start on a new line.
+        assert_eq!(open_dir(&d, &experiment("s")).unwrap().len(), 100);
+        let sink = Sink::open(&d).unwrap();
+        sink.send(decision(100));
+        drop(sink);
+        let back = read(&d).unwrap();
+        assert_eq!((back.records.len(), back.damaged), (101, 1));
+        assert_eq!(back.records[100], decision(100));
+        let e = open_dir(&d, &experiment("other")).unwrap_err().to_string();
+        assert!(e.contains("another experiment") && e.contains("salt"), "{e}");
+        let e = read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a decision log"), "{e}");
+    }
+
+    /// Records reach the file within the flush interval, before the log is closed (so a
+    /// process killed outright loses at most that much).
+    #[test]
+    fn records_reach_the_file_without_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        open_dir(dir.path(), &experiment("s")).unwrap();
+        let sink = Sink::open(dir.path()).unwrap();
+        sink.send(decision(1));
+        let t = Instant::now();
+        while read(dir.path()).unwrap().records.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(5), "not flushed after 5 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::mem::forget(sink);
+    }
+}

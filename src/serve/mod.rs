@@ -1,0 +1,971 @@
+//! A trained policy as a service (docs/serving.md): the [`Service`] keeps each user's
+//! session and the live interaction matrix, routes every user to one arm of an A/B
+//! experiment by a stable hash, answers recommendation requests with the arm's policy,
+//! applies the feedback a client reports like a simulated interaction, and appends every
+//! decision and outcome to the decision log ([`log`]). [`http`] puts it behind an
+//! HTTP/JSON server, [`traffic`] drives it with simulated users (over HTTP, or in
+//! process), and [`report`] reads the log into an A/B report.
+//!
+//! The service sees only what a platform logs: the users' profiles, the videos shown and
+//! the responses reported. It never reads the simulator's latent states, so policies that
+//! do (the oracles, the planner) cannot be served.
+
+pub mod http;
+pub mod log;
+pub mod report;
+pub mod traffic;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{make_policy, Policy};
+use crate::candidates::CandidateGenerator;
+use crate::config::{Checked, PolicyKind};
+use crate::env::{Env, Layout, Observation, Seen, Session};
+use crate::rng::{stream, SimRng, Stream};
+use crate::world::response::Action;
+use crate::world::World;
+use crate::{Error, Result};
+
+pub use log::{Decision, Outcome, Record};
+
+/// A session with no request for this long is over; the user's next request opens a new
+/// one (the usual 30-minute rule of web analytics).
+pub const SESSION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+/// The most steps a client may report in `recent`.
+pub const MAX_RECENT: usize = 1000;
+
+/// Where an arm's policy comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A run folder with a saved agent.
+    Run(PathBuf),
+    /// A baseline that needs nothing but what a platform logs.
+    Baseline(PolicyKind),
+}
+
+/// One arm of the experiment: `NAME=SOURCE` on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmSpec {
+    pub name: String,
+    pub source: Source,
+}
+
+/// The baselines a service can run: they read only the candidates and their logged
+/// numbers (the oracles and the planner read the simulator's truth, which a service has
+/// not got).
+pub const SERVABLE_BASELINES: [PolicyKind; 3] = [PolicyKind::Greedy, PolicyKind::Random, PolicyKind::MostViewed];
+
+impl ArmSpec {
+    /// Parses `NAME=SOURCE`, where SOURCE is a baseline's name or a run folder.
+    pub fn parse(text: &str) -> Result<ArmSpec> {
+        let (name, source) = text.split_once('=').ok_or_else(|| {
+            Error::Other(format!("--arm `{text}`: expected NAME=SOURCE, e.g. A=greedy or B=results/default/seed42-001"))
+        })?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(Error::Other(format!("--arm `{text}`: an arm's name is 1 to 32 letters, digits, `_` or `-`")));
+        }
+        let source = source.trim();
+        let source = match PolicyKind::from_name(source) {
+            Some(kind) if SERVABLE_BASELINES.contains(&kind) => Source::Baseline(kind),
+            Some(kind) if kind != PolicyKind::Dqn => {
+                return Err(Error::Other(format!(
+                    "--arm `{text}`: {kind} reads the simulator's latent state, which a service does not have; \
+                     servable baselines: greedy, random, most_viewed, or a run folder with a saved agent"
+                )))
+            }
+            _ => {
+                let dir = PathBuf::from(source);
+                if !dir.join("config.toml").is_file() {
+                    return Err(Error::Other(format!(
+                        "--arm `{text}`: `{source}` is neither a servable baseline (greedy, random, most_viewed) \
+                         nor a run folder (no config.toml in it)"
+                    )));
+                }
+                Source::Run(dir)
+            }
+        };
+        Ok(ArmSpec { name: name.to_string(), source })
+    }
+}
+
+/// Parses `--split 50/50` into shares that sum to 1, one per arm.
+pub fn parse_split(text: &str, arms: usize) -> Result<Vec<f64>> {
+    let bad = |why: &str| Error::Other(format!("--split `{text}`: {why}; e.g. --split 50/50 for two arms"));
+    let parts: Vec<f64> = text
+        .split('/')
+        .map(|p| p.trim().parse::<f64>().map_err(|_| bad("every part must be a number")))
+        .collect::<Result<_>>()?;
+    if parts.len() != arms {
+        return Err(bad(&format!("{} parts for {arms} arm(s)", parts.len())));
+    }
+    if parts.iter().any(|&p| !p.is_finite() || p <= 0.0) {
+        return Err(bad("every arm needs a positive share"));
+    }
+    let total: f64 = parts.iter().sum();
+    Ok(parts.iter().map(|p| p / total).collect())
+}
+
+/// The arm of `user`: the first whose cumulative share exceeds the user's stable hash
+/// share ([`crate::abtest::hash_share`]).
+pub fn arm_of(salt: &str, user: u64, shares: &[f64]) -> usize {
+    let x = crate::abtest::hash_share(salt, user);
+    let mut cum = 0.0;
+    for (k, s) in shares.iter().enumerate() {
+        cum += s;
+        if x < cum {
+            return k;
+        }
+    }
+    shares.len() - 1
+}
+
+/// What the service is asked to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub arms: Vec<ArmSpec>,
+    /// One share per arm (sums to 1); None: equal shares.
+    pub shares: Option<Vec<f64>>,
+    /// The experiment's salt: users are reshuffled between arms by a new one.
+    pub salt: String,
+    /// The world's config; None: the first run folder's.
+    pub config: Option<Checked>,
+    /// The decision log's folder; None: no log (tests and benchmarks only).
+    pub log: Option<PathBuf>,
+}
+
+/// A served arm.
+pub struct Arm {
+    pub name: String,
+    pub kind: PolicyKind,
+    /// `policy@digest`: what exactly served (the saved agent's SHA-256, or the fypsim
+    /// version for a baseline).
+    pub version: String,
+    pub share: f64,
+    policy: Box<dyn Policy>,
+}
+
+/// A user's session in flight.
+#[derive(Debug, Clone)]
+struct Live {
+    session: Session,
+    number: u32,
+    last_ms: u64,
+}
+
+/// A decision awaiting its feedback.
+#[derive(Debug, Clone)]
+struct Pending {
+    user: u32,
+    arm: usize,
+    video: u32,
+    session: u32,
+}
+
+/// A request the service answers with an error: the HTTP status and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+/// `POST /recommend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendRequest {
+    pub user: u64,
+    /// Start a new session even when one is in flight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_session: bool,
+    /// The session's steps so far, as the client saw them: the session is rebuilt from
+    /// them (its features only; the matrix already holds what feedback reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<Vec<RecentStep>>,
+}
+
+/// One step of a session, as a client reports it in `recent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentStep {
+    pub video: u32,
+    pub response: Reported,
+    #[serde(default)]
+    pub watch_time_s: Option<f64>,
+}
+
+/// A response as a client reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reported {
+    Watched,
+    Liked,
+    Skipped,
+    /// The user left without watching (the session is over).
+    #[serde(alias = "session_end")]
+    Left,
+}
+
+impl Reported {
+    pub fn action(self) -> Action {
+        match self {
+            Reported::Watched => Action::Watched,
+            Reported::Liked => Action::Liked,
+            Reported::Skipped => Action::Skipped,
+            Reported::Left => Action::SessionEnd,
+        }
+    }
+
+    pub fn of(action: Action) -> Reported {
+        match action {
+            Action::Watched => Reported::Watched,
+            Action::Liked => Reported::Liked,
+            Action::Skipped => Reported::Skipped,
+            Action::SessionEnd | Action::Done => Reported::Left,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reported::Watched => "watched",
+            Reported::Liked => "liked",
+            Reported::Skipped => "skipped",
+            Reported::Left => "left",
+        }
+    }
+}
+
+/// The answer to `POST /recommend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub request_id: String,
+    pub arm: String,
+    pub video: u32,
+    pub slot: usize,
+    pub candidates: Vec<u32>,
+    /// The probability with which the arm's policy chose this video.
+    pub propensity: f64,
+    /// The probability with which the user was assigned to this arm.
+    pub assignment_p: f64,
+    /// The user's session number (its steps share it).
+    pub session: u32,
+    /// The step within the session.
+    pub step: usize,
+    pub policy: String,
+}
+
+/// `POST /feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    pub request_id: String,
+    pub response: Reported,
+    /// Seconds watched (watched or liked; default: the video's whole duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_time_s: Option<f64>,
+    /// The user left after this video (implied by `"response": "left"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub followed: bool,
+}
+
+/// The answer to `POST /feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackAck {
+    pub request_id: String,
+    pub arm: String,
+    /// The reward the world's reward weights give this response.
+    pub reward: f64,
+    /// The session is over (the user left, or reached `env.max_steps`).
+    pub session_over: bool,
+}
+
+/// What `GET /health` tells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    /// The SHA-256 of the world's resolved config: a traffic driver checks it is
+    /// simulating the same world.
+    pub world: String,
+    pub users: usize,
+    pub videos: usize,
+    pub arms: Vec<log::ArmMeta>,
+    pub salt: String,
+    pub live_sessions: usize,
+    pub pending_feedback: usize,
+    pub log: Option<String>,
+}
+
+/// The served experiment (see the module docs).
+pub struct Service {
+    config: Checked,
+    env: Env,
+    generator: CandidateGenerator,
+    arms: Vec<Arm>,
+    salt: String,
+    fingerprint: String,
+    live: HashMap<u32, Live>,
+    sessions: HashMap<u32, u32>,
+    pending: HashMap<String, Pending>,
+    answered: HashSet<String>,
+    prefix: String,
+    seq: u64,
+    rng: SimRng,
+    log: Option<log::Sink>,
+    log_dir: Option<PathBuf>,
+    /// Records kept in memory too ([`Service::capture`]).
+    memory: Option<Vec<Record>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Service {
+    /// Builds the world, loads every arm's policy, opens the decision log (replaying an
+    /// existing one: its outcomes into the matrix, its unanswered decisions as pending).
+    pub fn new(opts: &ServeOptions) -> Result<Service> {
+        if opts.arms.is_empty() {
+            return Err(Error::Other("serve needs at least one --arm NAME=SOURCE".into()));
+        }
+        if opts.arms.len() > 2 {
+            return Err(Error::Other(format!(
+                "{} arms given: an experiment here has one arm (serving) or two (an A/B test)",
+                opts.arms.len()
+            )));
+        }
+        let mut names = HashSet::new();
+        for a in &opts.arms {
+            if !names.insert(a.name.as_str()) {
+                return Err(Error::Other(format!("two arms are named `{}`", a.name)));
+            }
+        }
+        let shares = match &opts.shares {
+            Some(s) if s.len() == opts.arms.len() => s.clone(),
+            Some(s) => return Err(Error::Other(format!("{} shares for {} arms", s.len(), opts.arms.len()))),
+            None => vec![1.0 / opts.arms.len() as f64; opts.arms.len()],
+        };
+        let first_run = opts.arms.iter().find_map(|a| match &a.source {
+            Source::Run(dir) => Some(dir.clone()),
+            Source::Baseline(_) => None,
+        });
+        let config = match (&opts.config, &first_run) {
+            (Some(c), _) => c.clone(),
+            (None, Some(dir)) => crate::run::config_of_run(dir)?,
+            (None, None) => return Err(Error::Other("no world: give a config or a run folder arm".into())),
+        };
+        crate::run::preflight(&config)?;
+        let fingerprint = crate::checkpoint::fingerprint(&config);
+        let world = std::sync::Arc::new(World::generate(&config));
+        let env = Env::new(&config, world);
+        let mut arms = Vec::new();
+        for (spec, &share) in opts.arms.iter().zip(&shares) {
+            arms.push(load_arm(spec, share, &config, env.layout())?);
+        }
+        let generator = CandidateGenerator::new(env.world.videos.len());
+        let started = now_ms();
+        let mut service = Service {
+            rng: stream(config.seed, Stream::Serve),
+            config,
+            env,
+            generator,
+            arms,
+            salt: opts.salt.clone(),
+            fingerprint,
+            live: HashMap::new(),
+            sessions: HashMap::new(),
+            pending: HashMap::new(),
+            answered: HashSet::new(),
+            prefix: format!("{started:x}"),
+            seq: 0,
+            log: None,
+            log_dir: opts.log.clone(),
+            memory: None,
+        };
+        if let Some(dir) = &opts.log {
+            let meta = service.experiment();
+            let earlier = log::open_dir(dir, &meta)?;
+            service.replay(&earlier);
+            service.log = Some(log::Sink::open(dir)?);
+        }
+        Ok(service)
+    }
+
+    /// The experiment as the log's `experiment.json` records it.
+    pub fn experiment(&self) -> log::Experiment {
+        log::Experiment {
+            fypsim: env!("CARGO_PKG_VERSION").to_string(),
+            salt: self.salt.clone(),
+            arms: self.arm_meta(),
+            world: self.fingerprint.clone(),
+            reward: log::RewardMeta::of(&self.config),
+            max_steps: self.config.env.max_steps,
+            session_timeout_s: SESSION_TIMEOUT_MS / 1000,
+        }
+    }
+
+    fn arm_meta(&self) -> Vec<log::ArmMeta> {
+        self.arms
+            .iter()
+            .map(|a| log::ArmMeta {
+                name: a.name.clone(),
+                policy: a.kind.name().into(),
+                version: a.version.clone(),
+                share: a.share,
+            })
+            .collect()
+    }
+
+    pub fn config(&self) -> &Checked {
+        &self.config
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    pub fn arms(&self) -> &[Arm] {
+        &self.arms
+    }
+
+    /// Makes the service what the log says it was: every outcome lands in the matrix,
+    /// users' session counters move past their logged sessions, and decisions without an
+    /// outcome await their feedback again.
+    fn replay(&mut self, records: &[Record]) {
+        let mut decided: HashMap<&str, &Decision> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Decision(d) => {
+                    decided.insert(&d.request_id, d);
+                    let n = self.sessions.entry(d.user).or_insert(0);
+                    *n = (*n).max(d.session + 1);
+                }
+                Record::Outcome(o) => {
+                    if decided.remove(o.request_id.as_str()).is_some() && self.user_known(o.user as u64) {
+                        let seen = self.seen(o.video, o.response, o.watch_time_s, o.left);
+                        self.env.record(None, o.user, seen);
+                        self.answered.insert(o.request_id.clone());
+                    }
+                }
+            }
+        }
+        for (id, d) in decided {
+            if let Some(arm) = self.arms.iter().position(|a| a.name == d.arm) {
+                if self.user_known(d.user as u64) && (d.video as usize) < self.env.world.videos.len() {
+                    let p = Pending { user: d.user, arm, video: d.video, session: d.session };
+                    self.pending.insert(id.to_string(), p);
+                }
+            }
+        }
+    }
+
+    fn user_known(&self, user: u64) -> bool {
+        user < self.env.matrix.n_users() as u64
+    }
+
+    /// What the platform records of a reported response.
+    fn seen(&self, video: u32, response: Reported, watch_time_s: f64, left: bool) -> Seen {
+        let v = &self.env.world.videos[video as usize];
+        let action = response.action();
+        let e = &self.config.env;
+        let dt = if action.counts_view() { watch_time_s } else { 0.5 * (e.skip_time_min_s + e.skip_time_max_s) };
+        let fraction = if v.duration_s > 0.0 { (watch_time_s / v.duration_s).min(1.0) } else { 0.0 };
+        Seen { video, response: action, watch_s: watch_time_s, dt, fraction, left: left || response == Reported::Left }
+    }
+
+    /// A request's user, checked.
+    fn user_of(&self, user: u64) -> std::result::Result<u32, ApiError> {
+        if self.user_known(user) {
+            Ok(user as u32)
+        } else {
+            Err(ApiError::new(404, format!("unknown user {user}: the world has users 0..{}", self.env.matrix.n_users())))
+        }
+    }
+
+    /// The log failed (a full disk, say): nothing is served unlogged.
+    fn log_failure(&self) -> Option<ApiError> {
+        let sink = self.log.as_ref()?;
+        sink.failure()
+            .map(|e| ApiError::new(503, format!("the decision log cannot be written ({e}); not serving unlogged decisions")))
+    }
+
+    /// Answers several recommendation requests: each user's observation from the live
+    /// matrix, then one `act_batch` per arm (one forward pass for a network).
+    pub fn recommend_batch(&mut self, reqs: &[RecommendRequest], now: u64) -> Vec<std::result::Result<Recommendation, ApiError>> {
+        let mut out: Vec<Option<std::result::Result<Recommendation, ApiError>>> = vec![None; reqs.len()];
+        if let Some(e) = self.log_failure() {
+            return reqs.iter().map(|_| Err(e.clone())).collect();
+        }
+        // (request index, user, observation) per arm.
+        let mut by_arm: Vec<Vec<(usize, u32, Observation)>> = (0..self.arms.len()).map(|_| Vec::new()).collect();
+        let mut users_in_batch = HashSet::new();
+        for (i, req) in reqs.iter().enumerate() {
+            let prepared = self.user_of(req.user).and_then(|user| {
+                if !users_in_batch.insert(user) {
+                    return Err(ApiError::new(409, format!("user {user} has another request in flight; send one at a time")));
+                }
+                self.prepare(user, req, now).map(|obs| (user, obs))
+            });
+            match prepared {
+                Ok((user, obs)) => {
+                    let arm = arm_of(&self.salt, user as u64, &self.shares());
+                    by_arm[arm].push((i, user, obs));
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for (arm, group) in by_arm.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let obs: Vec<&Observation> = group.iter().map(|g| &g.2).collect();
+            let chosen = match self.arms[arm].policy.act_batch(&obs, false, &mut self.rng) {
+                Ok(c) => c,
+                Err(e) => {
+                    for (i, _, _) in &group {
+                        out[*i] = Some(Err(ApiError::new(500, format!("arm {} failed: {e}", self.arms[arm].name))));
+                    }
+                    continue;
+                }
+            };
+            for (row, ((i, user, o), slot)) in group.iter().zip(chosen).enumerate() {
+                let slot = slot.min(o.candidates.len() - 1);
+                let propensity = self.arms[arm].policy.propensity(o, slot, row);
+                out[*i] = Some(Ok(self.decide(*user, arm, o, slot, propensity, now)));
+            }
+        }
+        out.into_iter().map(|r| r.expect("every request answered")).collect()
+    }
+
+    fn shares(&self) -> Vec<f64> {
+        self.arms.iter().map(|a| a.share).collect()
+    }
+
+    /// The user's session (opened or rebuilt as the request says) and its observation.
+    fn prepare(&mut self, user: u32, req: &RecommendRequest, now: u64) -> std::result::Result<Observation, ApiError> {
+        if let Some(recent) = &req.recent {
+            if recent.len() > MAX_RECENT {
+                return Err(ApiError::new(422, format!("`recent` holds {} steps; at most {MAX_RECENT}", recent.len())));
+            }
+            for s in recent {
+                self.check_video(s.video)?;
+                check_watch(s.watch_time_s)?;
+            }
+        }
+        let max_steps = self.config.env.max_steps;
+        let stale = match self.live.get(&user) {
+            None => true,
+            Some(l) => {
+                req.new_session
+                    || req.recent.is_some()
+                    || now.saturating_sub(l.last_ms) > SESSION_TIMEOUT_MS
+                    || l.session.t >= max_steps
+            }
+        };
+        if stale {
+            let number = {
+                let n = self.sessions.entry(user).or_insert(0);
+                *n += 1;
+                *n - 1
+            };
+            let mut session = self.env.open_served_session(user);
+            for s in req.recent.iter().flatten() {
+                let seen = self.seen(s.video, s.response, s.watch_time_s.unwrap_or(0.0), false);
+                self.env.follow_session(&mut session, s.video, seen.response, seen.watch_s, seen.dt);
+            }
+            self.live.insert(user, Live { session, number, last_ms: now });
+        }
+        let live = self.live.get_mut(&user).expect("opened above");
+        live.last_ms = now;
+        let obs = self.env.observe_session(&live.session, &mut self.generator);
+        if obs.exhausted() {
+            return Err(ApiError::new(409, format!("user {user} has seen every video the feed can offer")));
+        }
+        Ok(obs)
+    }
+
+    fn check_video(&self, video: u32) -> std::result::Result<(), ApiError> {
+        let n = self.env.matrix.n_items();
+        if (video as usize) < n {
+            Ok(())
+        } else {
+            Err(ApiError::new(422, format!("unknown video {video}: the catalogue has videos 0..{n}")))
+        }
+    }
+
+    /// Records the decision (a pending feedback and a log record) and returns it.
+    fn decide(&mut self, user: u32, arm: usize, obs: &Observation, slot: usize, propensity: f64, now: u64) -> Recommendation {
+        let live = &self.live[&user];
+        let video = obs.candidates[slot].video;
+        let request_id = format!("{}-{:x}", self.prefix, self.seq);
+        self.seq += 1;
+        let a = &self.arms[arm];
+        let rec = Recommendation {
+            request_id: request_id.clone(),
+            arm: a.name.clone(),
+            video,
+            slot,
+            candidates: obs.candidates.iter().map(|c| c.video).collect(),
+            propensity,
+            assignment_p: a.share,
+            session: live.number,
+            step: live.session.t,
+            policy: a.version.clone(),
+        };
+        self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number });
+        self.emit(Record::Decision(Decision {
+            request_id,
+            time_ms: now,
+            user,
+            session: rec.session,
+            step: rec.step,
+            arm: rec.arm.clone(),
+            assignment_p: rec.assignment_p,
+            policy: a.kind.name().to_string(),
+            version: a.version.clone(),
+            candidates: rec.candidates.clone(),
+            video,
+            slot,
+            propensity,
+        }));
+        rec
+    }
+
+    /// One recommendation (see [`Service::recommend_batch`]).
+    pub fn recommend(&mut self, req: &RecommendRequest, now: u64) -> std::result::Result<Recommendation, ApiError> {
+        self.recommend_batch(std::slice::from_ref(req), now).pop().expect("one answer")
+    }
+
+    /// Applies a reported response: the matrix, the video's log and the user's session
+    /// move on exactly as a simulated step moves them, and the outcome joins its decision
+    /// in the log.
+    pub fn feedback(&mut self, req: &FeedbackRequest, now: u64) -> std::result::Result<FeedbackAck, ApiError> {
+        if let Some(e) = self.log_failure() {
+            return Err(e);
+        }
+        check_watch(req.watch_time_s)?;
+        let Some(p) = self.pending.get(&req.request_id).cloned() else {
+            return Err(if self.answered.contains(&req.request_id) {
+                ApiError::new(409, format!("request {} already has its feedback", req.request_id))
+            } else {
+                ApiError::new(404, format!("unknown request_id `{}`: not a recommendation this experiment made", req.request_id))
+            });
+        };
+        self.pending.remove(&req.request_id);
+        self.answered.insert(req.request_id.clone());
+        let v = &self.env.world.videos[p.video as usize];
+        let action = req.response.action();
+        let watch = if action.counts_view() { req.watch_time_s.unwrap_or(v.duration_s) } else { req.watch_time_s.unwrap_or(0.0) };
+        let seen = self.seen(p.video, req.response, watch, req.left);
+        let reward = self.env.world.model.reward_of(action, seen.watch_s, req.shared, req.followed);
+        let max_steps = self.config.env.max_steps;
+        let mut over = seen.left;
+        match self.live.get_mut(&p.user) {
+            Some(l) if l.number == p.session => {
+                self.env.record(Some(&mut l.session), p.user, seen);
+                l.last_ms = now;
+                over |= l.session.t >= max_steps;
+                if over {
+                    self.live.remove(&p.user);
+                }
+            }
+            _ => self.env.record(None, p.user, seen),
+        }
+        self.emit(Record::Outcome(Outcome {
+            request_id: req.request_id.clone(),
+            time_ms: now,
+            user: p.user,
+            session: p.session,
+            arm: self.arms[p.arm].name.clone(),
+            video: p.video,
+            response: req.response,
+            left: seen.left,
+            watch_time_s: seen.watch_s,
+            shared: req.shared,
+            followed: req.followed,
+            reward,
+        }));
+        Ok(FeedbackAck { request_id: req.request_id.clone(), arm: self.arms[p.arm].name.clone(), reward, session_over: over })
+    }
+
+    /// Keeps every record in memory too, for [`Service::take_records`] (the in-process
+    /// simulation of an experiment).
+    pub fn capture(&mut self) {
+        self.memory.get_or_insert_with(Vec::new);
+    }
+
+    /// The records kept since the last call.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        self.memory.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn emit(&mut self, record: Record) {
+        if let Some(m) = &mut self.memory {
+            m.push(record.clone());
+        }
+        if let Some(sink) = &self.log {
+            sink.send(record);
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            status: if self.log_failure().is_some() { "log_failed".into() } else { "ok".into() },
+            world: self.fingerprint.clone(),
+            users: self.env.matrix.n_users(),
+            videos: self.env.matrix.n_items(),
+            arms: self.arm_meta(),
+            salt: self.salt.clone(),
+            live_sessions: self.live.len(),
+            pending_feedback: self.pending.len(),
+            log: self.log_dir.as_ref().map(|d| d.display().to_string()),
+        }
+    }
+
+    /// Flushes the log and waits until it is on disk; returns the folder.
+    pub fn close(mut self) -> Result<Option<PathBuf>> {
+        if let Some(sink) = self.log.take() {
+            sink.close()?;
+        }
+        Ok(self.log_dir.clone())
+    }
+}
+
+fn check_watch(w: Option<f64>) -> std::result::Result<(), ApiError> {
+    match w {
+        Some(x) if !x.is_finite() || !(0.0..=86_400.0).contains(&x) => {
+            Err(ApiError::new(422, format!("watch_time_s = {x}: seconds between 0 and 86400")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Loads an arm's policy; a run folder's agent must see the world the service builds.
+fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Result<Arm> {
+    match &spec.source {
+        Source::Baseline(kind) => Ok(Arm {
+            name: spec.name.clone(),
+            kind: *kind,
+            version: format!("{}@fypsim-{}", kind.name(), env!("CARGO_PKG_VERSION")),
+            share,
+            policy: make_policy(*kind, config)?,
+        }),
+        Source::Run(dir) => {
+            let run = crate::run::config_of_run(dir)?;
+            crate::run::preflight(&run)?;
+            let ck = crate::checkpoint::open(dir, &run)?;
+            let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
+            if !same_world || &Layout::of(&run) != layout || run.dqn.interests != config.dqn.interests {
+                return Err(Error::Other(format!(
+                    "arm {}: the agent in {} was trained on another world or observation layout than the one served \
+                     (world, seed, candidates and the dqn's inputs must match); serve it with its own run's config",
+                    spec.name,
+                    dir.display()
+                )));
+            }
+            let mut policy = make_policy(run.policy, &run)?;
+            policy.load(&ck.dir)?;
+            let weights = ck.dir.join("agent.ot");
+            let digest = match std::fs::read(&weights) {
+                Ok(bytes) => crate::checkpoint::sha256(&bytes)[..12].to_string(),
+                Err(_) => crate::checkpoint::fingerprint(&run)[..12].to_string(),
+            };
+            Ok(Arm {
+                name: spec.name.clone(),
+                kind: run.policy,
+                version: format!("{}@{digest}", run.policy.name()),
+                share,
+                policy,
+            })
+        }
+    }
+}
+
+/// The run folder's path as given, for messages.
+pub fn describe(source: &Source) -> String {
+    match source {
+        Source::Run(d) => d.display().to_string(),
+        Source::Baseline(k) => k.name().to_string(),
+    }
+}
+
+/// Whether `dir` looks like a decision log.
+pub fn is_log_dir(dir: &Path) -> bool {
+    dir.join(log::EXPERIMENT).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traffic::{simulate, SimUser};
+    use super::*;
+    use crate::config::Config;
+    use crate::rng::stream;
+
+    fn options(toml: &str, arms: &[(&str, PolicyKind)]) -> ServeOptions {
+        ServeOptions {
+            arms: arms.iter().map(|(n, k)| ArmSpec { name: n.to_string(), source: Source::Baseline(*k) }).collect(),
+            shares: None,
+            salt: "test".into(),
+            config: Some(Config::from_toml_str(toml, &[]).unwrap()),
+            log: None,
+        }
+    }
+
+    const SMALL: &str = "seed = 3\n[world]\nn_videos = 400\nn_users = 120\n[env]\nmax_steps = 12\n";
+
+    #[test]
+    fn users_stay_in_their_arm_and_every_decision_is_logged_with_its_outcome() {
+        let opts = options(SMALL, &[("A", PolicyKind::Greedy), ("B", PolicyKind::Random)]);
+        let mut service = Service::new(&opts).unwrap();
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..120).collect();
+        let records = simulate(&mut service, &world, &users, 2, 9).unwrap();
+        let mut arm_of_user: HashMap<u32, String> = HashMap::new();
+        let (mut decisions, mut outcomes) = (HashSet::new(), HashSet::new());
+        for r in &records {
+            match r {
+                Record::Decision(d) => {
+                    let expected = if arm_of("test", d.user as u64, &[0.5, 0.5]) == 0 { "A" } else { "B" };
+                    assert_eq!(d.arm, expected);
+                    assert_eq!(arm_of_user.entry(d.user).or_insert_with(|| d.arm.clone()), &d.arm);
+                    assert_eq!(d.candidates[d.slot], d.video);
+                    assert_eq!(d.assignment_p, 0.5);
+                    // Greedy shows slot 0 for sure; random one of the candidates uniformly.
+                    let p = if d.arm == "A" { 1.0 } else { 1.0 / d.candidates.len().min(10) as f64 };
+                    assert!((d.propensity - p).abs() < 1e-12, "{} {}", d.propensity, p);
+                    assert!(decisions.insert(d.request_id.clone()));
+                }
+                Record::Outcome(o) => {
+                    assert!(decisions.contains(&o.request_id), "an outcome follows its decision");
+                    assert!(outcomes.insert(o.request_id.clone()));
+                }
+            }
+        }
+        assert_eq!(decisions, outcomes);
+        assert_eq!(arm_of_user.len(), 120);
+        let b = arm_of_user.values().filter(|a| *a == "B").count();
+        assert!((40..=80).contains(&b), "{b} of 120 users in B");
+        // Two sessions per user, numbered 0 and 1.
+        let sessions: HashSet<(u32, u32)> =
+            records.iter().filter_map(|r| if let Record::Decision(d) = r { Some((d.user, d.session)) } else { None }).collect();
+        assert_eq!(sessions.len(), 240);
+    }
+
+    /// A served step changes the world exactly as a simulated one: the same matrix entry
+    /// and view count, and the next observation is the same.
+    #[test]
+    fn feedback_updates_the_world_like_a_simulated_step() {
+        let toml = "seed = 5\n[world]\nn_videos = 300\nn_users = 40\n[dynamics.behaviour]\nenabled = true\n\
+                    duration_min_s = 5.0\nduration_max_s = 40.0\n";
+        let opts = options(toml, &[("A", PolicyKind::Greedy)]);
+        let mut service = Service::new(&opts).unwrap();
+        let config = service.config().clone();
+        let mut env = Env::new(&config, service.env().world.clone());
+        let mut rng = stream(1, Stream::Responses);
+        for user in [3u32, 3, 17] {
+            let obs = env.reset(user).clone();
+            let rec = service.recommend(&RecommendRequest { user: user as u64, new_session: true, recent: None }, 1).unwrap();
+            assert_eq!(rec.video, obs.candidates[0].video, "greedy: slot 0 of the same candidates");
+            let out = env.step(0, &mut rng);
+            let fb = FeedbackRequest {
+                request_id: rec.request_id.clone(),
+                response: Reported::of(out.response),
+                watch_time_s: Some(out.watch_s),
+                left: out.terminal,
+                shared: false,
+                followed: false,
+            };
+            let ack = service.feedback(&fb, 2).unwrap();
+            assert_eq!(ack.session_over, out.terminal);
+            assert!(service.env().matrix == env.matrix);
+            assert_eq!(service.env().sim().views, env.sim().views);
+            if !out.terminal {
+                let next =
+                    service.recommend(&RecommendRequest { user: user as u64, new_session: false, recent: None }, 3).unwrap();
+                assert_eq!(next.candidates, env.observation().candidates.iter().map(|c| c.video).collect::<Vec<_>>());
+                assert_eq!(next.step, 1);
+                // Leave it unanswered: the next user's session is new anyway.
+            }
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_answered_with_what_is_wrong() {
+        let opts = options(SMALL, &[("A", PolicyKind::Greedy)]);
+        let mut service = Service::new(&opts).unwrap();
+        let err = service.recommend(&RecommendRequest { user: 120, new_session: false, recent: None }, 1).unwrap_err();
+        assert_eq!(err.status, 404);
+        assert!(err.message.contains("unknown user 120") && err.message.contains("0..120"), "{}", err.message);
+        let fb = |id: &str| FeedbackRequest {
+            request_id: id.into(),
+            response: Reported::Watched,
+            watch_time_s: Some(3.0),
+            left: false,
+            shared: false,
+            followed: false,
+        };
+        let e = service.feedback(&fb("nope"), 1).unwrap_err();
+        assert_eq!(e.status, 404);
+        let rec = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: None }, 1).unwrap();
+        let e = service.feedback(&FeedbackRequest { watch_time_s: Some(f64::NAN), ..fb(&rec.request_id) }, 1).unwrap_err();
+        assert_eq!(e.status, 422);
+        service.feedback(&fb(&rec.request_id), 2).unwrap();
+        let e = service.feedback(&fb(&rec.request_id), 3).unwrap_err();
+        assert_eq!((e.status, e.message.contains("already")), (409, true));
+        let recent = vec![RecentStep { video: 100_000, response: Reported::Skipped, watch_time_s: None }];
+        let e = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: Some(recent) }, 4).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.contains("unknown video 100000"));
+        // Two requests of one user in one batch: the second is refused, the first served.
+        let r = RecommendRequest { user: 5, new_session: false, recent: None };
+        let answers = service.recommend_batch(&[r.clone(), r], 5);
+        assert!(answers[0].is_ok());
+        assert_eq!(answers[1].as_ref().unwrap_err().status, 409);
+        // Policies that read the simulator's truth cannot be served.
+        let e = ArmSpec::parse("A=myopic_oracle").unwrap_err().to_string();
+        assert!(e.contains("latent state"), "{e}");
+        assert!(ArmSpec::parse("A=no/such/run").is_err());
+        assert!(parse_split("50/50", 2).is_ok() && parse_split("50", 2).is_err() && parse_split("0/100", 2).is_err());
+    }
+
+    /// A session rebuilt from the steps a client reports observes what the session the
+    /// service kept observed.
+    #[test]
+    fn a_session_is_rebuilt_from_recent_steps() {
+        let opts = options(SMALL, &[("A", PolicyKind::Greedy)]);
+        let mut service = Service::new(&opts).unwrap();
+        let world = service.env().world.clone();
+        let mut u = SimUser::new(&world, 7, 1);
+        let mut recent = Vec::new();
+        let mut last = None;
+        for k in 0..3 {
+            let rec = service.recommend(&u.request(&world), k).unwrap();
+            let (fb, _) = u.respond(&world, 1000, &rec);
+            if fb.left {
+                break;
+            }
+            recent.push(RecentStep { video: rec.video, response: fb.response, watch_time_s: fb.watch_time_s });
+            service.feedback(&fb, k).unwrap();
+            last = Some(rec.step);
+        }
+        let Some(_) = last else { return };
+        let kept = service.live[&7].session.clone();
+        service.recommend(&RecommendRequest { user: 7, new_session: false, recent: Some(recent) }, 10).unwrap();
+        let rebuilt = &service.live[&7].session;
+        assert_eq!(rebuilt.t, kept.t);
+        assert_eq!(format!("{:?}", rebuilt), format!("{kept:?}"));
+    }
+}

@@ -1,0 +1,259 @@
+//! `fypsim serve`, `fypsim traffic` and `fypsim report --ab-log` end to end over real
+//! HTTP: a trained agent against greedy on an ephemeral port, every endpoint, every kind
+//! of bad request (the server keeps serving), a kill -9 and a restart on the same log,
+//! SIGTERM with requests in flight, and the A/B report of the log.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fypsim::serve::log::read;
+use fypsim::serve::Record;
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fypsim"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Starts the server; returns it with its base URL once it listens (the caller waits for it).
+#[allow(clippy::zombie_processes)]
+fn start(run: &Path, log: &Path) -> (Child, String) {
+    let mut child = bin()
+        .args(["serve", "--arm", "A=greedy", "--arm"])
+        .arg(format!("B={}", run.display()))
+        .args(["--port", "0", "--salt", "it", "--log"])
+        .arg(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the server says where it listens");
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            let url = rest.split_whitespace().next().unwrap().to_string();
+            // Keep draining its output so that it never blocks on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (child, url);
+        }
+    }
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = c.post(url).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn decisions(log: &Path) -> Vec<fypsim::serve::Decision> {
+    read(log).unwrap().records.into_iter().filter_map(|r| if let Record::Decision(d) = r { Some(d) } else { None }).collect()
+}
+
+#[test]
+fn serve_traffic_kill_restart_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let log = tmp.path().join("ab");
+    let ok = bin().args(["run", "configs/smoke.toml", "--quiet", "--out"]).arg(&run).status().unwrap();
+    assert!(ok.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+
+    let (mut server, url) = start(&run, &log);
+    let held = rt.block_on(async {
+        let h: Value = c.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(h["status"], "ok");
+        assert_eq!(h["users"], 40);
+        assert_eq!(h["arms"].as_array().unwrap().len(), 2);
+        assert!(h["arms"][1]["version"].as_str().unwrap().starts_with("dqn@"));
+
+        let good = json!({"user": 1});
+        let rec = format!("{url}/recommend");
+        let fb = format!("{url}/feedback");
+        let (s, first) = post(&c, &rec, &good).await;
+        assert_eq!(s, 200, "{first}");
+        let (s, ack) =
+            post(&c, &fb, &json!({"request_id": first["request_id"], "response": "watched", "watch_time_s": 4.0})).await;
+        assert_eq!(s, 200, "{ack}");
+        // Every kind of bad request: a 4xx with a JSON error naming the problem, and the
+        // server goes on serving.
+        let raw = |path: &str, body: &'static str, ct: Option<&'static str>| {
+            let mut r = c.post(format!("{url}{path}")).body(body);
+            if let Some(ct) = ct {
+                r = r.header("content-type", ct);
+            }
+            r
+        };
+        let big = "x".repeat(200_000);
+        let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+            ("malformed JSON", raw("/recommend", "{\"user\": ", Some("application/json")), 400, ""),
+            ("missing field", raw("/recommend", "{}", Some("application/json")), 422, "user"),
+            ("wrongly typed", raw("/recommend", "{\"user\": \"seventeen\"}", Some("application/json")), 422, "user"),
+            ("unknown field", raw("/recommend", "{\"user\": 1, \"usr\": 2}", Some("application/json")), 422, "usr"),
+            ("unknown user", raw("/recommend", "{\"user\": 999}", Some("application/json")), 404, "unknown user 999"),
+            ("no content type", raw("/recommend", "{\"user\": 1}", None), 415, "Content-Type"),
+            (
+                "unknown request id",
+                raw("/feedback", "{\"request_id\": \"zz\", \"response\": \"watched\"}", Some("application/json")),
+                404,
+                "zz",
+            ),
+            (
+                "bad response",
+                raw("/feedback", "{\"request_id\": \"zz\", \"response\": \"loved\"}", Some("application/json")),
+                422,
+                "loved",
+            ),
+            ("oversized body", c.post(&rec).header("content-type", "application/json").body(big), 413, "limit"),
+            ("wrong method", c.get(&rec), 405, "POST"),
+            ("unknown path", c.get(format!("{url}/nope")), 404, "/nope"),
+        ];
+        for (what, req, status, names) in cases {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{what}");
+            let body: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: the error is not JSON ({e})"));
+            let msg = body["error"].as_str().unwrap_or_else(|| panic!("{what}: {body}"));
+            assert!(msg.contains(names), "{what}: {msg}");
+            let (s, _) = post(&c, &rec, &json!({"user": 2, "new_session": true})).await;
+            assert_eq!(s, 200, "after {what}");
+        }
+        let (s, again) = post(&c, &fb, &json!({"request_id": first["request_id"], "response": "watched"})).await;
+        assert_eq!(s, 409, "a repeated request id: {again}");
+
+        // A few users, step by step; one decision is left without feedback.
+        for user in 3..13 {
+            let (s, r) = post(&c, &rec, &json!({"user": user})).await;
+            assert_eq!(s, 200, "{r}");
+            assert!(["A", "B"].contains(&r["arm"].as_str().unwrap()));
+            let p = r["propensity"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0);
+            let (s, _) = post(&c, &fb, &json!({"request_id": r["request_id"], "response": "skipped"})).await;
+            assert_eq!(s, 200);
+        }
+        let (s, held) = post(&c, &rec, &json!({"user": 20})).await;
+        assert_eq!(s, 200);
+        let metrics = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        for needle in [
+            "fypsim_http_requests_total{endpoint=\"recommend\",status=\"200\"}",
+            "fypsim_decisions_total{arm=",
+            "fypsim_http_request_duration_seconds_bucket",
+        ] {
+            assert!(metrics.contains(needle), "{needle} not in /metrics:\n{metrics}");
+        }
+        held["request_id"].as_str().unwrap().to_string()
+    });
+
+    // Simulated users over HTTP.
+    let out = bin()
+        .args(["traffic", "--url", &url, "--users", "40", "--duration", "2", "--concurrency", "4", "--config"])
+        .arg(run.join("config.toml"))
+        .arg("-q")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("recommendations") && text.contains("p99"), "{text}");
+    // The traffic driver refuses a service of another world.
+    let other = bin().args(["traffic", "--url", &url, "--users", "5", "--duration", "1", "-q"]).output().unwrap();
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("another world"));
+
+    // kill -9: the log still reads, missing at most the last flush interval.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = decisions(&log).len();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let after_kill = read(&log).unwrap();
+    assert!(after_kill.damaged <= 1);
+    assert!(before > 50, "{before} decisions logged");
+    assert!(decisions(&log).iter().any(|d| d.request_id == held));
+
+    // Restarted on the same log: the decision made before the kill takes its feedback.
+    let (mut server, url) = start(&run, &log);
+    let sent_ok = rt.block_on(async {
+        let (s, r) =
+            post(&c, &format!("{url}/feedback"), &json!({"request_id": held, "response": "liked", "watch_time_s": 3.0})).await;
+        assert_eq!(s, 200, "{r}");
+        // Requests in flight when SIGTERM comes are answered and logged.
+        let mut tasks = Vec::new();
+        for user in 0..40u32 {
+            let (c, url) = (c.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..30 {
+                    match c.post(format!("{url}/recommend")).json(&json!({"user": user})).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap();
+                            ids.push(v["request_id"].as_str().unwrap().to_string());
+                        }
+                        _ => break,
+                    }
+                }
+                ids
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        unsafe {
+            libc::kill(server.id() as i32, libc::SIGTERM);
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap());
+        }
+        ids
+    });
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
+    let logged: std::collections::HashSet<String> = decisions(&log).into_iter().map(|d| d.request_id).collect();
+    assert!(!sent_ok.is_empty());
+    for id in &sent_ok {
+        assert!(logged.contains(id), "answered request {id} is not in the log");
+    }
+    let contents = read(&log).unwrap();
+    assert!(contents.damaged <= 1);
+    assert!(contents.records.iter().any(|r| matches!(r, Record::Outcome(o) if o.request_id == held)));
+
+    // The A/B report.
+    let out = bin().args(["report", "--ab-log"]).arg(&log).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["reward / session", "B - A, reward per session", "sample ratio", "Interference"] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    for f in ["ab_report.md", "ab_report.json", "ab_report.png"] {
+        assert!(log.join(f).is_file(), "{f}");
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(log.join("ab_report.json")).unwrap()).unwrap();
+    assert_eq!(report["arms"].as_array().unwrap().len(), 2);
+    assert!(report["reward_diff"]["ci95"][0].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn serve_refuses_bad_setups_with_what_is_allowed() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve", "--arm", "A=oracle", "--port", "0"], "latent state"),
+        (vec!["serve", "--arm", "A=greedy", "--arm", "A=random", "--port", "0"], "two arms are named"),
+        (vec!["serve", "--arm", "A=greedy", "--arm", "B=random", "--split", "50", "--port", "0"], "--split"),
+        (vec!["serve", "--arm", "Agreedy", "--port", "0"], "NAME=SOURCE"),
+        (vec!["serve", "--arm", "A=/no/such/run", "--port", "0"], "neither a servable baseline"),
+        (vec!["report", "--ab-log", "/no/such/log"], "not a decision log"),
+        (vec!["traffic", "--url", "http://127.0.0.1:1", "--duration", "1", "-q"], "is `fypsim serve` running there"),
+        (vec!["traffic", "--url", "127.0.0.1:1", "-q"], "http://"),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
