@@ -39,8 +39,8 @@ serve() { # arm source, log dir -> sets pid and url
     exit 1
 }
 
-echo "| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors |" >"$out/summary.md"
-echo "|---|---|---|---|---|---|---|---|---|" >>"$out/summary.md"
+echo "| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | driver lag p99 ms | errors |" >"$out/summary.md"
+echo "|---|---|---|---|---|---|---|---|---|---|" >>"$out/summary.md"
 for arm in dqn greedy; do
     src=$([[ $arm == dqn ]] && echo "$out/run" || echo greedy)
     serve "$src" "$out/log-$arm"
@@ -59,8 +59,9 @@ r = json.load(open(sys.argv[1]))
 l = r["recommend_latency"]
 load = f"open loop {r['rate']:.0f}/s" if r["mode"] == "open" else f"closed, concurrency {r['concurrency']}"
 errors = sum(r["errors"].values()) + r["dropped"]
+lag = f"{r['dispatch_lag']['p99_ms']:.2f}" if r.get("dispatch_lag") else ""
 print(f"| {sys.argv[2]} | {load} | {r['recommendations_per_s']:.0f} | {r['requests_per_s']:.0f} | "
-      f"{l['p50_ms']:.2f} | {l['p90_ms']:.2f} | {l['p99_ms']:.2f} | {l['max_ms']:.2f} | {errors} |")
+      f"{l['p50_ms']:.2f} | {l['p90_ms']:.2f} | {l['p99_ms']:.2f} | {l['max_ms']:.2f} | {lag} | {errors} |")
 EOF
     done
 done

@@ -1363,6 +1363,9 @@ fn cmd_traffic(
             l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
         );
     }
+    if let Some(l) = &r.dispatch_lag {
+        println!("driver's lag behind its schedule ms: p50 {:.3}  p99 {:.3}  max {:.3}", l.p50_ms, l.p99_ms, l.max_ms);
+    }
     println!("mean reward per recommendation (as the users' model paid it): {:.3}", r.mean_reward);
     if r.dropped > 0 {
         println!("{} arrivals found every user busy and were not sent: raise --users", r.dropped);

@@ -191,8 +191,13 @@ pub struct TrafficReport {
     pub recommendations_per_s: f64,
     /// Every request (recommendations and feedback) per second.
     pub requests_per_s: f64,
-    /// From sending a recommendation request (open loop: from its scheduled time) to its answer.
+    /// From sending a recommendation request to its answer.
     pub recommend_latency: Latency,
+    /// Open loop: how late the driver sent each request after its scheduled time (its
+    /// timer's granularity and the machine's load; large values mean the driver, not the
+    /// service, could not keep the rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_lag: Option<Latency>,
     pub feedback_latency: Latency,
     pub sessions: u64,
     /// Mean reward per recommendation, as the model paid it.
@@ -207,6 +212,7 @@ pub struct TrafficReport {
 #[derive(Default)]
 struct Tally {
     rec_us: Vec<u64>,
+    lag_us: Vec<u64>,
     fb_us: Vec<u64>,
     rewards: f64,
     errors: BTreeMap<u16, u64>,
@@ -221,6 +227,7 @@ impl Tally {
 
     fn merge(&mut self, o: Tally) {
         self.rec_us.extend(o.rec_us);
+        self.lag_us.extend(o.lag_us);
         self.fb_us.extend(o.fb_us);
         self.rewards += o.rewards;
         for (k, v) in o.errors {
@@ -240,8 +247,9 @@ struct Driver {
 }
 
 impl Driver {
-    /// One step of `u`: recommend, respond, feedback. `since`: when the request was due.
-    async fn step(&self, u: &mut SimUser, since: Instant, tally: &mut Tally) {
+    /// One step of `u`: recommend, respond, feedback.
+    async fn step(&self, u: &mut SimUser, tally: &mut Tally) {
+        let since = Instant::now();
         let req = u.request(&self.world);
         let sent = self.client.post(format!("{}/recommend", self.base)).json(&req).send().await;
         let rec: Recommendation = match answer(sent).await {
@@ -372,7 +380,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
                     while Instant::now() < deadline {
                         let n = shard.len();
                         let u = &mut shard[k % n];
-                        d.step(u, Instant::now(), &mut tally).await;
+                        d.step(u, &mut tally).await;
                         done.store(done.load(std::sync::atomic::Ordering::Relaxed) + 1, std::sync::atomic::Ordering::Relaxed);
                         k += 1;
                     }
@@ -410,7 +418,8 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
                 tasks.push(tokio::spawn(async move {
                     let mut mine = Tally::default();
                     let before = u.sessions;
-                    d.step(&mut u, due, &mut mine).await;
+                    mine.lag_us.push(due.elapsed().as_micros() as u64);
+                    d.step(&mut u, &mut mine).await;
                     sessions.fetch_add(u.sessions - before, std::sync::atomic::Ordering::Relaxed);
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tally.lock().expect("no panics hold it").merge(mine);
@@ -452,6 +461,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
         requests_per_s: (recs + fbs) as f64 / elapsed,
         mean_reward: tally.rewards / recs as f64,
         recommend_latency: Latency::of(tally.rec_us),
+        dispatch_lag: (mode == "open").then(|| Latency::of(tally.lag_us)),
         feedback_latency: Latency::of(tally.fb_us),
         sessions,
         errors: tally.errors,
