@@ -289,6 +289,8 @@ pub struct Env {
     /// The neighbour lists, with `candidates.source = "neighbours"`.
     index: Option<NeighbourIndex>,
     adds_since_refresh: usize,
+    /// Whether `sim.adds` lists every interaction ([`Env::stop_listing_interactions`]).
+    list_adds: bool,
     obs: Option<Observation>,
     layout: Layout,
     /// What changed since this environment was last made equal to the starting point of
@@ -364,6 +366,7 @@ impl Env {
             generator,
             index,
             adds_since_refresh: 0,
+            list_adds: true,
             obs: None,
             layout: Layout::of(config),
             journal: None,
@@ -846,7 +849,9 @@ impl Env {
         self.sim.views[vi] += 1;
         let score = response.score(&self.config.scores);
         self.matrix.add(video, user, score);
-        self.sim.adds.push((video, user, score));
+        if self.list_adds {
+            self.sim.adds.push((video, user, score));
+        }
         self.after_add();
         self.sim.clock[u] += dt;
         if let Some(log) = self.sim.logs.get_mut(vi) {
@@ -878,6 +883,14 @@ impl Env {
         session.last_category = Some(category);
         session.last_response = Some(response);
         session.t += 1;
+    }
+
+    /// From here on `sim.adds` no longer lists the interactions (16 bytes each): for an
+    /// environment that lives long and is never saved nor reset (a served experiment,
+    /// whose decision log is its record). The matrix holds them as before.
+    pub fn stop_listing_interactions(&mut self) {
+        self.list_adds = false;
+        self.sim.adds = Vec::new();
     }
 
     /// A new session of `user` that a service opens: like [`Env::start_session`], but

@@ -35,6 +35,10 @@ pub use log::{Decision, Outcome, Record};
 /// one (the usual 30-minute rule of web analytics).
 pub const SESSION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 
+/// A decision whose feedback has not come for this long is forgotten (its feedback is
+/// then refused), so that abandoned decisions do not pile up.
+pub const PENDING_TTL_MS: u64 = 60 * 60 * 1000;
+
 /// The most steps a client may report in `recent`.
 pub const MAX_RECENT: usize = 1000;
 
@@ -164,6 +168,7 @@ struct Pending {
     arm: usize,
     video: u32,
     session: u32,
+    at_ms: u64,
 }
 
 /// A request the service answers with an error: the HTTP status and what is wrong.
@@ -319,9 +324,12 @@ pub struct Service {
     live: HashMap<u32, Live>,
     sessions: HashMap<u32, u32>,
     pending: HashMap<String, Pending>,
+    /// Request ids of earlier runs of the service (replayed from the log) that have their
+    /// feedback; this run's ids are told apart by their sequence number.
     answered: HashSet<String>,
     prefix: String,
     seq: u64,
+    last_purge_ms: u64,
     rng: SimRng,
     log: Option<log::Sink>,
     log_dir: Option<PathBuf>,
@@ -370,7 +378,8 @@ impl Service {
         crate::run::preflight(&config)?;
         let fingerprint = crate::checkpoint::fingerprint(&config);
         let world = std::sync::Arc::new(World::generate(&config));
-        let env = Env::new(&config, world);
+        let mut env = Env::new(&config, world);
+        env.stop_listing_interactions();
         let mut arms = Vec::new();
         for (spec, &share) in opts.arms.iter().zip(&shares) {
             arms.push(load_arm(spec, share, &config, env.layout())?);
@@ -391,6 +400,7 @@ impl Service {
             answered: HashSet::new(),
             prefix: format!("{started:x}"),
             seq: 0,
+            last_purge_ms: started,
             log: None,
             log_dir: opts.log.clone(),
             memory: None,
@@ -465,11 +475,19 @@ impl Service {
         for (id, d) in decided {
             if let Some(arm) = self.arms.iter().position(|a| a.name == d.arm) {
                 if self.user_known(d.user as u64) && (d.video as usize) < self.env.world.videos.len() {
-                    let p = Pending { user: d.user, arm, video: d.video, session: d.session };
+                    let p = Pending { user: d.user, arm, video: d.video, session: d.session, at_ms: d.time_ms };
                     self.pending.insert(id.to_string(), p);
                 }
             }
         }
+    }
+
+    /// Whether this run of the service issued `id`.
+    fn issued_here(&self, id: &str) -> bool {
+        id.strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|seq| u64::from_str_radix(seq, 16).ok())
+            .is_some_and(|seq| seq < self.seq)
     }
 
     fn user_known(&self, user: u64) -> bool {
@@ -625,7 +643,11 @@ impl Service {
             step: live.session.t,
             policy: a.version.clone(),
         };
-        self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number });
+        self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number, at_ms: now });
+        if now.saturating_sub(self.last_purge_ms) > 60_000 {
+            self.pending.retain(|_, p| now.saturating_sub(p.at_ms) <= PENDING_TTL_MS);
+            self.last_purge_ms = now;
+        }
         self.emit(Record::Decision(Decision {
             request_id,
             time_ms: now,
@@ -658,14 +680,20 @@ impl Service {
         }
         check_watch(req.watch_time_s)?;
         let Some(p) = self.pending.get(&req.request_id).cloned() else {
-            return Err(if self.answered.contains(&req.request_id) {
-                ApiError::new(409, format!("request {} already has its feedback", req.request_id))
+            return Err(if self.answered.contains(&req.request_id) || self.issued_here(&req.request_id) {
+                ApiError::new(
+                    409,
+                    format!(
+                        "request {} already has its feedback (or waited over {} minutes for it and expired)",
+                        req.request_id,
+                        PENDING_TTL_MS / 60_000
+                    ),
+                )
             } else {
                 ApiError::new(404, format!("unknown request_id `{}`: not a recommendation this experiment made", req.request_id))
             });
         };
         self.pending.remove(&req.request_id);
-        self.answered.insert(req.request_id.clone());
         let v = &self.env.world.videos[p.video as usize];
         let action = req.response.action();
         let watch = if action.counts_view() { req.watch_time_s.unwrap_or(v.duration_s) } else { req.watch_time_s.unwrap_or(0.0) };
@@ -929,6 +957,13 @@ mod tests {
         let e = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: Some(recent) }, 4).unwrap_err();
         assert_eq!(e.status, 422);
         assert!(e.message.contains("unknown video 100000"));
+        // A decision left without feedback for over an hour is forgotten.
+        let t0 = now_ms();
+        let old = service.recommend(&RecommendRequest { user: 8, new_session: false, recent: None }, t0).unwrap();
+        let later = t0 + PENDING_TTL_MS + 61_000;
+        service.recommend(&RecommendRequest { user: 9, new_session: false, recent: None }, later).unwrap();
+        let e = service.feedback(&fb(&old.request_id), later).unwrap_err();
+        assert_eq!((e.status, e.message.contains("expired")), (409, true), "{}", e.message);
         // Two requests of one user in one batch: the second is refused, the first served.
         let r = RecommendRequest { user: 5, new_session: false, recent: None };
         let answers = service.recommend_batch(&[r.clone(), r], 5);
