@@ -41,17 +41,22 @@ serve() { # arm source, log dir -> sets pid and url
 
 echo "| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | driver lag p99 ms | errors |" >"$out/summary.md"
 echo "|---|---|---|---|---|---|---|---|---|---|" >>"$out/summary.md"
-for arm in dqn greedy; do
-    src=$([[ $arm == dqn ]] && echo "$out/run" || echo greedy)
-    serve "$src" "$out/log-$arm"
-    for c in 1 16 64; do
-        "$bin" traffic --url "$url" --users 200 --duration "$secs" --concurrency "$c" --config configs/default.toml \
-            -q --json "$out/$arm-closed-$c.json" >/dev/null
-    done
-    "$bin" traffic --url "$url" --users 200 --duration "$((secs * 2))" --rate "$rate" --config configs/default.toml \
-        -q --json "$out/$arm-open-$rate.json" >/dev/null
+# Every point on a fresh server: the live matrix grows with the traffic (a user's longer
+# history makes their candidates dearer), so each load starts from the same world.
+point() { # arm source, name, traffic arguments...
+    local src=$1 name=$2
+    shift 2
+    serve "$src" "$out/log-$name"
+    "$bin" traffic --url "$url" --users 200 --config configs/default.toml -q --json "$out/$name.json" "$@" >/dev/null
     kill -TERM "$pid"
     wait "$pid"
+}
+for arm in dqn greedy; do
+    src=$([[ $arm == dqn ]] && echo "$out/run" || echo greedy)
+    for c in 1 16 64; do
+        point "$src" "$arm-closed-$c" --duration "$secs" --concurrency "$c"
+    done
+    point "$src" "$arm-open-$rate" --duration "$((secs * 2))" --rate "$rate"
     for f in "$out/$arm-closed-1.json" "$out/$arm-closed-16.json" "$out/$arm-closed-64.json" "$out/$arm-open-$rate.json"; do
         python3 - "$f" "$arm" >>"$out/summary.md" <<'EOF'
 import json, sys

@@ -147,17 +147,27 @@ fn read_experiment(dir: &Path) -> Result<Experiment> {
 pub fn read(dir: &Path) -> Result<Contents> {
     let experiment = read_experiment(dir)?;
     let path = dir.join(LOG);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    let (mut records, mut damaged) = (Vec::new(), 0);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Contents { experiment, records, damaged }),
         Err(e) => return Err(Error::Io { action: "read", path, source: e }),
     };
-    let (mut records, mut damaged) = (Vec::new(), 0);
-    for line in bytes.split(|&b| b == b'\n') {
+    if !file.metadata().map_err(Error::io("read", &path))?.is_file() {
+        return Err(Error::Other(format!("{} is not a regular file", path.display())));
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(Error::io("read", &path))?;
+        if n == 0 {
+            break;
+        }
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match serde_json::from_slice::<Record>(line) {
+        match serde_json::from_slice::<Record>(&line) {
             Ok(r) => records.push(r),
             Err(_) => damaged += 1,
         }
@@ -381,6 +391,26 @@ mod tests {
         assert!(e.contains("another experiment") && e.contains("salt"), "{e}");
         let e = read(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a decision log"), "{e}");
+    }
+
+    /// A full disk is reported (the service then refuses to serve unlogged decisions).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        open_dir(dir.path(), &experiment("s")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(LOG)).unwrap();
+        let sink = Sink::open(dir.path()).unwrap();
+        assert_eq!(sink.failure(), None);
+        sink.send(decision(1));
+        let t = Instant::now();
+        while sink.failure().is_none() {
+            assert!(t.elapsed() < Duration::from_secs(5), "no failure after 5 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let e = sink.failure().unwrap();
+        assert!(e.contains("log.jsonl") && e.contains("No space left"), "{e}");
+        assert!(sink.close().unwrap_err().to_string().contains("No space left"));
     }
 
     /// Records reach the file within the flush interval, before the log is closed (so a

@@ -976,6 +976,31 @@ mod tests {
         assert!(parse_split("50/50", 2).is_ok() && parse_split("50", 2).is_err() && parse_split("0/100", 2).is_err());
     }
 
+    /// When the log cannot be written (a full disk), nothing more is served unlogged.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_stops_serving_with_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
+        // The log's file is a device that is always full (never read it: it reads zeros
+        // without end).
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(log::LOG)).unwrap();
+        service.log = Some(log::Sink::open(dir.path()).unwrap());
+        let req = RecommendRequest { user: 1, new_session: false, recent: None };
+        service.recommend(&req, 1).unwrap();
+        let t = std::time::Instant::now();
+        let e = loop {
+            match service.recommend(&RecommendRequest { new_session: true, ..req.clone() }, 2) {
+                Err(e) => break e,
+                Ok(_) => assert!(t.elapsed().as_secs() < 5, "still serving after 5 s"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(e.status, 503);
+        assert!(e.message.contains("No space left") && e.message.contains("unlogged"), "{}", e.message);
+        assert_eq!(service.health().status, "log_failed");
+    }
+
     /// A session rebuilt from the steps a client reports observes what the session the
     /// service kept observed.
     #[test]
