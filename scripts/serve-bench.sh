@@ -4,14 +4,19 @@
 # concurrency 1, 16 and 64, and open-loop latency at a fixed arrival rate. Server and
 # driver share the machine's cores, as they would on one box.
 #
-#   scripts/serve-bench.sh [SECONDS_PER_POINT] [OPEN_LOOP_RATE]
+#   scripts/serve-bench.sh [SECONDS_PER_POINT] [OPEN_LOOP_RATE] [REPEATS]
 #
-# Trains configs/default.toml into results/serve-bench/run first when no agent is there
-# (about a minute). Writes one JSON per point and summary.md into results/serve-bench/.
+# Every point runs REPEATS times (default 3), each on a fresh server (the live matrix
+# grows with the traffic, and a user's longer history makes their candidates dearer, so
+# each load starts from the same world); the table shows the median of every column over
+# the repeats, as a shared machine is noisy. Trains configs/default.toml into
+# results/serve-bench/run first when no agent is there (about a minute). Writes one JSON
+# per point and repeat, and summary.md, into results/serve-bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 rate=${2:-1000}
+repeats=${3:-3}
 out=results/serve-bench
 bin=target/release/fypsim
 mkdir -p "$out"
@@ -25,8 +30,13 @@ if [[ ! -f $out/run/summary.json ]]; then
     "$bin" run configs/default.toml --quiet --out "$out/run"
 fi
 
+pid=""
+trap '[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null || true' EXIT
+
 serve() { # arm source, log dir -> sets pid and url
-    rm -rf "$2"
+    # Removed first: the new server's redirection may not have truncated it yet when
+    # the loop below first reads it.
+    rm -rf "$2" "$out/server.out"
     "$bin" serve --arm "A=$1" --port 0 --log "$2" >"$out/server.out" 2>"$out/server.err" &
     pid=$!
     for _ in $(seq 1 600); do
@@ -39,36 +49,45 @@ serve() { # arm source, log dir -> sets pid and url
     exit 1
 }
 
-echo "| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | driver lag p99 ms | errors |" >"$out/summary.md"
-echo "|---|---|---|---|---|---|---|---|---|---|" >>"$out/summary.md"
-# Every point on a fresh server: the live matrix grows with the traffic (a user's longer
-# history makes their candidates dearer), so each load starts from the same world.
 point() { # arm source, name, traffic arguments...
     local src=$1 name=$2
     shift 2
-    serve "$src" "$out/log-$name"
-    "$bin" traffic --url "$url" --users 200 --config configs/default.toml -q --json "$out/$name.json" "$@" >/dev/null
-    kill -TERM "$pid"
-    wait "$pid"
+    for r in $(seq 1 "$repeats"); do
+        serve "$src" "$out/log-$name"
+        "$bin" traffic --url "$url" --users 200 --config configs/default.toml -q --json "$out/$name-r$r.json" "$@" >/dev/null
+        kill -TERM "$pid"
+        wait "$pid"
+        pid=""
+    done
 }
+
+rm -f "$out"/*-r[0-9]*.json
 for arm in dqn greedy; do
     src=$([[ $arm == dqn ]] && echo "$out/run" || echo greedy)
     for c in 1 16 64; do
         point "$src" "$arm-closed-$c" --duration "$secs" --concurrency "$c"
     done
     point "$src" "$arm-open-$rate" --duration "$((secs * 2))" --rate "$rate"
-    for f in "$out/$arm-closed-1.json" "$out/$arm-closed-16.json" "$out/$arm-closed-64.json" "$out/$arm-open-$rate.json"; do
-        python3 - "$f" "$arm" >>"$out/summary.md" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-l = r["recommend_latency"]
-load = f"open loop {r['rate']:.0f}/s" if r["mode"] == "open" else f"closed, concurrency {r['concurrency']}"
-errors = sum(r["errors"].values()) + r["dropped"]
-lag = f"{r['dispatch_lag']['p99_ms']:.2f}" if r.get("dispatch_lag") else ""
-print(f"| {sys.argv[2]} | {load} | {r['recommendations_per_s']:.0f} | {r['requests_per_s']:.0f} | "
-      f"{l['p50_ms']:.2f} | {l['p90_ms']:.2f} | {l['p99_ms']:.2f} | {l['max_ms']:.2f} | {lag} | {errors} |")
-EOF
-    done
 done
+
+cat >"$out/summary.py" <<'PY'
+import glob, json, statistics, sys
+out, rate, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
+print(f"Median over {repeats} repeats, each on a fresh server.\n")
+print("| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | driver lag p99 ms | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for arm in ["dqn", "greedy"]:
+    for name in ["closed-1", "closed-16", "closed-64", f"open-{rate}"]:
+        runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/{arm}-{name}-r*.json"))]
+        med = lambda f: statistics.median(f(r) for r in runs)
+        first = runs[0]
+        load = f"open loop {first['rate']:.0f}/s" if first["mode"] == "open" else f"closed, concurrency {first['concurrency']}"
+        lat = lambda k: med(lambda r: r["recommend_latency"][k])
+        lag = f"{med(lambda r: r['dispatch_lag']['p99_ms']):.2f}" if first.get("dispatch_lag") else ""
+        errors = sum(sum(r["errors"].values()) + r["dropped"] for r in runs)
+        print(f"| {arm} | {load} | {med(lambda r: r['recommendations_per_s']):.0f} | {med(lambda r: r['requests_per_s']):.0f} | "
+              f"{lat('p50_ms'):.2f} | {lat('p90_ms'):.2f} | {lat('p99_ms'):.2f} | {lat('max_ms'):.2f} | {lag} | {errors} |")
+PY
+python3 "$out/summary.py" "$out" "$rate" "$repeats" >"$out/summary.md"
 cat "$out/summary.md"
-echo "figures: $out/*.json, table: $out/summary.md"
+echo "figures: $out/*-r*.json, table: $out/summary.md"

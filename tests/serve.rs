@@ -257,3 +257,43 @@ fn serve_refuses_bad_setups_with_what_is_allowed() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// The served DQN against greedy, in process, on the default world (docs/serving.md:
+/// Limits): each arm alone serves every one of the 200 users one session, then five
+/// more. Trains the default config first (about a minute), so it is not run by default:
+/// `cargo test --release --test serve -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn served_dqn_against_greedy_as_the_world_drifts() {
+    use fypsim::config::PolicyKind;
+    use fypsim::serve::{traffic::simulate, ArmSpec, ServeOptions, Service, Source};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let ok = bin().args(["run", "configs/default.toml", "--quiet", "--out"]).arg(&run).status().unwrap();
+    assert!(ok.success());
+    let config = fypsim::run::config_of_run(&run).unwrap();
+    let mut means = Vec::new();
+    for source in [Source::Baseline(PolicyKind::Greedy), Source::Run(run.clone())] {
+        let opts = ServeOptions {
+            arms: vec![ArmSpec { name: "A".into(), source: source.clone() }],
+            shares: None,
+            salt: "drift".into(),
+            config: Some(config.clone()),
+            log: None,
+        };
+        let mut service = Service::new(&opts).unwrap();
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..200).collect();
+        let mut row = Vec::new();
+        for (sessions, seed) in [(1usize, 3u64), (5, 4)] {
+            let records = simulate(&mut service, &world, &users, sessions, seed).unwrap();
+            let reward: f64 = records.iter().map(|r| if let Record::Outcome(o) = r { o.reward } else { 0.0 }).sum();
+            row.push(reward / (users.len() * sessions) as f64);
+        }
+        println!("{}: first session {:.2}, next five {:.2} reward per session", fypsim::serve::describe(&source), row[0], row[1]);
+        means.push(row);
+    }
+    // The agent's offline edge shows in the first session and fades as the world drifts.
+    assert!(means[1][0] > means[0][0]);
+    assert!((means[1][1] - means[0][1]).abs() < (means[1][0] - means[0][0]));
+}
