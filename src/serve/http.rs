@@ -107,12 +107,15 @@ struct AppState {
 }
 
 /// The engine: builds the service (so that its policies never cross threads), reports
-/// ready, then answers batches until every handler is gone; then closes the log.
+/// ready, then answers batches until every handler is gone; then closes the log. Should
+/// it ever panic (a bug), it flushes the log, tells the server to stop (`died`), and
+/// returns the error: the log is the service's record, and a restart on it goes on.
 fn engine(
     opts: ServeOptions,
     ready: mpsc::Sender<Result<Health>>,
     rx: mpsc::Receiver<Msg>,
     metrics: Arc<Metrics>,
+    died: Arc<tokio::sync::Notify>,
 ) -> Result<Option<PathBuf>> {
     let mut service = match Service::new(&opts) {
         Ok(s) => s,
@@ -122,6 +125,21 @@ fn engine(
         }
     };
     let _ = ready.send(Ok(service.health()));
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer_batches(&mut service, &rx, &metrics)));
+    let closed = service.close();
+    match answered {
+        Ok(()) => closed,
+        Err(payload) => {
+            died.notify_one();
+            let why = crate::sweep::panic_message(payload.as_ref());
+            Err(Error::Other(format!(
+                "the engine failed ({why}); the decision log is flushed: restart the server on the same --log to go on"
+            )))
+        }
+    }
+}
+
+fn answer_batches(service: &mut Service, rx: &mpsc::Receiver<Msg>, metrics: &Metrics) {
     let mut recs: Vec<RecommendRequest> = Vec::new();
     let mut replies: Vec<oneshot::Sender<std::result::Result<Recommendation, ApiError>>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -168,7 +186,6 @@ fn engine(
             recs.clear();
         }
     }
-    service.close()
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -310,9 +327,11 @@ pub fn serve(
     let (tx, rx) = mpsc::channel::<Msg>();
     let (ready_tx, ready_rx) = mpsc::channel();
     let m = Arc::clone(&metrics);
+    let died = Arc::new(tokio::sync::Notify::new());
+    let engine_died = Arc::clone(&died);
     let engine = std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine(opts, ready_tx, rx, m))
+        .spawn(move || engine(opts, ready_tx, rx, m, engine_died))
         .map_err(|e| Error::Other(format!("cannot start the engine thread: {e}")))?;
     let health = match ready_rx.recv() {
         Ok(Ok(h)) => h,
@@ -334,7 +353,12 @@ pub fn serve(
         let bound = listener.local_addr().map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
         on_ready(bound, &health);
         axum::serve(listener, router(state))
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = stop_signal() => {},
+                    _ = died.notified() => {},
+                }
+            })
             .await
             .map_err(|e| Error::Other(format!("the server failed: {e}")))
     });
