@@ -1299,15 +1299,10 @@ fn cmd_serve(
     if salt.is_empty() || salt.len() > 200 {
         anyhow::bail!("--salt: 1 to 200 characters");
     }
-    let addr: std::net::SocketAddr = format!("{host}:{port}")
-        .parse()
-        .or_else(|_| {
-            use std::net::ToSocketAddrs;
-            format!("{host}:{port}")
-                .to_socket_addrs()
-                .map_err(|e| e.to_string())
-                .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
-        })
+    // Resolves names and takes address literals alike.
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
         .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine can listen on ({e})"))?;
     let opts = ServeOptions { arms: specs, shares, salt: salt.to_string(), config, log: log.map(Path::to_path_buf) };
     if log.is_none() {

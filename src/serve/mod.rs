@@ -16,7 +16,7 @@ pub mod report;
 pub mod traffic;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -530,6 +530,7 @@ impl Service {
         // (request index, user, observation) per arm.
         let mut by_arm: Vec<Vec<(usize, u32, Observation)>> = (0..self.arms.len()).map(|_| Vec::new()).collect();
         let mut users_in_batch = HashSet::new();
+        let shares = self.shares();
         for (i, req) in reqs.iter().enumerate() {
             let prepared = self.user_of(req.user).and_then(|user| {
                 if !users_in_batch.insert(user) {
@@ -539,7 +540,7 @@ impl Service {
             });
             match prepared {
                 Ok((user, obs)) => {
-                    let arm = arm_of(&self.salt, user as u64, &self.shares());
+                    let arm = arm_of(&self.salt, user as u64, &shares);
                     by_arm[arm].push((i, user, obs));
                 }
                 Err(e) => out[i] = Some(Err(e)),
@@ -828,11 +829,6 @@ pub fn describe(source: &Source) -> String {
         Source::Run(d) => d.display().to_string(),
         Source::Baseline(k) => k.name().to_string(),
     }
-}
-
-/// Whether `dir` looks like a decision log.
-pub fn is_log_dir(dir: &Path) -> bool {
-    dir.join(log::EXPERIMENT).is_file()
 }
 
 #[cfg(test)]

@@ -125,8 +125,18 @@ struct Totals {
     watch: f64,
 }
 
-/// Reads the log's records into the report (pure: the same records give the same report).
-pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize) -> AbReport {
+/// The log's records per user, joined by request id.
+struct Collected {
+    users: BTreeMap<u32, Totals>,
+    /// Per arm.
+    decisions: Vec<usize>,
+    outcomes: Vec<usize>,
+    orphans: usize,
+    two_arms: usize,
+    awaiting: usize,
+}
+
+fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
     let arm_index: HashMap<&str, usize> = experiment.arms.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
     let mut users: BTreeMap<u32, Totals> = BTreeMap::new();
     let mut decided: HashMap<&str, (u32, usize)> = HashMap::new();
@@ -157,6 +167,12 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
             },
         }
     }
+    Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len() }
+}
+
+/// Reads the log's records into the report (pure: the same records give the same report).
+pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize) -> AbReport {
+    let Collected { users, decisions, outcomes, orphans, two_arms, awaiting } = collect(experiment, records);
     let mut arms = Vec::new();
     let mut estimates = Vec::new();
     for (i, meta) in experiment.arms.iter().enumerate() {
@@ -195,7 +211,7 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
         srm,
         decisions: decisions.iter().sum(),
         outcomes: outcomes.iter().sum(),
-        awaiting_feedback: decided.len(),
+        awaiting_feedback: awaiting,
         orphan_outcomes: orphans,
         users_in_two_arms: two_arms,
         damaged_lines,
@@ -379,21 +395,6 @@ mod tests {
     use crate::serve::{ArmSpec, ServeOptions, Service, Source};
     use rand::seq::index::sample;
 
-    /// Per user: (sessions, reward) from a log's records.
-    fn user_totals(records: &[Record]) -> BTreeMap<u32, (f64, f64)> {
-        let mut sessions: BTreeMap<u32, std::collections::BTreeSet<u32>> = BTreeMap::new();
-        let mut reward: BTreeMap<u32, f64> = BTreeMap::new();
-        for r in records {
-            match r {
-                Record::Decision(d) => {
-                    sessions.entry(d.user).or_default().insert(d.session);
-                }
-                Record::Outcome(o) => *reward.entry(o.user).or_insert(0.0) += o.reward,
-            }
-        }
-        sessions.into_iter().map(|(u, s)| (u, (s.len() as f64, reward.get(&u).copied().unwrap_or(0.0)))).collect()
-    }
-
     /// A/A experiments over the simulator, in process: the same policy in both arms, so
     /// every rejection is a false positive. 1,000 experiments, each 1,000 users drawn from
     /// a simulated pool of 3,000 (two sessions each) and split by a fresh salt, reject at
@@ -417,7 +418,12 @@ mod tests {
         let world = service.env().world.clone();
         let users: Vec<u32> = (0..3000).collect();
         let records = simulate(&mut service, &world, &users, 2, 4).unwrap();
-        let totals = user_totals(&records);
+        // Per user: (sessions, reward), as the report collects them.
+        let totals: BTreeMap<u32, (f64, f64)> = collect(&service.experiment(), &records)
+            .users
+            .into_iter()
+            .map(|(u, t)| (u, (t.sessions.len() as f64, t.reward)))
+            .collect();
         assert_eq!(totals.len(), 3000);
 
         // The report's own figures for the served split equal the direct computation.

@@ -381,7 +381,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
                         let n = shard.len();
                         let u = &mut shard[k % n];
                         d.step(u, &mut tally).await;
-                        done.store(done.load(std::sync::atomic::Ordering::Relaxed) + 1, std::sync::atomic::Ordering::Relaxed);
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         k += 1;
                     }
                     (tally, shard.iter().map(|u| u.sessions).sum::<u64>())
