@@ -859,6 +859,20 @@ fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Result<()> {
     if let Some(g) = &summary.myopia_gap {
         println!("myopia gap (planner - myopic_oracle, paired per seed): {:+.3} ± {:.3}", g.mean, g.ci95);
     }
+    if let Some(r) = &summary.advantage_over_myopic_oracle_relative {
+        println!(
+            "{} - myopic_oracle, of myopic_oracle's return: {:+.1}% ± {:.1}%",
+            summary.policy,
+            100.0 * r.mean,
+            100.0 * r.ci95
+        );
+    }
+    if let Some(c) = &summary.myopia_gap_closed {
+        println!("share of the myopia gap closed: {:.1}% ± {:.1}%", 100.0 * c.mean, 100.0 * c.ci95);
+    }
+    if let Some(h) = &summary.advantage_beyond_half_myopia_gap {
+        println!("{} - myopic_oracle - half the myopia gap: {:+.3} ± {:.3}", summary.policy, h.mean, h.ci95);
+    }
     if !summary.population.is_empty() {
         let pct = |i: &Option<fypsim::multiseed::Interval>| {
             i.as_ref().map_or("-".to_string(), |i| format!("{:.1} ± {:.1}%", 100.0 * i.mean, 100.0 * i.ci95))

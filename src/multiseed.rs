@@ -57,6 +57,17 @@ pub struct MultiSeedSummary {
     /// Per seed: planner - myopic oracle (paired), across seeds (with both baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub myopia_gap: Option<Interval>,
+    /// Per seed: (trained - myopic oracle) / the myopic oracle's return, across seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_over_myopic_oracle_relative: Option<Interval>,
+    /// Per seed: the share of the myopia gap the trained policy closes, (trained - myopic
+    /// oracle) / (planner - myopic oracle), across seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub myopia_gap_closed: Option<Interval>,
+    /// Per seed: (trained - myopic oracle) - (planner - myopic oracle) / 2, across seeds:
+    /// above zero when the trained policy closes more than half of the myopia gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage_beyond_half_myopia_gap: Option<Interval>,
     pub per_seed: Vec<SeedResult>,
     /// With `[calendar]`: per policy, its population figures across seeds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -270,6 +281,14 @@ pub fn run_seeds(
     };
     let advantage_over_myopic_oracle = across(&|s| s.advantage_over_myopic_oracle.as_ref().map(|i| i.mean));
     let myopia_gap = across(&|s| s.myopia_gap.as_ref().map(|i| i.mean));
+    let myopic = PolicyKind::MyopicOracle.name();
+    let advantage_over_myopic_oracle_relative = across(&|s| {
+        let (base, advantage) = (*s.baselines.get(myopic)?, s.advantage_over_myopic_oracle.as_ref()?.mean);
+        (base != 0.0).then(|| advantage / base.abs())
+    });
+    let gap_pair = |s: &crate::run::Summary| Some((s.advantage_over_myopic_oracle.as_ref()?.mean, s.myopia_gap.as_ref()?.mean));
+    let myopia_gap_closed = across(&|s| gap_pair(s).and_then(|(a, g)| (g != 0.0).then(|| a / g)));
+    let advantage_beyond_half_myopia_gap = across(&|s| gap_pair(s).map(|(a, g)| a - g / 2.0));
     let (population, population_differences) = population_across(&found);
     let summary = MultiSeedSummary {
         multi_seed: true,
@@ -284,6 +303,9 @@ pub fn run_seeds(
         advantage_over_greedy: (!advantage.is_empty()).then(|| Interval::of(&advantage)),
         advantage_over_myopic_oracle,
         myopia_gap,
+        advantage_over_myopic_oracle_relative,
+        myopia_gap_closed,
+        advantage_beyond_half_myopia_gap,
         per_seed,
         population,
         population_differences,

@@ -463,7 +463,8 @@ fn multi_seed_runs_aggregate_with_intervals() {
     let out = dir.path().join("longterm");
     let o = fypsim()
         .args(["run", "configs/longterm.toml", "--set", "train.seeds=[1, 2]", "--set", "train.episodes=10"])
-        .args(["--set", "train.eval_episodes=30", "--set", "train.eval_every=0", "--set", r#"train.baselines=["myopic_oracle"]"#])
+        .args(["--set", "train.eval_episodes=30", "--set", "train.eval_every=0"])
+        .args(["--set", r#"train.baselines=["myopic_oracle", "planner"]"#, "--set", "planner.rollouts=2"])
         .arg("--out")
         .arg(&out)
         .assert()
@@ -488,6 +489,21 @@ fn multi_seed_runs_aggregate_with_intervals() {
         let mean = s["eval_mean_watch_s"][p]["mean"].as_f64().unwrap();
         assert!(mean > 0.0 && (mean - (per_seed[0] + per_seed[1]) / 2.0).abs() < 1e-9, "{p}: {s}");
     }
+    // The share of the myopia gap closed and the advantage beyond half of it: per seed,
+    // then across seeds.
+    let (mut closed, mut beyond) = (0.0, 0.0);
+    for k in 1..=2 {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(format!("seed{k}/summary.json"))).unwrap()).unwrap();
+        let (a, g) = (v["advantage_over_myopic_oracle"]["mean"].as_f64().unwrap(), v["myopia_gap"]["mean"].as_f64().unwrap());
+        closed += a / g / 2.0;
+        beyond += (a - g / 2.0) / 2.0;
+    }
+    assert!((s["myopia_gap_closed"]["mean"].as_f64().unwrap() - closed).abs() < 1e-9, "{s}");
+    assert!((s["advantage_beyond_half_myopia_gap"]["mean"].as_f64().unwrap() - beyond).abs() < 1e-9, "{s}");
+    assert!(s["advantage_over_myopic_oracle_relative"]["ci95"].as_f64().unwrap().is_finite(), "{s}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("share of the myopia gap closed:") && text.contains("- half the myopia gap:"), "{text}");
     // One seed is not a multi-seed run.
     fypsim()
         .args(["run", "configs/smoke.toml", "--quiet", "--set", "train.seeds=[1]"])
