@@ -23,7 +23,9 @@ pub mod cat {
     pub const LAST_CATEGORY: usize = 4;
     /// The last response: 0 none, 1 watched, 2 skipped, 3 liked.
     pub const LAST_ACTION: usize = 5;
-    /// Then one entry per candidate slot: its category + 1, 0 for an empty slot.
+    /// Then one entry per candidate slot: its category + 1, 0 for an empty slot; then,
+    /// with `dqn.embeddings.video` > 0, one more per slot: its video id, capped at
+    /// `world.n_videos` (every later upload, and an empty slot, reads `n_videos`).
     pub const CANDIDATES: usize = 6;
 }
 
@@ -97,6 +99,12 @@ pub enum Logged {
     Affinity,
     /// 1 when the user follows the candidate's creator (a logged action), else 0.
     Followed,
+    /// The video's mean watch fraction over its logged views, unsmoothed (1/2 before its
+    /// first logged view): with [`Logged::LoggedViews`], how sure it is.
+    MeanCompletion,
+    /// The number of the video's logged views on a log scale, ln(1 + views) / 3 (about 1
+    /// at 19 views): how much [`Logged::MeanCompletion`] rests on.
+    LoggedViews,
 }
 
 /// The divisor of ln(1 + views) in [`Logged::LogViews`].
@@ -117,9 +125,11 @@ impl Logged {
             Logged::LogViews => "log_views",
             Logged::Affinity => "affinity",
             Logged::Followed => "followed",
+            Logged::MeanCompletion => "mean_completion",
+            Logged::LoggedViews => "logged_views",
         }
     }
-    pub const ALL: [Logged; 8] = [
+    pub const ALL: [Logged; 10] = [
         Logged::WatchRate,
         Logged::Completion,
         Logged::ExitRate,
@@ -128,6 +138,8 @@ impl Logged {
         Logged::LogViews,
         Logged::Affinity,
         Logged::Followed,
+        Logged::MeanCompletion,
+        Logged::LoggedViews,
     ];
 }
 
@@ -143,6 +155,9 @@ pub struct Layout {
     /// [`HISTORY_FEATURES`] numbers for the given number of categories, after the slots.
     pub history_steps: usize,
     pub history_features: usize,
+    /// With `dqn.embeddings.video` > 0: the ids of the videos of the starting catalogue
+    /// (`world.n_videos` of them) are in the state, one per slot after the slots' categories.
+    pub video_ids: Option<usize>,
 }
 
 /// A response as the state codes it (the last action, the session history): 1 watched,
@@ -173,11 +188,12 @@ impl Layout {
             logged: Logged::ALL.into_iter().filter(|&l| named(l)).collect(),
             history_steps: if gru { config.dqn.session_window } else { 0 },
             history_features: if gru { history_features(config.world.categories.len()) } else { 0 },
+            video_ids: (config.dqn.embeddings.video > 0).then_some(config.world.n_videos),
         }
     }
     /// The base layout with `slots` slots.
     pub fn base(slots: usize) -> Layout {
-        Layout { slots, logged: Vec::new(), history_steps: 0, history_features: 0 }
+        Layout { slots, logged: Vec::new(), history_steps: 0, history_features: 0, video_ids: None }
     }
     /// Where the session history starts in the numbers (after the slots).
     pub fn history_start(&self) -> usize {
@@ -190,7 +206,11 @@ impl Layout {
         num::SLOTS + self.per_slot() * self.slots + self.history_steps * self.history_features
     }
     pub fn n_categorical(&self) -> usize {
-        State::n_categorical(self.slots)
+        State::n_categorical(self.slots) + if self.video_ids.is_some() { self.slots } else { 0 }
+    }
+    /// Where slot `k`'s video id is among the categorical ids (with `video_ids` only).
+    pub fn video_column(&self, k: usize) -> usize {
+        cat::CANDIDATES + self.slots + k
     }
     /// Where slot `k`'s numbers start.
     pub fn slot(&self, k: usize) -> usize {
@@ -625,7 +645,7 @@ impl Env {
         numeric[num::AGE] = (user.age - c.world.age_min) as f32 / (c.world.age_max - c.world.age_min) as f32;
         numeric[num::WATCHED] = session.watched as f32 / c.env.max_steps as f32;
         numeric[num::SESSION_LENGTH] = (session.session_len_s / (c.env.max_steps as f64 * c.world.video_duration_s)) as f32;
-        let mut categorical = vec![0i64; State::n_categorical(r)];
+        let mut categorical = vec![0i64; layout.n_categorical()];
         categorical[cat::GENDER] = user.gender as i64;
         categorical[cat::REGION] = user.region as i64;
         let interests = match c.dqn.interests {
@@ -688,6 +708,8 @@ impl Env {
                 f[num::PER_SLOT + j] = match l {
                     Logged::WatchRate => log.watch_rate() as f32,
                     Logged::Completion => log.completion() as f32,
+                    Logged::MeanCompletion => log.mean_completion() as f32,
+                    Logged::LoggedViews => ((log.watched as f64).ln_1p() / 3.0) as f32,
                     Logged::ExitRate => log.exit_rate() as f32,
                     Logged::Exposure if gru => 0.0,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
@@ -702,6 +724,12 @@ impl Env {
             }
             categorical[cat::CANDIDATES + k] = cand.category as i64 + 1;
             valid[k] = true;
+        }
+        if let Some(n_videos) = layout.video_ids {
+            for k in 0..r {
+                let id = candidates.get(k).map_or(n_videos, |cand| (cand.video as usize).min(n_videos));
+                categorical[layout.video_column(k)] = id as i64;
+            }
         }
         State { numeric, categorical, valid }
     }
@@ -1071,6 +1099,41 @@ mod tests {
     /// JSON form) and restored onto a fresh environment of the same world, it goes on
     /// exactly as the original, sessions after it included.
     #[test]
+    fn mean_completion_and_logged_views_read_the_videos_logs_unsmoothed() {
+        let c = Config::from_toml_str(
+            "[world]\nn_videos = 300\nn_users = 40\n[dynamics.quality]\nsd = 1.0\nwatch = 1.5\n\
+             [dynamics.behaviour]\nenabled = true\n\
+             [dqn]\ncandidate_features = [\"completion\", \"mean_completion\", \"logged_views\"]\n",
+            &[],
+        )
+        .unwrap();
+        let mut env = Env::new(&c, World::generate(&c));
+        let layout = env.layout().clone();
+        assert_eq!(layout.logged, [Logged::Completion, Logged::MeanCompletion, Logged::LoggedViews]);
+        let (mut viewed, mut unviewed) = (0, 0);
+        for user in 0..40 {
+            let obs = env.reset(user).clone();
+            for (k, cand) in obs.candidates.iter().enumerate() {
+                let f = &obs.state.numeric[layout.slot(k)..layout.slot(k + 1)];
+                let log = env.sim.logs[cand.video as usize];
+                assert_eq!(f[num::PER_SLOT], log.completion() as f32);
+                assert_eq!(f[num::PER_SLOT + 2], ((log.watched as f64).ln_1p() / 3.0) as f32);
+                if log.watched == 0 {
+                    assert_eq!(f[num::PER_SLOT + 1], 0.5);
+                    unviewed += 1;
+                } else {
+                    // Watch fractions are the video's own: one logged view tells it exactly,
+                    // where the smoothed completion still leans toward 1/2.
+                    let truth = env.world.model.watch_fraction(cand.video) as f32;
+                    assert!((f[num::PER_SLOT + 1] - truth).abs() < 1e-5, "{} against {truth}", f[num::PER_SLOT + 1]);
+                    viewed += 1;
+                }
+            }
+        }
+        assert!(viewed > 0 && unviewed > 0, "{viewed} viewed, {unviewed} not");
+    }
+
+    #[test]
     fn a_state_saved_mid_session_goes_on_as_the_original() {
         let c = Config::from_toml_str(
             "[world]\nn_videos = 300\nn_users = 40\n[candidates]\nsource = \"neighbours\"\nrefresh_every = 5\n\
@@ -1254,6 +1317,33 @@ mod interest_tests {
                 assert_eq!(x, y, "numeric {j}");
             }
         }
+    }
+
+    #[test]
+    fn video_ids_join_the_state_after_the_slots_and_change_nothing_else() {
+        let c = Config::from_toml_str("[world]\nn_videos = 300\n", &[]).unwrap();
+        let v = Config::from_toml_str("[world]\nn_videos = 300\n[dqn.embeddings]\nvideo = 8\n", &[]).unwrap();
+        let mut a = Env::new(&c, World::generate(&c));
+        let mut b = Env::new(&v, World::generate(&v));
+        let layout = b.layout().clone();
+        assert_eq!(layout.video_ids, Some(300));
+        assert_eq!(layout.n_categorical(), State::n_categorical(10) + 10);
+        for user in [0, 7, 42] {
+            let (oa, ob) = (a.reset(user).clone(), b.reset(user).clone());
+            assert_eq!(oa.state.numeric, ob.state.numeric);
+            assert_eq!(&ob.state.categorical[..oa.state.categorical.len()], &oa.state.categorical[..]);
+            for k in 0..10 {
+                let want = ob.candidates.get(k).map_or(300, |c| c.video as i64);
+                assert_eq!(ob.state.categorical[layout.video_column(k)], want, "user {user}, slot {k}");
+            }
+        }
+        // A video the starting catalogue did not have (an upload) reads the shared id.
+        let mut s = b.observation().clone();
+        s.candidates.truncate(1);
+        s.candidates[0].video = 300 + 5;
+        let state = b.state_of(b.sim.session.as_ref().unwrap(), &s.user, &s.candidates);
+        assert_eq!(state.categorical[layout.video_column(0)], 300);
+        assert_eq!(state.categorical[layout.video_column(1)], 300, "an empty slot");
     }
 }
 

@@ -35,6 +35,14 @@ impl VideoLog {
     pub fn completion(&self) -> f64 {
         (self.watch_fraction_sum + 1.0) / (self.watched as f64 + 2.0)
     }
+    /// The mean watch fraction over the logged views, 1/2 before the first.
+    pub fn mean_completion(&self) -> f64 {
+        if self.watched == 0 {
+            0.5
+        } else {
+            self.watch_fraction_sum / self.watched as f64
+        }
+    }
     pub fn exit_rate(&self) -> f64 {
         (self.exits as f64 + 0.2) / (self.shows as f64 + 2.0)
     }

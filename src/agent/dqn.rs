@@ -40,6 +40,9 @@ struct Vocab {
     /// The session history's steps and numbers per step (0 without the GRU encoder).
     history_steps: i64,
     history_features: i64,
+    /// Video ids in the state (`dqn.embeddings.video` > 0): the starting catalogue's
+    /// videos and one id for every later upload; 0 without them.
+    videos: i64,
 }
 
 /// The GRU session encoder (`dqn.session_encoder = "gru"`): reads the history block of
@@ -129,6 +132,7 @@ impl QNet {
             (4, e.last_action),
             (v.categories + 1, e.candidate_category),
             (v.regions * (v.categories + 1), e.region_category),
+            (v.videos, e.video),
         ];
         let mut bases = Vec::new();
         let mut total = 0i64;
@@ -154,9 +158,12 @@ impl QNet {
             if e.region_category > 0 {
                 slot_fields.push(EmbField { cross: Some((cat::REGION, v.categories + 1)), ..field(cat::CANDIDATES + k, 6) });
             }
+            if e.video > 0 {
+                slot_fields.push(field(cat::CANDIDATES + v.slots as usize + k, 7));
+            }
         }
         let user_emb: i64 = user_fields.iter().map(|f| f.width).sum();
-        let slot_emb = (e.candidate_category + e.region_category) as i64;
+        let slot_emb = (e.candidate_category + e.region_category + e.video) as i64;
         // Like nn::Embedding: standard normal initial values.
         let table = p.var("embeddings", &[total.max(1)], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
 
@@ -381,6 +388,7 @@ impl DqnAgent {
             per_slot: layout.per_slot() as i64,
             history_steps: layout.history_steps as i64,
             history_features: layout.history_features as i64,
+            videos: layout.video_ids.map_or(0, |n| n as i64 + 1),
         };
         let torch_seed = stream(config.seed, Stream::Torch).random::<u32>() as i64;
         let (online_vs, online, mut target_vs, target) = {
@@ -1029,6 +1037,36 @@ mod tests {
         assert!((q[0] - q[2]).abs() < 1e-6 && (q[0] - q[1]).abs() > 1e-7);
     }
 
+    #[test]
+    fn video_embeddings_read_one_row_per_video() {
+        // 50 videos: the video table has 51 rows of width 3 (the last for uploads and
+        // empty slots), after every other table; each slot reads [category (4) | video (3)].
+        let a = agent(&["dqn.embeddings.video=3", "dqn.head=items"]);
+        let mut row = vec![0i64; State::n_categorical(3) + 3];
+        row[cat::CANDIDATES] = 2;
+        row[cat::CANDIDATES + 3] = 7;
+        row[cat::CANDIDATES + 4] = 50;
+        row[cat::CANDIDATES + 5] = 7;
+        let net = &a.online;
+        let idx = net.indices(&row, row.len());
+        assert_eq!(idx.len() as i64, net.user_emb + 3 * (4 + 3));
+        let video = net.slot_fields[1];
+        assert_eq!(net.table.size()[0], video.base + 51 * 3, "the video table is the last, 51 rows");
+        let u = net.user_emb as usize;
+        assert_eq!(&idx[u + 4..u + 7], &[video.base + 21, video.base + 22, video.base + 23], "slot 0: video 7");
+        assert_eq!(idx[u + 7 + 4], video.base + 150, "slot 1: the shared row");
+        // The same video in two slots with the same numbers gets the same Q-value; another
+        // video, another value.
+        let s = State { numeric: vec![0.3; State::n_numeric(3)], categorical: row.clone(), valid: vec![true; 3] };
+        let mut same = s.clone();
+        same.categorical[cat::CANDIDATES + 2] = 2;
+        let q = a.q_values(&same);
+        assert!((q[0] - q[2]).abs() < 1e-6, "{q:?}");
+        let mut other = same.clone();
+        other.categorical[cat::CANDIDATES + 5] = 8;
+        let q2 = a.q_values(&other);
+        assert!((q2[0] - q2[2]).abs() > 1e-7, "{q2:?}");
+    }
     #[test]
     fn batched_acting_chooses_and_draws_like_one_at_a_time() {
         let o = ["world.n_videos=200", "world.n_users=30", "candidates.count=5", "dqn.head=items", "dqn.epsilon.start=0.5"];

@@ -112,7 +112,7 @@ fn network_bytes(c: &Config) -> f64 {
     let e = &d.embeddings;
     let slots = c.candidates.count as f64;
     let user = 3.0 + (e.gender + e.region + 2 * e.interest + e.last_category + e.last_action) as f64;
-    let item = 4.0 + (e.candidate_category + e.region_category) as f64;
+    let item = 4.0 + (e.candidate_category + e.region_category + e.video) as f64;
     let (input, outputs, rows) = match d.head {
         QHead::Slots => (user + slots * item, slots, 1.0),
         QHead::Items => (user + item, 1.0, slots),
@@ -126,6 +126,8 @@ fn network_bytes(c: &Config) -> f64 {
         width = h as f64;
     }
     params += width * outputs + outputs;
+    // The video table: one vector per video of the starting catalogue, one for uploads.
+    params += (c.world.n_videos as f64 + 1.0) * e.video as f64;
     let batch = d.batch_size as f64 * rows;
     params * 4.0 * 5.0 + batch * (activations + input) * 4.0 * 4.0
 }

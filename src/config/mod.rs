@@ -580,6 +580,16 @@ pub struct EmbeddingConfig {
     /// wide-and-deep recommenders: one vector per pair, so an effect of the pair needs no
     /// hidden unit to combine the two; 0 leaves it out.
     pub region_category: usize,
+    /// Each candidate's video id: one learnt vector per video of the catalogue the world
+    /// starts with (later uploads share one), so the network can learn from its own
+    /// training what each video does to a session, as a platform's item embeddings do;
+    /// 0 (the default) leaves video ids out of the state.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub video: usize,
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 impl Default for EmbeddingConfig {
@@ -592,6 +602,7 @@ impl Default for EmbeddingConfig {
             last_action: 2,
             candidate_category: 4,
             region_category: 0,
+            video: 0,
         }
     }
 }
@@ -639,7 +650,8 @@ pub struct DqnConfig {
     /// "interest" (the others read 0), and the logged "watch_rate", "completion",
     /// "exit_rate" and "exposure" (the first three need a dynamic on), "duration" and
     /// "log_views" (ln(1 + views) / 10: views on a scale that holds at any world size),
-    /// and the user's own logged "affinity" (taste for the category) and "followed".
+    /// the user's own logged "affinity" (taste for the category) and "followed", and the
+    /// logged "mean_completion" (unsmoothed) and "logged_views" (both need a dynamic on).
     /// Each candidate's category is always embedded.
     pub candidate_features: Vec<String>,
     /// The interests the state holds (the two interest embeddings and each candidate's
@@ -684,7 +696,7 @@ impl LrDecayConfig {
 
 /// The names `dqn.candidate_features` accepts, in state order. The first four are always
 /// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 12] = [
+pub const CANDIDATE_FEATURES: [&str; 14] = [
     "final",
     "raw",
     "views",
@@ -697,6 +709,8 @@ pub const CANDIDATE_FEATURES: [&str; 12] = [
     "log_views",
     "affinity",
     "followed",
+    "mean_completion",
+    "logged_views",
 ];
 
 impl Default for DqnConfig {

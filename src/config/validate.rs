@@ -415,11 +415,12 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     if c.dynamics.is_off() {
-        if let Some(f) = d.candidate_features.iter().find(|f| ["watch_rate", "completion", "exit_rate"].contains(&f.as_str())) {
+        let needs_logs = ["watch_rate", "completion", "exit_rate", "mean_completion", "logged_views"];
+        if let Some(f) = d.candidate_features.iter().find(|f| needs_logs.contains(&f.as_str())) {
             return Err(invalid(
                 "dqn.candidate_features",
                 format!("{f:?}"),
-                "\"watch_rate\", \"completion\" and \"exit_rate\" only with a [dynamics] section on (the per-video logs they read are kept then)",
+                "\"watch_rate\", \"completion\", \"exit_rate\", \"mean_completion\" and \"logged_views\" only with a [dynamics] section on (the per-video logs they read are kept then)",
             ));
         }
     }
@@ -451,6 +452,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     at_most("dqn.embeddings.candidate_category", m.candidate_category, 1024, "embedding width")?;
     at_most("dqn.embeddings.region_category", m.region_category, 1024, "embedding width")?;
+    at_most("dqn.embeddings.video", m.video, 1024, "embedding width")?;
 
     if c.output.results_dir.trim().is_empty() {
         return Err(invalid("output.results_dir", "\"\"", "a folder path"));
