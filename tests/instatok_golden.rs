@@ -7,9 +7,10 @@
 //! libtorch's CPU kernels round differently on different processors, so the TD losses in
 //! `episodes.csv` (`mean_loss`) differ in their last digits from one machine to another
 //! (the digests were first taken on one machine; an AMD EPYC with AVX-512 gives other
-//! losses, and every other number the same). `episodes.csv` is therefore checked twice:
-//! without its `mean_loss` column against one digest, and whole against the digest of one
-//! of the processors where it was taken.
+//! losses and the same `eval.csv`, `eval_episodes.csv` and `baselines.csv`). `episodes.csv`
+//! is therefore checked twice: without its `mean_loss` column against one digest (taken on
+//! the EPYC: the first machine's file was not kept, only its digest), and whole against the
+//! digest of one of the processors where it was taken.
 
 use std::path::Path;
 
