@@ -709,7 +709,7 @@ impl Env {
                     Logged::WatchRate => log.watch_rate() as f32,
                     Logged::Completion => log.completion() as f32,
                     Logged::MeanCompletion => log.mean_completion() as f32,
-                    Logged::LoggedViews => ((log.watched as f64).ln_1p() / 3.0) as f32,
+                    Logged::LoggedViews => log.logged_views() as f32,
                     Logged::ExitRate => log.exit_rate() as f32,
                     Logged::Exposure if gru => 0.0,
                     Logged::Exposure => session.exposure.get(cand.category as usize).copied().unwrap_or(0.0),
@@ -1095,9 +1095,6 @@ mod tests {
         assert!(again.matrix == base.matrix);
     }
 
-    /// The simulation state is one value: saved in the middle of a session (through its
-    /// JSON form) and restored onto a fresh environment of the same world, it goes on
-    /// exactly as the original, sessions after it included.
     #[test]
     fn mean_completion_and_logged_views_read_the_videos_logs_unsmoothed() {
         let c = Config::from_toml_str(
@@ -1133,6 +1130,9 @@ mod tests {
         assert!(viewed > 0 && unviewed > 0, "{viewed} viewed, {unviewed} not");
     }
 
+    /// The simulation state is one value: saved in the middle of a session (through its
+    /// JSON form) and restored onto a fresh environment of the same world, it goes on
+    /// exactly as the original, sessions after it included.
     #[test]
     fn a_state_saved_mid_session_goes_on_as_the_original() {
         let c = Config::from_toml_str(

@@ -43,6 +43,10 @@ impl VideoLog {
             self.watch_fraction_sum / self.watched as f64
         }
     }
+    /// The logged views on a log scale, ln(1 + views) / 3 (about 1 at 19 views).
+    pub fn logged_views(&self) -> f64 {
+        (self.watched as f64).ln_1p() / 3.0
+    }
     pub fn exit_rate(&self) -> f64 {
         (self.exits as f64 + 0.2) / (self.shows as f64 + 2.0)
     }

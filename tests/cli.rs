@@ -321,6 +321,15 @@ fn bad_configs_fail_with_documented_errors() {
     bad_config(Some(""), &["dqn.gamma=2"], &["`dqn.gamma`", "[0, 1]"]);
     bad_config(Some(""), &["nosuch.key=1"], &["unknown field `nosuch`"]);
     bad_config(Some("policy = \"psychic\"\n"), &[], &["unknown variant `psychic`"]);
+    bad_config(
+        Some("[dqn]\ncandidate_features = [\"mean_completion\"]\n"),
+        &[],
+        &[
+            "`dqn.candidate_features`: \"mean_completion\"",
+            "\"exit_rate\", \"mean_completion\" and \"logged_views\" only with a [dynamics] section on",
+        ],
+    );
+    bad_config(Some(""), &["dqn.embeddings.video=2000"], &["`dqn.embeddings.video`: 2000", "<= 1024"]);
     if !tch::Cuda::is_available() {
         bad_config(Some("[dqn]\ndevice = \"cuda\"\n"), &[], &["`dqn.device` is \"cuda\" but libtorch finds no CUDA device"]);
     }

@@ -417,10 +417,15 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.dynamics.is_off() {
         let needs_logs = ["watch_rate", "completion", "exit_rate", "mean_completion", "logged_views"];
         if let Some(f) = d.candidate_features.iter().find(|f| needs_logs.contains(&f.as_str())) {
+            let (last, rest) = needs_logs.split_last().expect("a non-empty list");
+            let names: Vec<String> = rest.iter().map(|n| format!("{n:?}")).collect();
             return Err(invalid(
                 "dqn.candidate_features",
                 format!("{f:?}"),
-                "\"watch_rate\", \"completion\", \"exit_rate\", \"mean_completion\" and \"logged_views\" only with a [dynamics] section on (the per-video logs they read are kept then)",
+                &format!(
+                    "{} and {last:?} only with a [dynamics] section on (the per-video logs they read are kept then)",
+                    names.join(", ")
+                ),
             ));
         }
     }
