@@ -14,10 +14,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rand::Rng;
 
 use fypsim::agent::dqn::DqnAgent;
-use fypsim::candidates::{Accumulation, CandidateGenerator, NeighbourIndex};
 use fypsim::config::{Checked, Config};
 use fypsim::env::Env;
-use fypsim::matrix::InteractionMatrix;
+use fypsim::platform::candidates::{Accumulation, CandidateGenerator, NeighbourIndex};
+use fypsim::platform::matrix::InteractionMatrix;
 use fypsim::rng::{stream, Stream};
 use fypsim::world::World;
 
@@ -131,7 +131,7 @@ fn kernels(c: &mut Criterion) {
 
     let mut agent = DqnAgent::new(&config).expect("a CPU agent");
     let mut env = Env::new(&config, world.clone());
-    let replay = fypsim::bench::filled_replay(&config, &mut env, 512, &mut erng);
+    let replay = fypsim::tools::bench::filled_replay(&config, &mut env, 512, &mut erng);
     let mut rrng = stream(1, Stream::Replay);
     c.bench_function("DQN update (batch of dqn.batch_size)", |b| {
         b.iter(|| {

@@ -1,8 +1,6 @@
 //! The library's error type: every failure a user can cause names what is wrong.
 
-use std::path::PathBuf;
-
-use crate::config::ConfigError;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,5 +54,47 @@ impl Error {
     pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { action, path, source }
+    }
+}
+
+/// Everything that can be wrong with a config: each names the key, the value and what is
+/// allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    /// An error of the file at `path` (not a `source`, so the message shows once).
+    #[error("{path}: {inner}")]
+    InFile { path: String, inner: Box<ConfigError> },
+    #[error("malformed config: {0}")]
+    Parse(String),
+    #[error("bad override `{assignment}`: {reason}")]
+    Override { assignment: String, reason: String },
+    #[error("invalid value for `{key}`: {value} (allowed: {allowed})")]
+    Invalid { key: String, value: String, allowed: String },
+    #[error(
+        "this run would need about {estimate} of memory, more than this machine's {physical}: \
+         reduce the sizes named (how the estimate is made: \"Sizes are checked\" in the README)"
+    )]
+    TooLarge { estimate: String, physical: String },
+}
+
+impl ConfigError {
+    pub(crate) fn in_file(self, path: &Path) -> ConfigError {
+        match self {
+            e @ ConfigError::Read { .. } => e,
+            e => ConfigError::InFile { path: path.display().to_string(), inner: Box::new(e) },
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
     }
 }

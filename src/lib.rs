@@ -1,38 +1,54 @@
 //! fypsim: a reinforcement-learning recommendation simulator for short-video feeds.
 //!
-//! Data flows one way: a validated [`config::Checked`] config generates a
-//! [`world::World`] (users, videos, logged history); the history fills the sparse
-//! [`matrix::InteractionMatrix`]; [`candidates`] turns it into each user's candidates with
-//! business rescoring; a [`agent::Policy`] (the DQN or a baseline) picks what to show in
-//! the [`env::Env`]; the response model answers, and the matrix is updated online.
-//! [`run::run`] writes everything a run produces.
+//! Data flows one way, and the modules are layered the same way: each imports only from
+//! the layers listed before it (a test, `tests/layers.rs`, checks every path).
+//!
+//! - base: [`error`], [`rng`], [`stop`] (the signal flag), [`stats`] (confidence
+//!   intervals), [`files`] (durable writes);
+//! - [`config`]: a raw TOML config validated once, purely, into a [`config::Checked`] one;
+//! - [`model`]: the entities (users, videos), the user model (response, reward, latent
+//!   state, leaving, returning) and the simulation state that moves;
+//! - [`world`]: the generated world and its logged history;
+//! - [`platform`]: the interaction matrix, candidate generation and business rescoring;
+//! - [`env`]: the environment, its observation layout and its step;
+//! - [`agent`]: the [`agent::Policy`] seam, the DQN, its replay buffer, the baselines;
+//! - [`drive`]: training and evaluation loops and calendar (days and weeks) runs;
+//! - [`output`]: typed records to tables, and plots;
+//! - [`experiment`]: a run, its preflight, checkpoints, multi-seed runs, sweeps, reports;
+//! - [`tools`]: `bench` and `inspect`;
+//! - side systems on top: [`learn`] (sequence models on the logs) and [`serve`] (policies
+//!   behind HTTP as an A/B experiment).
 
-pub mod abtest;
-pub mod agent;
-pub mod bench;
-pub mod candidates;
-pub mod checkpoint;
-pub mod config;
-pub mod env;
-mod error;
-pub mod inspect;
-pub mod learn;
-pub mod matrix;
-pub mod multiseed;
-pub mod plot;
-pub mod population;
-pub mod records;
-pub mod report;
+pub mod error;
+pub mod files;
 pub mod rng;
-pub mod run;
-pub mod serve;
-pub mod state;
-pub mod sweep;
-pub mod train;
-pub mod user;
+pub mod stats;
+pub mod stop;
+
+pub mod config;
+
+pub mod model;
+
 pub mod world;
 
-pub use error::{Error, Result};
+pub mod platform;
+
+pub mod env;
+
+pub mod agent;
+
+pub mod drive;
+
+pub mod output;
+
+pub mod experiment;
+
+pub mod tools;
+
+pub mod learn;
+pub mod serve;
+
+pub use error::{panic_message, Error, Result};
 
 /// The cores this process may use (1 when the platform cannot tell): the default for every
 /// "one per core" setting.

@@ -1,11 +1,11 @@
 //! The fast candidate path against the obvious dense computation, on random small worlds,
 //! before and after online updates; and the online matrix against a rebuild.
 
-use fypsim::candidates::{
+use fypsim::config::CandidateConfig;
+use fypsim::platform::candidates::{
     dense_raw_scores, item_neighbours, quantize, rescore, Accumulation, CandidateGenerator, NeighbourIndex,
 };
-use fypsim::config::CandidateConfig;
-use fypsim::matrix::InteractionMatrix;
+use fypsim::platform::matrix::InteractionMatrix;
 use fypsim::world::{User, Video};
 use proptest::prelude::*;
 

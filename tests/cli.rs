@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use fypsim::records::{read_csv, read_parquet};
+use fypsim::output::records::{read_csv, read_parquet};
 
 fn fypsim() -> Command {
     let mut c = Command::cargo_bin("fypsim").unwrap();

@@ -304,7 +304,8 @@ fn damaged_checkpoints_are_named_and_refused() {
 /// wrote before record segments, still resumes, to the same results.
 #[test]
 fn checkpoints_of_format_2_still_resume() {
-    use fypsim::checkpoint::{sha256, FileEntry, Manifest};
+    use fypsim::experiment::checkpoint::{FileEntry, Manifest};
+    use fypsim::files::sha256;
     let tmp = tempfile::tempdir().unwrap();
     let (whole, dir) = (tmp.path().join("whole"), tmp.path().join("run"));
     let settings = ["output.wall_time=false"];
@@ -345,7 +346,7 @@ fn a_locked_run_folder_is_left_to_its_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     interrupted(&dir, &[]);
-    let _held = fypsim::run::RunLock::acquire(&dir).unwrap();
+    let _held = fypsim::experiment::run::RunLock::acquire(&dir).unwrap();
     let o = resume(&dir);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("another fypsim process is working in"), "{}", stderr(&o));

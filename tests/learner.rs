@@ -217,9 +217,9 @@ fn tiny_task(rule: TargetRule, episodes: usize) -> f64 {
     right as f64 / 9.0
 }
 
-fn fake_candidates() -> Vec<fypsim::candidates::Candidate> {
+fn fake_candidates() -> Vec<fypsim::platform::candidates::Candidate> {
     (0..SLOTS as u32)
-        .map(|v| fypsim::candidates::Candidate {
+        .map(|v| fypsim::platform::candidates::Candidate {
             video: v,
             category: 0,
             raw: 0.0,

@@ -271,7 +271,7 @@ fn served_dqn_against_greedy_as_the_world_drifts() {
     let run = tmp.path().join("run");
     let ok = bin().args(["run", "configs/default.toml", "--quiet", "--out"]).arg(&run).status().unwrap();
     assert!(ok.success());
-    let config = fypsim::run::config_of_run(&run).unwrap();
+    let config = fypsim::experiment::run::config_of_run(&run).unwrap();
     let mut means = Vec::new();
     for source in [Source::Baseline(PolicyKind::Greedy), Source::Run(run.clone())] {
         let opts = ServeOptions {

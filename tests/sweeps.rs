@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use fypsim::records::read_csv;
+use fypsim::output::records::read_csv;
 use polars::prelude::DataType;
 
 fn fypsim() -> Command {
@@ -23,7 +23,11 @@ fn sweep(out: &Path, extra: &[&str]) -> String {
 
 /// Every run folder (with summary.json) below `dir`, relative to it.
 fn runs(dir: &Path) -> Vec<PathBuf> {
-    fypsim::report::discover(dir).unwrap().into_iter().map(|r| r.dir.strip_prefix(dir).unwrap().to_path_buf()).collect()
+    fypsim::experiment::report::discover(dir)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.dir.strip_prefix(dir).unwrap().to_path_buf())
+        .collect()
 }
 
 #[test]
@@ -158,10 +162,10 @@ fn shipped_sweeps_expand_and_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps");
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
-        let s = fypsim::sweep::plan(&path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let s = fypsim::experiment::sweep::plan(&path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(s.runs.len() >= 4, "{}", path.display());
     }
-    let lr = fypsim::sweep::plan(&root.join("lr-epsilon.toml"), None).unwrap();
+    let lr = fypsim::experiment::sweep::plan(&root.join("lr-epsilon.toml"), None).unwrap();
     let seeds: std::collections::BTreeSet<u64> = lr.runs.iter().map(|r| r.seed).collect();
     assert_eq!(seeds.len(), 3);
 }
@@ -189,7 +193,7 @@ fn sweeps_leave_locked_runs_alone_and_refuse_runs_of_other_settings() {
     // Another process works in one run folder: the sweep leaves it to that process.
     let held = out.join("dqn.lr=0.001/seed1");
     std::fs::create_dir_all(&held).unwrap();
-    let lock = fypsim::run::RunLock::acquire(&held).unwrap();
+    let lock = fypsim::experiment::run::RunLock::acquire(&held).unwrap();
     let first = sweep(&out, &[]);
     assert!(first.contains("3 runs done") && first.contains("1 runs were being run by another process"), "{first}");
     assert!(!held.join("summary.json").exists());

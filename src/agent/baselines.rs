@@ -144,9 +144,9 @@ impl Policy for MyopicOraclePolicy {
 #[derive(Debug, Clone)]
 pub struct PlannerPolicy {
     config: PlannerConfig,
-    max_steps: usize,
+    rules: crate::config::EnvConfig,
     /// The return model and the churn horizon in days (retention-aware only).
-    retention: Option<(crate::population::ReturnModel, f64)>,
+    retention: Option<(crate::model::returns::ReturnModel, f64)>,
     reference: f64,
 }
 
@@ -154,7 +154,7 @@ impl PlannerPolicy {
     pub fn new(config: &Checked) -> PlannerPolicy {
         PlannerPolicy {
             config: config.planner.clone(),
-            max_steps: config.env.max_steps,
+            rules: config.env.clone(),
             retention: None,
             reference: config.calendar.reference,
         }
@@ -162,14 +162,14 @@ impl PlannerPolicy {
 
     /// The retention-aware planner.
     pub fn retention_aware(config: &Checked) -> PlannerPolicy {
-        let model = crate::population::ReturnModel::new(&config.calendar);
+        let model = crate::model::returns::ReturnModel::new(&config.calendar);
         PlannerPolicy { retention: Some((model, config.calendar.churn_days as f64)), ..PlannerPolicy::new(config) }
     }
 
     /// The chance that a user of satisfaction `s` churns after a session returning `r`.
     fn churn_chance(&self, s: f64, r: f64) -> f64 {
         match &self.retention {
-            Some((m, days)) => (-days * m.base_rate(m.satisfaction_after(s, r)) * crate::population::DAY_S).exp(),
+            Some((m, days)) => (-days * m.base_rate(m.satisfaction_after(s, r)) * crate::model::returns::DAY_S).exp(),
             None => 0.0,
         }
     }
@@ -200,7 +200,7 @@ impl PlannerPolicy {
                 m.update(&mut latent, video, resp.action, resp.followed, now);
                 now += resp.dt;
                 t += 1;
-                if t >= self.max_steps || weight < 1e-6 {
+                if self.rules.budget_spent(t) || weight < 1e-6 {
                     break;
                 }
                 let mut best = (f64::NEG_INFINITY, video);
@@ -248,11 +248,11 @@ impl Policy for PlannerPolicy {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::run::paired_gap;
-    use crate::train::evaluate;
+    use crate::drive::train::evaluate;
+    use crate::experiment::run::paired_gap;
     use crate::world::World;
 
-    fn gap(config: &Checked, episodes: usize) -> crate::multiseed::Interval {
+    fn gap(config: &Checked, episodes: usize) -> crate::stats::Interval {
         let world = std::sync::Arc::new(World::generate(config));
         let myopic = evaluate(config, &world, &mut MyopicOraclePolicy, episodes).unwrap();
         let planner = evaluate(config, &world, &mut PlannerPolicy::new(config), episodes).unwrap();

@@ -697,7 +697,7 @@ impl DqnAgent {
         let buffer = SharedBuffer::default();
         Tensor::save_multi_to_stream(&tensors.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), buffer.clone())?;
         let bytes = buffer.take();
-        crate::checkpoint::write_file(&dir.join("agent.ot"), &bytes)?;
+        crate::files::write_file(&dir.join("agent.ot"), &bytes)?;
         let state = AgentState {
             epsilon: self.epsilon.clone(),
             steps: self.steps,
@@ -714,7 +714,7 @@ impl DqnAgent {
                 .collect(),
         };
         let json = serde_json::to_string(&state).expect("agent state serialises");
-        crate::checkpoint::write_file(&dir.join("agent.json"), json.as_bytes())
+        crate::files::write_file(&dir.join("agent.json"), json.as_bytes())
     }
 
     /// Restores an agent saved by [`DqnAgent::save`] (built from the same config).

@@ -85,7 +85,7 @@ pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>
             let built = std::panic::catch_unwind(|| dqn::DqnAgent::new(config)).unwrap_or_else(|payload| {
                 Err(crate::Error::Other(format!(
                     "libtorch could not build the Q-network ({}); check dqn.hidden and dqn.embeddings",
-                    crate::sweep::panic_message(payload.as_ref()).lines().next().unwrap_or("")
+                    crate::panic_message(payload.as_ref()).lines().next().unwrap_or("")
                 )))
             });
             Box::new(built?)

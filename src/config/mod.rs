@@ -5,7 +5,6 @@
 //! been range-checked once, and every error names the TOML key, the bad value and what is
 //! allowed.
 
-pub mod memory;
 mod validate;
 
 use std::fmt;
@@ -14,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::ConfigError;
+pub use crate::error::ConfigError;
 
 /// A whole experiment: the world, the response model, the agent and the training budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,6 +366,15 @@ pub struct EnvConfig {
     /// session_end (and on skipped in the history).
     pub skip_time_min_s: f64,
     pub skip_time_max_s: f64,
+}
+
+impl EnvConfig {
+    /// Whether a session that has taken `steps` steps has spent its budget (`max_steps`):
+    /// the one rule by which the environment, the planner, the server and the traffic
+    /// driver truncate a session.
+    pub fn budget_spent(&self, steps: usize) -> bool {
+        steps >= self.max_steps
+    }
 }
 
 impl Default for EnvConfig {

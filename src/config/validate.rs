@@ -3,39 +3,9 @@
 
 use std::collections::HashSet;
 use std::fmt::Display;
-use std::path::Path;
 
 use super::{Config, DecayShape, PolicyKind};
-
-/// Everything that can be wrong with a config.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {reason}")]
-    Read { path: String, reason: String },
-    /// An error of the file at `path` (not a `source`, so the message shows once).
-    #[error("{path}: {inner}")]
-    InFile { path: String, inner: Box<ConfigError> },
-    #[error("malformed config: {0}")]
-    Parse(String),
-    #[error("bad override `{assignment}`: {reason}")]
-    Override { assignment: String, reason: String },
-    #[error("invalid value for `{key}`: {value} (allowed: {allowed})")]
-    Invalid { key: String, value: String, allowed: String },
-    #[error(
-        "this run would need about {estimate} of memory, more than this machine's {physical}: \
-         reduce the sizes named (how the estimate is made: \"Sizes are checked\" in the README)"
-    )]
-    TooLarge { estimate: String, physical: String },
-}
-
-impl ConfigError {
-    pub(super) fn in_file(self, path: &Path) -> ConfigError {
-        match self {
-            e @ ConfigError::Read { .. } => e,
-            e => ConfigError::InFile { path: path.display().to_string(), inner: Box::new(e) },
-        }
-    }
-}
+use crate::error::ConfigError;
 
 fn invalid(key: &str, value: impl Display, allowed: &str) -> ConfigError {
     ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
@@ -462,18 +432,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.output.results_dir.trim().is_empty() {
         return Err(invalid("output.results_dir", "\"\"", "a folder path"));
     }
-    fits_in_memory(c)
-}
-
-/// Refuses a run whose estimated memory (see [`super::memory`]) exceeds this machine's
-/// physical memory.
-fn fits_in_memory(c: &Config) -> Result<(), ConfigError> {
-    let Some(physical) = super::memory::physical_memory() else { return Ok(()) };
-    let need = super::memory::estimate(c);
-    if need.total <= physical {
-        return Ok(());
-    }
-    Err(ConfigError::TooLarge { estimate: need.describe(), physical: super::memory::gib(physical) })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub const MIN_WEEKS: u32 = 12;
 const FEATURES: usize = 8;
 
 /// One user-week of `user_weeks.parquet` (as the population run wrote it).
-pub use crate::population::UserWeek as Week;
+pub use crate::drive::calendar::UserWeek as Week;
 
 /// A week's features: sessions, active days, minutes watched, likes, skips (log-scaled),
 /// days since the last visit, weeks since the user's first week, whether it is the first.
@@ -45,8 +45,8 @@ pub fn read_weeks(path: &Path, policy: Option<&str>) -> Result<(Vec<Week>, Strin
             7 * MIN_WEEKS
         )));
     }
-    let df = crate::records::read_parquet(path)?;
-    let e = crate::records::table_err("read", path);
+    let df = crate::output::records::read_parquet(path)?;
+    let e = crate::output::records::table_err("read", path);
     let col = |name: &str| df.column(name).map_err(|_| Error::Other(format!("{} has no column `{name}`", path.display())));
     let policies: Vec<String> = col("policy")?
         .str()
@@ -297,7 +297,7 @@ pub fn learn(
     super::plots::roc_plot(&roc, "week-ahead churn: test ROC", &curves)?;
     files.push(roc);
     let path = out.join("predictions.parquet");
-    let mut df = crate::records::frame(
+    let mut df = crate::output::records::frame(
         df!(
             "user" => at.iter().map(|a| a.0).collect::<Vec<_>>(),
             "week" => at.iter().map(|a| a.1).collect::<Vec<_>>(),
@@ -308,7 +308,7 @@ pub fn learn(
         ),
         &path,
     )?;
-    crate::records::write_parquet(&mut df, &path)?;
+    crate::output::records::write_parquet(&mut df, &path)?;
     files.push(path);
     files.push(super::save_model(&model, out, "model.ot")?);
     files.push(super::save_model(&lr, out, "logistic_regression.ot")?);

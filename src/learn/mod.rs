@@ -382,7 +382,7 @@ pub(crate) fn finish(work: &Path, out: &Path, files: Vec<PathBuf>) -> Result<Vec
 pub(crate) fn write_training(out: &Path, rows: &[EpochRow], metric: &str) -> Result<Vec<PathBuf>> {
     use polars::prelude::*;
     let path = out.join("training.csv");
-    let mut df = crate::records::frame(
+    let mut df = crate::output::records::frame(
         df!(
             "model" => rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
             "epoch" => rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>(),
@@ -393,7 +393,7 @@ pub(crate) fn write_training(out: &Path, rows: &[EpochRow], metric: &str) -> Res
         ),
         &path,
     )?;
-    crate::records::write_csv(&mut df, &path)?;
+    crate::output::records::write_csv(&mut df, &path)?;
     let png = out.join("training.png");
     plots::training_plot(&png, rows, metric)?;
     Ok(vec![path, png])

@@ -10,7 +10,7 @@ use super::metrics::{self, Estimate};
 use super::seq::{self, Model, Sequence, Windows};
 use super::{split_users, LearnConfig, LearnObserver, LearnOutcome, Mode, Task};
 use crate::config::Checked;
-use crate::user::UserModel;
+use crate::model::user::UserModel;
 use crate::world::Action;
 use crate::{Error, Result};
 
@@ -116,8 +116,8 @@ fn column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Column> 
 
 /// Reads `steps.parquet` of a run; `categories` names the category column's values.
 pub fn read_steps(path: &Path, categories: &[String]) -> Result<StepLog> {
-    let df = crate::records::read_parquet(path)?;
-    let e = crate::records::table_err("read", path);
+    let df = crate::output::records::read_parquet(path)?;
+    let e = crate::output::records::table_err("read", path);
     let u32s = |name: &str| -> Result<Vec<u32>> {
         Ok(column(&df, name, path)?
             .u32()
@@ -537,7 +537,7 @@ fn write_outputs(out: &Path, trained: &seq::Trained, test: &TestSet, log: &StepL
     files.push(path);
     let path = out.join("predictions.parquet");
     let col = |k: usize, p: &[Vec<f64>]| p.iter().map(|v| v[k]).collect::<Vec<f64>>();
-    let mut df = crate::records::frame(
+    let mut df = crate::output::records::frame(
         df!(
             "user" => test.at.iter().map(|a| a.0).collect::<Vec<_>>(),
             "episode" => test.at.iter().map(|a| log.episode[a.1]).collect::<Vec<_>>(),
@@ -554,7 +554,7 @@ fn write_outputs(out: &Path, trained: &seq::Trained, test: &TestSet, log: &StepL
         ),
         &path,
     )?;
-    crate::records::write_parquet(&mut df, &path)?;
+    crate::output::records::write_parquet(&mut df, &path)?;
     files.push(path);
     Ok(files)
 }

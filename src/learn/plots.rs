@@ -5,7 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::EpochRow;
-use crate::plot::{finish_chart_at, panels_plot, plot_err, register_font, Series, PALETTE};
+use crate::output::plot::{finish_chart_at, panels_plot, plot_err, register_font, Series, PALETTE};
 use crate::Result;
 
 /// training.png: per model the training and validation loss, and the validation metric,

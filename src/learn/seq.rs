@@ -88,7 +88,7 @@ impl Windows {
             })
             .sum();
         let bytes = windows as f64 * window as f64 * (features as f64 * 4.0 + 12.0);
-        if let Some(physical) = crate::config::memory::physical_memory() {
+        if let Some(physical) = crate::experiment::preflight::physical_memory() {
             if bytes > physical / 4.0 {
                 return Err(Error::Other(format!(
                     "the {} windows of {window} steps would need about {:.1} GiB, more than a quarter of this machine's {:.1} GiB: \
@@ -256,7 +256,7 @@ pub fn train(
         let (mut sum, mut count) = (0.0, 0.0);
         for chunk in order.chunks(cfg.batch) {
             // Ctrl-C or SIGTERM: stop here (the attempt's outputs are not put in place).
-            if crate::run::stop_requested() {
+            if crate::stop::stop_requested() {
                 return Err(Error::Interrupted);
             }
             let (x, y, m) = train.batch(chunk);

@@ -131,7 +131,7 @@ fn engine(
         Ok(()) => closed,
         Err(payload) => {
             died.notify_one();
-            let why = crate::sweep::panic_message(payload.as_ref());
+            let why = crate::panic_message(payload.as_ref());
             Err(Error::Other(format!(
                 "the engine failed ({why}); the decision log is flushed: restart the server on the same --log to go on"
             )))

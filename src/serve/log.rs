@@ -183,7 +183,7 @@ pub fn open_dir(dir: &Path, meta: &Experiment) -> Result<Vec<Record>> {
     let path = dir.join(EXPERIMENT);
     if !path.exists() {
         let json = serde_json::to_string_pretty(meta).expect("an experiment serialises");
-        crate::checkpoint::write_file(&path, json.as_bytes())?;
+        crate::files::write_file(&path, json.as_bytes())?;
         return Ok(Vec::new());
     }
     let earlier = read_experiment(dir)?;

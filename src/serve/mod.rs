@@ -10,6 +10,7 @@
 //! the responses reported. It never reads the simulator's latent states, so policies that
 //! do (the oracles, the planner) cannot be served.
 
+pub mod abtest;
 pub mod http;
 pub mod log;
 pub mod report;
@@ -21,11 +22,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{make_policy, Policy};
-use crate::candidates::CandidateGenerator;
 use crate::config::{Checked, PolicyKind};
+use crate::drive::session::decide_batch;
 use crate::env::{Env, Layout, Observation, Seen, Session};
+use crate::model::response::Action;
+use crate::platform::candidates::CandidateGenerator;
 use crate::rng::{stream, SimRng, Stream};
-use crate::world::response::Action;
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -115,9 +117,9 @@ pub fn parse_split(text: &str, arms: usize) -> Result<Vec<f64>> {
 }
 
 /// The arm of `user`: the first whose cumulative share exceeds the user's stable hash
-/// share ([`crate::abtest::hash_share`]).
+/// share ([`crate::serve::abtest::hash_share`]).
 pub fn arm_of(salt: &str, user: u64, shares: &[f64]) -> usize {
-    let x = crate::abtest::hash_share(salt, user);
+    let x = crate::serve::abtest::hash_share(salt, user);
     let mut cum = 0.0;
     for (k, s) in shares.iter().enumerate() {
         cum += s;
@@ -372,11 +374,11 @@ impl Service {
         });
         let config = match (&opts.config, &first_run) {
             (Some(c), _) => c.clone(),
-            (None, Some(dir)) => crate::run::config_of_run(dir)?,
+            (None, Some(dir)) => crate::experiment::run::config_of_run(dir)?,
             (None, None) => return Err(Error::Other("no world: give a config or a run folder arm".into())),
         };
-        crate::run::preflight(&config)?;
-        let fingerprint = crate::checkpoint::fingerprint(&config);
+        crate::experiment::preflight::check(&config)?;
+        let fingerprint = crate::experiment::checkpoint::fingerprint(&config);
         let world = std::sync::Arc::new(World::generate(&config));
         let mut env = Env::new(&config, world);
         env.stop_listing_interactions();
@@ -551,7 +553,7 @@ impl Service {
                 continue;
             }
             let obs: Vec<&Observation> = group.iter().map(|g| &g.2).collect();
-            let chosen = match self.arms[arm].policy.act_batch(&obs, false, &mut self.rng) {
+            let chosen = match decide_batch(self.arms[arm].policy.as_mut(), &obs, false, &mut self.rng) {
                 Ok(c) => c,
                 Err(e) => {
                     for (i, _, _) in &group {
@@ -560,10 +562,9 @@ impl Service {
                     continue;
                 }
             };
-            for (row, ((i, user, o), slot)) in group.iter().zip(chosen).enumerate() {
-                let slot = slot.min(o.candidates.len() - 1);
-                let propensity = self.arms[arm].policy.propensity(o, slot, row);
-                out[*i] = Some(Ok(self.decide(*user, arm, o, slot, propensity, now)));
+            for ((i, user, o), d) in group.iter().zip(chosen) {
+                let slot = d.slot.min(o.candidates.len() - 1);
+                out[*i] = Some(Ok(self.decide(*user, arm, o, slot, d.propensity, now)));
             }
         }
         out.into_iter().map(|r| r.expect("every request answered")).collect()
@@ -584,14 +585,14 @@ impl Service {
                 check_watch(s.watch_time_s)?;
             }
         }
-        let max_steps = self.config.env.max_steps;
+        let rules = &self.config.env;
         let stale = match self.live.get(&user) {
             None => true,
             Some(l) => {
                 req.new_session
                     || req.recent.is_some()
                     || now.saturating_sub(l.last_ms) > SESSION_TIMEOUT_MS
-                    || l.session.t >= max_steps
+                    || rules.budget_spent(l.session.t)
             }
         };
         if stale {
@@ -700,13 +701,13 @@ impl Service {
         let watch = if action.counts_view() { req.watch_time_s.unwrap_or(v.duration_s) } else { req.watch_time_s.unwrap_or(0.0) };
         let seen = self.seen(p.video, req.response, watch, req.left);
         let reward = self.env.world.model.reward_of(action, seen.watch_s, req.shared, req.followed);
-        let max_steps = self.config.env.max_steps;
+        let rules = self.config.env.clone();
         let mut over = seen.left;
         match self.live.get_mut(&p.user) {
             Some(l) if l.number == p.session => {
                 self.env.record(Some(&mut l.session), p.user, seen);
                 l.last_ms = now;
-                over |= l.session.t >= max_steps;
+                over |= rules.budget_spent(l.session.t);
                 if over {
                     self.live.remove(&p.user);
                 }
@@ -793,9 +794,9 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             policy: make_policy(*kind, config)?,
         }),
         Source::Run(dir) => {
-            let run = crate::run::config_of_run(dir)?;
-            crate::run::preflight(&run)?;
-            let ck = crate::checkpoint::open(dir, &run)?;
+            let run = crate::experiment::run::config_of_run(dir)?;
+            crate::experiment::preflight::check(&run)?;
+            let ck = crate::experiment::checkpoint::open(dir, &run)?;
             let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
             if !same_world || &Layout::of(&run) != layout || run.dqn.interests != config.dqn.interests {
                 return Err(Error::Other(format!(
@@ -809,8 +810,8 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             policy.load(&ck.dir)?;
             let weights = ck.dir.join("agent.ot");
             let digest = match std::fs::read(&weights) {
-                Ok(bytes) => crate::checkpoint::sha256(&bytes)[..12].to_string(),
-                Err(_) => crate::checkpoint::fingerprint(&run)[..12].to_string(),
+                Ok(bytes) => crate::files::sha256(&bytes)[..12].to_string(),
+                Err(_) => crate::experiment::checkpoint::fingerprint(&run)[..12].to_string(),
             };
             Ok(Arm {
                 name: spec.name.clone(),
@@ -1009,7 +1010,7 @@ mod tests {
         let mut last = None;
         for k in 0..3 {
             let rec = service.recommend(&u.request(&world), k).unwrap();
-            let (fb, _) = u.respond(&world, 1000, &rec);
+            let (fb, _) = u.respond(&world, &crate::config::EnvConfig { max_steps: 1000, ..Default::default() }, &rec);
             if fb.left {
                 break;
             }

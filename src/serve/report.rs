@@ -3,7 +3,7 @@
 //! with its interval and p-value, the power the test had, and a sample-ratio-mismatch
 //! check. Users, not requests, are the unit of randomisation: a user's sessions are
 //! correlated, so each arm's mean is a ratio of sums over users with the delta-method
-//! error ([`crate::abtest::arm_estimate`]).
+//! error ([`crate::serve::abtest::arm_estimate`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{Contents, Experiment};
 use super::Record;
-use crate::abtest::{arm_estimate, difference, power, srm_p_value, UserTotals};
-use crate::plot::{plot_err, register_font, PALETTE};
+use crate::output::plot::{plot_err, register_font, PALETTE};
+use crate::serve::abtest::{arm_estimate, difference, power, srm_p_value, UserTotals};
 use crate::{Error, Result};
 
 /// The interference note every report carries.
@@ -32,7 +32,7 @@ pub struct Mean {
 }
 
 impl Mean {
-    fn of(e: &crate::abtest::ArmEstimate) -> Mean {
+    fn of(e: &crate::serve::abtest::ArmEstimate) -> Mean {
         Mean { mean: e.mean, se: e.se, ci95: [e.mean - 1.96 * e.se, e.mean + 1.96 * e.se] }
     }
 }
@@ -67,7 +67,7 @@ pub struct Diff {
 }
 
 impl Diff {
-    fn of(a: &crate::abtest::ArmEstimate, b: &crate::abtest::ArmEstimate) -> Diff {
+    fn of(a: &crate::serve::abtest::ArmEstimate, b: &crate::serve::abtest::ArmEstimate) -> Diff {
         let d = difference(a, b);
         Diff {
             diff: d.diff,
@@ -313,9 +313,9 @@ pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)
     std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
     let json = out.join("ab_report.json");
     let text = serde_json::to_string_pretty(&r).expect("a report serialises");
-    crate::checkpoint::write_file(&json, text.as_bytes())?;
+    crate::files::write_file(&json, text.as_bytes())?;
     let md = out.join("ab_report.md");
-    crate::checkpoint::write_file(&md, markdown(&r).as_bytes())?;
+    crate::files::write_file(&md, markdown(&r).as_bytes())?;
     let png = out.join("ab_report.png");
     draw(&png, &r)?;
     Ok((r, vec![md, json, png]))
@@ -388,9 +388,9 @@ fn draw(path: &Path, r: &AbReport) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abtest::hash_share;
     use crate::config::{Config, PolicyKind};
     use crate::rng::{stream, Stream};
+    use crate::serve::abtest::hash_share;
     use crate::serve::traffic::simulate;
     use crate::serve::{ArmSpec, ServeOptions, Service, Source};
     use rand::seq::index::sample;

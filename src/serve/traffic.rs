@@ -14,9 +14,9 @@ use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
 use super::{FeedbackRequest, Health, RecommendRequest, Recommendation, Record, Reported, Service};
-use crate::config::Checked;
+use crate::config::{Checked, EnvConfig};
+use crate::model::user::Latent;
 use crate::rng::{stream, substream, SimRng, Stream};
-use crate::user::Latent;
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -60,13 +60,13 @@ impl SimUser {
 
     /// The user's response to `rec` (drawn from the user model, which then updates the
     /// user's latent state) as feedback, and the reward the model paid.
-    pub fn respond(&mut self, world: &World, max_steps: usize, rec: &Recommendation) -> (FeedbackRequest, f64) {
+    pub fn respond(&mut self, world: &World, rules: &EnvConfig, rec: &Recommendation) -> (FeedbackRequest, f64) {
         let user = &world.users[self.id as usize];
         let r = world.model.respond(user, &self.latent, self.t, rec.video, self.now, &mut self.rng);
         world.model.update(&mut self.latent, rec.video, r.action, r.followed, self.now);
         self.now += r.dt;
         self.t += 1;
-        if r.left || self.t >= max_steps {
+        if r.left || rules.budget_spent(self.t) {
             self.end_session();
         }
         let fb = FeedbackRequest {
@@ -106,7 +106,7 @@ pub fn pick_users(world: &World, n: usize, seed: u64) -> Result<Vec<u32>> {
 /// returning its log records. Rewards paid by the model and by the service agree.
 pub fn simulate(service: &mut Service, world: &World, users: &[u32], sessions: usize, seed: u64) -> Result<Vec<Record>> {
     service.capture();
-    let max_steps = service.config().env.max_steps;
+    let rules = service.config().env.clone();
     let mut clock = 1_000_000u64;
     for &id in users {
         let mut u = SimUser::new(world, id, seed);
@@ -121,7 +121,7 @@ pub fn simulate(service: &mut Service, world: &World, users: &[u32], sessions: u
                 }
                 Err(e) => return Err(Error::Other(format!("user {id}: {}", e.message))),
             };
-            let (fb, paid) = u.respond(world, max_steps, &rec);
+            let (fb, paid) = u.respond(world, &rules, &rec);
             let ack = service.feedback(&fb, clock).map_err(|e| Error::Other(format!("user {id}: {}", e.message)))?;
             if (ack.reward - paid).abs() > 1e-9 * (1.0 + paid.abs()) {
                 return Err(Error::Other(format!("user {id}: the service paid {} where the model paid {paid}", ack.reward)));
@@ -243,7 +243,7 @@ struct Driver {
     client: reqwest::Client,
     base: String,
     world: Arc<World>,
-    max_steps: usize,
+    rules: EnvConfig,
 }
 
 impl Driver {
@@ -264,7 +264,7 @@ impl Driver {
             }
         };
         tally.rec_us.push(since.elapsed().as_micros() as u64);
-        let (fb, reward) = u.respond(&self.world, self.max_steps, &rec);
+        let (fb, reward) = u.respond(&self.world, &self.rules, &rec);
         tally.rewards += reward;
         let t = Instant::now();
         let sent = self.client.post(format!("{}/feedback", self.base)).json(&fb).send().await;
@@ -325,7 +325,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
     let health: Health = answer(client.get(format!("{base}/health")).send().await)
         .await
         .map_err(|(_, m)| Error::Other(format!("{base}/health: {m}; is `fypsim serve` running there?")))?;
-    let fingerprint = crate::checkpoint::fingerprint(config);
+    let fingerprint = crate::experiment::checkpoint::fingerprint(config);
     if health.world != fingerprint {
         return Err(Error::Other(format!(
             "the service at {base} serves another world than this config's (world {} vs {}): \
@@ -337,7 +337,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
     let world = Arc::new(World::generate(config));
     let ids = pick_users(&world, opts.users, opts.seed)?;
     let users: Vec<SimUser> = ids.iter().map(|&id| SimUser::new(&world, id, opts.seed)).collect();
-    let driver = Arc::new(Driver { client, base: base.clone(), world: Arc::clone(&world), max_steps: config.env.max_steps });
+    let driver = Arc::new(Driver { client, base: base.clone(), world: Arc::clone(&world), rules: config.env.clone() });
     let duration = Duration::from_secs_f64(opts.duration_s);
     let bar = opts.progress.then(|| {
         let b = indicatif::ProgressBar::new(opts.duration_s.ceil() as u64);

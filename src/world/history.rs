@@ -6,8 +6,8 @@ use rand_distr::{Distribution, Normal, Zipf};
 
 use crate::config::{Checked, Popularity};
 
-use super::response::Action;
 use super::{Interaction, World};
+use crate::model::response::Action;
 
 /// Appends every user's logged history to `world.history`, counting views and leaving each
 /// user's clock and next session id where the history ends.

@@ -2,62 +2,20 @@
 //! start with. Everything is a pure function of the checked config and its seed.
 
 mod history;
-pub mod response;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Poisson};
-use serde::Serialize;
 use std::sync::Arc;
 
 use crate::config::Checked;
+use crate::model::state::SimState;
+use crate::model::user::UserModel;
 use crate::rng::{stream, Stream};
-use crate::state::SimState;
-use crate::user::UserModel;
 
+pub use crate::model::entities::{Interaction, User, Video};
+pub use crate::model::response::{Action, ResponseModel};
 pub use history::generate_history;
-pub use response::{Action, ResponseModel};
-
-/// A user of the app. Categorical fields are indices into the config's name lists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct User {
-    pub id: u32,
-    pub age: u32,
-    pub gender: u16,
-    pub region: u16,
-    /// Two interest categories (distinct unless `world.distinct_interests` is false).
-    pub interests: [u16; 2],
-}
-
-impl User {
-    pub fn is_interested_in(&self, category: u16) -> bool {
-        self.interests.contains(&category)
-    }
-}
-
-/// A video of the catalogue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Video {
-    pub id: u32,
-    pub category: u16,
-    pub creator: u32,
-    pub duration_s: f64,
-    pub views: u64,
-    /// Hidden quality (docs/model.md: Users with memory); 0 unless `dynamics.quality.sd` > 0.
-    pub quality: f64,
-}
-
-/// One logged or simulated interaction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Interaction {
-    pub user: u32,
-    pub video: u32,
-    pub session: u32,
-    pub action: Action,
-    pub score: f64,
-    /// Seconds since the user's first session began.
-    pub timestamp: f64,
-}
 
 /// The generated world of one run: users, videos, the logged history and the user model,
 /// and the simulation state the history leaves. Simulation never changes it: what

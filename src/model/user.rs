@@ -12,9 +12,10 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::entities::{User, Video};
+use super::response::{Action, ResponseModel};
 use crate::config::{Checked, DynamicsConfig, EnvConfig};
-use crate::world::response::{draw_history_response, draw_session_response, expected_clamped_uniform};
-use crate::world::{Action, ResponseModel, User, Video};
+use crate::model::response::{draw_history_response, draw_session_response, expected_clamped_uniform};
 
 /// What the user model knows of a video: its category and creator (public) and its
 /// duration and hidden quality.
@@ -258,12 +259,17 @@ impl UserModel {
     /// with behaviour on and the video watched, the watch-time, share and follow terms
     /// (what [`UserModel::respond`] pays for the same response).
     pub fn reward_of(&self, action: Action, watch_s: f64, shared: bool, followed: bool) -> f64 {
+        self.reward_with(action, || self.dynamics.behaviour.reward_watch_s * watch_s, shared, followed)
+    }
+
+    /// The reward rule itself, with the watch-time term given as a closure: `reward_of`
+    /// prices reported seconds, `respond` the seconds it draws as rate * fraction *
+    /// duration, multiplied in that order so that every earlier result stays bit-identical.
+    fn reward_with(&self, action: Action, watch_reward: impl FnOnce() -> f64, shared: bool, followed: bool) -> f64 {
         let b = &self.dynamics.behaviour;
         let mut reward = self.action_reward(action);
         if b.enabled && action.counts_view() {
-            reward += b.reward_watch_s * watch_s
-                + if shared { b.reward_share } else { 0.0 }
-                + if followed { b.reward_follow } else { 0.0 };
+            reward += watch_reward() + if shared { b.reward_share } else { 0.0 } + if followed { b.reward_follow } else { 0.0 };
         }
         reward
     }
@@ -303,7 +309,7 @@ impl UserModel {
         let p = (rng.random::<f64>() + self.shift(user, latent, video, now)).clamp(0.0, 1.0);
         let b = &self.dynamics.behaviour;
         let v = &self.videos[video as usize];
-        let (action, skip_time, shared, followed, reward) = if b.enabled {
+        let (action, skip_time, shared, followed) = if b.enabled {
             let watched = rng.random::<f64>() < p;
             let skip_time = rng.random_range(self.env.skip_time_min_s..self.env.skip_time_max_s);
             let f = self.watch_fraction(video);
@@ -316,18 +322,13 @@ impl UserModel {
                 (true, false) => Action::Watched,
                 (true, true) => Action::Liked,
             };
-            let mut reward = self.action_reward(action);
-            if watched {
-                reward += b.reward_watch_s * f * v.duration_s
-                    + if shared { b.reward_share } else { 0.0 }
-                    + if followed { b.reward_follow } else { 0.0 };
-            }
-            (action, skip_time, shared, followed, reward)
+            (action, skip_time, shared, followed)
         } else {
             let action = draw_session_response(p, rng);
             let skip_time = rng.random_range(self.env.skip_time_min_s..self.env.skip_time_max_s);
-            (action, skip_time, false, false, self.action_reward(action))
+            (action, skip_time, false, false)
         };
+        let reward = self.reward_with(action, || b.reward_watch_s * self.watch_fraction(video) * v.duration_s, shared, followed);
         let consumed = action.counts_view();
         let watch_s = if consumed { self.watch_fraction(video) * v.duration_s } else { 0.0 };
         let mut left = action == Action::SessionEnd;

@@ -13,96 +13,19 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use rand::Rng;
-use rand_distr::{Distribution, Exp, Normal};
+use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Policy, Transition};
-use crate::candidates::CandidateGenerator;
-use crate::config::{CalendarConfig, Checked, PolicyKind};
+use crate::agent::Policy;
+use crate::config::{Checked, PolicyKind};
+use crate::drive::session::{decide, transition, Decision, Learner, StepEnd};
 use crate::env::{Env, Session, State};
+use crate::platform::candidates::CandidateGenerator;
 use crate::rng::{substream, SimRng, Stream};
 use crate::world::{Action, World};
 use crate::Result;
 
-/// Seconds in a simulated day.
-pub const DAY_S: f64 = 86_400.0;
-
-/// When a user comes back (docs/model.md: Days and weeks).
-///
-/// A user's return hazard at calendar time t is
-/// `sessions_per_day / 86400 * exp(coupling * (satisfaction - reference)) * (1 + rhythm *
-/// cos(2 pi (hour(t) - peak) / 24))` per second, from `min_gap_s` after the session's end;
-/// satisfaction is an exponentially weighted mean of the user's session returns. A user
-/// whose next return would come more than `churn_days` after the last session's end has
-/// churned at that moment; a churned user comes back at rate `reactivation_per_day`.
-#[derive(Debug, Clone)]
-pub struct ReturnModel {
-    cfg: CalendarConfig,
-}
-
-/// What follows a session's end.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
-    /// The next session opens at this calendar time.
-    Return(f64),
-    /// The user churns at this calendar time (`churn_days` after the session's end).
-    Churn(f64),
-}
-
-/// The hour of the day (in [0, 24)) at calendar time `t` seconds.
-pub fn hour_of(t: f64) -> f64 {
-    (t / 3600.0).rem_euclid(24.0)
-}
-
-impl ReturnModel {
-    pub fn new(cfg: &CalendarConfig) -> ReturnModel {
-        ReturnModel { cfg: cfg.clone() }
-    }
-
-    /// Satisfaction after a session that returned `session_return`.
-    pub fn satisfaction_after(&self, satisfaction: f64, session_return: f64) -> f64 {
-        self.cfg.memory * satisfaction + (1.0 - self.cfg.memory) * session_return
-    }
-
-    /// The day-average return rate per second at `satisfaction`.
-    pub fn base_rate(&self, satisfaction: f64) -> f64 {
-        // The exponent is capped so that an extreme satisfaction cannot overflow the rate.
-        let x = (self.cfg.coupling * (satisfaction - self.cfg.reference)).clamp(-50.0, 50.0);
-        self.cfg.sessions_per_day / DAY_S * x.exp()
-    }
-
-    /// The return hazard per second at calendar time `t` for a user of peak hour `peak`.
-    pub fn hazard(&self, satisfaction: f64, peak: f64, t: f64) -> f64 {
-        let phase = 2.0 * std::f64::consts::PI * (hour_of(t) - peak) / 24.0;
-        self.base_rate(satisfaction) * (1.0 + self.cfg.rhythm * phase.cos())
-    }
-
-    /// The next return of a user whose last session ended at `end` (no return before
-    /// `earliest`), drawn by thinning the hazard's inhomogeneous Poisson process, or the
-    /// churn when it would come more than `churn_days` after `end`.
-    pub fn next(&self, satisfaction: f64, peak: f64, end: f64, earliest: f64, rng: &mut impl Rng) -> Next {
-        let churn_at = end + self.cfg.churn_days as f64 * DAY_S;
-        let max = self.base_rate(satisfaction) * (1.0 + self.cfg.rhythm);
-        let Ok(gaps) = Exp::new(max) else { return Next::Churn(churn_at) };
-        let mut t = earliest;
-        loop {
-            t += gaps.sample(rng);
-            if t >= churn_at {
-                return Next::Churn(churn_at);
-            }
-            if rng.random::<f64>() * max <= self.hazard(satisfaction, peak, t) {
-                return Next::Return(t);
-            }
-        }
-    }
-
-    /// When a user who churned at `at` comes back, if ever.
-    pub fn reactivation(&self, at: f64, rng: &mut impl Rng) -> Option<f64> {
-        let rate = self.cfg.reactivation_per_day / DAY_S;
-        (rate > 0.0).then(|| at + Exp::new(rate).expect("a positive rate").sample(rng))
-    }
-}
+pub use crate::model::returns::{hour_of, Next, ReturnModel, DAY_S};
 
 /// One session of a population run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -288,18 +211,7 @@ pub fn simulate(
         Mode::Learn { run } => (config.seed ^ (run + 1).wrapping_mul(0xD1B5_4A32_D192_ED03), true),
     };
     let mut learner_rng = substream(seed, Stream::Replay, u64::MAX);
-    let (mut updates, mut loss_sum) = (0u64, 0.0f64);
-    // Hands a transition to the learner; a loss that is not finite stops the run.
-    let mut feed = |policy: &mut dyn Policy, t: Transition, updates: &mut u64, loss_sum: &mut f64| -> Result<()> {
-        if let Some(loss) = policy.observe(t, &mut learner_rng)? {
-            *updates += 1;
-            if !loss.is_finite() {
-                return Err(crate::Error::Diverged { loss, update: *updates, episode: 0 });
-            }
-            *loss_sum += loss;
-        }
-        Ok(())
-    };
+    let (mut learner, mut loss_sum) = (Learner::default(), 0.0f64);
     let horizon = cal.days as f64 * DAY_S;
     let model = ReturnModel::new(cal);
     let mut env = Env::new(config, Arc::clone(world));
@@ -371,7 +283,7 @@ pub fn simulate(
             days_done += 1;
             on_day(days_done);
             // A signal stops the run at a day's end (a resume repeats the population run).
-            if crate::run::stop_requested() {
+            if crate::stop::stop_requested() {
                 return Err(crate::Error::Interrupted);
             }
         }
@@ -411,23 +323,22 @@ pub fn simulate(
                             Some(at) => (cal.discount_per_day.powf((t - at) / DAY_S), cal.return_reward),
                             None => (1.0, 0.0),
                         };
-                        let tr = Transition {
-                            state: last.state,
-                            action: last.action,
-                            reward: last.reward + bonus,
-                            next_state: obs.state.clone(),
-                            terminal: false,
-                            episode_end: last.ended_at.is_some(),
-                            discount,
+                        let end = match last.ended_at {
+                            Some(_) => StepEnd::NextSession { discount },
+                            None => StepEnd::Continues,
                         };
-                        feed(&mut *policy, tr, &mut updates, &mut loss_sum)?;
+                        let tr = transition(last.state, last.action, last.reward + bonus, obs.state.clone(), end);
+                        if let Some(loss) = learner.feed(&mut *policy, tr, &mut learner_rng, 0)? {
+                            loss_sum += loss;
+                        }
                     }
                 }
                 if !ended {
                     obs.truth.calendar =
                         Some(crate::env::CalendarTruth { satisfaction: life.satisfaction, session_return: f.reward });
-                    let slot = policy.act(&obs, learn, &mut f.policy)?;
-                    let out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
+                    let Decision { slot, propensity } = decide(&mut *policy, &obs, learn, &mut f.policy)?;
+                    let mut out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
+                    out.propensity = propensity;
                     steps += 1;
                     f.steps += 1;
                     f.watch_s += out.watch_s;
@@ -485,16 +396,10 @@ pub fn simulate(
                 churns.push((user, t));
                 // Learning: the churn ends the user's chain of sessions (terminal).
                 if let Some(last) = life.last_step.take() {
-                    let tr = Transition {
-                        next_state: last.state.clone(),
-                        state: last.state,
-                        action: last.action,
-                        reward: last.reward,
-                        terminal: true,
-                        episode_end: true,
-                        discount: 1.0,
-                    };
-                    feed(&mut *policy, tr, &mut updates, &mut loss_sum)?;
+                    let tr = transition(last.state.clone(), last.action, last.reward, last.state, StepEnd::Terminal);
+                    if let Some(loss) = learner.feed(&mut *policy, tr, &mut learner_rng, 0)? {
+                        loss_sum += loss;
+                    }
                 }
                 // A reactivation draw of its own: index 2^31 + sessions so far.
                 let mut rng = substream(seed, Stream::Calendar, key(u, (1 << 31) + life.sessions));
@@ -523,7 +428,7 @@ pub fn simulate(
         signups: arrivals.user_at.clone(),
         creators,
         new_video_views,
-        updates,
+        updates: learner.updates,
         loss_sum,
     })
 }
@@ -896,7 +801,8 @@ pub fn summarize(pop: &Population, daily: &Daily) -> PopulationSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::agent::Transition;
+    use crate::config::{CalendarConfig, Config};
     use crate::rng::stream;
 
     fn calendar(extra: &str) -> CalendarConfig {

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::env::Session;
-use crate::user::Latent;
+use super::response::Action;
+use super::user::Latent;
 
 /// What the platform has logged of one video (kept when the dynamics are on).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -124,5 +124,40 @@ impl SimState {
             }
         }
         Ok(())
+    }
+}
+
+/// One user's session in progress: what the state needs besides the world. The
+/// environment runs one through `reset`/`step` (it is part of its [`SimState`]); lockstep
+/// training runs many over one shared world through `start_session`/`observe_session`/`apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: u32,
+    /// Steps taken so far.
+    pub t: usize,
+    pub(crate) watched: usize,
+    pub(crate) session_len_s: f64,
+    pub(crate) last_category: Option<u16>,
+    pub(crate) last_response: Option<Action>,
+    /// Per category, the decayed count of recent showings (with the exposure feature).
+    pub(crate) exposure: Vec<f32>,
+    /// With the GRU session encoder: the session's steps so far (category, response:
+    /// 1 watched, 2 skipped, 3 liked, 0 other; watch seconds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) recent: Vec<(u16, u8, f32)>,
+}
+
+impl Session {
+    pub(crate) fn new(user: u32) -> Session {
+        Session {
+            user,
+            t: 0,
+            watched: 0,
+            session_len_s: 0.0,
+            last_category: None,
+            last_response: None,
+            exposure: Vec::new(),
+            recent: Vec::new(),
+        }
     }
 }

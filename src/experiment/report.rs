@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::plot::{finish_chart, plot_err, register_font, Band, PALETTE};
-use crate::records::{self, frame};
-use crate::run::Summary;
+use crate::experiment::run::Summary;
+use crate::output::plot::{finish_chart, plot_err, register_font, Band, PALETTE};
+use crate::output::records::{self, frame};
+use crate::stats::{mean_ci, Critical};
 use crate::{Error, Result};
 
 /// One finished run found below the report folder.
@@ -19,35 +20,6 @@ pub struct RunInfo {
     pub summary: Summary,
     /// (training episodes, evaluation return) from eval.csv.
     pub curve: Vec<(u32, f64)>,
-}
-
-/// Two-sided 95% quantile of Student's t with `df` degrees of freedom.
-pub fn t95(df: usize) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
-        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => T[df - 1],
-        31..=60 => 2.000,
-        61..=120 => 1.980,
-        _ => 1.960,
-    }
-}
-
-/// Mean and the half-width of its 95% t interval (NaN for fewer than two values).
-pub fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len();
-    if n == 0 {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (mean, t95(n - 1) * (var / n as f64).sqrt())
 }
 
 /// Every run with a summary.json below `dir`, sorted by label then seed.
@@ -75,7 +47,7 @@ pub fn discover(dir: &Path) -> Result<Vec<RunInfo>> {
             curve = (0..ep.len()).filter_map(|i| Some((ep.get(i)?, ret.get(i)?))).collect();
         }
         let mut summary = summary;
-        summary.steps_per_second = crate::run::steps_per_second_of(&d, &summary);
+        summary.steps_per_second = crate::experiment::run::steps_per_second_of(&d, &summary);
         runs.push(RunInfo { dir: d, summary, curve });
     }
     runs.sort_by(|a, b| a.summary.label.cmp(&b.summary.label).then(a.summary.seed.cmp(&b.summary.seed)));
@@ -121,9 +93,10 @@ pub fn aggregate(runs: &[RunInfo]) -> Vec<ConfigRow> {
     groups
         .into_iter()
         .map(|(label, rs)| {
-            let (mean_return, ci95) = mean_ci(&rs.iter().map(|r| r.summary.eval_mean_return).collect::<Vec<_>>());
+            let (mean_return, ci95) =
+                mean_ci(&rs.iter().map(|r| r.summary.eval_mean_return).collect::<Vec<_>>(), Critical::StudentT);
             let fractions: Vec<f64> = rs.iter().filter_map(|r| r.summary.oracle_fraction).collect();
-            let (oracle_fraction, oracle_fraction_ci95) = mean_ci(&fractions);
+            let (oracle_fraction, oracle_fraction_ci95) = mean_ci(&fractions, Critical::StudentT);
             let mut names: Vec<&String> = rs.iter().flat_map(|r| r.summary.baselines.keys()).collect();
             names.sort();
             names.dedup();
@@ -131,7 +104,7 @@ pub fn aggregate(runs: &[RunInfo]) -> Vec<ConfigRow> {
                 .into_iter()
                 .map(|n| {
                     let xs: Vec<f64> = rs.iter().filter_map(|r| r.summary.baselines.get(n).copied()).collect();
-                    (n.clone(), mean_ci(&xs))
+                    (n.clone(), mean_ci(&xs, Critical::StudentT))
                 })
                 .collect();
             ConfigRow {
@@ -267,7 +240,7 @@ pub fn band_of(points: impl IntoIterator<Item = (f64, Vec<f64>)>) -> Band {
     points
         .into_iter()
         .map(|(x, ys)| {
-            let (m, c) = mean_ci(&ys);
+            let (m, c) = mean_ci(&ys, Critical::StudentT);
             (x, m, if c.is_finite() { c } else { 0.0 })
         })
         .collect()
@@ -287,7 +260,7 @@ fn draw_curves(path: &Path, runs: &[RunInfo], rows: &[ConfigRow]) -> Result<()> 
         series.push((row.label.clone(), band_of(by_ep.into_iter().map(|(e, xs)| (e as f64, xs)))));
     }
     let series: Vec<(String, Band)> = series.into_iter().map(|(l, p)| (short(&l, 60), p)).collect();
-    crate::plot::bands_plot(
+    crate::output::plot::bands_plot(
         path,
         "evaluation return during training (mean over seeds, 95% band)",
         "training episodes",
@@ -434,7 +407,8 @@ pub fn ab(dir: &Path, a: &str, b: &str) -> Result<AbOutcome> {
     let xa: Vec<f64> = pairs.iter().map(|p| p.1 .1).collect();
     let xb: Vec<f64> = pairs.iter().map(|p| p.2 .1).collect();
     let d: Vec<f64> = pairs.iter().map(|p| p.2 .1 - p.1 .1).collect();
-    let ((mean_a, ci95_a), (mean_b, ci95_b), (diff, diff_ci95)) = (mean_ci(&xa), mean_ci(&xb), mean_ci(&d));
+    let ((mean_a, ci95_a), (mean_b, ci95_b), (diff, diff_ci95)) =
+        (mean_ci(&xa, Critical::StudentT), mean_ci(&xb, Critical::StudentT), mean_ci(&d, Critical::StudentT));
 
     let csv = dir.join("ab.csv");
     let mut df = frame(
@@ -490,10 +464,10 @@ mod tests {
 
     #[test]
     fn t_interval_of_a_known_sample() {
-        let (m, c) = mean_ci(&[1.0, 2.0, 3.0, 4.0]);
+        let (m, c) = mean_ci(&[1.0, 2.0, 3.0, 4.0], Critical::StudentT);
         assert_eq!(m, 2.5);
         // sd = 1.291, se = 0.6455, t(3) = 3.182.
         assert!((c - 3.182 * 0.645_497).abs() < 1e-3);
-        assert!(mean_ci(&[1.0]).1.is_nan());
+        assert!(mean_ci(&[1.0], Critical::StudentT).1.is_nan());
     }
 }

@@ -7,25 +7,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Checked, PolicyKind};
-use crate::population::PopulationSummary;
-use crate::records::frame;
-use crate::report::{self, mean_ci};
-use crate::sweep::{execute, seed_runs, RunStatus};
+use crate::drive::calendar::PopulationSummary;
+use crate::experiment::report;
+use crate::experiment::sweep::{execute, seed_runs, RunStatus};
+use crate::output::records::frame;
+use crate::stats::Interval;
 use crate::{Error, Result};
-
-/// A mean and the half-width of its 95% interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Interval {
-    pub mean: f64,
-    pub ci95: f64,
-}
-
-impl Interval {
-    pub fn of(xs: &[f64]) -> Interval {
-        let (mean, ci95) = mean_ci(xs);
-        Interval { mean, ci95 }
-    }
-}
 
 /// summary.json of a multi-seed run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,7 +156,7 @@ fn draw_retention(dir: &Path, found: &[report::RunInfo]) -> Result<()> {
         if !path.is_file() {
             continue;
         }
-        let df = crate::records::read_csv(&path)?;
+        let df = crate::output::records::read_csv(&path)?;
         let policy = frame(df.column("policy").and_then(|c| c.str().cloned()), &path)?;
         let day = frame(df.column("day").and_then(|c| c.cast(&polars::prelude::DataType::Int64)), &path)?;
         let share = frame(df.column("share_active").and_then(|c| c.cast(&polars::prelude::DataType::Float64)), &path)?;
@@ -183,9 +170,9 @@ fn draw_retention(dir: &Path, found: &[report::RunInfo]) -> Result<()> {
     if by.is_empty() {
         return Ok(());
     }
-    let series: Vec<(String, crate::plot::Band)> =
+    let series: Vec<(String, crate::output::plot::Band)> =
         by.into_iter().map(|(p, days)| (p, report::band_of(days.into_iter().map(|(d, xs)| (d as f64, xs))))).collect();
-    crate::plot::bands_plot(
+    crate::output::plot::bands_plot(
         &dir.join("retention.png"),
         &format!("share of users active each day ({} seeds, mean and 95% band)", found.len()),
         "day",
@@ -216,15 +203,15 @@ pub fn run_seeds(
     // Seeds already done are kept only when they are of this very config: a rerun with
     // changed settings must not average old seeds with new ones.
     if dir.join("config.toml").is_file() {
-        let theirs = crate::run::config_of_run(dir)?;
-        if crate::checkpoint::fingerprint(&theirs) != crate::checkpoint::fingerprint(config) {
+        let theirs = crate::experiment::run::config_of_run(dir)?;
+        if crate::experiment::checkpoint::fingerprint(&theirs) != crate::experiment::checkpoint::fingerprint(config) {
             return Err(Error::Other(format!(
                 "{} holds a multi-seed run of another config; choose another --out folder (or delete it to start afresh)",
                 dir.display()
             )));
         }
     }
-    crate::run::write_resolved_config(config, dir, &crate::run::provenance())?;
+    crate::experiment::run::write_resolved_config(config, dir, &crate::experiment::run::provenance())?;
     let runs = seed_runs(config, dir);
     let outcome = execute(&runs, jobs, &|r, s| on_done(r.seed, s), on_episodes);
     if let Some((run, err)) = outcome.failed.first() {
@@ -275,7 +262,7 @@ pub fn run_seeds(
     let greedy = PolicyKind::Greedy.name();
     let advantage: Vec<f64> =
         per_seed.iter().filter_map(|s| Some(s.eval_mean_return.get(&trained)? - s.eval_mean_return.get(greedy)?)).collect();
-    let across = |f: &dyn Fn(&crate::run::Summary) -> Option<f64>| {
+    let across = |f: &dyn Fn(&crate::experiment::run::Summary) -> Option<f64>| {
         let xs: Vec<f64> = found.iter().filter_map(|r| f(&r.summary)).collect();
         (!xs.is_empty()).then(|| Interval::of(&xs))
     };
@@ -286,7 +273,8 @@ pub fn run_seeds(
         let (base, advantage) = (*s.baselines.get(myopic)?, s.advantage_over_myopic_oracle.as_ref()?.mean);
         (base != 0.0).then(|| advantage / base.abs())
     });
-    let gap_pair = |s: &crate::run::Summary| Some((s.advantage_over_myopic_oracle.as_ref()?.mean, s.myopia_gap.as_ref()?.mean));
+    let gap_pair =
+        |s: &crate::experiment::run::Summary| Some((s.advantage_over_myopic_oracle.as_ref()?.mean, s.myopia_gap.as_ref()?.mean));
     let myopia_gap_closed = across(&|s| gap_pair(s).and_then(|(a, g)| (g != 0.0).then(|| a / g)));
     let advantage_beyond_half_myopia_gap = across(&|s| gap_pair(s).map(|(a, g)| a - g / 2.0));
     let (population, population_differences) = population_across(&found);

@@ -4,12 +4,12 @@
 
 use rand::Rng;
 
-use crate::candidates::{Candidate, CandidateGenerator, NeighbourIndex};
 use crate::config::{CandidateSource, Checked};
-use crate::matrix::InteractionMatrix;
+use crate::model::state::SimState;
+use crate::model::user::{Latent, UserModel};
+use crate::platform::candidates::{Candidate, CandidateGenerator, NeighbourIndex};
+use crate::platform::matrix::InteractionMatrix;
 use crate::rng::SimRng;
-use crate::state::SimState;
-use crate::user::{Latent, UserModel};
 use crate::world::{Action, User, World};
 use std::sync::Arc;
 
@@ -218,7 +218,7 @@ impl Layout {
     }
 }
 
-pub use crate::state::VideoLog;
+pub use crate::model::state::{Session, VideoLog};
 
 /// Everything a policy may look at: the state and, for baselines, the raw candidates;
 /// for the baselines that know the model (the oracles, the planner), the truth.
@@ -283,7 +283,7 @@ pub struct StepOutcome {
     /// The user's clock when the video was shown.
     pub time_s: f64,
     /// The true outcome probabilities before the step's draws: watched, skipped, liked,
-    /// left ([`crate::user::UserModel::outcome_probabilities`]; with the detail only).
+    /// left ([`crate::model::user::UserModel::outcome_probabilities`]; with the detail only).
     pub outcome_p: [f64; 4],
     /// The probability with which the policy chose this slot (set by the training loop
     /// from [`crate::agent::Policy::propensity`]; 1 until then).
@@ -326,41 +326,6 @@ struct Journal {
     users: Vec<u32>,
     videos: Vec<u32>,
     index_rebuilt: bool,
-}
-
-/// One user's session in progress: what the state needs besides the world. The
-/// environment runs one through `reset`/`step` (it is part of its [`SimState`]); lockstep
-/// training runs many over one shared world through `start_session`/`observe_session`/`apply`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Session {
-    pub user: u32,
-    /// Steps taken so far.
-    pub t: usize,
-    watched: usize,
-    session_len_s: f64,
-    last_category: Option<u16>,
-    last_response: Option<Action>,
-    /// Per category, the decayed count of recent showings (with the exposure feature).
-    exposure: Vec<f32>,
-    /// With the GRU session encoder: the session's steps so far (category, response:
-    /// 1 watched, 2 skipped, 3 liked, 0 other; watch seconds).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    recent: Vec<(u16, u8, f32)>,
-}
-
-impl Session {
-    fn new(user: u32) -> Session {
-        Session {
-            user,
-            t: 0,
-            watched: 0,
-            session_len_s: 0.0,
-            last_category: None,
-            last_response: None,
-            exposure: Vec::new(),
-            recent: Vec::new(),
-        }
-    }
 }
 
 impl Env {
@@ -590,7 +555,7 @@ impl Env {
         let (w, s, c) = (&self.world, &self.sim, &self.config.candidates);
         let history = self.matrix.user_row(user.id);
         let mut list = if history.is_empty() && user.id as usize >= w.initial_users() {
-            crate::candidates::cold_start(self.matrix.n_items(), user, &w.videos, &s.views, c)
+            crate::platform::candidates::cold_start(self.matrix.n_items(), user, &w.videos, &s.views, c)
         } else {
             g.candidates(&self.matrix, self.index.as_ref(), user, &w.videos, &s.views, c)
         };
@@ -598,8 +563,8 @@ impl Env {
         if slots > 0 && s.uploaded > s.fresh_from {
             let first = w.initial_videos() as u32;
             let fresh = first + s.fresh_from..first + s.uploaded;
-            let score = |new: &[(u32, f64)]| crate::candidates::rescore(new, user, &w.videos, &s.views, c);
-            crate::candidates::add_fresh(&mut list, fresh, history, (slots, c.count), score);
+            let score = |new: &[(u32, f64)]| crate::platform::candidates::rescore(new, user, &w.videos, &s.views, c);
+            crate::platform::candidates::add_fresh(&mut list, fresh, history, (slots, c.count), score);
         }
         list
     }
@@ -827,7 +792,7 @@ impl Env {
         let user = session.user;
         self.record(Some(session), user, seen);
         let terminal = r.left;
-        let truncated = !terminal && session.t >= self.config.env.max_steps;
+        let truncated = !terminal && self.config.env.budget_spent(session.t);
         StepOutcome {
             video,
             category,

@@ -11,7 +11,32 @@
 //! estimate, good to a small factor, not a measurement: it exists to catch sizes that
 //! cannot fit, not to plan memory to the last megabyte.
 
-use super::{CandidateSource, Config, PolicyKind, QHead};
+use crate::config::{CandidateSource, Checked, Config, PolicyKind, QHead};
+use crate::error::ConfigError;
+use crate::Result;
+
+/// Checks what validation cannot, because it depends on this machine: that the run's
+/// estimated memory fits in the machine's physical memory, and that a CUDA device is
+/// there when one is asked for. `fypsim check`, `run`, `sweep` (every run, before any
+/// starts), calendar runs and `serve` call it before anything is written.
+pub fn check(config: &Checked) -> Result<()> {
+    fits_in_memory(config)?;
+    if config.policy == PolicyKind::Dqn {
+        crate::agent::dqn::resolve_device(config.dqn.device)?;
+    }
+    Ok(())
+}
+
+/// Refuses a run whose estimated memory exceeds this machine's physical memory, naming the
+/// estimate and its largest parts.
+pub fn fits_in_memory(c: &Config) -> std::result::Result<(), ConfigError> {
+    let Some(physical) = physical_memory() else { return Ok(()) };
+    let need = estimate(c);
+    if need.total <= physical {
+        return Ok(());
+    }
+    Err(ConfigError::TooLarge { estimate: need.describe(), physical: gib(physical) })
+}
 
 /// The estimate, in bytes, with its largest parts named.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,51 +2,11 @@
 //! uniform draw, the interest boost and the regional taste table, clamped to [0, 1].
 
 use rand::Rng;
-use serde::Serialize;
 
-use crate::config::{Checked, ScoreConfig};
+use crate::config::Checked;
 
-use super::{User, Video};
-
-/// What a user did with a shown video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Watched,
-    Skipped,
-    Liked,
-    /// A logged-history interaction that ended its session.
-    Done,
-    /// The user left during a simulated episode.
-    SessionEnd,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Watched => "watched",
-            Action::Skipped => "skipped",
-            Action::Liked => "liked",
-            Action::Done => "done",
-            Action::SessionEnd => "session_end",
-        }
-    }
-
-    /// The score this interaction adds to the item-user matrix (docs/model.md: Item-user matrix).
-    pub fn score(self, s: &ScoreConfig) -> f64 {
-        match self {
-            Action::Watched => s.watched,
-            Action::Liked => s.liked,
-            Action::Skipped => s.skipped,
-            Action::Done | Action::SessionEnd => s.other,
-        }
-    }
-
-    /// Whether the video's view count goes up.
-    pub fn counts_view(self) -> bool {
-        matches!(self, Action::Watched | Action::Liked)
-    }
-}
+pub use super::entities::Action;
+use super::entities::{User, Video};
 
 /// The response model of one world: the interest boost and the regional taste table,
 /// looked up by category and region index.

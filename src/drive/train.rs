@@ -6,13 +6,14 @@ use std::time::Instant;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Policy, Transition};
-use crate::candidates::CandidateGenerator;
+use crate::agent::Policy;
 use crate::config::{Checked, PolicyKind};
+use crate::drive::session::{decide, decide_batch, play_session, Learner, Played};
 use crate::env::{Env, Observation, Session, State, StepOutcome};
+use crate::model::state::SimState;
+use crate::platform::candidates::CandidateGenerator;
 use crate::rng::SimRng;
 use crate::rng::{stream, substream, Stream};
-use crate::state::SimState;
 use crate::world::{Action, World};
 use crate::Result;
 use std::sync::Arc;
@@ -106,7 +107,7 @@ pub struct TrainProgress {
     pub env: SimState,
     /// Learning across sessions: the population runs done so far (after the episodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub calendar_runs: Vec<crate::population::CalendarRun>,
+    pub calendar_runs: Vec<crate::drive::calendar::CalendarRun>,
 }
 
 /// Whether training goes on after an episode.
@@ -187,14 +188,13 @@ pub fn train(
         let mut ep = EpisodeInProgress::new(episode, env.user(), started);
         while !dry {
             let obs = env.observation();
-            let slot = policy.act(obs, true, &mut progress.policy_rng)?;
-            let propensity = policy.propensity(obs, slot, 0);
+            let d = decide(policy, obs, true, &mut progress.policy_rng)?;
             let state = obs.state.clone();
-            let mut o = env.step(slot, &mut progress.response_rng);
-            o.propensity = propensity;
+            let mut o = env.step(d.slot, &mut progress.response_rng);
+            o.propensity = d.propensity;
             let next = env.observation();
             dry = next.exhausted();
-            if ep.learn_from(policy, progress, record_steps, state, next.state.clone(), dry, &o)? {
+            if ep.learn_from(policy, progress, record_steps, state, next, &o)? {
                 break;
             }
         }
@@ -222,32 +222,23 @@ impl EpisodeInProgress {
         EpisodeInProgress { episode, user, steps: 0, ret: 0.0, loss_sum: 0.0, n_loss: 0, started }
     }
 
-    /// Hands one step (taken in `state`, leading to `next_state`) to the learner and
-    /// records it; returns whether the episode ended there. `dry`: the next observation
-    /// has no candidate left, which ends the session like a terminal state (nothing can
-    /// follow it to bootstrap from).
-    #[allow(clippy::too_many_arguments)]
+    /// The feedback half of one step (taken in `state`, leading to `next`): hands it to
+    /// the learner and records it; returns whether the episode ended there.
     fn learn_from(
         &mut self,
         policy: &mut dyn Policy,
         progress: &mut TrainProgress,
         record_steps: bool,
         state: State,
-        next_state: State,
-        dry: bool,
+        next: &Observation,
         o: &StepOutcome,
     ) -> Result<bool> {
-        let terminal = o.terminal || dry;
-        let end = terminal || o.truncated;
-        let transition =
-            Transition { state, action: o.slot, reward: o.reward, next_state, terminal, episode_end: end, discount: 1.0 };
-        if let Some(loss) = policy.observe(transition, &mut progress.policy_rng)? {
-            if !loss.is_finite() {
-                return Err(crate::Error::Diverged { loss, update: progress.updates + 1, episode: self.episode });
-            }
+        let mut learner = Learner::resumed(progress.updates);
+        let (loss, end) = learner.feedback(policy, &mut progress.policy_rng, self.episode, state, o, next)?;
+        progress.updates = learner.updates;
+        if let Some(loss) = loss {
             self.loss_sum += loss;
             self.n_loss += 1;
-            progress.updates += 1;
         }
         if record_steps {
             progress.steps.push(StepRecord {
@@ -277,7 +268,7 @@ impl EpisodeInProgress {
         self.ret += o.reward;
         self.steps += 1;
         progress.total_steps += 1;
-        Ok(end)
+        Ok(end.ends_episode())
     }
 
     /// Closes the episode: the policy's per-episode tick, its record, the training clock
@@ -389,7 +380,7 @@ fn train_lockstep(
             let obs = r.obs.as_ref().expect("observed above");
             let dry = obs.exhausted();
             let ended = match r.pending.take() {
-                Some((state, o)) => r.episode.learn_from(policy, progress, record_steps, state, obs.state.clone(), dry, &o)?,
+                Some((state, o)) => r.episode.learn_from(policy, progress, record_steps, state, obs, &o)?,
                 None => dry,
             };
             if ended {
@@ -405,19 +396,18 @@ fn train_lockstep(
         if running.is_empty() {
             continue;
         }
-        let actions = {
+        let decisions = {
             let obs: Vec<&Observation> =
                 running.iter().map(|&i| slots[i].as_ref().and_then(|r| r.obs.as_ref()).expect("running")).collect();
-            policy.act_batch(&obs, true, &mut progress.policy_rng)?
+            decide_batch(policy, &obs, true, &mut progress.policy_rng)?
         };
 
         // Apply, in slot order.
-        for (row, (&i, &a)) in running.iter().zip(&actions).enumerate() {
+        for (&i, d) in running.iter().zip(&decisions) {
             let r = slots[i].as_mut().expect("running");
             let obs = r.obs.take().expect("running");
-            let propensity = policy.propensity(&obs, a, row);
-            let mut o = env.apply(&mut r.session, &obs, a, &mut progress.response_rng);
-            o.propensity = propensity;
+            let mut o = env.apply(&mut r.session, &obs, d.slot, &mut progress.response_rng);
+            o.propensity = d.propensity;
             r.pending = Some((obs.state, o));
         }
     }
@@ -443,20 +433,6 @@ pub struct EvalResult {
     pub users: Vec<u32>,
     #[serde(skip)]
     pub steps: Vec<u32>,
-}
-
-/// Mean and 95% half-width of a sample.
-pub fn mean_ci95(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    if xs.is_empty() {
-        return (0.0, 0.0);
-    }
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (var / n).sqrt())
 }
 
 /// Runs `episodes` evaluation episodes with exploration off, from a fresh copy of `world`.
@@ -588,29 +564,16 @@ fn evaluate_with(
         let mut rng = substream(config.seed, Stream::Eval, k);
         let mut policy_rng = substream(config.seed, Stream::Policy, k);
         let user = rng.random_range(0..world.initial_users()) as u32;
-        let mut dry = env.reset(user).exhausted();
-        let (mut ret, mut n) = (0.0, 0u32);
-        while !dry {
-            let slot = policy.act(env.observation(), false, &mut policy_rng)?;
-            let obs = on_step.is_some().then(|| env.observation().clone());
-            let o = env.step(slot, &mut rng);
-            if let (Some(f), Some(obs)) = (on_step.as_mut(), &obs) {
-                f(k, n, &env, obs, &o);
-            }
-            ret += o.reward;
-            watch_s += o.watch_s;
-            n += 1;
-            dry = env.observation().exhausted();
-            if o.terminal || o.truncated {
-                break;
-            }
-        }
+        env.reset(user);
+        let mut hook = on_step.as_mut().map(|f| move |t: u32, e: &Env, obs: &Observation, o: &StepOutcome| f(k, t, e, obs, o));
+        let hook = hook.as_mut().map(|h| h as &mut dyn FnMut(u32, &Env, &Observation, &StepOutcome));
+        let Played { steps: n, ret } = play_session(&mut env, policy, false, &mut rng, &mut policy_rng, &mut watch_s, hook)?;
         total_steps += n as usize;
         returns.push(ret);
         users.push(user);
         steps.push(n);
     }
-    let (mean_return, ci95) = mean_ci95(&returns);
+    let (mean_return, ci95) = crate::stats::mean_ci(&returns, crate::stats::Critical::Normal);
     Ok(EvalResult {
         policy: policy.kind(),
         episodes,

@@ -20,13 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Checked;
+use crate::files::{sha256, write_file};
 use crate::{Error, Result};
 
 /// The folder name of a run's checkpoint.
@@ -61,15 +60,6 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of bytes, as hex.
-pub fn sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 /// The identity of a config: SHA-256 of its canonical TOML with every default filled in
 /// and the provenance left out, so that comments, key order and the binary's version do
 /// not change it, and any setting does.
@@ -77,14 +67,6 @@ pub fn fingerprint(config: &Checked) -> String {
     let mut c = config.inner().clone();
     c.provenance = None;
     sha256(c.to_toml().as_bytes())
-}
-
-/// Writes `bytes` to `path` and flushes them to disk; any failure (a full disk, say)
-/// names the file.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(Error::io("create", path))?;
-    f.write_all(bytes).map_err(Error::io("write", path))?;
-    f.sync_all().map_err(Error::io("flush to disk", path))
 }
 
 /// A checkpoint being written into `<run>/checkpoint.tmp/`.

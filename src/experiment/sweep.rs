@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::config::{Checked, Config, ConfigError};
-use crate::run::RunObserver;
-use crate::{Error, Result};
+use crate::experiment::run::RunObserver;
+use crate::{panic_message, Error, Result};
 
 /// A sweep file.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,7 +155,10 @@ pub fn plan(path: &Path, out: Option<&Path>) -> Result<Sweep> {
             let mut overrides = fixed.clone();
             overrides.extend(point.iter().map(|(k, v)| format!("{k}={v}")));
             overrides.push(format!("seed={seed}"));
-            match Config::from_toml_str(&base_text, &overrides) {
+            // The memory check too, for every run before any starts.
+            match Config::from_toml_str(&base_text, &overrides)
+                .and_then(|c| crate::experiment::preflight::fits_in_memory(&c).map(|()| c))
+            {
                 Ok(config) => runs.push(PlannedRun {
                     dir: out.join(&label).join(format!("seed{seed}")),
                     label: label.clone(),
@@ -231,7 +234,7 @@ pub struct SweepOutcome {
 /// `error.txt` in its folder and the sweep goes on. `on_done` is called after each run,
 /// and `on_episodes(n)` whenever `n` more training episodes are done (a complete run's
 /// all at once, a resumed run's earlier ones when it resumes), for progress displays.
-/// After [`crate::run::request_stop`], runs in flight checkpoint and stop, and no new
+/// After [`crate::stop::request_stop`], runs in flight checkpoint and stop, and no new
 /// run starts.
 pub fn execute(
     runs: &[PlannedRun],
@@ -258,7 +261,7 @@ impl RunObserver for Counting<'_> {
             (self.on_episodes)(done as u64);
         }
     }
-    fn episode(&mut self, _record: &crate::train::EpisodeRecord) {
+    fn episode(&mut self, _record: &crate::drive::train::EpisodeRecord) {
         (self.on_episodes)(1);
     }
 }
@@ -278,7 +281,7 @@ pub fn execute_with(
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 let Some(r) = runs.get(k) else { break };
-                if crate::run::stop_requested() {
+                if crate::stop::stop_requested() {
                     outcome.lock().unwrap_or_else(|e| e.into_inner()).not_started += 1;
                     continue;
                 }
@@ -315,22 +318,11 @@ fn isolated(runner: &(dyn Fn(&PlannedRun) -> Result<RunStatus> + Sync), r: &Plan
         .unwrap_or_else(|payload| Err(Error::Other(format!("the run crashed: {}", panic_message(payload.as_ref())))))
 }
 
-/// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
-}
-
 /// Fails unless the run already in `r`'s folder (`what`: "a finished" or "an
 /// interrupted") was of `r`'s config.
 fn of_this_config(r: &PlannedRun, what: &str) -> Result<()> {
-    let theirs = crate::run::config_of_run(&r.dir)?;
-    if crate::checkpoint::fingerprint(&theirs) == crate::checkpoint::fingerprint(&r.config) {
+    let theirs = crate::experiment::run::config_of_run(&r.dir)?;
+    if crate::experiment::checkpoint::fingerprint(&theirs) == crate::experiment::checkpoint::fingerprint(&r.config) {
         return Ok(());
     }
     Err(Error::Other(format!(
@@ -349,20 +341,22 @@ fn run_one(r: &PlannedRun, on_episodes: &(dyn Fn(u64) + Sync)) -> Result<RunStat
         on_episodes(r.config.train.episodes as u64);
         return Ok(RunStatus::Skipped);
     }
-    crate::run::preflight(&r.config)?;
+    crate::experiment::preflight::check(&r.config)?;
     std::fs::create_dir_all(&r.dir).map_err(Error::io("create folder", &r.dir))?;
-    let resume = crate::checkpoint::exists(&r.dir);
+    let resume = crate::experiment::checkpoint::exists(&r.dir);
     if resume {
         of_this_config(r, "an interrupted")?;
     }
     // libtorch threads are process-wide; parallel runs each get one.
-    let control = crate::run::RunControl { resume, max_episodes: None };
-    match crate::run::run_with(&r.config, &r.dir, &r.label, control, &mut Counting { on_episodes }) {
-        Ok(crate::run::RunEnd::Finished(_)) => {
+    let control = crate::experiment::run::RunControl { resume, max_episodes: None };
+    match crate::experiment::run::run_with(&r.config, &r.dir, &r.label, control, &mut Counting { on_episodes }) {
+        Ok(crate::experiment::run::RunEnd::Finished(_)) => {
             let _ = std::fs::remove_file(r.dir.join("error.txt"));
             Ok(RunStatus::Done)
         }
-        Ok(crate::run::RunEnd::Interrupted { .. }) | Ok(crate::run::RunEnd::Stopped { .. }) => Ok(RunStatus::Interrupted),
+        Ok(crate::experiment::run::RunEnd::Interrupted { .. }) | Ok(crate::experiment::run::RunEnd::Stopped { .. }) => {
+            Ok(RunStatus::Interrupted)
+        }
         Err(Error::Busy { .. }) => Ok(RunStatus::Busy),
         Err(e) => Err(e),
     }

@@ -10,15 +10,16 @@ use serde::Serialize;
 use crate::agent::baselines::GreedyPolicy;
 use crate::agent::dqn::DqnAgent;
 use crate::agent::replay::ReplayBuffer;
-use crate::agent::{Policy, Transition};
-use crate::candidates::{item_neighbours, CandidateGenerator, NeighbourIndex};
+use crate::agent::Policy;
 use crate::config::CandidateSource;
 use crate::config::Checked;
+use crate::drive::session::{transition, StepEnd};
+use crate::drive::train::{train, Flow, TrainProgress};
 use crate::env::Env;
-use crate::matrix::InteractionMatrix;
-use crate::plot::{loglog_plot, Series};
+use crate::output::plot::{loglog_plot, Series};
+use crate::platform::candidates::{item_neighbours, CandidateGenerator, NeighbourIndex};
+use crate::platform::matrix::InteractionMatrix;
 use crate::rng::{stream, SimRng, Stream};
-use crate::train::{train, Flow, TrainProgress};
 use crate::world::World;
 use crate::Result;
 
@@ -266,18 +267,10 @@ pub fn filled_replay(config: &Checked, env: &mut Env, n: usize, rng: &mut SimRng
         }
         let s = env.observation().state.clone();
         let o = env.step(0, rng);
-        let t = Transition {
-            state: s,
-            action: 0,
-            reward: o.reward,
-            next_state: env.observation().state.clone(),
-            terminal: o.terminal,
-            episode_end: o.terminal || o.truncated,
-            discount: 1.0,
-        };
-        replay.push(&t, config.dqn.gamma);
-        dry = env.observation().exhausted();
-        if o.terminal || o.truncated || dry {
+        let next = env.observation();
+        let end = StepEnd::of(&o, next.exhausted());
+        replay.push(&transition(s, 0, o.reward, next.state.clone(), end), config.dqn.gamma);
+        if end.ends_episode() {
             dry = env.reset_random(rng).exhausted();
         }
     }
@@ -291,7 +284,7 @@ pub fn write_scaling(reports: &[BenchReport], dir: &Path) -> Result<Vec<PathBuf>
     use polars::prelude::Column;
     std::fs::create_dir_all(dir).map_err(crate::Error::io("create", dir))?;
     let col = |name: &str, f: fn(&BenchReport) -> f64| Column::new(name.into(), reports.iter().map(f).collect::<Vec<f64>>());
-    let mut df = crate::records::frame(
+    let mut df = crate::output::records::frame(
         polars::prelude::DataFrame::new_infer_height(vec![
             Column::new("config".into(), reports.iter().map(|r| r.config.clone()).collect::<Vec<_>>()),
             Column::new("users".into(), reports.iter().map(|r| r.users as u64).collect::<Vec<_>>()),
@@ -309,7 +302,7 @@ pub fn write_scaling(reports: &[BenchReport], dir: &Path) -> Result<Vec<PathBuf>
         dir,
     )?;
     let csv = dir.join("scaling.csv");
-    crate::records::write_csv(&mut df, &csv)?;
+    crate::output::records::write_csv(&mut df, &csv)?;
     let series = |name: &str, scale: f64, f: fn(&BenchReport) -> f64| Series {
         name: name.to_string(),
         points: reports.iter().map(|r| (r.history_rows as f64, f(r) * scale)).collect(),
@@ -394,7 +387,7 @@ mod tests {
             4,
             [(0, 0, 1.0), (1, 0, 2.0), (1, 1, 1.0), (2, 1, -2.0), (3, 2, 1.0), (4, 2, 1.0), (4, 3, 1.0), (0, 3, 2.0)],
         );
-        let n = crate::candidates::item_neighbours(&m, 2, 2);
+        let n = crate::platform::candidates::item_neighbours(&m, 2, 2);
         for i in 0..6u32 {
             let mut all: Vec<(f64, u32)> =
                 (0..6u32).filter(|&j| j != i).map(|j| (m.cosine(i, j), j)).filter(|x| x.0 != 0.0).collect();
@@ -463,10 +456,10 @@ pub fn time_to_quality(
     let n = c.train.eval_episodes;
     let base = |kind| -> Result<f64> {
         let mut p = crate::agent::make_policy(kind, &c)?;
-        Ok(crate::train::evaluate(&c, &world, p.as_mut(), n)?.mean_return)
+        Ok(crate::drive::train::evaluate(&c, &world, p.as_mut(), n)?.mean_return)
     };
     let (random, oracle) = (base(PolicyKind::Random)?, base(PolicyKind::Oracle)?);
-    let fraction = |r: f64| crate::run::oracle_fraction(r, Some(random), Some(oracle)).unwrap_or(f64::NAN);
+    let fraction = |r: f64| crate::experiment::run::oracle_fraction(r, Some(random), Some(oracle)).unwrap_or(f64::NAN);
     let goal = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
 
     let mut policy = crate::agent::make_policy(c.policy, &c)?;
@@ -479,7 +472,7 @@ pub fn time_to_quality(
         if !done.is_multiple_of(every) && done < c.train.episodes {
             return Ok(Flow::Continue);
         }
-        let e = crate::train::evaluate(&c, &world, pol, n)?;
+        let e = crate::drive::train::evaluate(&c, &world, pol, n)?;
         let point = QualityPoint {
             episodes: done,
             env_steps: p.total_steps,

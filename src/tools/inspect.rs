@@ -6,10 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::candidates::CandidateGenerator;
 use crate::config::Checked;
 use crate::env::Env;
-use crate::records::{self, frame};
+use crate::output::records::{self, frame};
+use crate::platform::candidates::CandidateGenerator;
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -213,12 +213,10 @@ pub fn anatomy(
         let mut rng = substream(config.seed, Stream::Eval, episode);
         let mut policy_rng = substream(config.seed, Stream::Policy, episode);
         let mut steps = Vec::new();
-        let mut dry = env.reset(user as u32).exhausted();
-        while !dry {
-            let slot = policy.act(env.observation(), false, &mut policy_rng)?;
-            let o = env.step(slot, &mut rng);
+        env.reset(user as u32);
+        let mut record = |t: u32, env: &Env, _: &crate::env::Observation, o: &crate::env::StepOutcome| {
             steps.push(AnatomyStep {
-                t: steps.len() as u32,
+                t,
                 video: o.video,
                 category: cats[o.category as usize].clone(),
                 response: o.response.name().into(),
@@ -228,12 +226,17 @@ pub fn anatomy(
                 satiation: o.satiation,
                 quality: env.world.videos[o.video as usize].quality,
                 left: o.terminal,
-            });
-            dry = env.observation().exhausted();
-            if o.terminal || o.truncated {
-                break;
-            }
-        }
+            })
+        };
+        crate::drive::session::play_session(
+            &mut env,
+            &mut *policy,
+            false,
+            &mut rng,
+            &mut policy_rng,
+            &mut 0.0,
+            Some(&mut record),
+        )?;
         out.push((kind, steps));
     }
     Ok(out)

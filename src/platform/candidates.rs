@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use crate::config::CandidateConfig;
-use crate::matrix::{InteractionMatrix, SparseRow};
+use crate::platform::matrix::{InteractionMatrix, SparseRow};
 use crate::world::{User, Video};
 
 /// One candidate video, as the agent sees it.

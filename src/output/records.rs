@@ -6,7 +6,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::config::Checked;
-use crate::train::{EpisodeRecord, StepRecord};
+use crate::drive::train::{EpisodeRecord, StepRecord};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -46,8 +46,9 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
     )?;
     if rows.iter().any(|r| r.detail.is_some()) {
         // Users with memory: what the user model knew before each step.
-        let d =
-            |f: fn(&crate::train::StepDetail) -> f64| rows.iter().map(|r| r.detail.as_ref().map(|d| f(d))).collect::<Vec<_>>();
+        let d = |f: fn(&crate::drive::train::StepDetail) -> f64| {
+            rows.iter().map(|r| r.detail.as_ref().map(|d| f(d))).collect::<Vec<_>>()
+        };
         let offered: Vec<Series> =
             rows.iter().map(|r| Series::new("".into(), r.detail.as_ref().map_or(&[][..], |d| &d.offered[..]))).collect();
         frame.with_column(Column::new("watch_s".into(), d(|d| d.watch_s)))?;
@@ -70,8 +71,8 @@ pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFr
 }
 
 /// sessions.parquet of a population run: one row per session and policy.
-pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&str, &crate::population::SessionRow)> =
+pub fn sessions_frame(pops: &[crate::drive::calendar::Population]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, &crate::drive::calendar::SessionRow)> =
         pops.iter().flat_map(|p| p.sessions.iter().map(move |s| (p.policy.name(), s))).collect();
     df!(
         "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -79,8 +80,8 @@ pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<Da
         "session" => rows.iter().map(|r| r.1.session).collect::<Vec<_>>(),
         "start_s" => rows.iter().map(|r| r.1.start_s).collect::<Vec<_>>(),
         "end_s" => rows.iter().map(|r| r.1.end_s).collect::<Vec<_>>(),
-        "day" => rows.iter().map(|r| crate::population::day_of(r.1.start_s) as u32).collect::<Vec<_>>(),
-        "hour" => rows.iter().map(|r| crate::population::hour_of(r.1.start_s)).collect::<Vec<_>>(),
+        "day" => rows.iter().map(|r| crate::drive::calendar::day_of(r.1.start_s) as u32).collect::<Vec<_>>(),
+        "hour" => rows.iter().map(|r| crate::drive::calendar::hour_of(r.1.start_s)).collect::<Vec<_>>(),
         "steps" => rows.iter().map(|r| r.1.steps).collect::<Vec<_>>(),
         "watch_s" => rows.iter().map(|r| r.1.watch_s).collect::<Vec<_>>(),
         "reward" => rows.iter().map(|r| r.1.reward).collect::<Vec<_>>(),
@@ -94,7 +95,10 @@ pub fn sessions_frame(pops: &[crate::population::Population]) -> PolarsResult<Da
 /// days.parquet and days.csv of a population run: per policy and day, the daily figures
 /// (`daily`, one per population), the share of all users active and the day-0 cohort's
 /// retention.
-pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
+pub fn days_frame(
+    pops: &[crate::drive::calendar::Population],
+    daily: &[crate::drive::calendar::Daily],
+) -> PolarsResult<DataFrame> {
     let mut rows = Vec::new();
     for (p, d) in pops.iter().zip(daily) {
         let share = d.share_active();
@@ -124,7 +128,7 @@ pub fn days_frame(pops: &[crate::population::Population], daily: &[crate::popula
 }
 
 /// calendar_training.csv: per population run of learning across sessions, its figures.
-pub fn calendar_training_frame(runs: &[crate::population::CalendarRun]) -> PolarsResult<DataFrame> {
+pub fn calendar_training_frame(runs: &[crate::drive::calendar::CalendarRun]) -> PolarsResult<DataFrame> {
     df!(
         "run" => runs.iter().map(|r| r.run).collect::<Vec<_>>(),
         "sessions_per_user_day" => runs.iter().map(|r| r.sessions_per_user_day).collect::<Vec<_>>(),
@@ -140,8 +144,11 @@ pub fn calendar_training_frame(runs: &[crate::population::CalendarRun]) -> Polar
 
 /// cohorts.csv of a population run: per policy and cohort (the day-0 cohort, then each
 /// day's sign-ups), its size and its retention 1, 7 and 28 days on.
-pub fn cohorts_frame(pops: &[crate::population::Population], daily: &[crate::population::Daily]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&str, &crate::population::CohortRow)> =
+pub fn cohorts_frame(
+    pops: &[crate::drive::calendar::Population],
+    daily: &[crate::drive::calendar::Daily],
+) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, &crate::drive::calendar::CohortRow)> =
         pops.iter().zip(daily).flat_map(|(p, d)| d.cohorts.iter().map(move |c| (p.policy.name(), c))).collect();
     df!(
         "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -155,7 +162,7 @@ pub fn cohorts_frame(pops: &[crate::population::Population], daily: &[crate::pop
 
 /// creators.parquet of a population run: per policy, day and creator, the uploads, views,
 /// seconds watched and earnings (views x `pay_per_view`).
-pub fn creators_frame(pops: &[crate::population::Population], pay_per_view: f64) -> PolarsResult<DataFrame> {
+pub fn creators_frame(pops: &[crate::drive::calendar::Population], pay_per_view: f64) -> PolarsResult<DataFrame> {
     let mut rows: Vec<(&str, u32, u32, u32, u32, f64)> = Vec::new();
     for p in pops {
         let c = &p.creators;
@@ -179,9 +186,9 @@ pub fn creators_frame(pops: &[crate::population::Population], pay_per_view: f64)
 
 /// user_weeks.parquet of a population run: per policy, user and whole week, the activity
 /// aggregates and the week-ahead churn label.
-pub fn user_weeks_frame(pops: &[crate::population::Population]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&str, crate::population::UserWeek)> =
-        pops.iter().flat_map(|p| crate::population::user_weeks(p).into_iter().map(move |w| (p.policy.name(), w))).collect();
+pub fn user_weeks_frame(pops: &[crate::drive::calendar::Population]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, crate::drive::calendar::UserWeek)> =
+        pops.iter().flat_map(|p| crate::drive::calendar::user_weeks(p).into_iter().map(move |w| (p.policy.name(), w))).collect();
     df!(
         "policy" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
         "user" => rows.iter().map(|r| r.1.user).collect::<Vec<_>>(),

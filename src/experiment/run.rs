@@ -6,17 +6,16 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
 use crate::agent::make_policy;
 use crate::agent::Policy;
 use crate::config::{Checked, PolicyKind, Provenance};
+use crate::drive::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, StepRecord, TrainProgress};
 use crate::env::Env;
-use crate::plot::{series_plot, Reference};
-use crate::records::{self, frame};
-use crate::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, StepRecord, TrainProgress};
+use crate::output::plot::{series_plot, Reference};
+use crate::output::records::{self, frame};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -64,15 +63,15 @@ pub struct Summary {
     /// same random numbers): its mean and the half-width of its 95% interval (None
     /// without the greedy baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advantage_over_greedy: Option<crate::multiseed::Interval>,
+    pub advantage_over_greedy: Option<crate::stats::Interval>,
     /// The trained policy's return minus the myopic oracle's, paired (None without the
     /// myopic_oracle baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advantage_over_myopic_oracle: Option<crate::multiseed::Interval>,
+    pub advantage_over_myopic_oracle: Option<crate::stats::Interval>,
     /// The myopia gap: the planner's return minus the myopic oracle's, paired over the
     /// episodes both ran (None without both baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub myopia_gap: Option<crate::multiseed::Interval>,
+    pub myopia_gap: Option<crate::stats::Interval>,
     /// Each baseline's mean evaluation return (exploration off, common random numbers).
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
@@ -87,7 +86,7 @@ pub struct Summary {
     /// The population runs on the calendar, the trained policy first (none without
     /// `[calendar]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub population: Vec<crate::population::PopulationSummary>,
+    pub population: Vec<crate::drive::calendar::PopulationSummary>,
     pub crate_version: String,
     pub git_revision: String,
     pub results_dir: String,
@@ -144,15 +143,6 @@ pub fn provenance() -> Provenance {
     Provenance { crate_version: env!("CARGO_PKG_VERSION").to_string(), git_revision: revision }
 }
 
-/// Checks what validation cannot: that the machine can run this config (a CUDA device
-/// when one is asked for). Called before anything is written.
-pub fn preflight(config: &Checked) -> Result<()> {
-    if config.policy == crate::config::PolicyKind::Dqn {
-        crate::agent::dqn::resolve_device(config.dqn.device)?;
-    }
-    Ok(())
-}
-
 /// Creates the run's folder: `out` if given (it may exist but must hold no run, finished
 /// or interrupted), else the next free `<results_dir>/<name>/seed<seed>-<NNN>`.
 pub fn prepare_run_dir(config: &Checked, out: Option<&Path>) -> Result<PathBuf> {
@@ -163,7 +153,7 @@ pub fn prepare_run_dir(config: &Checked, out: Option<&Path>) -> Result<PathBuf> 
                 dir.display()
             )));
         }
-        if crate::checkpoint::exists(dir) {
+        if crate::experiment::checkpoint::exists(dir) {
             return Err(Error::Other(format!(
                 "{} holds an interrupted run (it has a checkpoint); continue it with `fypsim run --resume {}`, \
                  or choose another --out folder (delete the folder to start afresh)",
@@ -223,7 +213,7 @@ pub enum RunEnd {
     Stopped {
         episodes_done: u32,
     },
-    /// Stopped by a signal ([`request_stop`]). `checkpointed`: a checkpoint holds every
+    /// Stopped by a signal ([`crate::stop::request_stop`]). `checkpointed`: a checkpoint holds every
     /// episode done, and `fypsim run --resume` continues from it.
     Interrupted {
         episodes_done: u32,
@@ -231,18 +221,7 @@ pub enum RunEnd {
     },
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Asks every run of this process to stop at its next episode boundary, after a
-/// checkpoint (the CLI calls this on SIGINT and SIGTERM).
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Whether [`request_stop`] was called.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
+use crate::stop::stop_requested;
 
 /// The records of a run that earlier checkpoints have saved as segments: how many of
 /// each kind, and the segments' files.
@@ -251,7 +230,7 @@ struct SavedRecords {
     episodes: usize,
     steps: usize,
     curve: usize,
-    files: BTreeMap<String, crate::checkpoint::FileEntry>,
+    files: BTreeMap<String, crate::experiment::checkpoint::FileEntry>,
 }
 
 /// One record segment: the records written between two checkpoints.
@@ -270,7 +249,7 @@ struct SegmentIn {
 }
 
 /// Saves the agent and the training progress into `dir/checkpoint` (see
-/// [`crate::checkpoint`]): written aside, checksummed, then swapped into place. The
+/// [`crate::experiment::checkpoint`]): written aside, checksummed, then swapped into place. The
 /// records since the previous checkpoint go into one new segment; `progress.json` holds
 /// the rest of the state without the records, so a save costs what a resume needs.
 fn save_checkpoint(
@@ -281,7 +260,7 @@ fn save_checkpoint(
     env: &Env,
     policy: &dyn Policy,
 ) -> Result<()> {
-    let mut w = crate::checkpoint::Writer::begin(dir)?;
+    let mut w = crate::experiment::checkpoint::Writer::begin(dir)?;
     w.keep_records(&saved.files);
     let (ne, ns, nc) = (progress.episodes.len(), progress.steps.len(), progress.curve.len());
     if (ne, ns, nc) != (saved.episodes, saved.steps, saved.curve) {
@@ -310,7 +289,7 @@ fn save_checkpoint(
 
 /// The training progress of a checkpoint, its record segments appended in order
 /// (a checkpoint of format 2 or older holds every record in `progress.json`).
-fn load_progress(ck: &crate::checkpoint::Checkpoint) -> Result<(TrainProgress, SavedRecords)> {
+fn load_progress(ck: &crate::experiment::checkpoint::Checkpoint) -> Result<(TrainProgress, SavedRecords)> {
     let path = ck.dir.join("progress.json");
     let bytes = ck.read("progress.json")?;
     let mut progress: TrainProgress = serde_json::from_slice(&bytes)
@@ -322,7 +301,7 @@ fn load_progress(ck: &crate::checkpoint::Checkpoint) -> Result<(TrainProgress, S
         let seg: SegmentIn = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Checkpoint(format!(
                 "{} is not a record segment: {e}",
-                ck.run.join(crate::checkpoint::RECORDS).join(name).display()
+                ck.run.join(crate::experiment::checkpoint::RECORDS).join(name).display()
             ))
         })?;
         episodes.extend(seg.episodes);
@@ -405,22 +384,22 @@ pub fn oracle_fraction_of(evaluation: &[EvalResult]) -> Option<f64> {
 
 /// The trained policy's (first entry's) return minus `baseline`'s, paired episode by
 /// episode, with its 95% interval.
-pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Option<crate::multiseed::Interval> {
+pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Option<crate::stats::Interval> {
     let (trained, baselines) = evaluation.split_first()?;
     let b = baselines.iter().find(|e| e.policy == baseline)?;
     let diffs: Vec<f64> = trained.returns.iter().zip(&b.returns).map(|(t, b)| t - b).collect();
-    let (mean, ci95) = crate::train::mean_ci95(&diffs);
-    Some(crate::multiseed::Interval { mean, ci95 })
+    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
+    Some(crate::stats::Interval { mean, ci95 })
 }
 
 /// `a`'s return minus `b`'s, paired over the episodes both ran (None unless both are in
 /// `results`).
-pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Option<crate::multiseed::Interval> {
+pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Option<crate::stats::Interval> {
     let a = results.iter().find(|e| e.policy == a)?;
     let b = results.iter().find(|e| e.policy == b)?;
     let diffs: Vec<f64> = a.returns.iter().zip(&b.returns).map(|(x, y)| x - y).collect();
-    let (mean, ci95) = crate::train::mean_ci95(&diffs);
-    Some(crate::multiseed::Interval { mean, ci95 })
+    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
+    Some(crate::stats::Interval { mean, ci95 })
 }
 
 /// Evaluation episodes for `kind` (the planner may run fewer: `planner.eval_episodes`).
@@ -457,7 +436,7 @@ pub fn run_with(
         return Err(Error::Other(format!("{} is a finished run (summary.json exists); nothing to do", dir.display())));
     }
     // A resume trusts nothing it has not verified: the checkpoint's files and its config.
-    let checkpoint = if control.resume { Some(crate::checkpoint::open(dir, config)?) } else { None };
+    let checkpoint = if control.resume { Some(crate::experiment::checkpoint::open(dir, config)?) } else { None };
     if !control.resume {
         write_resolved_config(config, dir, &prov)?;
     }
@@ -535,9 +514,10 @@ pub fn run_with(
         let k = progress.calendar_runs.len();
         let label = format!("{}, learning across sessions (run {} of {runs})", config.policy, k + 1);
         observer.calendar_started(&label, config.calendar.days);
-        let mode = crate::population::Mode::Learn { run: k as u64 };
-        let pop =
-            crate::population::simulate(config, &world, policy.as_mut(), config.policy, mode, &mut |d| observer.calendar_day(d));
+        let mode = crate::drive::calendar::Mode::Learn { run: k as u64 };
+        let pop = crate::drive::calendar::simulate(config, &world, policy.as_mut(), config.policy, mode, &mut |d| {
+            observer.calendar_day(d)
+        });
         observer.calendar_finished();
         let pop = match pop {
             // A resume repeats the unfinished run from the last checkpoint.
@@ -546,8 +526,8 @@ pub fn run_with(
             }
             other => other?,
         };
-        let summary = crate::population::summarize(&pop, &crate::population::daily(&pop, config.calendar.pay_per_view));
-        let row = crate::population::CalendarRun::of(k as u32 + 1, &pop, &summary, policy.epsilon());
+        let summary = crate::drive::calendar::summarize(&pop, &crate::drive::calendar::daily(&pop, config.calendar.pay_per_view));
+        let row = crate::drive::calendar::CalendarRun::of(k as u32 + 1, &pop, &summary, policy.epsilon());
         observer.stage(&format!(
             "learning run {} of {runs}: {:.3} sessions per user-day, {:.1} watch min per user, day-7 retention {}, mean loss {}",
             k + 1,
@@ -730,7 +710,7 @@ fn live_calendar(
     world: &std::sync::Arc<World>,
     trained: &mut dyn Policy,
     observer: &mut dyn RunObserver,
-) -> Result<Vec<crate::population::Population>> {
+) -> Result<Vec<crate::drive::calendar::Population>> {
     let days = config.calendar.days;
     let mut pops = Vec::new();
     for kind in std::iter::once(config.policy).chain(config.calendar.baselines.iter().copied()) {
@@ -740,8 +720,8 @@ fn live_calendar(
             None => &mut *trained,
         };
         observer.calendar_started(kind.name(), days);
-        let mode = crate::population::Mode::Evaluate;
-        let pop = crate::population::simulate(config, world, policy, kind, mode, &mut |d| observer.calendar_day(d));
+        let mode = crate::drive::calendar::Mode::Evaluate;
+        let pop = crate::drive::calendar::simulate(config, world, policy, kind, mode, &mut |d| observer.calendar_day(d));
         observer.calendar_finished();
         pops.push(pop?);
     }
@@ -753,9 +733,9 @@ fn live_calendar(
 fn write_population(
     config: &Checked,
     dir: &Path,
-    pops: &[crate::population::Population],
-) -> Result<Vec<crate::population::PopulationSummary>> {
-    use crate::population::{daily, summarize, Daily, DayRow};
+    pops: &[crate::drive::calendar::Population],
+) -> Result<Vec<crate::drive::calendar::PopulationSummary>> {
+    use crate::drive::calendar::{daily, summarize, Daily, DayRow};
     let pay = config.calendar.pay_per_view;
     let daily: Vec<Daily> = pops.iter().map(|p| daily(p, pay)).collect();
     let path = dir.join("sessions.parquet");
@@ -772,17 +752,17 @@ fn write_population(
     records::write_parquet(&mut frame(records::creators_frame(pops, pay), &path)?, &path)?;
 
     // One line per policy of `f` day by day.
-    let series = |f: &dyn Fn(&crate::population::Population, &Daily) -> Vec<f64>| -> Vec<crate::plot::Series> {
+    let series = |f: &dyn Fn(&crate::drive::calendar::Population, &Daily) -> Vec<f64>| -> Vec<crate::output::plot::Series> {
         pops.iter()
             .zip(&daily)
-            .map(|(p, d)| crate::plot::Series {
+            .map(|(p, d)| crate::output::plot::Series {
                 name: p.policy.name().to_string(),
                 points: f(p, d).into_iter().enumerate().map(|(day, y)| (day as f64, y)).collect(),
             })
             .collect()
     };
     let per_day = |d: &Daily, f: fn(&DayRow) -> f64| d.rows.iter().map(f).collect::<Vec<f64>>();
-    crate::plot::panels_plot(
+    crate::output::plot::panels_plot(
         &dir.join("days.png"),
         &format!("{}: the population day by day (seed {})", config.name, config.seed),
         "day",
@@ -794,7 +774,7 @@ fn write_population(
             ),
         ],
     )?;
-    crate::plot::panels_plot(
+    crate::output::plot::panels_plot(
         &dir.join("retention.png"),
         &format!("{}: share of users active each day (seed {})", config.name, config.seed),
         "day",
@@ -814,7 +794,7 @@ fn write_summary(
     prov: &Provenance,
     progress: &TrainProgress,
     evaluation: Vec<EvalResult>,
-    population: Vec<crate::population::PopulationSummary>,
+    population: Vec<crate::drive::calendar::PopulationSummary>,
 ) -> Result<Summary> {
     let summary = Summary {
         name: config.name.clone(),
@@ -861,11 +841,11 @@ type SavedPolicy = (Checked, std::sync::Arc<World>, Box<dyn Policy>, usize);
 /// The [`SavedPolicy`] of the run in `dir` (`episodes`, or the run's `train.eval_episodes`).
 fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<SavedPolicy> {
     let config = config_of_run(dir)?;
-    preflight(&config)?;
+    crate::experiment::preflight::check(&config)?;
     if episodes == Some(0) {
         return Err(Error::Other("--episodes must be at least 1".into()));
     }
-    let ck = crate::checkpoint::open(dir, &config)?;
+    let ck = crate::experiment::checkpoint::open(dir, &config)?;
     let world = std::sync::Arc::new(World::generate(&config));
     let n = episodes.unwrap_or(config.train.eval_episodes);
     let mut policy = make_policy(config.policy, &config)?;
@@ -875,21 +855,21 @@ fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<SavedPolicy> {
 
 /// The saved agent's evaluation with every choice scored against the oracle's; writes
 /// `choices_<episodes>.csv` into the run folder and returns its path with the records.
-pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBuf, Vec<crate::train::ChoiceRecord>)> {
+pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBuf, Vec<crate::drive::train::ChoiceRecord>)> {
     use polars::prelude::Column;
     let (config, world, mut policy, n) = saved_policy(dir, episodes)?;
-    let (_, records) = crate::train::evaluate_choices(&config, &world, policy.as_mut(), n)?;
+    let (_, records) = crate::drive::train::evaluate_choices(&config, &world, policy.as_mut(), n)?;
     let path = dir.join(format!("choices_{n}.csv"));
-    let col_u32 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> u32| {
+    let col_u32 = |name: &str, f: fn(&crate::drive::train::ChoiceRecord) -> u32| {
         Column::new(name.into(), records.iter().map(f).collect::<Vec<u32>>())
     };
-    let col_f64 = |name: &str, f: fn(&crate::train::ChoiceRecord) -> f64| {
+    let col_f64 = |name: &str, f: fn(&crate::drive::train::ChoiceRecord) -> f64| {
         Column::new(name.into(), records.iter().map(f).collect::<Vec<f64>>())
     };
-    let col_bool = |name: &str, f: fn(&crate::train::ChoiceRecord) -> bool| {
+    let col_bool = |name: &str, f: fn(&crate::drive::train::ChoiceRecord) -> bool| {
         Column::new(name.into(), records.iter().map(f).collect::<Vec<bool>>())
     };
-    let mut df = crate::records::frame(
+    let mut df = crate::output::records::frame(
         polars::prelude::DataFrame::new_infer_height(vec![
             col_u32("episode", |r| r.episode),
             col_u32("t", |r| r.t),
@@ -903,7 +883,7 @@ pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBu
         ]),
         &path,
     )?;
-    crate::records::write_csv(&mut df, &path)?;
+    crate::output::records::write_csv(&mut df, &path)?;
     Ok((path, records))
 }
 

@@ -1,0 +1,108 @@
+//! `fypsim serve` and `fypsim traffic`: policies behind HTTP, and simulated users driving them.
+
+use anyhow::{Context, Result};
+use fypsim::config::Config;
+use std::path::Path;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cmd_serve(
+    arms: &[String],
+    split: Option<&str>,
+    (host, port): (&String, u16),
+    log: Option<&Path>,
+    config: Option<&Path>,
+    overrides: &[String],
+    salt: &str,
+    threads: usize,
+) -> Result<()> {
+    use fypsim::serve::{parse_split, ArmSpec, ServeOptions, Source};
+    let specs: Vec<ArmSpec> = arms.iter().map(|a| ArmSpec::parse(a)).collect::<fypsim::Result<_>>()?;
+    let shares = split.map(|s| parse_split(s, specs.len())).transpose()?;
+    let any_run = specs.iter().any(|a| matches!(a.source, Source::Run(_)));
+    let config = match config {
+        Some(path) => Some(Config::load(path, overrides)?),
+        None if !any_run => Some(Config::load(Path::new("configs/default.toml"), overrides)?),
+        None if !overrides.is_empty() => anyhow::bail!("--set needs --config when the world is a run folder's"),
+        None => None,
+    };
+    if salt.is_empty() || salt.len() > 200 {
+        anyhow::bail!("--salt: 1 to 200 characters");
+    }
+    // Resolves names and takes address literals alike.
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
+        .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine can listen on ({e})"))?;
+    let opts = ServeOptions { arms: specs, shares, salt: salt.to_string(), config, log: log.map(Path::to_path_buf) };
+    if log.is_none() {
+        eprintln!("note: no --log DIR: decisions are not logged, so no A/B report can be made");
+    }
+    eprintln!("loading the world and the arms...");
+    let stopped = fypsim::serve::http::serve(opts, addr, threads, |bound, h| {
+        let arms: Vec<String> = h.arms.iter().map(|a| format!("{}={} ({:.0}%)", a.name, a.version, 100.0 * a.share)).collect();
+        println!(
+            "world {} ({} users, {} videos); arms {}; salt \"{}\"",
+            &h.world[..12],
+            h.users,
+            h.videos,
+            arms.join(", "),
+            h.salt
+        );
+        if let Some(l) = &h.log {
+            println!("decision log: {l} ({} decisions awaiting feedback from before)", h.pending_feedback);
+        }
+        println!(
+            "listening on http://{bound}  (POST /recommend, POST /feedback, GET /health, GET /metrics; Ctrl-C or SIGTERM stops)"
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })?;
+    println!("stopped after {} requests, none in flight", stopped.requests);
+    if let Some(l) = stopped.log {
+        println!("decision log flushed: {}  (report: fypsim report --ab-log {})", l.display(), l.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn cmd_traffic(
+    opts: fypsim::serve::traffic::TrafficOptions,
+    config: &Path,
+    overrides: &[String],
+    json: Option<&Path>,
+) -> Result<()> {
+    let config = Config::load(config, overrides)?;
+    let r = fypsim::serve::traffic::drive(&opts, &config)?;
+    let how = match r.rate {
+        Some(rate) => format!("open loop at {rate} recommendations/s"),
+        None => format!("closed loop, concurrency {}", r.concurrency),
+    };
+    println!("{} users for {:.1} s, {how}", r.users, r.elapsed_s);
+    println!(
+        "{} recommendations ({:.0}/s), {} feedbacks; {:.0} requests/s in all; {} sessions ended",
+        r.recommendations, r.recommendations_per_s, r.feedbacks, r.requests_per_s, r.sessions
+    );
+    for (name, l) in [("recommend", &r.recommend_latency), ("feedback", &r.feedback_latency)] {
+        println!(
+            "{name:<9} latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (mean {:.3})",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+        );
+    }
+    if let Some(l) = &r.dispatch_lag {
+        println!("driver's lag behind its schedule ms: p50 {:.3}  p99 {:.3}  max {:.3}", l.p50_ms, l.p99_ms, l.max_ms);
+    }
+    println!("mean reward per recommendation (as the users' model paid it): {:.3}", r.mean_reward);
+    if r.dropped > 0 {
+        println!("{} arrivals found every user busy and were not sent: raise --users", r.dropped);
+    }
+    if !r.errors.is_empty() {
+        let e: Vec<String> =
+            r.errors.iter().map(|(k, v)| format!("{v} x {}", if *k == 0 { "no answer".into() } else { k.to_string() })).collect();
+        println!("errors: {}; first: {}", e.join(", "), r.first_error.as_deref().unwrap_or(""));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&r)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures: {}", path.display());
+    }
+    Ok(())
+}

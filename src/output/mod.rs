@@ -1,0 +1,4 @@
+//! Outputs: typed [`records`] to tables (CSV, Parquet) and [`plot`]s (PNG).
+
+pub mod plot;
+pub mod records;
