@@ -405,7 +405,7 @@ impl DqnAgent {
         let optimizer = Adam::new(&online_vs, cfg.lr);
         let slots = config.candidates.count;
         let mut feature_mask = vec![1.0f32; layout.n_numeric()];
-        for (j, name) in crate::config::CANDIDATE_FEATURES.iter().enumerate().take(num::PER_SLOT) {
+        for (j, name) in crate::config::features::BASE.iter().enumerate() {
             if !cfg.candidate_features.iter().any(|f| f == name) {
                 for k in 0..slots {
                     feature_mask[layout.slot(k) + j] = 0.0;

@@ -5,6 +5,7 @@
 //! been range-checked once, and every error names the TOML key, the bad value and what is
 //! allowed.
 
+pub mod features;
 mod validate;
 
 use std::fmt;
@@ -702,24 +703,7 @@ impl LrDecayConfig {
     }
 }
 
-/// The names `dqn.candidate_features` accepts, in state order. The first four are always
-/// in the state (read as 0 when not named); the logged ones (`env::Logged`) only when named.
-pub const CANDIDATE_FEATURES: [&str; 14] = [
-    "final",
-    "raw",
-    "views",
-    "interest",
-    "watch_rate",
-    "completion",
-    "exit_rate",
-    "exposure",
-    "duration",
-    "log_views",
-    "affinity",
-    "followed",
-    "mean_completion",
-    "logged_views",
-];
+pub use features::CANDIDATE_FEATURES;
 
 impl Default for DqnConfig {
     fn default() -> Self {
@@ -745,7 +729,7 @@ impl Default for DqnConfig {
             threads: 1,
             epsilon: EpsilonConfig::default(),
             embeddings: EmbeddingConfig::default(),
-            candidate_features: CANDIDATE_FEATURES[..4].iter().map(|s| s.to_string()).collect(),
+            candidate_features: features::BASE.iter().map(|s| s.to_string()).collect(),
             interests: InterestSource::Profile,
             session_encoder: SessionEncoder::Features,
             session_window: 16,

@@ -42,7 +42,7 @@ pub mod num {
     /// the candidates), views / 100, interest match (0 or 1); then the logged features the
     /// [`super::Layout`] adds.
     pub const SLOTS: usize = 3;
-    pub const PER_SLOT: usize = 4;
+    pub const PER_SLOT: usize = crate::config::features::BASE.len();
     /// Offsets within a slot's features.
     pub const FINAL: usize = 0;
     pub const RAW: usize = 1;
@@ -69,79 +69,12 @@ impl State {
     }
 }
 
-/// A per-candidate number that a platform computes from its own logs, which a state
-/// carries only when `dqn.candidate_features` names it (so that a layout without them is
-/// the base layout, number for number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logged {
-    /// The share of the video's logged showings that were watched (its click-through rate,
-    /// smoothed toward 1/2 by two pseudo-showings).
-    WatchRate,
-    /// The video's mean watch fraction over its logged views (smoothed toward 1/2 by two
-    /// pseudo-views).
-    Completion,
-    /// The share of the video's logged showings after which the session ended (smoothed
-    /// toward 1/10 by two pseudo-showings).
-    ExitRate,
-    /// How often this session has shown the candidate's category lately: a count that
-    /// decays by [`EXPOSURE_DECAY`] per step.
-    Exposure,
-    /// The video's duration in minutes (public: every platform knows it).
-    Duration,
-    /// The video's views on a log scale, ln(1 + views) / 10 (about 1 at 22,000 views,
-    /// 1.4 at a million): unlike `views` (views / 100, the prototype's input) it stays of
-    /// order 1 at any world size and under power-law popularity.
-    LogViews,
-    /// The user's logged taste for the candidate's category: the summed matrix scores of
-    /// the user's interactions with that category (watched 1, liked 2, skipped -2 by
-    /// default) over twice the number of videos plus one, in about [-1, 1]. A platform logs it;
-    /// it follows the drift of the user's interests, which the profile does not.
-    Affinity,
-    /// 1 when the user follows the candidate's creator (a logged action), else 0.
-    Followed,
-    /// The video's mean watch fraction over its logged views, unsmoothed (1/2 before its
-    /// first logged view): with [`Logged::LoggedViews`], how sure it is.
-    MeanCompletion,
-    /// The number of the video's logged views on a log scale, ln(1 + views) / 3 (about 1
-    /// at 19 views): how much [`Logged::MeanCompletion`] rests on.
-    LoggedViews,
-}
-
 /// The divisor of ln(1 + views) in [`Logged::LogViews`].
 pub const LOG_VIEWS_SCALE: f64 = 10.0;
 
 /// Per step, a session's exposure counts are multiplied by this before the shown
 /// category's gains 1.
 pub const EXPOSURE_DECAY: f32 = 0.75;
-
-impl Logged {
-    pub fn name(self) -> &'static str {
-        match self {
-            Logged::WatchRate => "watch_rate",
-            Logged::Completion => "completion",
-            Logged::ExitRate => "exit_rate",
-            Logged::Exposure => "exposure",
-            Logged::Duration => "duration",
-            Logged::LogViews => "log_views",
-            Logged::Affinity => "affinity",
-            Logged::Followed => "followed",
-            Logged::MeanCompletion => "mean_completion",
-            Logged::LoggedViews => "logged_views",
-        }
-    }
-    pub const ALL: [Logged; 10] = [
-        Logged::WatchRate,
-        Logged::Completion,
-        Logged::ExitRate,
-        Logged::Exposure,
-        Logged::Duration,
-        Logged::LogViews,
-        Logged::Affinity,
-        Logged::Followed,
-        Logged::MeanCompletion,
-        Logged::LoggedViews,
-    ];
-}
 
 /// The observation layout, declared once: the state builder writes by it and the
 /// Q-network reads by it. User numbers ([`num`]), then per slot the four base numbers
@@ -218,6 +151,7 @@ impl Layout {
     }
 }
 
+pub use crate::config::features::Logged;
 pub use crate::model::state::{Session, VideoLog};
 
 /// Everything a policy may look at: the state and, for baselines, the raw candidates;
@@ -254,7 +188,7 @@ pub struct CalendarTruth {
 
 impl Observation {
     /// The user has seen every video the feed could offer: there is nothing left to show,
-    /// so the session ends here (see "When the feed runs dry" in the README). Policies
+    /// so the session ends here (see "When the feed runs dry" in docs/model.md). Policies
     /// are never asked to act on such an observation.
     pub fn exhausted(&self) -> bool {
         self.candidates.is_empty()
