@@ -74,7 +74,7 @@ pub enum ConfigError {
     Invalid { key: String, value: String, allowed: String },
     #[error(
         "this run would need about {estimate} of memory, more than this machine's {physical}: \
-         reduce the sizes named (how the estimate is made: \"Sizes are checked\" in the README)"
+         reduce the sizes named (how the estimate is made: \"Sizes are checked\" in docs/run-folder.md)"
     )]
     TooLarge { estimate: String, physical: String },
 }
