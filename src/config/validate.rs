@@ -87,7 +87,20 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "a non-empty folder name of letters, digits, '-', '_' and '.', not starting with '.'",
         ));
     }
+    world(c)?;
+    history(c)?;
+    dynamics(c)?;
+    calendar(c)?;
+    planner(c)?;
+    train(c)?;
+    dqn(c)?;
+    dqn_inputs(c)?;
+    output(c)?;
+    Ok(())
+}
 
+/// The checks of the world and the response model.
+fn world(c: &Config) -> Result<(), ConfigError> {
     let w = &c.world;
     at_least("world.categories", w.categories.len(), 2)?;
     distinct_names("world.categories", &w.categories)?;
@@ -132,7 +145,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         moderate(&format!("response.regional_taste[{i}].delta"), t.delta)?;
     }
+    Ok(())
+}
 
+/// The checks of the logged history, the matrix scores, the candidates and the episodes.
+fn history(c: &Config) -> Result<(), ConfigError> {
     let h = &c.history;
     in_range("history.interactions_mean", h.interactions_mean, 100_000.0, "interactions per user")?;
     in_range("history.interactions_std", h.interactions_std, 100_000.0, "interactions per user")?;
@@ -174,7 +191,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             &format!("a number > env.skip_time_min_s ({}) and <= 1000000 seconds", e.skip_time_min_s),
         ));
     }
+    Ok(())
+}
 
+/// The checks of the dynamics of users with memory.
+fn dynamics(c: &Config) -> Result<(), ConfigError> {
     let d = &c.dynamics;
     in_range("dynamics.satiation.strength", d.satiation.strength, 100.0, "shift lost per unit of exposure")?;
     positive("dynamics.satiation.half_life_s", d.satiation.half_life_s)?;
@@ -214,7 +235,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     moderate("dynamics.behaviour.reward_watch_s", b.reward_watch_s)?;
     moderate("dynamics.behaviour.reward_share", b.reward_share)?;
     moderate("dynamics.behaviour.reward_follow", b.reward_follow)?;
+    Ok(())
+}
 
+/// The checks of the calendar (days and weeks) and the worlds training runs in.
+fn calendar(c: &Config) -> Result<(), ConfigError> {
     if c.train.train_world == super::EvalWorld::Fresh && c.train.sessions > 1 {
         return Err(invalid(
             "train.train_world",
@@ -283,7 +308,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "baseline policies (the run's own policy always lives through the calendar)",
         ));
     }
+    Ok(())
+}
 
+/// The checks of the planner baselines.
+fn planner(c: &Config) -> Result<(), ConfigError> {
     let pl = &c.planner;
     at_least("planner.depth", pl.depth, 1)?;
     at_most("planner.depth", pl.depth, 10_000, "steps per rollout")?;
@@ -292,7 +321,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     in_unit("planner.gamma", pl.gamma)?;
     in_range("planner.churn_weight", pl.churn_weight, 1e6, "reward units per churn")?;
     at_most("planner.eval_episodes", pl.eval_episodes, 10_000_000, "evaluation episodes")?;
+    Ok(())
+}
 
+/// The checks of the training budget and the baselines.
+fn train(c: &Config) -> Result<(), ConfigError> {
     let t = &c.train;
     at_least("train.episodes", t.episodes, 1)?;
     at_most("train.episodes", t.episodes, 1_000_000_000, "training episodes")?;
@@ -335,7 +368,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             "baseline policies: \"random\", \"greedy\", \"most_viewed\", \"oracle\"",
         ));
     }
+    Ok(())
+}
 
+/// The checks of the DQN: its network, optimiser and replay.
+fn dqn(c: &Config) -> Result<(), ConfigError> {
     let d = &c.dqn;
     if d.hidden.is_empty() || d.hidden.iter().any(|&h| h == 0 || h > 65_536) {
         return Err(invalid("dqn.hidden", format!("{:?}", d.hidden), "a non-empty list of layer widths in 1..=65536"));
@@ -368,7 +405,12 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     in_range("dqn.grad_clip", d.grad_clip, MAX_MAGNITUDE, "a gradient norm; 0 turns clipping off")?;
     at_least("dqn.threads", d.threads, 1)?;
     at_most("dqn.threads", d.threads, 1024, "CPU threads")?;
+    Ok(())
+}
 
+/// The checks of the DQN's inputs, exploration and embeddings.
+fn dqn_inputs(c: &Config) -> Result<(), ConfigError> {
+    let d = &c.dqn;
     if !(1..=256).contains(&d.session_window) {
         return Err(invalid("dqn.session_window", d.session_window, "1 to 256 steps"));
     }
@@ -428,7 +470,11 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_most("dqn.embeddings.candidate_category", m.candidate_category, 1024, "embedding width")?;
     at_most("dqn.embeddings.region_category", m.region_category, 1024, "embedding width")?;
     at_most("dqn.embeddings.video", m.video, 1024, "embedding width")?;
+    Ok(())
+}
 
+/// The checks of the outputs.
+fn output(c: &Config) -> Result<(), ConfigError> {
     if c.output.results_dir.trim().is_empty() {
         return Err(invalid("output.results_dir", "\"\"", "a folder path"));
     }
