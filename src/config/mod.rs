@@ -1,5 +1,7 @@
-//! Experiment configuration: serde structs with the `instatok` defaults, dotted `--set`
-//! overrides, and validation of a raw [`Config`] into a [`Checked`] one.
+//! Experiment configuration: serde structs whose defaults are `configs/default.toml` (the
+//! `instatok` world with the tuned DQN; a test keeps the two equal, and the prototype's
+//! agent lives in `configs/prototype.toml`), dotted `--set` overrides, and validation of a
+//! raw [`Config`] into a [`Checked`] one.
 //!
 //! Only a [`Checked`] config reaches the simulator, so every number used downstream has
 //! been range-checked once, and every error names the TOML key, the bad value and what is
@@ -434,16 +436,16 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            episodes: 500,
+            episodes: 5000,
             seeds: Vec::new(),
-            eval_episodes: 100,
-            eval_every: 50,
-            checkpoint_every: 100,
+            eval_episodes: 1000,
+            eval_every: 1000,
+            checkpoint_every: 1000,
             baselines: vec![PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle],
-            moving_average: 20,
+            moving_average: 200,
             sessions: 1,
             threads: 0,
-            eval_world: EvalWorld::Evolving,
+            eval_world: EvalWorld::Fresh,
             train_world: EvalWorld::Evolving,
         }
     }
@@ -566,7 +568,7 @@ impl Default for EpsilonConfig {
             end: 0.01,
             decay: DecayShape::Exponential,
             per: DecayUnit::Episode,
-            rate: 0.99,
+            rate: 0.998,
             linear_units: 400,
         }
     }
@@ -708,19 +710,19 @@ pub use features::CANDIDATE_FEATURES;
 impl Default for DqnConfig {
     fn default() -> Self {
         DqnConfig {
-            head: QHead::Slots,
-            double: false,
+            head: QHead::Items,
+            double: true,
             dueling: false,
             n_step: 1,
             gradient_steps: 1,
             hidden: vec![64, 64],
-            lr: 1e-3,
+            lr: 5e-5,
             lr_decay: None,
             gamma: 0.95,
             batch_size: 50,
-            replay_capacity: 10_000,
+            replay_capacity: 50_000,
             learning_starts: 200,
-            train_every: 1,
+            train_every: 2,
             target_update_every: 200,
             tau: 1.0,
             loss: LossKind::Mse,
@@ -729,7 +731,7 @@ impl Default for DqnConfig {
             threads: 1,
             epsilon: EpsilonConfig::default(),
             embeddings: EmbeddingConfig::default(),
-            candidate_features: features::BASE.iter().map(|s| s.to_string()).collect(),
+            candidate_features: vec!["interest".to_string()],
             interests: InterestSource::Profile,
             session_encoder: SessionEncoder::Features,
             session_window: 16,
@@ -1152,7 +1154,7 @@ mod tests {
         assert_eq!(c.candidates.count, 10);
         assert_eq!(c.dqn.gamma, 0.95);
         assert_eq!(c.env.max_steps, 50);
-        assert_eq!(c.train.episodes, 500);
+        assert_eq!(c.train.episodes, 5000);
     }
 
     #[test]
