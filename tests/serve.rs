@@ -266,7 +266,7 @@ fn serve_refuses_bad_setups_with_what_is_allowed() {
 #[ignore]
 fn served_dqn_against_greedy_as_the_world_drifts() {
     use fypsim::config::PolicyKind;
-    use fypsim::serve::{traffic::simulate, ArmSpec, ServeOptions, Service, Source};
+    use fypsim::serve::{traffic::rehearse, ArmSpec, ServeOptions, Service, Source};
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let ok = bin().args(["run", "configs/default.toml", "--quiet", "--out"]).arg(&run).status().unwrap();
@@ -286,7 +286,7 @@ fn served_dqn_against_greedy_as_the_world_drifts() {
         let users: Vec<u32> = (0..200).collect();
         let mut row = Vec::new();
         for (sessions, seed) in [(1usize, 3u64), (5, 4)] {
-            let records = simulate(&mut service, &world, &users, sessions, seed).unwrap();
+            let records = rehearse(&mut service, &world, &users, sessions, seed).unwrap();
             let reward: f64 = records.iter().map(|r| if let Record::Outcome(o) = r { o.reward } else { 0.0 }).sum();
             row.push(reward / (users.len() * sessions) as f64);
         }

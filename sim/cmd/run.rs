@@ -6,7 +6,7 @@ use crate::progress::Progress;
 use anyhow::{Context, Result};
 use fypsim::config::Checked;
 use fypsim::experiment::run::{prepare_run_dir, run_with, RunControl, RunEnd, RunObserver};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(crate) fn cmd_run(
     config: &ConfigArgs,
@@ -15,28 +15,7 @@ pub(crate) fn cmd_run(
     max_episodes: Option<u32>,
     quiet: bool,
 ) -> Result<()> {
-    let (checked, dir) = match resume {
-        Some(dir) => {
-            anyhow::ensure!(
-                config.overrides.is_empty() && config.config == Path::new("configs/default.toml"),
-                "--resume continues a run with the config it started with; give no CONFIG or --set"
-            );
-            (
-                fypsim::experiment::run::config_of_run(dir).with_context(|| format!("cannot resume {}", dir.display()))?,
-                dir.to_path_buf(),
-            )
-        }
-        None => {
-            let checked = config.load()?;
-            // Before anything is written: a run that cannot start leaves no folder.
-            fypsim::experiment::preflight::check(&checked)?;
-            let dir = prepare_run_dir(&checked, out)?;
-            (checked, dir)
-        }
-    };
-    if resume.is_some() {
-        fypsim::experiment::preflight::check(&checked)?;
-    }
+    let (checked, dir) = run_dir(config, out, resume)?;
     if !checked.train.seeds.is_empty() {
         anyhow::ensure!(
             resume.is_none() && max_episodes.is_none(),
@@ -87,7 +66,43 @@ pub(crate) fn cmd_run(
             return Err(fypsim::Error::Interrupted.into());
         }
     };
-    let speed = fypsim::experiment::run::steps_per_second_of(&dir, &summary).unwrap_or(f64::NAN);
+    print_summary(&checked, &summary, &dir);
+    println!("results: {}", dir.display());
+    Ok(())
+}
+
+/// The run's config and folder: a resumed run's own, or a new folder for CONFIG; either is
+/// preflighted before anything is written (a run that cannot start leaves no folder).
+fn run_dir(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>) -> Result<(Checked, PathBuf)> {
+    let (checked, dir) = match resume {
+        Some(dir) => {
+            anyhow::ensure!(
+                config.overrides.is_empty() && config.config == Path::new("configs/default.toml"),
+                "--resume continues a run with the config it started with; give no CONFIG or --set"
+            );
+            (
+                fypsim::experiment::run::config_of_run(dir).with_context(|| format!("cannot resume {}", dir.display()))?,
+                dir.to_path_buf(),
+            )
+        }
+        None => {
+            let checked = config.load()?;
+            // Before anything is written: a run that cannot start leaves no folder.
+            fypsim::experiment::preflight::check(&checked)?;
+            let dir = prepare_run_dir(&checked, out)?;
+            (checked, dir)
+        }
+    };
+    if resume.is_some() {
+        fypsim::experiment::preflight::check(&checked)?;
+    }
+    Ok((checked, dir))
+}
+
+/// What a finished run prints: its speed, training return, every policy's evaluation and
+/// the paired comparisons, and with a calendar the population tables.
+fn print_summary(checked: &Checked, summary: &fypsim::experiment::run::Summary, dir: &Path) {
+    let speed = fypsim::experiment::run::steps_per_second_of(dir, summary).unwrap_or(f64::NAN);
     println!(
         "{} policy, seed {}: {} episodes, {} steps at {speed:.0} steps/s",
         summary.policy, summary.seed, summary.episodes, summary.total_steps
@@ -113,18 +128,26 @@ pub(crate) fn cmd_run(
     if let Some(f) = summary.oracle_fraction {
         println!("oracle_fraction (share of the random-to-oracle gap closed): {f:.3}");
     }
-    if let Some(first) = summary.population.first() {
+    if !summary.population.is_empty() {
+        print_population(&summary.population, dir);
+    }
+}
+
+/// The population tables of a calendar run: per policy its engagement and retention, and
+/// with sign-ups or uploads the creators' side.
+fn print_population(population: &[fypsim::drive::calendar::PopulationSummary], dir: &Path) {
+    if let Some(first) = population.first() {
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x));
         let signed = if first.new_users > 0 { format!(" ({} of them sign-ups)", first.new_users) } else { String::new() };
         let cohort =
             if first.new_users > 0 { "the users there from the start and active on day 0" } else { "the users active on day 0" };
         println!("population ({} users{signed}, {} days; retention of {cohort}):", first.users, first.days);
-        let w = summary.population.iter().map(|p| p.policy.len()).max().unwrap_or(0).max(14);
+        let w = population.iter().map(|p| p.policy.len()).max().unwrap_or(0).max(14);
         println!(
             "  {:<w$} {:>17} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
             "policy", "sessions/user/day", "watch min/user", "return/session", "day 1", "day 7", "day 28", "churned"
         );
-        for p in &summary.population {
+        for p in population {
             println!(
                 "  {:<w$} {:>17.3} {:>14.1} {:>14.3} {:>8} {:>8} {:>8} {:>8.1}%",
                 p.policy,
@@ -140,7 +163,7 @@ pub(crate) fn cmd_run(
         if first.uploads > 0 || first.new_users > 0 {
             println!("creators ({} uploads during the run):", first.uploads);
             println!("  {:<w$} {:>16} {:>14} {:>16}", "policy", "views to uploads", "exposure Gini", "creator earnings");
-            for p in &summary.population {
+            for p in population {
                 println!(
                     "  {:<w$} {:>15.1}% {:>14.3} {:>16.2}",
                     p.policy,
@@ -155,8 +178,6 @@ pub(crate) fn cmd_run(
             dir.display()
         );
     }
-    println!("results: {}", dir.display());
-    Ok(())
 }
 
 /// A run's status in a progress line (a failure's message is printed once, at the end).

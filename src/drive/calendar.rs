@@ -17,6 +17,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Policy;
+use crate::agent::Transition;
 use crate::config::{Checked, PolicyKind};
 use crate::drive::session::{decide, transition, Decision, Learner, StepEnd};
 use crate::env::{Env, Session, State};
@@ -120,7 +121,7 @@ pub enum Mode {
     /// of the days between them (with `calendar.return_reward` for the return); a churn is
     /// terminal. `run` (from 0) gives the run random numbers of its own, none shared with
     /// the evaluated population runs.
-    Learn { run: u64 },
+    Train { run: u64 },
 }
 
 /// A user's last step, waiting for what follows it (learning only).
@@ -135,7 +136,7 @@ struct LastStep {
 
 /// What a user is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Pending {
+enum Due {
     Start { reactivated: bool },
     Step,
     Churn,
@@ -164,7 +165,7 @@ struct Life {
     peak: f64,
     last_end: Option<f64>,
     sessions: u32,
-    pending: Pending,
+    pending: Due,
     flight: Option<Box<Flight>>,
     last_step: Option<Box<LastStep>>,
 }
@@ -197,7 +198,7 @@ pub fn peak_hours(config: &Checked, n_users: usize) -> Vec<f64> {
 /// Every draw comes from sub-streams per user and session (the return draws, the
 /// responses, the policy's own), so two policies face the same users with the same random
 /// numbers as far as their paths agree.
-pub fn simulate(
+pub fn live_days(
     config: &Checked,
     world: &Arc<World>,
     policy: &mut dyn Policy,
@@ -206,79 +207,12 @@ pub fn simulate(
     on_day: &mut dyn FnMut(usize),
 ) -> Result<Population> {
     let cal = &config.calendar;
-    let (seed, learn) = match mode {
-        Mode::Evaluate => (config.seed, false),
-        Mode::Learn { run } => (config.seed ^ (run + 1).wrapping_mul(0xD1B5_4A32_D192_ED03), true),
-    };
-    let mut learner_rng = substream(seed, Stream::Replay, u64::MAX);
-    let (mut learner, mut loss_sum) = (Learner::default(), 0.0f64);
-    let horizon = cal.days as f64 * DAY_S;
-    let model = ReturnModel::new(cal);
-    let mut env = Env::new(config, Arc::clone(world));
-    // Calendar time 0 is the midnight after every user's logged history.
-    let origin = (env.sim().clock.iter().copied().fold(0.0, f64::max) / DAY_S).ceil() * DAY_S;
-    let n = world.users.len();
-    let initial = world.initial_users();
-    let arrivals = &world.arrivals;
-    let peaks = peak_hours(config, n);
-    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
-    let mut lives: Vec<Life> = Vec::with_capacity(n);
-    let mut churns = Vec::new();
-    for (u, &peak) in peaks.iter().enumerate() {
-        let satisfaction = cal.reference;
-        if u >= initial {
-            // A sign-up opens the app for the first time as they sign up.
-            pending_at(&mut heap, arrivals.user_at[u - initial], u);
-            let pending = Pending::Start { reactivated: false };
-            lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None, last_step: None });
-            continue;
-        }
-        let mut rng = substream(seed, Stream::Calendar, key(u, 0));
-        let pending = match model.next(satisfaction, peak, 0.0, 0.0, &mut rng) {
-            Next::Return(t) => {
-                pending_at(&mut heap, t, u);
-                Pending::Start { reactivated: false }
-            }
-            Next::Churn(t) => {
-                pending_at(&mut heap, t, u);
-                Pending::Churn
-            }
-        };
-        lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None, last_step: None });
-    }
-
-    let mut generator = CandidateGenerator::new(world.videos.len());
-    let mut sessions = Vec::new();
-    let mut steps = 0u64;
+    let mut run = Living::new(config, world, mode);
     let mut days_done = 0;
-    let first_new_video = world.initial_videos() as u32;
-    let mut creators = CreatorDays::new(config.world.n_creators, cal.days);
-    let mut new_video_views = vec![0u32; cal.days];
-    let fresh_s = cal.fresh_days * DAY_S;
-    while let Some(Reverse((bits, user))) = heap.pop() {
+    while let Some(Reverse((bits, user))) = run.heap.pop() {
         let t = f64::from_bits(bits);
         let u = user as usize;
-        // Sign-ups and uploads due by now arrive first (a sign-up's first session is
-        // queued at the moment they sign up).
-        while let Some(&at) = arrivals.user_at.get(env.sim().signed_up as usize) {
-            if at > t {
-                break;
-            }
-            env.sign_up();
-        }
-        while let Some(&at) = arrivals.video_at.get(env.sim().uploaded as usize) {
-            if at > t {
-                break;
-            }
-            let v = env.upload();
-            let day = day_of(at).min(cal.days.saturating_sub(1));
-            creators.uploads[day * creators.n + world.videos[v as usize].creator as usize] += 1;
-        }
-        let mut fresh_from = env.sim().fresh_from;
-        while fresh_from < env.sim().uploaded && arrivals.video_at[fresh_from as usize] + fresh_s <= t {
-            fresh_from += 1;
-        }
-        env.set_fresh_from(fresh_from);
+        run.arrive(t);
         while days_done < cal.days && t >= (days_done + 1) as f64 * DAY_S {
             days_done += 1;
             on_day(days_done);
@@ -287,150 +221,301 @@ pub fn simulate(
                 return Err(crate::Error::Interrupted);
             }
         }
-        let life = &mut lives[u];
-        match life.pending {
+        match run.lives[u].pending {
             // Past the last day only the sessions in flight go on.
-            Pending::Start { .. } | Pending::Churn if t >= horizon => life.pending = Pending::Nothing,
-            Pending::Nothing => {}
-            Pending::Start { reactivated } => {
-                let session = env.start_session_at(user, origin + t);
-                let n = life.sessions;
-                life.flight = Some(Box::new(Flight {
-                    session,
-                    start: t,
-                    steps: 0,
-                    watch_s: 0.0,
-                    reward: 0.0,
-                    likes: 0,
-                    skips: 0,
-                    gap_s: life.last_end.map(|e| t - e),
-                    reactivated,
-                    responses: substream(seed, Stream::CalendarResponses, key(u, n)),
-                    policy: substream(seed, Stream::CalendarPolicy, key(u, n)),
-                }));
-                life.pending = Pending::Step;
-                pending_at(&mut heap, t, u);
-            }
-            Pending::Step => {
-                let f = life.flight.as_mut().expect("a session in flight");
-                let mut obs = env.observe_session(&f.session, &mut generator);
-                let (mut ended, mut end) = (obs.exhausted(), t);
-                if learn && !ended {
-                    if let Some(last) = life.last_step.take() {
-                        // Within a session the step leads to the next; a session's last step
-                        // leads to this session, discounted by the days between them.
-                        let (discount, bonus) = match last.ended_at {
-                            Some(at) => (cal.discount_per_day.powf((t - at) / DAY_S), cal.return_reward),
-                            None => (1.0, 0.0),
-                        };
-                        let end = match last.ended_at {
-                            Some(_) => StepEnd::NextSession { discount },
-                            None => StepEnd::Continues,
-                        };
-                        let tr = transition(last.state, last.action, last.reward + bonus, obs.state.clone(), end);
-                        if let Some(loss) = learner.feed(&mut *policy, tr, &mut learner_rng, 0)? {
-                            loss_sum += loss;
-                        }
-                    }
-                }
-                if !ended {
-                    obs.truth.calendar =
-                        Some(crate::env::CalendarTruth { satisfaction: life.satisfaction, session_return: f.reward });
-                    let Decision { slot, propensity } = decide(&mut *policy, &obs, learn, &mut f.policy)?;
-                    let mut out = env.apply(&mut f.session, &obs, slot, &mut f.responses);
-                    out.propensity = propensity;
-                    steps += 1;
-                    f.steps += 1;
-                    f.watch_s += out.watch_s;
-                    f.reward += out.reward;
-                    f.likes += u32::from(out.response == Action::Liked);
-                    f.skips += u32::from(out.response == Action::Skipped);
-                    let day = day_of(t);
-                    if day < cal.days {
-                        let c = day * creators.n + world.videos[out.video as usize].creator as usize;
-                        creators.views[c] += 1;
-                        creators.watch_s[c] += out.watch_s;
-                        new_video_views[day] += u32::from(out.video >= first_new_video);
-                    }
-                    end = env.sim().clock[u] - origin;
-                    ended = out.terminal || out.truncated;
-                    if learn {
-                        let state = std::mem::take(&mut obs.state);
-                        let ended_at = ended.then_some(end);
-                        life.last_step = Some(Box::new(LastStep { state, action: slot, reward: out.reward, ended_at }));
-                    }
-                }
-                if !ended {
-                    pending_at(&mut heap, end, u);
-                    continue;
-                }
-                let f = life.flight.take().expect("a session in flight");
-                if learn {
-                    policy.end_episode();
-                }
-                sessions.push(SessionRow {
-                    user,
-                    session: life.sessions,
-                    start_s: f.start,
-                    end_s: end,
-                    steps: f.steps,
-                    watch_s: f.watch_s,
-                    reward: f.reward,
-                    likes: f.likes,
-                    skips: f.skips,
-                    gap_s: f.gap_s,
-                    reactivated: f.reactivated,
-                });
-                life.sessions += 1;
-                life.satisfaction = model.satisfaction_after(life.satisfaction, f.reward);
-                life.last_end = Some(end);
-                let mut rng = substream(seed, Stream::Calendar, key(u, life.sessions));
-                let (pending, at) = match model.next(life.satisfaction, life.peak, end, end + cal.min_gap_s, &mut rng) {
-                    Next::Return(at) => (Pending::Start { reactivated: false }, at),
-                    Next::Churn(at) => (Pending::Churn, at),
-                };
-                life.pending = pending;
-                pending_at(&mut heap, at, u);
-            }
-            Pending::Churn => {
-                churns.push((user, t));
-                // Learning: the churn ends the user's chain of sessions (terminal).
-                if let Some(last) = life.last_step.take() {
-                    let tr = transition(last.state.clone(), last.action, last.reward, last.state, StepEnd::Terminal);
-                    if let Some(loss) = learner.feed(&mut *policy, tr, &mut learner_rng, 0)? {
-                        loss_sum += loss;
-                    }
-                }
-                // A reactivation draw of its own: index 2^31 + sessions so far.
-                let mut rng = substream(seed, Stream::Calendar, key(u, (1 << 31) + life.sessions));
-                life.pending = match model.reactivation(t, &mut rng) {
-                    Some(at) => {
-                        pending_at(&mut heap, at, u);
-                        Pending::Start { reactivated: true }
-                    }
-                    None => Pending::Nothing,
-                };
-            }
+            Due::Start { .. } | Due::Churn if t >= run.horizon => run.lives[u].pending = Due::Nothing,
+            Due::Nothing => {}
+            Due::Start { reactivated } => run.start(u, t, reactivated),
+            Due::Step => run.step(u, t, policy)?,
+            Due::Churn => run.churn(u, t, policy)?,
         }
     }
     while days_done < cal.days {
         days_done += 1;
         on_day(days_done);
     }
-    Ok(Population {
-        policy: kind,
-        n_users: n,
-        days: cal.days,
-        sessions,
-        churns,
-        steps,
-        initial_users: initial,
-        signups: arrivals.user_at.clone(),
-        creators,
-        new_video_views,
-        updates: learner.updates,
-        loss_sum,
-    })
+    Ok(run.finish(kind))
+}
+
+/// One population run under way: the event queue, every user's life, the environment and
+/// what the run tallies.
+struct Living<'a> {
+    config: &'a Checked,
+    world: &'a Arc<World>,
+    /// The run's seed: the config's, or with learning one of the learning run's own.
+    seed: u64,
+    learn: bool,
+    model: ReturnModel,
+    env: Env,
+    /// Calendar time 0: the midnight after every user's logged history.
+    origin: f64,
+    /// The end of the last day: nothing starts after it.
+    horizon: f64,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    lives: Vec<Life>,
+    churns: Vec<(u32, f64)>,
+    generator: CandidateGenerator,
+    sessions: Vec<SessionRow>,
+    steps: u64,
+    creators: CreatorDays,
+    new_video_views: Vec<u32>,
+    first_new_video: u32,
+    fresh_s: f64,
+    learner: Learner,
+    learner_rng: SimRng,
+    loss_sum: f64,
+}
+
+impl<'a> Living<'a> {
+    /// The run at calendar time 0: every user of the starting population has their first
+    /// return (or churn) drawn, and every sign-up their first session at their sign-up.
+    fn new(config: &'a Checked, world: &'a Arc<World>, mode: Mode) -> Living<'a> {
+        let cal = &config.calendar;
+        let (seed, learn) = match mode {
+            Mode::Evaluate => (config.seed, false),
+            Mode::Train { run } => (config.seed ^ (run + 1).wrapping_mul(0xD1B5_4A32_D192_ED03), true),
+        };
+        let model = ReturnModel::new(cal);
+        let env = Env::new(config, Arc::clone(world));
+        let origin = (env.sim().clock.iter().copied().fold(0.0, f64::max) / DAY_S).ceil() * DAY_S;
+        let n = world.users.len();
+        let initial = world.initial_users();
+        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
+        let mut lives: Vec<Life> = Vec::with_capacity(n);
+        for (u, &peak) in peak_hours(config, n).iter().enumerate() {
+            let satisfaction = cal.reference;
+            let pending = if u >= initial {
+                // A sign-up opens the app for the first time as they sign up.
+                pending_at(&mut heap, world.arrivals.user_at[u - initial], u);
+                Due::Start { reactivated: false }
+            } else {
+                let mut rng = substream(seed, Stream::Calendar, key(u, 0));
+                match model.next(satisfaction, peak, 0.0, 0.0, &mut rng) {
+                    Next::Return(t) => {
+                        pending_at(&mut heap, t, u);
+                        Due::Start { reactivated: false }
+                    }
+                    Next::Churn(t) => {
+                        pending_at(&mut heap, t, u);
+                        Due::Churn
+                    }
+                }
+            };
+            lives.push(Life { satisfaction, peak, last_end: None, sessions: 0, pending, flight: None, last_step: None });
+        }
+        Living {
+            config,
+            world,
+            seed,
+            learn,
+            model,
+            env,
+            origin,
+            horizon: cal.days as f64 * DAY_S,
+            heap,
+            lives,
+            churns: Vec::new(),
+            generator: CandidateGenerator::new(world.videos.len()),
+            sessions: Vec::new(),
+            steps: 0,
+            creators: CreatorDays::new(config.world.n_creators, cal.days),
+            new_video_views: vec![0u32; cal.days],
+            first_new_video: world.initial_videos() as u32,
+            fresh_s: cal.fresh_days * DAY_S,
+            learner: Learner::default(),
+            learner_rng: substream(seed, Stream::Replay, u64::MAX),
+            loss_sum: 0.0,
+        }
+    }
+
+    /// Sign-ups and uploads due by calendar time `t` arrive (a sign-up's first session is
+    /// queued at the moment they sign up), and uploads older than `fresh_days` stop
+    /// counting as fresh.
+    fn arrive(&mut self, t: f64) {
+        let (arrivals, days) = (&self.world.arrivals, self.config.calendar.days);
+        while let Some(&at) = arrivals.user_at.get(self.env.sim().signed_up as usize) {
+            if at > t {
+                break;
+            }
+            self.env.sign_up();
+        }
+        while let Some(&at) = arrivals.video_at.get(self.env.sim().uploaded as usize) {
+            if at > t {
+                break;
+            }
+            let v = self.env.upload();
+            let day = day_of(at).min(days.saturating_sub(1));
+            self.creators.uploads[day * self.creators.n + self.world.videos[v as usize].creator as usize] += 1;
+        }
+        let mut fresh_from = self.env.sim().fresh_from;
+        while fresh_from < self.env.sim().uploaded && arrivals.video_at[fresh_from as usize] + self.fresh_s <= t {
+            fresh_from += 1;
+        }
+        self.env.set_fresh_from(fresh_from);
+    }
+
+    /// User `u` opens the app at calendar time `t`: a session starts, its first step due now.
+    fn start(&mut self, u: usize, t: f64, reactivated: bool) {
+        let session = self.env.start_session_at(u as u32, self.origin + t);
+        let life = &mut self.lives[u];
+        let n = life.sessions;
+        life.flight = Some(Box::new(Flight {
+            session,
+            start: t,
+            steps: 0,
+            watch_s: 0.0,
+            reward: 0.0,
+            likes: 0,
+            skips: 0,
+            gap_s: life.last_end.map(|e| t - e),
+            reactivated,
+            responses: substream(self.seed, Stream::CalendarResponses, key(u, n)),
+            policy: substream(self.seed, Stream::CalendarPolicy, key(u, n)),
+        }));
+        life.pending = Due::Step;
+        pending_at(&mut self.heap, t, u);
+    }
+
+    /// Hands `transition` to a learning policy, adding its loss to the run's.
+    fn feed(&mut self, policy: &mut dyn Policy, transition: Transition) -> Result<()> {
+        if let Some(loss) = self.learner.feed(policy, transition, &mut self.learner_rng, 0)? {
+            self.loss_sum += loss;
+        }
+        Ok(())
+    }
+    /// User `u`'s next step at calendar time `t`: with learning, the previous step's
+    /// transition first; then the policy decides and the user responds. A session that ends
+    /// there (or finds nothing left to show) is recorded.
+    fn step(&mut self, u: usize, t: f64, policy: &mut dyn Policy) -> Result<()> {
+        let cal = &self.config.calendar;
+        let mut obs = {
+            let f = self.lives[u].flight.as_ref().expect("a session in flight");
+            self.env.observe_session(&f.session, &mut self.generator)
+        };
+        let (mut ended, mut end) = (obs.exhausted(), t);
+        if self.learn && !ended {
+            if let Some(last) = self.lives[u].last_step.take() {
+                // Within a session the step leads to the next; a session's last step
+                // leads to this session, discounted by the days between them.
+                let (discount, bonus) = match last.ended_at {
+                    Some(at) => (cal.discount_per_day.powf((t - at) / DAY_S), cal.return_reward),
+                    None => (1.0, 0.0),
+                };
+                let end = match last.ended_at {
+                    Some(_) => StepEnd::NextSession { discount },
+                    None => StepEnd::Continues,
+                };
+                let tr = transition(last.state, last.action, last.reward + bonus, obs.state.clone(), end);
+                self.feed(policy, tr)?;
+            }
+        }
+        if !ended {
+            let life = &mut self.lives[u];
+            let f = life.flight.as_mut().expect("a session in flight");
+            obs.truth.calendar = Some(crate::env::CalendarTruth { satisfaction: life.satisfaction, session_return: f.reward });
+            let Decision { slot, propensity } = decide(&mut *policy, &obs, self.learn, &mut f.policy)?;
+            let mut out = self.env.apply(&mut f.session, &obs, slot, &mut f.responses);
+            out.propensity = propensity;
+            self.steps += 1;
+            f.steps += 1;
+            f.watch_s += out.watch_s;
+            f.reward += out.reward;
+            f.likes += u32::from(out.response == Action::Liked);
+            f.skips += u32::from(out.response == Action::Skipped);
+            let day = day_of(t);
+            if day < cal.days {
+                let c = day * self.creators.n + self.world.videos[out.video as usize].creator as usize;
+                self.creators.views[c] += 1;
+                self.creators.watch_s[c] += out.watch_s;
+                self.new_video_views[day] += u32::from(out.video >= self.first_new_video);
+            }
+            end = self.env.sim().clock[u] - self.origin;
+            ended = out.terminal || out.truncated;
+            if self.learn {
+                let state = std::mem::take(&mut obs.state);
+                let ended_at = ended.then_some(end);
+                life.last_step = Some(Box::new(LastStep { state, action: slot, reward: out.reward, ended_at }));
+            }
+        }
+        if ended {
+            self.end_session(u, end, policy);
+        } else {
+            pending_at(&mut self.heap, end, u);
+        }
+        Ok(())
+    }
+
+    /// User `u`'s session ends at calendar time `end`: its row, the user's satisfaction,
+    /// and their return (or churn) drawn.
+    fn end_session(&mut self, u: usize, end: f64, policy: &mut dyn Policy) {
+        let cal = &self.config.calendar;
+        let life = &mut self.lives[u];
+        let f = life.flight.take().expect("a session in flight");
+        if self.learn {
+            policy.end_episode();
+        }
+        self.sessions.push(SessionRow {
+            user: u as u32,
+            session: life.sessions,
+            start_s: f.start,
+            end_s: end,
+            steps: f.steps,
+            watch_s: f.watch_s,
+            reward: f.reward,
+            likes: f.likes,
+            skips: f.skips,
+            gap_s: f.gap_s,
+            reactivated: f.reactivated,
+        });
+        life.sessions += 1;
+        life.satisfaction = self.model.satisfaction_after(life.satisfaction, f.reward);
+        life.last_end = Some(end);
+        let mut rng = substream(self.seed, Stream::Calendar, key(u, life.sessions));
+        let (pending, at) = match self.model.next(life.satisfaction, life.peak, end, end + cal.min_gap_s, &mut rng) {
+            Next::Return(at) => (Due::Start { reactivated: false }, at),
+            Next::Churn(at) => (Due::Churn, at),
+        };
+        life.pending = pending;
+        pending_at(&mut self.heap, at, u);
+    }
+
+    /// User `u` churns at calendar time `t` (learning: the churn ends the user's chain of
+    /// sessions, terminal); a reactivation may bring them back.
+    fn churn(&mut self, u: usize, t: f64, policy: &mut dyn Policy) -> Result<()> {
+        self.churns.push((u as u32, t));
+        if let Some(last) = self.lives[u].last_step.take() {
+            let tr = transition(last.state.clone(), last.action, last.reward, last.state, StepEnd::Terminal);
+            self.feed(policy, tr)?;
+        }
+        // A reactivation draw of its own: index 2^31 + sessions so far.
+        let mut rng = substream(self.seed, Stream::Calendar, key(u, (1 << 31) + self.lives[u].sessions));
+        self.lives[u].pending = match self.model.reactivation(t, &mut rng) {
+            Some(at) => {
+                pending_at(&mut self.heap, at, u);
+                Due::Start { reactivated: true }
+            }
+            None => Due::Nothing,
+        };
+        Ok(())
+    }
+
+    /// The run's record.
+    fn finish(self, kind: PolicyKind) -> Population {
+        Population {
+            policy: kind,
+            n_users: self.world.users.len(),
+            days: self.config.calendar.days,
+            sessions: self.sessions,
+            churns: self.churns,
+            steps: self.steps,
+            initial_users: self.world.initial_users(),
+            signups: self.world.arrivals.user_at.clone(),
+            creators: self.creators,
+            new_video_views: self.new_video_views,
+            updates: self.learner.updates,
+            loss_sum: self.loss_sum,
+        }
+    }
 }
 
 /// The day (from 0) of calendar time `t`.
@@ -947,7 +1032,7 @@ mod tests {
     fn live(c: &Checked, w: &Arc<World>, kind: PolicyKind) -> Population {
         let mut p = crate::agent::make_policy(kind, c).unwrap();
         let mut days = Vec::new();
-        let pop = simulate(c, w, p.as_mut(), kind, Mode::Evaluate, &mut |d| days.push(d)).unwrap();
+        let pop = live_days(c, w, p.as_mut(), kind, Mode::Evaluate, &mut |d| days.push(d)).unwrap();
         assert_eq!(days, vec![1, 2, 3], "every day is reported once");
         pop
     }
@@ -1130,7 +1215,7 @@ mod tests {
     fn learning_across_sessions_links_a_sessions_last_step_to_the_users_next_session_discounted_by_the_gap() {
         let (c, w) = world(&["calendar.discount_per_day=0.5", "calendar.return_reward=2.0", "calendar.churn_days=1"]);
         let mut rec = Recorder(Vec::new(), 0);
-        let pop = simulate(&c, &w, &mut rec, PolicyKind::Greedy, Mode::Learn { run: 0 }, &mut |_| {}).unwrap();
+        let pop = live_days(&c, &w, &mut rec, PolicyKind::Greedy, Mode::Train { run: 0 }, &mut |_| {}).unwrap();
         let (ts, episodes) = (rec.0, rec.1);
         assert_eq!(episodes, pop.sessions.len(), "every session ends an episode");
         assert_eq!((pop.updates, pop.loss_sum), (ts.len() as u64, 0.5 * ts.len() as f64));
@@ -1158,7 +1243,7 @@ mod tests {
         // the same run without it differs there by exactly the reward.
         let (c0, w0) = world(&["calendar.discount_per_day=0.5", "calendar.return_reward=0.0", "calendar.churn_days=1"]);
         let mut plain = Recorder(Vec::new(), 0);
-        simulate(&c0, &w0, &mut plain, PolicyKind::Greedy, Mode::Learn { run: 0 }, &mut |_| {}).unwrap();
+        live_days(&c0, &w0, &mut plain, PolicyKind::Greedy, Mode::Train { run: 0 }, &mut |_| {}).unwrap();
         assert_eq!(plain.0.len(), ts.len());
         for (a, b) in ts.iter().zip(&plain.0) {
             let paid = if a.episode_end && !a.terminal { 2.0 } else { 0.0 };

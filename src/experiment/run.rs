@@ -458,23 +458,7 @@ pub fn run_with(
     let mut policy = make_policy(config.policy, config)?;
     let mut env = Env::new(config, world.clone());
     let (every, total) = (config.train.eval_every, config.train.episodes);
-    let mut saved = SavedRecords::default();
-    let mut progress = if let Some(ck) = &checkpoint {
-        let (progress, s) = load_progress(ck)?;
-        saved = s;
-        policy.load(&ck.dir)?;
-        env.restore(&progress.env).map_err(|e| Error::Checkpoint(format!("{}: {e}", ck.dir.join("progress.json").display())))?;
-        observer.stage(&format!("resuming after episode {} of {total}", progress.episodes_done));
-        progress
-    } else {
-        let mut p = TrainProgress::new(config, &env);
-        if every > 0 {
-            // The untrained policy: where the learning curve starts.
-            let e = evaluate(config, &world, policy.as_mut(), n_eval)?;
-            p.curve.push(EvalPoint { episode: 0, mean_return: e.mean_return, ci95: e.ci95 });
-        }
-        p
-    };
+    let (mut progress, mut saved) = start_training(config, &world, checkpoint.as_ref(), policy.as_mut(), &mut env, observer)?;
 
     let checkpoint_every = config.train.checkpoint_every;
     observer.training_started(total, progress.episodes_done as usize);
@@ -509,38 +493,8 @@ pub fn run_with(
         return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
     }
     // Learning across sessions: population runs, each checkpointed when done.
-    let runs = config.calendar.train_runs;
-    while progress.calendar_runs.len() < runs {
-        let k = progress.calendar_runs.len();
-        let label = format!("{}, learning across sessions (run {} of {runs})", config.policy, k + 1);
-        observer.calendar_started(&label, config.calendar.days);
-        let mode = crate::drive::calendar::Mode::Learn { run: k as u64 };
-        let pop = crate::drive::calendar::simulate(config, &world, policy.as_mut(), config.policy, mode, &mut |d| {
-            observer.calendar_day(d)
-        });
-        observer.calendar_finished();
-        let pop = match pop {
-            // A resume repeats the unfinished run from the last checkpoint.
-            Err(Error::Interrupted) => {
-                return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true })
-            }
-            other => other?,
-        };
-        let summary = crate::drive::calendar::summarize(&pop, &crate::drive::calendar::daily(&pop, config.calendar.pay_per_view));
-        let row = crate::drive::calendar::CalendarRun::of(k as u32 + 1, &pop, &summary, policy.epsilon());
-        observer.stage(&format!(
-            "learning run {} of {runs}: {:.3} sessions per user-day, {:.1} watch min per user, day-7 retention {}, mean loss {}",
-            k + 1,
-            row.sessions_per_user_day,
-            row.watch_s_per_user / 60.0,
-            row.day7_retention.map_or("-".into(), |r| format!("{:.1}%", 100.0 * r)),
-            row.mean_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        ));
-        progress.calendar_runs.push(row);
-        save_checkpoint(config, dir, &mut progress, &mut saved, &env, policy.as_ref())?;
-        if stop_requested() && progress.calendar_runs.len() < runs {
-            return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
-        }
+    if let Some(end) = learn_across_sessions(config, dir, &world, policy.as_mut(), &mut progress, &mut saved, &env, observer)? {
+        return Ok(end);
     }
 
     write_training_tables(config, dir, &progress)?;
@@ -569,6 +523,82 @@ pub fn run_with(
     };
     let summary = write_summary(config, dir, label, &prov, &progress, evaluation, population)?;
     Ok(RunEnd::Finished(Box::new(summary)))
+}
+
+/// Where training starts: a resumed run's checkpointed progress, records, agent and
+/// simulation state; or a fresh start, with the untrained policy's evaluation as the
+/// learning curve's first point.
+fn start_training(
+    config: &Checked,
+    world: &std::sync::Arc<World>,
+    checkpoint: Option<&crate::experiment::checkpoint::Checkpoint>,
+    policy: &mut dyn Policy,
+    env: &mut Env,
+    observer: &mut dyn RunObserver,
+) -> Result<(TrainProgress, SavedRecords)> {
+    if let Some(ck) = checkpoint {
+        let (progress, saved) = load_progress(ck)?;
+        policy.load(&ck.dir)?;
+        env.restore(&progress.env).map_err(|e| Error::Checkpoint(format!("{}: {e}", ck.dir.join("progress.json").display())))?;
+        observer.stage(&format!("resuming after episode {} of {}", progress.episodes_done, config.train.episodes));
+        return Ok((progress, saved));
+    }
+    let mut p = TrainProgress::new(config, env);
+    if config.train.eval_every > 0 {
+        // The untrained policy: where the learning curve starts.
+        let e = evaluate(config, world, policy, config.train.eval_episodes)?;
+        p.curve.push(EvalPoint { episode: 0, mean_return: e.mean_return, ci95: e.ci95 });
+    }
+    Ok((p, SavedRecords::default()))
+}
+
+/// Learning across sessions (`calendar.train_runs`): after its episodes the policy lives
+/// that many population runs, learning from every step, each checkpointed when done (a
+/// resume repeats an unfinished one). `Some` when a signal stopped it.
+#[allow(clippy::too_many_arguments)]
+fn learn_across_sessions(
+    config: &Checked,
+    dir: &Path,
+    world: &std::sync::Arc<World>,
+    policy: &mut dyn Policy,
+    progress: &mut TrainProgress,
+    saved: &mut SavedRecords,
+    env: &Env,
+    observer: &mut dyn RunObserver,
+) -> Result<Option<RunEnd>> {
+    let runs = config.calendar.train_runs;
+    while progress.calendar_runs.len() < runs {
+        let k = progress.calendar_runs.len();
+        let label = format!("{}, learning across sessions (run {} of {runs})", config.policy, k + 1);
+        observer.calendar_started(&label, config.calendar.days);
+        let mode = crate::drive::calendar::Mode::Train { run: k as u64 };
+        let pop =
+            crate::drive::calendar::live_days(config, world, policy, config.policy, mode, &mut |d| observer.calendar_day(d));
+        observer.calendar_finished();
+        let pop = match pop {
+            // A resume repeats the unfinished run from the last checkpoint.
+            Err(Error::Interrupted) => {
+                return Ok(Some(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true }))
+            }
+            other => other?,
+        };
+        let summary = crate::drive::calendar::summarize(&pop, &crate::drive::calendar::daily(&pop, config.calendar.pay_per_view));
+        let row = crate::drive::calendar::CalendarRun::of(k as u32 + 1, &pop, &summary, policy.epsilon());
+        observer.stage(&format!(
+            "learning run {} of {runs}: {:.3} sessions per user-day, {:.1} watch min per user, day-7 retention {}, mean loss {}",
+            k + 1,
+            row.sessions_per_user_day,
+            row.watch_s_per_user / 60.0,
+            row.day7_retention.map_or("-".into(), |r| format!("{:.1}%", 100.0 * r)),
+            row.mean_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        ));
+        progress.calendar_runs.push(row);
+        save_checkpoint(config, dir, progress, saved, env, &*policy)?;
+        if stop_requested() && progress.calendar_runs.len() < runs {
+            return Ok(Some(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true }));
+        }
+    }
+    Ok(None)
 }
 
 // Each output file of a finished run has one writer below.
@@ -721,7 +751,7 @@ fn live_calendar(
         };
         observer.calendar_started(kind.name(), days);
         let mode = crate::drive::calendar::Mode::Evaluate;
-        let pop = crate::drive::calendar::simulate(config, world, policy, kind, mode, &mut |d| observer.calendar_day(d));
+        let pop = crate::drive::calendar::live_days(config, world, policy, kind, mode, &mut |d| observer.calendar_day(d));
         observer.calendar_finished();
         pops.push(pop?);
     }

@@ -199,20 +199,7 @@ pub fn learn(
 
     let p_model: Vec<f64> = seq::predict(&model.net, &test_w, 2).into_iter().map(|v| v[1]).collect();
     let p_lr: Vec<f64> = seq::predict(&lr.net, &test_w, 2).into_iter().map(|v| v[1]).collect();
-    let mut y = Vec::new();
-    let mut rule = Vec::new();
-    let mut since = Vec::new();
-    let mut at = Vec::new();
-    let mut groups = vec![Vec::new(); test_kept.len()];
-    for (n, &(s, j)) in test_w.origin.iter().enumerate() {
-        let w = &weeks[test_kept[s].1[j]];
-        y.push(w.inactive_next_week == Some(true));
-        rule.push(if w.sessions == 0 { 1.0 } else { 0.0 });
-        since.push(w.days_since_last_visit);
-        at.push((w.user, w.week));
-        groups[s].push(n);
-    }
-    groups.retain(|g| !g.is_empty());
+    let TestRows { y, rule, since, at, groups } = test_rows(weeks, &test_w, &test_kept);
     let base_rate = train_w.target_labels().filter(|&y| y == 1).count() as f64 / train_w.targets().max(1) as f64;
     let majority = vec![base_rate; y.len()];
     observer.stage("evaluating on the test users (bootstrap intervals over users)");
@@ -240,20 +227,7 @@ pub fn learn(
     });
     let all: Vec<usize> = (0..y.len()).collect();
     let accuracy = |p: &[f64]| all.iter().filter(|&&i| (p[i] > 0.5) == y[i]).count() as f64 / all.len().max(1) as f64;
-    let mut table = serde_json::Map::new();
-    for (k, (name, s)) in scorers.iter().enumerate() {
-        let mut m = json!({ "roc_auc": est[2 * k], "pr_auc": est[2 * k + 1] });
-        if *name == "model" || *name == "logistic_regression" || *name == "majority" {
-            let j = match *name {
-                "model" => 0,
-                "logistic_regression" => 1,
-                _ => 2,
-            };
-            m["log_loss"] = json!(est[2 * scorers.len() + 1 + j]);
-            m["accuracy"] = json!(accuracy(s));
-        }
-        table.insert(name.to_string(), m);
-    }
+    let table = score_table(&scorers, &est, &accuracy);
     let diff = est[2 * scorers.len()];
     let positives = y.iter().filter(|&&b| b).count();
     let metrics = json!({
@@ -296,25 +270,92 @@ pub fn learn(
         .collect();
     super::plots::roc_plot(&roc, "week-ahead churn: test ROC", &curves)?;
     files.push(roc);
-    let path = out.join("predictions.parquet");
-    let mut df = crate::output::records::frame(
-        df!(
-            "user" => at.iter().map(|a| a.0).collect::<Vec<_>>(),
-            "week" => at.iter().map(|a| a.1).collect::<Vec<_>>(),
-            "inactive_next_week" => y.clone(),
-            "p_model" => p_model.clone(),
-            "p_logistic_regression" => p_lr.clone(),
-            "last_week_inactive" => rule.iter().map(|&r| r > 0.0).collect::<Vec<_>>(),
-        ),
-        &path,
-    )?;
-    crate::output::records::write_parquet(&mut df, &path)?;
-    files.push(path);
+    files.push(write_predictions(out, &at, &y, &p_model, &p_lr, &rule)?);
     files.push(super::save_model(&model, out, "model.ot")?);
     files.push(super::save_model(&lr, out, "logistic_regression.ot")?);
     files.push(super::write_json(out, "metrics.json", &metrics)?);
     let files = super::finish(out, final_dir, files)?;
     Ok(LearnOutcome { dir: final_dir.to_path_buf(), metrics, train_s: trained.train_s, files })
+}
+
+/// The test user-weeks in prediction order: their labels, the last-week rule's and the
+/// days-since-last-visit scores, (user, week), and the rows of each user (the bootstrap's
+/// groups).
+struct TestRows {
+    y: Vec<bool>,
+    rule: Vec<f64>,
+    since: Vec<f64>,
+    at: Vec<(u32, u32)>,
+    groups: Vec<Vec<usize>>,
+}
+
+fn test_rows(weeks: &[Week], test_w: &Windows, test_kept: &[(u32, Vec<usize>)]) -> TestRows {
+    let mut r = TestRows {
+        y: Vec::new(),
+        rule: Vec::new(),
+        since: Vec::new(),
+        at: Vec::new(),
+        groups: vec![Vec::new(); test_kept.len()],
+    };
+    for (n, &(s, j)) in test_w.origin.iter().enumerate() {
+        let w = &weeks[test_kept[s].1[j]];
+        r.y.push(w.inactive_next_week == Some(true));
+        r.rule.push(if w.sessions == 0 { 1.0 } else { 0.0 });
+        r.since.push(w.days_since_last_visit);
+        r.at.push((w.user, w.week));
+        r.groups[s].push(n);
+    }
+    r.groups.retain(|g| !g.is_empty());
+    r
+}
+
+/// Per scorer its ROC-AUC and PR-AUC estimates (and, for the model, logistic regression
+/// and the majority rate, the log-loss and the accuracy), from the bootstrap's `est`.
+fn score_table(
+    scorers: &[(&str, &Vec<f64>)],
+    est: &[metrics::Estimate],
+    accuracy: &dyn Fn(&[f64]) -> f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut table = serde_json::Map::new();
+    for (k, (name, s)) in scorers.iter().enumerate() {
+        let mut m = json!({ "roc_auc": est[2 * k], "pr_auc": est[2 * k + 1] });
+        if *name == "model" || *name == "logistic_regression" || *name == "majority" {
+            let j = match *name {
+                "model" => 0,
+                "logistic_regression" => 1,
+                _ => 2,
+            };
+            m["log_loss"] = json!(est[2 * scorers.len() + 1 + j]);
+            m["accuracy"] = json!(accuracy(s));
+        }
+        table.insert(name.to_string(), m);
+    }
+    table
+}
+
+/// predictions.parquet: per test user-week, the label and each model's probability.
+fn write_predictions(
+    out: &Path,
+    at: &[(u32, u32)],
+    y: &[bool],
+    p_model: &[f64],
+    p_lr: &[f64],
+    rule: &[f64],
+) -> Result<std::path::PathBuf> {
+    let path = out.join("predictions.parquet");
+    let mut df = crate::output::records::frame(
+        df!(
+            "user" => at.iter().map(|a| a.0).collect::<Vec<_>>(),
+            "week" => at.iter().map(|a| a.1).collect::<Vec<_>>(),
+            "inactive_next_week" => y.to_vec(),
+            "p_model" => p_model.to_vec(),
+            "p_logistic_regression" => p_lr.to_vec(),
+            "last_week_inactive" => rule.iter().map(|&r| r > 0.0).collect::<Vec<_>>(),
+        ),
+        &path,
+    )?;
+    crate::output::records::write_parquet(&mut df, &path)?;
+    Ok(path)
 }
 
 #[cfg(test)]

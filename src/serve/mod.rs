@@ -834,7 +834,7 @@ pub fn describe(source: &Source) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::traffic::{simulate, SimUser};
+    use super::traffic::{rehearse, SimUser};
     use super::*;
     use crate::config::Config;
     use crate::rng::stream;
@@ -857,7 +857,7 @@ mod tests {
         let mut service = Service::new(&opts).unwrap();
         let world = service.env().world.clone();
         let users: Vec<u32> = (0..120).collect();
-        let records = simulate(&mut service, &world, &users, 2, 9).unwrap();
+        let records = rehearse(&mut service, &world, &users, 2, 9).unwrap();
         let mut arm_of_user: HashMap<u32, String> = HashMap::new();
         let (mut decisions, mut outcomes) = (HashSet::new(), HashSet::new());
         for r in &records {

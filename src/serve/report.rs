@@ -391,7 +391,7 @@ mod tests {
     use crate::config::{Config, PolicyKind};
     use crate::rng::{stream, Stream};
     use crate::serve::abtest::hash_share;
-    use crate::serve::traffic::simulate;
+    use crate::serve::traffic::rehearse;
     use crate::serve::{ArmSpec, ServeOptions, Service, Source};
     use rand::seq::index::sample;
 
@@ -417,7 +417,7 @@ mod tests {
         let mut service = Service::new(&opts).unwrap();
         let world = service.env().world.clone();
         let users: Vec<u32> = (0..3000).collect();
-        let records = simulate(&mut service, &world, &users, 2, 4).unwrap();
+        let records = rehearse(&mut service, &world, &users, 2, 4).unwrap();
         // Per user: (sessions, reward), as the report collects them.
         let totals: BTreeMap<u32, (f64, f64)> = collect(&service.experiment(), &records)
             .users

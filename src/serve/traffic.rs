@@ -3,7 +3,7 @@
 //! answers each recommendation with the world's user model, exactly as in a simulated
 //! episode. [`drive`] sends them to a service over HTTP (closed loop: each of C workers
 //! waits for its answer; open loop: requests arrive at a fixed rate whatever the
-//! service's pace) and measures throughput and latency; [`simulate`] runs them against a
+//! service's pace) and measures throughput and latency; [`rehearse`] runs them against a
 //! [`Service`] in process, without HTTP and deterministically.
 
 use std::collections::BTreeMap;
@@ -104,7 +104,7 @@ pub fn pick_users(world: &World, n: usize, seed: u64) -> Result<Vec<u32>> {
 /// Runs `sessions` sessions of each of `users` against `service` in process (one user
 /// after another, the clock a step counter): a deterministic rehearsal of an experiment,
 /// returning its log records. Rewards paid by the model and by the service agree.
-pub fn simulate(service: &mut Service, world: &World, users: &[u32], sessions: usize, seed: u64) -> Result<Vec<Record>> {
+pub fn rehearse(service: &mut Service, world: &World, users: &[u32], sessions: usize, seed: u64) -> Result<Vec<Record>> {
     service.capture();
     let rules = service.config().env.clone();
     let mut clock = 1_000_000u64;
@@ -366,72 +366,12 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
     });
     let (mode, tally, sessions, dropped) = match opts.rate {
         None => {
-            let mut shards: Vec<Vec<SimUser>> = (0..opts.concurrency).map(|_| Vec::new()).collect();
-            for (k, u) in users.into_iter().enumerate() {
-                shards[k % opts.concurrency].push(u);
-            }
-            let mut tasks = Vec::new();
-            for mut shard in shards.into_iter().filter(|s| !s.is_empty()) {
-                let d = Arc::clone(&driver);
-                let done = Arc::clone(&done);
-                tasks.push(tokio::spawn(async move {
-                    let mut tally = Tally::default();
-                    let mut k = 0;
-                    while Instant::now() < deadline {
-                        let n = shard.len();
-                        let u = &mut shard[k % n];
-                        d.step(u, &mut tally).await;
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        k += 1;
-                    }
-                    (tally, shard.iter().map(|u| u.sessions).sum::<u64>())
-                }));
-            }
-            let mut tally = Tally::default();
-            let mut sessions = 0;
-            for t in tasks {
-                let (t, s) = t.await.map_err(|e| Error::Other(format!("a traffic worker failed: {e}")))?;
-                tally.merge(t);
-                sessions += s;
-            }
+            let (tally, sessions) = closed_loop(&driver, users, opts.concurrency, deadline, &done).await?;
             ("closed", tally, sessions, 0)
         }
         Some(rate) => {
-            let pool = Arc::new(Mutex::new(users));
-            let tally = Arc::new(Mutex::new(Tally::default()));
-            let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let mut dropped = 0u64;
-            let mut tasks = Vec::new();
-            let gap = 1.0 / rate;
-            for k in 0u64.. {
-                let due = start + Duration::from_secs_f64(k as f64 * gap);
-                if due >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(due.into()).await;
-                let Some(mut u) = pool.lock().expect("no panics hold it").pop() else {
-                    dropped += 1;
-                    continue;
-                };
-                let (d, pool, tally, done, sessions) =
-                    (Arc::clone(&driver), Arc::clone(&pool), Arc::clone(&tally), Arc::clone(&done), Arc::clone(&sessions));
-                tasks.push(tokio::spawn(async move {
-                    let mut mine = Tally::default();
-                    let before = u.sessions;
-                    mine.lag_us.push(due.elapsed().as_micros() as u64);
-                    d.step(&mut u, &mut mine).await;
-                    sessions.fetch_add(u.sessions - before, std::sync::atomic::Ordering::Relaxed);
-                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tally.lock().expect("no panics hold it").merge(mine);
-                    // Back at the front of the queue's far end: users take turns.
-                    pool.lock().expect("no panics hold it").insert(0, u);
-                }));
-            }
-            for t in tasks {
-                t.await.map_err(|e| Error::Other(format!("a traffic request failed: {e}")))?;
-            }
-            let tally = std::mem::take(&mut *tally.lock().expect("no panics hold it"));
-            ("open", tally, sessions.load(std::sync::atomic::Ordering::Relaxed), dropped)
+            let (tally, sessions, dropped) = open_loop(&driver, users, rate, start, deadline, &done).await?;
+            ("open", tally, sessions, dropped)
         }
     };
     if let Some(t) = ticker {
@@ -468,6 +408,94 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
         first_error: tally.first_error,
         dropped,
     })
+}
+
+/// Closed loop: `concurrency` workers, each stepping its own share of the users in turn
+/// until `deadline`. Returns the tally and the sessions ended.
+async fn closed_loop(
+    driver: &Arc<Driver>,
+    users: Vec<SimUser>,
+    concurrency: usize,
+    deadline: Instant,
+    done: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Tally, u64)> {
+    let mut shards: Vec<Vec<SimUser>> = (0..concurrency).map(|_| Vec::new()).collect();
+    for (k, u) in users.into_iter().enumerate() {
+        shards[k % concurrency].push(u);
+    }
+    let mut tasks = Vec::new();
+    for mut shard in shards.into_iter().filter(|s| !s.is_empty()) {
+        let d = Arc::clone(driver);
+        let done = Arc::clone(done);
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut k = 0;
+            while Instant::now() < deadline {
+                let n = shard.len();
+                let u = &mut shard[k % n];
+                d.step(u, &mut tally).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                k += 1;
+            }
+            (tally, shard.iter().map(|u| u.sessions).sum::<u64>())
+        }));
+    }
+    let mut tally = Tally::default();
+    let mut sessions = 0;
+    for t in tasks {
+        let (t, s) = t.await.map_err(|e| Error::Other(format!("a traffic worker failed: {e}")))?;
+        tally.merge(t);
+        sessions += s;
+    }
+    Ok((tally, sessions))
+}
+
+/// Open loop: a recommendation (and its feedback) starts every 1/`rate` seconds, whoever
+/// is free of the users, until `deadline`; a tick with every user busy is dropped.
+/// Returns the tally, the sessions ended and the ticks dropped.
+async fn open_loop(
+    driver: &Arc<Driver>,
+    users: Vec<SimUser>,
+    rate: f64,
+    start: Instant,
+    deadline: Instant,
+    done: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Tally, u64, u64)> {
+    let pool = Arc::new(Mutex::new(users));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut dropped = 0u64;
+    let mut tasks = Vec::new();
+    let gap = 1.0 / rate;
+    for k in 0u64.. {
+        let due = start + Duration::from_secs_f64(k as f64 * gap);
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let Some(mut u) = pool.lock().expect("no panics hold it").pop() else {
+            dropped += 1;
+            continue;
+        };
+        let (d, pool, tally, done, sessions) =
+            (Arc::clone(driver), Arc::clone(&pool), Arc::clone(&tally), Arc::clone(done), Arc::clone(&sessions));
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Tally::default();
+            let before = u.sessions;
+            mine.lag_us.push(due.elapsed().as_micros() as u64);
+            d.step(&mut u, &mut mine).await;
+            sessions.fetch_add(u.sessions - before, std::sync::atomic::Ordering::Relaxed);
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tally.lock().expect("no panics hold it").merge(mine);
+            // Back at the front of the queue's far end: users take turns.
+            pool.lock().expect("no panics hold it").insert(0, u);
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::Other(format!("a traffic request failed: {e}")))?;
+    }
+    let tally = std::mem::take(&mut *tally.lock().expect("no panics hold it"));
+    Ok((tally, sessions.load(std::sync::atomic::Ordering::Relaxed), dropped))
 }
 
 #[cfg(test)]

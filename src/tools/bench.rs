@@ -109,40 +109,18 @@ pub fn bench(
     let threads = crate::cores();
 
     progress("world generation");
-    let mut world_s = Vec::new();
-    let mut world = None;
-    for _ in 0..repeats {
-        let t = Instant::now();
-        let w = std::sync::Arc::new(World::generate(config));
-        world_s.push(t.elapsed().as_secs_f64());
-        world = Some(w);
-    }
-    let world = world.expect("at least one repeat");
-
+    let (world, world_s) = timed(repeats, || std::sync::Arc::new(World::generate(config)));
     progress("matrix build");
-    let mut matrix_s = Vec::new();
-    let mut matrix = None;
-    for _ in 0..repeats {
-        let t = Instant::now();
-        let m = InteractionMatrix::from_triplets(
+    let (mut matrix, matrix_s) = timed(repeats, || {
+        InteractionMatrix::from_triplets(
             world.initial_videos(),
             world.initial_users(),
             world.history.iter().map(|i| (i.video, i.user, i.score)),
-        );
-        matrix_s.push(t.elapsed().as_secs_f64());
-        matrix = Some(m);
-    }
-    let mut matrix = matrix.expect("at least one repeat");
-
+        )
+    });
     progress("item neighbours");
     let k = config.candidates.neighbours;
-    let mut neigh_s = Vec::new();
-    let mut index = NeighbourIndex::default();
-    for _ in 0..repeats {
-        let t = Instant::now();
-        index = NeighbourIndex { lists: item_neighbours(&matrix, k, threads), k };
-        neigh_s.push(t.elapsed().as_secs_f64());
-    }
+    let (index, neigh_s) = timed(repeats, || NeighbourIndex { lists: item_neighbours(&matrix, k, threads), k });
     let use_index = config.candidates.source == CandidateSource::Neighbours;
 
     progress("candidate requests");
@@ -216,6 +194,33 @@ pub fn bench(
         return Ok(report);
     }
 
+    time_learning(config, &world, steps, threads, &mut report, progress)?;
+    report.peak_rss_mb = peak_rss_mb();
+    Ok(report)
+}
+
+/// Runs `f` `repeats` times (at least once): its last result and each run's seconds.
+fn timed<T>(repeats: usize, mut f: impl FnMut() -> T) -> (T, Vec<f64>) {
+    let mut seconds = Vec::with_capacity(repeats.max(1));
+    let mut last = None;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        last = Some(f());
+        seconds.push(t.elapsed().as_secs_f64());
+    }
+    (last.expect("at least one repeat"), seconds)
+}
+
+/// The learner's figures of [`bench`]: DQN update time, a libtorch operation's cost, and
+/// whole-loop throughput (one session and lockstep, greedy and training).
+fn time_learning(
+    config: &Checked,
+    world: &std::sync::Arc<World>,
+    steps: usize,
+    threads: usize,
+    report: &mut BenchReport,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
     progress("DQN updates");
     let mut agent = DqnAgent::new(config)?;
     let mut env = Env::new(config, world.clone());
@@ -236,22 +241,21 @@ pub fn bench(
 
     progress("environment steps (greedy)");
     let episodes_for = |steps: usize, per: f64| ((steps as f64 / per).ceil() as usize).max(1);
-    let env_sps = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), 1, 1)?;
+    let env_sps = throughput(config, world, &mut GreedyPolicy, episodes_for(steps, 7.0), 1, 1)?;
     progress("training steps (DQN)");
     let mut agent = DqnAgent::new(config)?;
-    let train_sps = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0), 1, 1)?;
+    let train_sps = throughput(config, world, &mut agent, episodes_for(steps / 5, 7.0), 1, 1)?;
     progress("lockstep sessions (greedy, 1 thread and one per core; DQN)");
     let p = PARALLEL_SESSIONS;
-    report.lockstep_env_steps_per_s_1_thread = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, 1)?;
-    report.lockstep_env_steps_per_s = throughput(config, &world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, threads)?;
+    report.lockstep_env_steps_per_s_1_thread = throughput(config, world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, 1)?;
+    report.lockstep_env_steps_per_s = throughput(config, world, &mut GreedyPolicy, episodes_for(steps, 7.0), p, threads)?;
     let mut agent = DqnAgent::new(config)?;
-    report.lockstep_train_steps_per_s = throughput(config, &world, &mut agent, episodes_for(steps / 5, 7.0), p, threads)?;
+    report.lockstep_train_steps_per_s = throughput(config, world, &mut agent, episodes_for(steps / 5, 7.0), p, threads)?;
 
     report.dqn_update_us = median(dqn_us);
     report.env_steps_per_s = env_sps;
     report.train_steps_per_s = train_sps;
-    report.peak_rss_mb = peak_rss_mb();
-    Ok(report)
+    Ok(())
 }
 
 /// A replay buffer holding `n` transitions of `env` always showing slot 0, to time
