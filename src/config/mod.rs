@@ -375,6 +375,7 @@ impl EnvConfig {
     /// Whether a session that has taken `steps` steps has spent its budget (`max_steps`):
     /// the one rule by which the environment, the planner, the server and the traffic
     /// driver truncate a session.
+    #[inline]
     pub fn budget_spent(&self, steps: usize) -> bool {
         steps >= self.max_steps
     }

@@ -26,12 +26,14 @@ pub struct Decision {
 }
 
 /// The decide half: `policy` acts on `obs` (exploring when `explore`), drawing from `rng`.
+#[inline]
 pub fn decide(policy: &mut dyn Policy, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<Decision> {
     let slot = policy.act(obs, explore, rng)?;
     Ok(Decision { slot, propensity: policy.propensity(obs, slot, 0) })
 }
 
 /// [`decide`] for several observations at once (one batched forward pass for learners).
+#[inline]
 pub fn decide_batch(policy: &mut dyn Policy, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<Decision>> {
     let slots = policy.act_batch(obs, explore, rng)?;
     Ok(slots
@@ -58,6 +60,7 @@ pub enum StepEnd {
 impl StepEnd {
     /// How a simulated step ended: `dry` says the next observation has no candidate left,
     /// which ends the session like a terminal state (nothing can follow to bootstrap from).
+    #[inline]
     pub fn of(o: &StepOutcome, dry: bool) -> StepEnd {
         if o.terminal || dry {
             StepEnd::Terminal
@@ -69,6 +72,7 @@ impl StepEnd {
     }
 
     /// Whether the episode (the session) ends here.
+    #[inline]
     pub fn ends_episode(self) -> bool {
         self != StepEnd::Continues
     }
@@ -76,6 +80,7 @@ impl StepEnd {
 
 /// The one place a transition is built: `action` in `state` earned `reward` and led to
 /// `next_state`, ending as `end` says.
+#[inline]
 pub fn transition(state: State, action: usize, reward: f64, next_state: State, end: StepEnd) -> Transition {
     let (terminal, discount) = match end {
         StepEnd::Continues | StepEnd::Truncated => (false, 1.0),
@@ -94,6 +99,7 @@ pub struct Learner {
 
 impl Learner {
     /// A learner that has made `updates` updates (a resumed run).
+    #[inline]
     pub fn resumed(updates: u64) -> Learner {
         Learner { updates }
     }
@@ -102,6 +108,7 @@ impl Learner {
     /// is not a finite number ends the run with [`Error::Diverged`] (`episode`: the
     /// training episode it happened in, for the message): nothing after it would mean
     /// anything.
+    #[inline]
     pub fn feed(
         &mut self,
         policy: &mut dyn Policy,
@@ -120,6 +127,7 @@ impl Learner {
     /// The feedback half for a simulated step: the step taken in `state` with outcome `o`
     /// led to `next`; builds its transition and feeds it. Returns the loss of any update
     /// and how the step ended.
+    #[inline]
     pub fn feedback(
         &mut self,
         policy: &mut dyn Policy,

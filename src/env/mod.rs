@@ -190,6 +190,7 @@ impl Observation {
     /// The user has seen every video the feed could offer: there is nothing left to show,
     /// so the session ends here (see "When the feed runs dry" in docs/model.md). Policies
     /// are never asked to act on such an observation.
+    #[inline]
     pub fn exhausted(&self) -> bool {
         self.candidates.is_empty()
     }
