@@ -3,7 +3,8 @@
 # (idempotent: libtorch 2.13.0 into a shared cache folder outside the clone), then builds.
 #
 #   scripts/dev.sh run  [CONFIG] [fypsim run options]   train on a config (default: configs/default.toml)
-#   scripts/dev.sh test                                  build and run the whole test suite
+#   scripts/dev.sh test                                  build and run the whole test suite (the core
+#                                                        without libtorch first)
 #   scripts/dev.sh cli  ARGS...                          any fypsim sub-command, e.g. `cli inspect --user 3`
 #   scripts/dev.sh bench [CONFIG...] [options]           fypsim bench (figures as a table or JSON)
 #   scripts/dev.sh criterion                             criterion benches of the kernels
@@ -17,12 +18,32 @@ need() {
 need cargo "install Rust with rustup"
 need python3 "Python 3.9+ is used once, to install libtorch from PyPI"
 
+# The simulation core (config through env, the session driver, the baselines that do not
+# learn) builds without default features: no libtorch, no polars, no HTTP stack. The test
+# command checks that first, before libtorch is set up, and that none of those crates is
+# in the core's dependency tree.
+core_check() {
+    echo "fypsim: building and testing the core without default features (no libtorch)" >&2
+    env -u LIBTORCH -u LIBTORCH_CXX11_ABI cargo build --release --locked --lib --no-default-features
+    env -u LIBTORCH -u LIBTORCH_CXX11_ABI cargo test --release --locked --lib --no-default-features
+    local heavy
+    heavy="$(cargo tree --locked -e normal --no-default-features --prefix none --format '{p}' \
+        | awk '{print $1}' | grep -xE 'tch|torch-sys|polars|plotters|axum|tokio|reqwest|prometheus-client|indicatif|clap' \
+        | sort -u | tr '\n' ' ' || true)"
+    if [ -n "$heavy" ]; then
+        echo "fypsim: the core (--no-default-features) depends on: $heavy" >&2
+        exit 1
+    fi
+}
+
+cmd="${1:-run}"
+[ "$cmd" = test ] && core_check
+
 LIBTORCH="$(scripts/setup-libtorch.sh | tail -n 1)"
 export LIBTORCH
 # torch-sys checks the version itself; the libtorch of the PyPI wheel uses the C++11 ABI.
 export LIBTORCH_CXX11_ABI=1
 
-cmd="${1:-run}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     run)

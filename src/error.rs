@@ -13,6 +13,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[cfg(feature = "tables")]
     #[error("cannot {action} table {path}: {source}")]
     Table {
         action: &'static str,
@@ -22,6 +23,7 @@ pub enum Error {
     },
     #[error("cannot draw {path}: {message}")]
     Plot { path: PathBuf, message: String },
+    #[cfg(feature = "torch")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{0}")]

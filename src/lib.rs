@@ -16,8 +16,13 @@
 //! - [`output`]: typed records to tables, and plots;
 //! - [`experiment`]: a run, its preflight, checkpoints, multi-seed runs, sweeps, reports;
 //! - [`tools`]: `bench` and `inspect`;
-//! - side systems on top: [`learn`] (sequence models on the logs) and [`serve`] (policies
+//! - side systems on top: `learn` (sequence models on the logs) and `serve` (policies
 //!   behind HTTP as an A/B experiment).
+//!
+//! The core (base through `drive`, without the DQN) builds with `--no-default-features`:
+//! no libtorch, no polars, no HTTP stack. The `torch` feature adds the DQN and the
+//! sequence models, `tables` the tables and plots, `serve` the server; `output`,
+//! `experiment`, `tools`, `learn` and `serve` need them.
 
 pub mod error;
 pub mod files;
@@ -39,13 +44,18 @@ pub mod agent;
 
 pub mod drive;
 
+#[cfg(feature = "tables")]
 pub mod output;
 
+#[cfg(all(feature = "tables", feature = "torch"))]
 pub mod experiment;
 
+#[cfg(all(feature = "tables", feature = "torch"))]
 pub mod tools;
 
+#[cfg(all(feature = "tables", feature = "torch"))]
 pub mod learn;
+#[cfg(all(feature = "serve", feature = "tables", feature = "torch"))]
 pub mod serve;
 
 pub use error::{panic_message, Error, Result};

@@ -248,8 +248,7 @@ impl Policy for PlannerPolicy {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::drive::train::evaluate;
-    use crate::experiment::run::paired_gap;
+    use crate::drive::train::{evaluate, paired_gap};
     use crate::world::World;
 
     fn gap(config: &Checked, episodes: usize) -> crate::stats::Interval {

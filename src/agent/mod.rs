@@ -1,8 +1,10 @@
 //! Policies: the DQN and the baselines share one [`Policy`] trait, so the training loop
 //! does not know which one it drives.
 
+#[cfg(feature = "torch")]
 pub mod adam;
 pub mod baselines;
+#[cfg(feature = "torch")]
 pub mod dqn;
 pub mod epsilon;
 pub mod replay;
@@ -79,6 +81,13 @@ pub trait Policy {
 /// The policy a config names.
 pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>> {
     Ok(match kind {
+        #[cfg(not(feature = "torch"))]
+        PolicyKind::Dqn => {
+            return Err(crate::Error::Other(
+                "policy \"dqn\" needs libtorch: this fypsim was built without the `torch` feature".into(),
+            ))
+        }
+        #[cfg(feature = "torch")]
         PolicyKind::Dqn => {
             // tch panics where libtorch fails (an allocation it cannot make, say): that is
             // an error of this run, not a crash of the process.

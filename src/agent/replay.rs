@@ -107,6 +107,7 @@ impl ReplayBuffer {
     }
 
     /// The buffer's arrays as named tensors, with its length and write position.
+    #[cfg(feature = "torch")]
     pub fn to_tensors(&self) -> (Vec<(String, tch::Tensor)>, usize, usize) {
         use tch::Tensor;
         // Only the rows written so far: a buffer fills from row 0, so a checkpoint taken
@@ -130,6 +131,7 @@ impl ReplayBuffer {
     /// Restores arrays saved by [`ReplayBuffer::to_tensors`] into a buffer of the same
     /// shape: its first `len` rows (checkpoints of earlier versions saved the whole
     /// capacity, and load too).
+    #[cfg(feature = "torch")]
     pub fn load_tensors(
         &mut self,
         tensors: &std::collections::BTreeMap<String, tch::Tensor>,
@@ -232,6 +234,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "torch")]
     fn checkpoints_hold_the_rows_written_and_restore_them_exactly() {
         let mut r = ReplayBuffer::new(10, 1);
         for i in 0..4 {

@@ -435,6 +435,26 @@ pub struct EvalResult {
     pub steps: Vec<u32>,
 }
 
+/// The trained policy's (first entry's) return minus `baseline`'s, paired episode by
+/// episode, with its 95% interval.
+pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Option<crate::stats::Interval> {
+    let (trained, baselines) = evaluation.split_first()?;
+    let b = baselines.iter().find(|e| e.policy == baseline)?;
+    let diffs: Vec<f64> = trained.returns.iter().zip(&b.returns).map(|(t, b)| t - b).collect();
+    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
+    Some(crate::stats::Interval { mean, ci95 })
+}
+
+/// `a`'s return minus `b`'s, paired over the episodes both ran (None unless both are in
+/// `results`).
+pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Option<crate::stats::Interval> {
+    let a = results.iter().find(|e| e.policy == a)?;
+    let b = results.iter().find(|e| e.policy == b)?;
+    let diffs: Vec<f64> = a.returns.iter().zip(&b.returns).map(|(x, y)| x - y).collect();
+    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
+    Some(crate::stats::Interval { mean, ci95 })
+}
+
 /// Runs `episodes` evaluation episodes with exploration off, from a fresh copy of `world`.
 /// Episode k draws its user and its responses from its own stream, the same for every
 /// policy (common random numbers), so differences between policies are not noise.
@@ -621,7 +641,10 @@ mod tests {
         )
         .unwrap();
         let w = Arc::new(World::generate(&c));
-        for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle, PolicyKind::Dqn] {
+        let learner = cfg!(feature = "torch").then_some(PolicyKind::Dqn);
+        for kind in
+            [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle].into_iter().chain(learner)
+        {
             let mut policy = crate::agent::make_policy(kind, &c).unwrap();
             let mut env = Env::new(&c, w.clone());
             let mut progress = TrainProgress::new(&c, &env);

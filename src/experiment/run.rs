@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::agent::make_policy;
 use crate::agent::Policy;
 use crate::config::{Checked, PolicyKind, Provenance};
-use crate::drive::train::{evaluate, train, EpisodeRecord, EvalPoint, EvalResult, Flow, StepRecord, TrainProgress};
+use crate::drive::train::{
+    evaluate, paired_advantage, paired_gap, train, EpisodeRecord, EvalPoint, EvalResult, Flow, StepRecord, TrainProgress,
+};
 use crate::env::Env;
 use crate::output::plot::{series_plot, Reference};
 use crate::output::records::{self, frame};
@@ -380,26 +382,6 @@ pub fn oracle_fraction_of(evaluation: &[EvalResult]) -> Option<f64> {
     let (trained, baselines) = evaluation.split_first()?;
     let mean = |k: PolicyKind| baselines.iter().find(|e| e.policy == k).map(|e| e.mean_return);
     oracle_fraction(trained.mean_return, mean(PolicyKind::Random), mean(PolicyKind::Oracle))
-}
-
-/// The trained policy's (first entry's) return minus `baseline`'s, paired episode by
-/// episode, with its 95% interval.
-pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Option<crate::stats::Interval> {
-    let (trained, baselines) = evaluation.split_first()?;
-    let b = baselines.iter().find(|e| e.policy == baseline)?;
-    let diffs: Vec<f64> = trained.returns.iter().zip(&b.returns).map(|(t, b)| t - b).collect();
-    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
-    Some(crate::stats::Interval { mean, ci95 })
-}
-
-/// `a`'s return minus `b`'s, paired over the episodes both ran (None unless both are in
-/// `results`).
-pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Option<crate::stats::Interval> {
-    let a = results.iter().find(|e| e.policy == a)?;
-    let b = results.iter().find(|e| e.policy == b)?;
-    let diffs: Vec<f64> = a.returns.iter().zip(&b.returns).map(|(x, y)| x - y).collect();
-    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
-    Some(crate::stats::Interval { mean, ci95 })
 }
 
 /// Evaluation episodes for `kind` (the planner may run fewer: `planner.eval_episodes`).
