@@ -2,6 +2,7 @@
 //! single-session [`train`]ing and evaluation, and [`calendar`] runs (days and weeks of a
 //! whole population).
 
+pub mod api;
 pub mod calendar;
 pub mod session;
 pub mod train;

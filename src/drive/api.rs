@@ -1,0 +1,305 @@
+//! The public environment API, in the spirit of Gymnasium: build the world once, then
+//! `reset` and `step` episodes one at a time, from any language that can call Rust.
+//!
+//! An episode is one session of one user. `reset` seeds the episode's streams the way
+//! `fypsim run` seeds its evaluation episodes: episode `k` under seed `s` draws its user
+//! and the user's responses from the evaluation stream `(s, k)` and the policy's draws from
+//! the policy stream `(s, k)`, so for a run's config and seed, episode `k` driven by a
+//! built-in baseline reproduces row `k` of that baseline in `eval_episodes.csv`.
+//!
+//! Two rules differ from fypsim's own loops, because Gymnasium has no zero-step episode:
+//! a user with nothing left to see at `reset` is redrawn (the next draw of the same
+//! stream, deterministically); and a feed that runs dry mid-episode ends the episode as
+//! terminated, as the trainer treats it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::agent::{make_policy, Policy};
+use crate::config::{Checked, EvalWorld, PolicyKind};
+use crate::drive::session::decide;
+use crate::env::{Env, Observation};
+use crate::rng::{substream, SimRng, Stream};
+use crate::world::{Action, World};
+use crate::{Error, Result};
+
+/// Which world an episode starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartWorld {
+    /// The generated world: every episode independent of the others (what `fypsim run`
+    /// evaluates on with `train.eval_world = "fresh"`).
+    Fresh,
+    /// The world as the episodes before left it: shown videos stay in the matrix and the
+    /// users' histories (as in training, and evaluation with `eval_world = "evolving"`).
+    Evolving,
+}
+
+/// What `reset` may be told besides the seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetOptions {
+    /// The episode index (default: one after the last episode; 0 after a new seed).
+    pub episode: Option<u64>,
+    /// The world the episode starts from (default: the config's `train.eval_world`).
+    pub world: Option<StartWorld>,
+}
+
+/// Everything a step reveals besides the reward: what the user did, and the truth that only
+/// a simulator knows, for analysis and off-policy evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// The shown video, its category and the slot it was in.
+    pub video: u32,
+    pub category: u16,
+    pub slot: usize,
+    /// What the user did with it.
+    pub response: Action,
+    /// Seconds of the video watched.
+    pub watch_s: f64,
+    /// The true probabilities of the outcome of showing that video: watched, skipped,
+    /// liked, left.
+    pub outcome_p: [f64; 4],
+    /// Every candidate's true expected reward just before the step, by slot.
+    pub expected_rewards: Vec<f64>,
+    /// The user's clock when the video was shown, in seconds.
+    pub time_s: f64,
+    /// Steps taken in the episode, this one included.
+    pub t: usize,
+    /// Which slots of the next observation hold a candidate.
+    pub action_mask: Vec<bool>,
+}
+
+/// What `step` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    pub reward: f64,
+    /// The session is over: the user left, or nothing is left to show.
+    pub terminated: bool,
+    /// The step budget (`env.max_steps`) ended the episode.
+    pub truncated: bool,
+    pub info: StepInfo,
+}
+
+/// The environment for agents outside fypsim's own loops.
+pub struct SimEnv {
+    config: Checked,
+    env: Env,
+    /// The generated world's starting point, for fresh episodes.
+    base: Env,
+    seed: u64,
+    next_episode: u64,
+    episode: Option<u64>,
+    responses: SimRng,
+    policy_rng: SimRng,
+    over: bool,
+    steps: usize,
+    baselines: BTreeMap<String, Box<dyn Policy>>,
+}
+
+impl SimEnv {
+    /// Generates the config's world (once); episodes then start with [`SimEnv::reset`].
+    pub fn new(config: &Checked) -> SimEnv {
+        let world = Arc::new(World::generate(config));
+        let mut env = Env::new(config, world);
+        let base = env.clone();
+        env.track_changes();
+        SimEnv {
+            config: config.clone(),
+            env,
+            base,
+            seed: config.seed,
+            next_episode: 0,
+            episode: None,
+            responses: substream(config.seed, Stream::Eval, 0),
+            policy_rng: substream(config.seed, Stream::Policy, 0),
+            over: true,
+            steps: 0,
+            baselines: BTreeMap::new(),
+        }
+    }
+
+    /// The config the environment runs.
+    pub fn config(&self) -> &Checked {
+        &self.config
+    }
+
+    /// Starts an episode: `seed` (when given) seeds this and every later episode and
+    /// restarts the count at 0; `options` may name the episode and the world it starts
+    /// from. Returns the first observation.
+    pub fn reset(&mut self, seed: Option<u64>, options: ResetOptions) -> Result<&Observation> {
+        if let Some(s) = seed {
+            self.seed = s;
+            self.next_episode = 0;
+        }
+        let k = options.episode.unwrap_or(self.next_episode);
+        self.next_episode = k.saturating_add(1);
+        let fresh = match options.world {
+            Some(w) => w == StartWorld::Fresh,
+            None => self.config.train.eval_world == EvalWorld::Fresh,
+        };
+        if fresh {
+            self.env.reset_to(&self.base);
+        }
+        let mut rng = substream(self.seed, Stream::Eval, k);
+        let users = self.env.world.initial_users();
+        // A user with nothing left to see has no first step: the next draw of the stream.
+        let mut tries = 0;
+        loop {
+            let user = rng.random_range(0..users) as u32;
+            if !self.env.reset(user).exhausted() {
+                break;
+            }
+            tries += 1;
+            if tries >= 10_000 {
+                self.over = true;
+                return Err(Error::Other(format!(
+                    "episode {k}: 10,000 users drawn have seen every video the feed could offer; \
+                     start from the generated world (world = fresh) or use a larger catalogue"
+                )));
+            }
+        }
+        self.responses = rng;
+        self.policy_rng = substream(self.seed, Stream::Policy, k);
+        self.episode = Some(k);
+        self.over = false;
+        self.steps = 0;
+        Ok(self.env.observation())
+    }
+
+    /// The current observation.
+    pub fn observation(&self) -> &Observation {
+        self.env.observation()
+    }
+
+    /// The episode under way (None before the first reset).
+    pub fn episode(&self) -> Option<u64> {
+        self.episode
+    }
+
+    /// Which slots of the current observation hold a candidate.
+    pub fn action_mask(&self) -> Vec<bool> {
+        let obs = self.env.observation();
+        (0..self.config.candidates.count).map(|k| k < obs.candidates.len()).collect()
+    }
+
+    /// Shows the candidate in `slot` and draws the user's response.
+    pub fn step(&mut self, slot: usize) -> Result<StepResult> {
+        if self.over {
+            return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
+        }
+        let obs = self.env.observation();
+        if slot >= obs.candidates.len() {
+            return Err(Error::Other(format!(
+                "action {slot} is not a candidate: allowed 0..{} (slots past the candidates are masked)",
+                obs.candidates.len()
+            )));
+        }
+        let truth = &obs.truth;
+        let expected_rewards: Vec<f64> =
+            obs.candidates.iter().map(|c| truth.model.expected_reward(&obs.user, &truth.latent, c.video, truth.now)).collect();
+        let outcome_p =
+            truth.model.outcome_probabilities(&obs.user, &truth.latent, truth.t, obs.candidates[slot].video, truth.now);
+        let o = self.env.step(slot, &mut self.responses);
+        self.steps += 1;
+        let dry = self.env.observation().exhausted();
+        let terminated = o.terminal || dry;
+        let truncated = !terminated && o.truncated;
+        self.over = terminated || truncated;
+        Ok(StepResult {
+            reward: o.reward,
+            terminated,
+            truncated,
+            info: StepInfo {
+                video: o.video,
+                category: o.category,
+                slot: o.slot,
+                response: o.response,
+                watch_s: o.watch_s,
+                outcome_p,
+                expected_rewards,
+                time_s: o.time_s,
+                t: self.steps,
+                action_mask: self.action_mask(),
+            },
+        })
+    }
+
+    /// The action a built-in baseline (`random`, `greedy`, `most_viewed`, `oracle`,
+    /// `myopic_oracle`, `planner`, `retention_planner`) takes on the current observation,
+    /// drawing from the episode's policy stream as `fypsim run`'s evaluation does.
+    pub fn baseline_action(&mut self, kind: PolicyKind) -> Result<usize> {
+        if kind == PolicyKind::Dqn {
+            return Err(Error::Other("\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner".into()));
+        }
+        if self.over {
+            return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
+        }
+        let policy = match self.baselines.entry(kind.name().to_string()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(make_policy(kind, &self.config)?),
+        };
+        Ok(decide(policy.as_mut(), self.env.observation(), false, &mut self.policy_rng)?.slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::drive::train::evaluate;
+
+    fn play(api: &mut SimEnv, kind: PolicyKind, k: u64, world: StartWorld) -> (f64, u32) {
+        api.reset(None, ResetOptions { episode: Some(k), world: Some(world) }).unwrap();
+        let (mut ret, mut n) = (0.0, 0);
+        loop {
+            let a = api.baseline_action(kind).unwrap();
+            let s = api.step(a).unwrap();
+            ret += s.reward;
+            n += 1;
+            if s.terminated || s.truncated {
+                return (ret, n);
+            }
+        }
+    }
+
+    #[test]
+    fn episodes_reproduce_the_evaluation_of_fypsim_run_in_both_worlds() {
+        for (world, name) in [(StartWorld::Fresh, "fresh"), (StartWorld::Evolving, "evolving")] {
+            let c = Config::from_toml_str(
+                &format!("[world]\nn_videos = 400\nn_users = 60\n[env]\nmax_steps = 15\n[train]\neval_world = \"{name}\"\n"),
+                &[],
+            )
+            .unwrap();
+            for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::Oracle] {
+                let mut api = SimEnv::new(&c);
+                let e = evaluate(&c, &api.env.world.clone(), make_policy(kind, &c).unwrap().as_mut(), 25).unwrap();
+                for k in 0..25 {
+                    let (ret, n) = play(&mut api, kind, k, world);
+                    assert_eq!((ret, n), (e.returns[k as usize], e.steps[k as usize]), "{kind} {name} episode {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_calls_are_errors_that_say_what_to_do() {
+        let c = Config::from_toml_str("[world]\nn_videos = 300\nn_users = 20\n", &[]).unwrap();
+        let mut api = SimEnv::new(&c);
+        assert!(api.step(0).unwrap_err().to_string().contains("reset() first"));
+        api.reset(Some(3), ResetOptions::default()).unwrap();
+        assert_eq!(api.episode(), Some(0));
+        let e = api.step(10).unwrap_err().to_string();
+        assert!(e.contains("not a candidate") && e.contains("0..10"), "{e}");
+        assert!(api.baseline_action(PolicyKind::Dqn).is_err());
+        let s = api.step(0).unwrap();
+        assert_eq!(s.info.t, 1);
+        assert_eq!(s.info.expected_rewards.len(), 10);
+        assert!((s.info.outcome_p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{:?}", s.info.outcome_p);
+        // The next reset is the next episode; a new seed starts again at 0.
+        api.reset(None, ResetOptions::default()).unwrap();
+        assert_eq!(api.episode(), Some(1));
+        api.reset(Some(3), ResetOptions::default()).unwrap();
+        assert_eq!(api.episode(), Some(0));
+    }
+}
