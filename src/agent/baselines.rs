@@ -24,6 +24,9 @@ impl Policy for RandomPolicy {
     fn propensity(&self, obs: &Observation, _slot: usize, _index: usize) -> f64 {
         1.0 / obs.candidates.len().max(1) as f64
     }
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        Some(super::uniform(obs, obs.candidates.len()))
+    }
 }
 
 /// The best final (business) score: candidates come ordered by it, so slot 0.
@@ -37,6 +40,13 @@ impl Policy for GreedyPolicy {
     fn act(&mut self, _obs: &Observation, _explore: bool, _rng: &mut SimRng) -> Result<usize> {
         Ok(0)
     }
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        Some(super::one_hot(obs, 0))
+    }
+    /// The business score (candidates come ordered by it).
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        Some(obs.candidates.iter().map(|c| c.final_score).collect())
+    }
 }
 
 /// The candidate with the most views (ties: the better final score, i.e. lower slot).
@@ -48,13 +58,26 @@ impl Policy for MostViewedPolicy {
         PolicyKind::MostViewed
     }
     fn act(&mut self, obs: &Observation, _explore: bool, _rng: &mut SimRng) -> Result<usize> {
+        Ok(MostViewedPolicy::choose(obs))
+    }
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        Some(super::one_hot(obs, MostViewedPolicy::choose(obs)))
+    }
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        Some(obs.candidates.iter().map(|c| c.views as f64).collect())
+    }
+}
+
+impl MostViewedPolicy {
+    /// The first candidate with the most views.
+    pub fn choose(obs: &Observation) -> usize {
         let mut best = 0;
         for (k, c) in obs.candidates.iter().enumerate() {
             if c.views > obs.candidates[best].views {
                 best = k;
             }
         }
-        Ok(best)
+        best
     }
 }
 
@@ -83,15 +106,32 @@ impl Policy for OraclePolicy {
         PolicyKind::Oracle
     }
     fn act(&mut self, obs: &Observation, _explore: bool, _rng: &mut SimRng) -> Result<usize> {
-        let mut best = (f64::NEG_INFINITY, 0);
-        for (k, c) in obs.candidates.iter().enumerate() {
-            let value = self.expected_reward(self.model.expected_p(&obs.user, c.category));
-            if value > best.0 {
-                best = (value, k);
-            }
-        }
-        Ok(best.1)
+        Ok(argmax(&self.values(obs)))
     }
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        Some(super::one_hot(obs, argmax(&self.values(obs))))
+    }
+    /// The expected reward under the memoryless response model.
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        Some(self.values(obs))
+    }
+}
+
+impl OraclePolicy {
+    fn values(&self, obs: &Observation) -> Vec<f64> {
+        obs.candidates.iter().map(|c| self.expected_reward(self.model.expected_p(&obs.user, c.category))).collect()
+    }
+}
+
+/// The first index of the largest value (0 for none).
+fn argmax(values: &[f64]) -> usize {
+    let mut best = (f64::NEG_INFINITY, 0);
+    for (k, &v) in values.iter().enumerate() {
+        if v > best.0 {
+            best = (v, k);
+        }
+    }
+    best.1
 }
 
 /// Knows the whole user model and the user's latent state (satiation, drifted interests,
@@ -121,6 +161,14 @@ impl Policy for MyopicOraclePolicy {
     }
     fn act(&mut self, obs: &Observation, _explore: bool, _rng: &mut SimRng) -> Result<usize> {
         Ok(Self::choose(obs))
+    }
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        Some(super::one_hot(obs, Self::choose(obs)))
+    }
+    /// The true expected reward now, from the latent state.
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        let t = &obs.truth;
+        Some(obs.candidates.iter().map(|c| t.model.expected_reward(&obs.user, &t.latent, c.video, t.now)).collect())
     }
 }
 
@@ -227,6 +275,11 @@ impl Policy for PlannerPolicy {
         } else {
             PolicyKind::Planner
         }
+    }
+    /// Unknown (NaN): the choice depends on the rollouts' seed, drawn per step, and the
+    /// chance of each candidate winning its rollouts has no closed form.
+    fn propensity(&self, _obs: &Observation, _slot: usize, _index: usize) -> f64 {
+        f64::NAN
     }
     fn act(&mut self, obs: &Observation, _explore: bool, rng: &mut SimRng) -> Result<usize> {
         use rayon::prelude::*;

@@ -854,6 +854,25 @@ impl Policy for DqnAgent {
         Ok(out.into_iter().map(|x| x.expect("every observation has a slot")).collect())
     }
 
+    /// Epsilon-greedy: epsilon (0 without exploring) spread over the candidates, the rest
+    /// on the best Q-value among them (the first best, as `act` picks it).
+    fn probabilities(&self, obs: &Observation, explore: bool) -> Option<Vec<f64>> {
+        let n = obs.candidates.len().min(self.slots);
+        let q = self.q_values(&obs.state);
+        let best = (1..n).fold(0, |best, k| if q[k] > q[best] { k } else { best });
+        let e = if explore { self.epsilon.value() } else { 0.0 };
+        let mut p = super::uniform(obs, n);
+        p.iter_mut().for_each(|x| *x *= e);
+        p[best] += 1.0 - e;
+        Some(p)
+    }
+
+    /// The Q-values of the candidates.
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        let n = obs.candidates.len().min(self.slots);
+        Some(self.q_values(&obs.state)[..n].iter().map(|&q| q as f64).collect())
+    }
+
     fn propensity(&self, obs: &Observation, slot: usize, index: usize) -> f64 {
         let n = obs.candidates.len().min(self.slots).max(1) as f64;
         let greedy = self.last_greedy.get(index).copied().flatten();
@@ -1129,5 +1148,36 @@ mod tests {
         let mut d = agent(&["dqn.lr=0.001"]);
         (0..10).for_each(|_| d.end_episode());
         assert_eq!(d.lr(), 0.001);
+    }
+
+    #[test]
+    fn the_dqn_states_the_probabilities_it_acts_by_and_acts_with_them() {
+        use crate::agent::tests::{check_policy, config, observations};
+        let c = config();
+        let obs = observations(&c);
+        let mut half = c.inner().clone();
+        half.dqn.epsilon.start = 0.5;
+        let half = half.check().unwrap();
+        let mut d = DqnAgent::new(&half).unwrap();
+        for explore in [false, true] {
+            check_policy(&mut d, &obs, explore);
+        }
+        // Exploring with epsilon 0.5: the greedy slot half the time plus its share of the
+        // other half, every other candidate 0.5 / n, over many seeded draws.
+        let o = &obs[0];
+        let p = d.probabilities(o, true).unwrap();
+        assert!(p.iter().filter(|&&x| x > 0.0).count() == o.candidates.len() && p.iter().any(|&x| x > 0.5));
+        let mut rng = stream(11, Stream::Policy);
+        let n = 20_000;
+        let mut counts = vec![0usize; p.len()];
+        for _ in 0..n {
+            counts[d.act(o, true, &mut rng).unwrap()] += 1;
+        }
+        for (k, &pk) in p.iter().enumerate() {
+            let f = counts[k] as f64 / n as f64;
+            let sd = (pk * (1.0 - pk) / n as f64).sqrt();
+            assert!((f - pk).abs() <= 5.0 * sd + 1e-12, "slot {k}: {f} against {pk}");
+        }
+        assert_eq!(d.scores(o).unwrap().len(), o.candidates.len());
     }
 }

@@ -54,6 +54,21 @@ pub trait Policy {
         1.0
     }
 
+    /// The probability with which `act(obs, explore, ..)` would choose each slot: one entry
+    /// per slot of the state (`obs.state.valid.len()`), zero on masked slots (past the
+    /// candidates), summing to one. It changes neither the policy's state nor any random
+    /// stream. None where the policy cannot say (the planners, whose rollouts draw).
+    fn probabilities(&self, _obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        None
+    }
+
+    /// The score by which the policy ranks each candidate (higher preferred; one per
+    /// candidate, in slot order), where it ranks by one. It changes neither the policy's
+    /// state nor any random stream.
+    fn scores(&self, _obs: &Observation) -> Option<Vec<f64>> {
+        None
+    }
+
     /// Learners store the transition and may update; returns the loss of any update.
     fn observe(&mut self, _transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
         Ok(None)
@@ -76,6 +91,21 @@ pub trait Policy {
     fn load(&mut self, _dir: &std::path::Path) -> Result<()> {
         Ok(())
     }
+}
+
+/// The probabilities of a policy that always chooses `slot`, over `obs`'s slots.
+pub fn one_hot(obs: &Observation, slot: usize) -> Vec<f64> {
+    let mut p = vec![0.0; obs.state.valid.len().max(obs.candidates.len())];
+    p[slot] = 1.0;
+    p
+}
+
+/// The probabilities of a uniform choice among `obs`'s first `n` candidates.
+pub fn uniform(obs: &Observation, n: usize) -> Vec<f64> {
+    let mut p = vec![0.0; obs.state.valid.len().max(obs.candidates.len())];
+    let n = n.min(obs.candidates.len()).max(1);
+    p[..n].iter_mut().for_each(|x| *x = 1.0 / n as f64);
+    p
 }
 
 /// The policy a config names.
@@ -107,4 +137,102 @@ pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>
         PolicyKind::Planner => Box::new(baselines::PlannerPolicy::new(config)),
         PolicyKind::RetentionPlanner => Box::new(baselines::PlannerPolicy::retention_aware(config)),
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::env::Env;
+    use crate::rng::{stream, Stream};
+    use crate::world::World;
+    use std::sync::Arc;
+
+    /// Observations along a few greedy sessions of a small world with users with memory.
+    pub(crate) fn observations(c: &Checked) -> Vec<Observation> {
+        let mut env = Env::new(c, Arc::new(World::generate(c)));
+        let mut rng = stream(1, Stream::Eval);
+        let mut out = Vec::new();
+        for user in 0..25 {
+            env.reset(user);
+            for t in 0..8 {
+                let obs = env.observation().clone();
+                if obs.exhausted() {
+                    break;
+                }
+                let o = env.step(t % obs.candidates.len(), &mut rng);
+                out.push(obs);
+                if o.terminal || o.truncated {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn config() -> Checked {
+        Config::from_toml_str(
+            "[world]\nn_videos = 300\nn_users = 30\n[dynamics.satiation]\nstrength = 0.5\n[dynamics.quality]\nsd = 0.3\n",
+            &[],
+        )
+        .unwrap()
+    }
+
+    /// `probabilities` is a distribution over the slots, zero past the candidates, and the
+    /// propensity `act` then states is its entry for the chosen slot.
+    pub(crate) fn check_policy(policy: &mut dyn Policy, obs: &[Observation], explore: bool) {
+        let mut rng = stream(9, Stream::Policy);
+        for o in obs {
+            let p = policy.probabilities(o, explore).unwrap_or_else(|| panic!("{}: no probabilities", policy.kind()));
+            assert_eq!(p.len(), o.state.valid.len(), "{}", policy.kind());
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{}: {p:?}", policy.kind());
+            assert!(p[o.candidates.len()..].iter().all(|&x| x == 0.0), "{}: mass on masked slots", policy.kind());
+            assert_eq!(policy.probabilities(o, explore), Some(p.clone()), "{}: changed by asking", policy.kind());
+            let slot = policy.act(o, explore, &mut rng).unwrap();
+            let logged = policy.propensity(o, slot, 0);
+            assert!((logged - p[slot]).abs() < 1e-12, "{}: propensity {logged} against {}", policy.kind(), p[slot]);
+            if let Some(s) = policy.scores(o) {
+                assert_eq!(s.len(), o.candidates.len(), "{}", policy.kind());
+            }
+        }
+    }
+
+    #[test]
+    fn every_baseline_states_the_probabilities_it_acts_by() {
+        let c = config();
+        let obs = observations(&c);
+        assert!(obs.len() > 20);
+        for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::MostViewed, PolicyKind::Oracle, PolicyKind::MyopicOracle]
+        {
+            let mut p = make_policy(kind, &c).unwrap();
+            for explore in [false, true] {
+                check_policy(p.as_mut(), &obs, explore);
+            }
+        }
+        // The planners draw their rollouts' seed: their probabilities are unknown.
+        for kind in [PolicyKind::Planner, PolicyKind::RetentionPlanner] {
+            let p = make_policy(kind, &c).unwrap();
+            assert_eq!(p.probabilities(&obs[0], false), None);
+            assert!(p.propensity(&obs[0], 0, 0).is_nan());
+        }
+    }
+
+    #[test]
+    fn random_chooses_with_the_frequencies_it_states() {
+        let c = config();
+        let obs = &observations(&c)[0];
+        let mut policy = baselines::RandomPolicy;
+        let p = policy.probabilities(obs, true).unwrap();
+        let mut rng = stream(5, Stream::Policy);
+        let n = 20_000;
+        let mut counts = vec![0usize; p.len()];
+        for _ in 0..n {
+            counts[policy.act(obs, true, &mut rng).unwrap()] += 1;
+        }
+        for (k, &pk) in p.iter().enumerate() {
+            let sd = (pk * (1.0 - pk) / n as f64).sqrt();
+            let f = counts[k] as f64 / n as f64;
+            assert!((f - pk).abs() <= 5.0 * sd + 1e-12, "slot {k}: {f} against {pk}");
+        }
+    }
 }

@@ -235,11 +235,29 @@ impl SimEnv {
         if self.over {
             return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
         }
+        let obs = self.env.observation();
         let policy = match self.baselines.entry(kind.name().to_string()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(make_policy(kind, &self.config)?),
         };
-        Ok(decide(policy.as_mut(), self.env.observation(), false, &mut self.policy_rng)?.slot)
+        Ok(decide(policy.as_mut(), obs, false, &mut self.policy_rng)?.slot)
+    }
+
+    /// A built-in baseline's probability of each slot on the current observation (None for
+    /// the planners, whose choice has no closed-form probability); draws nothing.
+    pub fn baseline_probabilities(&mut self, kind: PolicyKind) -> Result<Option<Vec<f64>>> {
+        if kind == PolicyKind::Dqn {
+            return Err(Error::Other("\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner".into()));
+        }
+        if self.over {
+            return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
+        }
+        let obs = self.env.observation();
+        let policy = match self.baselines.entry(kind.name().to_string()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(make_policy(kind, &self.config)?),
+        };
+        Ok(policy.probabilities(obs, false))
     }
 }
 
@@ -292,6 +310,9 @@ mod tests {
         let e = api.step(10).unwrap_err().to_string();
         assert!(e.contains("not a candidate") && e.contains("0..10"), "{e}");
         assert!(api.baseline_action(PolicyKind::Dqn).is_err());
+        let p = api.baseline_probabilities(PolicyKind::Greedy).unwrap().unwrap();
+        assert_eq!(p[0], 1.0);
+        assert_eq!(api.baseline_probabilities(PolicyKind::Planner).unwrap(), None);
         let s = api.step(0).unwrap();
         assert_eq!(s.info.t, 1);
         assert_eq!(s.info.expected_rewards.len(), 10);
