@@ -12,9 +12,10 @@
 //! - [`platform`]: the interaction matrix, candidate generation and business rescoring;
 //! - [`env`]: the environment, its observation layout and its step;
 //! - [`agent`]: the [`agent::Policy`] seam, the DQN, its replay buffer, the baselines;
-//! - [`drive`]: training and evaluation loops and calendar (days and weeks) runs;
+//! - [`drive`]: the session driver, training and evaluation loops, calendar (days and
+//!   weeks) runs, the public reset/step API, and the preflight (memory and device checks);
 //! - [`output`]: typed records to tables, and plots;
-//! - [`experiment`]: a run, its preflight, checkpoints, multi-seed runs, sweeps, reports;
+//! - `experiment`: a run, checkpoints, multi-seed runs, sweeps, reports;
 //! - [`tools`]: `bench` and `inspect`;
 //! - side systems on top: `learn` (sequence models on the logs) and `serve` (policies
 //!   behind HTTP as an A/B experiment).

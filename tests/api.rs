@@ -34,7 +34,7 @@ fn check(settings: &[&str]) {
         let expected = rows(&csv, kind.name());
         assert_eq!(expected.len(), config.train.eval_episodes, "{kind}: rows in eval_episodes.csv");
         assert!(expected.iter().map(|r| r.3).sum::<u32>() > 20, "{kind}: too few steps to say anything");
-        let mut api = SimEnv::new(&config);
+        let mut api = SimEnv::new(&config).unwrap();
         for &(k, user, ret, steps) in &expected {
             let obs = api.reset(Some(config.seed), ResetOptions { episode: Some(k), world: None }).unwrap();
             assert_eq!(obs.user.id, user, "{kind} episode {k}: the user");
@@ -57,6 +57,13 @@ fn check(settings: &[&str]) {
 fn the_api_reproduces_eval_episodes_csv_in_an_evolving_world() {
     // configs/smoke.toml evaluates in one evolving world: episodes in order.
     check(&[]);
+}
+
+#[test]
+fn a_world_too_large_for_this_machine_is_refused_with_the_estimate() {
+    let config = Config::from_toml_str("[world]\nn_users = 4000000000\n", &[]).unwrap();
+    let e = SimEnv::new(&config).err().expect("refused").to_string();
+    assert!(e.contains("would need about") && e.contains("GiB"), "{e}");
 }
 
 #[test]

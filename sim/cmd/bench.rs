@@ -21,7 +21,7 @@ pub(crate) fn cmd_bench(a: BenchArgs) -> Result<()> {
     let mut checked = Vec::new();
     for path in a.configs {
         let c = Config::load(path, a.overrides)?;
-        fypsim::experiment::preflight::check(&c)?;
+        fypsim::drive::preflight::check(&c)?;
         checked.push((path.display().to_string(), c));
     }
     if let Some(dir) = a.scaling {
@@ -62,7 +62,7 @@ pub(crate) fn cmd_bench_learn(
     let mut checked = Vec::new();
     for path in configs {
         let c = Config::load(path, overrides)?;
-        fypsim::experiment::preflight::check(&c)?;
+        fypsim::drive::preflight::check(&c)?;
         checked.push((path.display().to_string(), c));
     }
     const TARGETS: [f64; 2] = [0.8, 0.9];

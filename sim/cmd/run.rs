@@ -88,13 +88,13 @@ fn run_dir(config: &ConfigArgs, out: Option<&Path>, resume: Option<&Path>) -> Re
         None => {
             let checked = config.load()?;
             // Before anything is written: a run that cannot start leaves no folder.
-            fypsim::experiment::preflight::check(&checked)?;
+            fypsim::drive::preflight::check(&checked)?;
             let dir = prepare_run_dir(&checked, out)?;
             (checked, dir)
         }
     };
     if resume.is_some() {
-        fypsim::experiment::preflight::check(&checked)?;
+        fypsim::drive::preflight::check(&checked)?;
     }
     Ok((checked, dir))
 }

@@ -99,12 +99,15 @@ pub struct SimEnv {
 
 impl SimEnv {
     /// Generates the config's world (once); episodes then start with [`SimEnv::reset`].
-    pub fn new(config: &Checked) -> SimEnv {
+    /// A config whose world (kept twice: as generated, and as the episodes change it)
+    /// would not fit in this machine's memory is refused with the estimate.
+    pub fn new(config: &Checked) -> Result<SimEnv> {
+        crate::drive::preflight::fits_in_memory(config)?;
         let world = Arc::new(World::generate(config));
         let mut env = Env::new(config, world);
         let base = env.clone();
         env.track_changes();
-        SimEnv {
+        Ok(SimEnv {
             config: config.clone(),
             env,
             base,
@@ -116,7 +119,7 @@ impl SimEnv {
             over: true,
             steps: 0,
             baselines: BTreeMap::new(),
-        }
+        })
     }
 
     /// The config the environment runs.
@@ -290,7 +293,7 @@ mod tests {
             )
             .unwrap();
             for kind in [PolicyKind::Random, PolicyKind::Greedy, PolicyKind::Oracle] {
-                let mut api = SimEnv::new(&c);
+                let mut api = SimEnv::new(&c).unwrap();
                 let e = evaluate(&c, &api.env.world.clone(), make_policy(kind, &c).unwrap().as_mut(), 25).unwrap();
                 for k in 0..25 {
                     let (ret, n) = play(&mut api, kind, k, world);
@@ -303,7 +306,7 @@ mod tests {
     #[test]
     fn bad_calls_are_errors_that_say_what_to_do() {
         let c = Config::from_toml_str("[world]\nn_videos = 300\nn_users = 20\n", &[]).unwrap();
-        let mut api = SimEnv::new(&c);
+        let mut api = SimEnv::new(&c).unwrap();
         assert!(api.step(0).unwrap_err().to_string().contains("reset() first"));
         api.reset(Some(3), ResetOptions::default()).unwrap();
         assert_eq!(api.episode(), Some(0));

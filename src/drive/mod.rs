@@ -4,5 +4,6 @@
 
 pub mod api;
 pub mod calendar;
+pub mod preflight;
 pub mod session;
 pub mod train;

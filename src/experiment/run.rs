@@ -853,7 +853,7 @@ type SavedPolicy = (Checked, std::sync::Arc<World>, Box<dyn Policy>, usize);
 /// The [`SavedPolicy`] of the run in `dir` (`episodes`, or the run's `train.eval_episodes`).
 fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<SavedPolicy> {
     let config = config_of_run(dir)?;
-    crate::experiment::preflight::check(&config)?;
+    crate::drive::preflight::check(&config)?;
     if episodes == Some(0) {
         return Err(Error::Other("--episodes must be at least 1".into()));
     }

@@ -157,7 +157,7 @@ pub fn plan(path: &Path, out: Option<&Path>) -> Result<Sweep> {
             overrides.push(format!("seed={seed}"));
             // The memory check too, for every run before any starts.
             match Config::from_toml_str(&base_text, &overrides)
-                .and_then(|c| crate::experiment::preflight::fits_in_memory(&c).map(|()| c))
+                .and_then(|c| crate::drive::preflight::fits_in_memory(&c).map(|()| c))
             {
                 Ok(config) => runs.push(PlannedRun {
                     dir: out.join(&label).join(format!("seed{seed}")),
@@ -341,7 +341,7 @@ fn run_one(r: &PlannedRun, on_episodes: &(dyn Fn(u64) + Sync)) -> Result<RunStat
         on_episodes(r.config.train.episodes as u64);
         return Ok(RunStatus::Skipped);
     }
-    crate::experiment::preflight::check(&r.config)?;
+    crate::drive::preflight::check(&r.config)?;
     std::fs::create_dir_all(&r.dir).map_err(Error::io("create folder", &r.dir))?;
     let resume = crate::experiment::checkpoint::exists(&r.dir);
     if resume {

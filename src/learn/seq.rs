@@ -88,7 +88,7 @@ impl Windows {
             })
             .sum();
         let bytes = windows as f64 * window as f64 * (features as f64 * 4.0 + 12.0);
-        if let Some(physical) = crate::experiment::preflight::physical_memory() {
+        if let Some(physical) = crate::drive::preflight::physical_memory() {
             if bytes > physical / 4.0 {
                 return Err(Error::Other(format!(
                     "the {} windows of {window} steps would need about {:.1} GiB, more than a quarter of this machine's {:.1} GiB: \

@@ -377,7 +377,7 @@ impl Service {
             (None, Some(dir)) => crate::experiment::run::config_of_run(dir)?,
             (None, None) => return Err(Error::Other("no world: give a config or a run folder arm".into())),
         };
-        crate::experiment::preflight::check(&config)?;
+        crate::drive::preflight::check(&config)?;
         let fingerprint = crate::experiment::checkpoint::fingerprint(&config);
         let world = std::sync::Arc::new(World::generate(&config));
         let mut env = Env::new(&config, world);
@@ -795,7 +795,7 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
         }),
         Source::Run(dir) => {
             let run = crate::experiment::run::config_of_run(dir)?;
-            crate::experiment::preflight::check(&run)?;
+            crate::drive::preflight::check(&run)?;
             let ck = crate::experiment::checkpoint::open(dir, &run)?;
             let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
             if !same_world || &Layout::of(&run) != layout || run.dqn.interests != config.dqn.interests {

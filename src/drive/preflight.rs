@@ -21,6 +21,7 @@ use crate::Result;
 /// starts), calendar runs and `serve` call it before anything is written.
 pub fn check(config: &Checked) -> Result<()> {
     fits_in_memory(config)?;
+    #[cfg(feature = "torch")]
     if config.policy == PolicyKind::Dqn {
         crate::agent::dqn::resolve_device(config.dqn.device)?;
     }
