@@ -232,35 +232,34 @@ impl SimEnv {
     /// `myopic_oracle`, `planner`, `retention_planner`) takes on the current observation,
     /// drawing from the episode's policy stream as `fypsim run`'s evaluation does.
     pub fn baseline_action(&mut self, kind: PolicyKind) -> Result<usize> {
-        if kind == PolicyKind::Dqn {
-            return Err(Error::Other("\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner".into()));
-        }
-        if self.over {
-            return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
-        }
-        let obs = self.env.observation();
-        let policy = match self.baselines.entry(kind.name().to_string()) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(make_policy(kind, &self.config)?),
-        };
-        Ok(decide(policy.as_mut(), obs, false, &mut self.policy_rng)?.slot)
+        let (policy, obs, rng) = self.baseline(kind)?;
+        Ok(decide(policy, obs, false, rng)?.slot)
     }
 
     /// A built-in baseline's probability of each slot on the current observation (None for
     /// the planners, whose choice has no closed-form probability); draws nothing.
     pub fn baseline_probabilities(&mut self, kind: PolicyKind) -> Result<Option<Vec<f64>>> {
+        let (policy, obs, _) = self.baseline(kind)?;
+        Ok(policy.probabilities(obs, false))
+    }
+
+    /// The baseline `kind` (built on first use), the current observation and the
+    /// episode's policy stream; refuses "dqn" and calls outside an episode.
+    fn baseline(&mut self, kind: PolicyKind) -> Result<(&mut dyn Policy, &Observation, &mut SimRng)> {
         if kind == PolicyKind::Dqn {
-            return Err(Error::Other("\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner".into()));
+            return Err(Error::Other(
+                "\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner"
+                    .into(),
+            ));
         }
         if self.over {
             return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
         }
-        let obs = self.env.observation();
         let policy = match self.baselines.entry(kind.name().to_string()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(make_policy(kind, &self.config)?),
         };
-        Ok(policy.probabilities(obs, false))
+        Ok((policy.as_mut(), self.env.observation(), &mut self.policy_rng))
     }
 }
 
