@@ -143,15 +143,13 @@ pub struct MyopicOraclePolicy;
 impl MyopicOraclePolicy {
     /// The best candidate by expected immediate reward (ties: the lower slot).
     pub fn choose(obs: &Observation) -> usize {
+        argmax(&Self::values(obs))
+    }
+
+    /// Each candidate's true expected reward now, from the latent state.
+    fn values(obs: &Observation) -> Vec<f64> {
         let t = &obs.truth;
-        let mut best = (f64::NEG_INFINITY, 0);
-        for (k, c) in obs.candidates.iter().enumerate() {
-            let value = t.model.expected_reward(&obs.user, &t.latent, c.video, t.now);
-            if value > best.0 {
-                best = (value, k);
-            }
-        }
-        best.1
+        obs.candidates.iter().map(|c| t.model.expected_reward(&obs.user, &t.latent, c.video, t.now)).collect()
     }
 }
 
@@ -167,8 +165,7 @@ impl Policy for MyopicOraclePolicy {
     }
     /// The true expected reward now, from the latent state.
     fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
-        let t = &obs.truth;
-        Some(obs.candidates.iter().map(|c| t.model.expected_reward(&obs.user, &t.latent, c.video, t.now)).collect())
+        Some(Self::values(obs))
     }
 }
 

@@ -838,15 +838,7 @@ impl Policy for DqnAgent {
             let states: Vec<&State> = scored.iter().map(|&i| &obs[i].state).collect();
             let q = self.states_q_values(&self.online, &states);
             for (row, &i) in scored.iter().enumerate() {
-                let q = &q[row * self.slots..(row + 1) * self.slots];
-                // The first best among the real candidates.
-                let n = obs[i].candidates.len().min(self.slots);
-                let mut best = 0;
-                for k in 1..n {
-                    if q[k] > q[best] {
-                        best = k;
-                    }
-                }
+                let best = first_best(&q[row * self.slots..(row + 1) * self.slots], obs[i].candidates.len().min(self.slots));
                 self.last_greedy[i] = Some(best);
                 out[i].get_or_insert(best);
             }
@@ -858,8 +850,7 @@ impl Policy for DqnAgent {
     /// on the best Q-value among them (the first best, as `act` picks it).
     fn probabilities(&self, obs: &Observation, explore: bool) -> Option<Vec<f64>> {
         let n = obs.candidates.len().min(self.slots);
-        let q = self.q_values(&obs.state);
-        let best = (1..n).fold(0, |best, k| if q[k] > q[best] { k } else { best });
+        let best = first_best(&self.q_values(&obs.state), n);
         let e = if explore { self.epsilon.value() } else { 0.0 };
         let mut p = super::uniform(obs, n);
         p.iter_mut().for_each(|x| *x *= e);
@@ -926,6 +917,17 @@ impl Policy for DqnAgent {
     fn load(&mut self, dir: &Path) -> Result<()> {
         DqnAgent::load(self, dir)
     }
+}
+
+/// The greedy slot: the first best Q-value among the first `n` slots (the real candidates).
+fn first_best(q: &[f32], n: usize) -> usize {
+    let mut best = 0;
+    for k in 1..n {
+        if q[k] > q[best] {
+            best = k;
+        }
+    }
+    best
 }
 
 #[cfg(test)]

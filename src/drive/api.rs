@@ -19,7 +19,7 @@ use rand::Rng;
 
 use crate::agent::{make_policy, Policy};
 use crate::config::{Checked, EvalWorld, PolicyKind};
-use crate::drive::session::decide;
+use crate::drive::session::{decide, StepEnd};
 use crate::env::{Env, Observation};
 use crate::rng::{substream, SimRng, Stream};
 use crate::world::{Action, World};
@@ -205,9 +205,8 @@ impl SimEnv {
             truth.model.outcome_probabilities(&obs.user, &truth.latent, truth.t, obs.candidates[slot].video, truth.now);
         let o = self.env.step(slot, &mut self.responses);
         self.steps += 1;
-        let dry = self.env.observation().exhausted();
-        let terminated = o.terminal || dry;
-        let truncated = !terminated && o.truncated;
+        let end = StepEnd::of(&o, self.env.observation().exhausted());
+        let (terminated, truncated) = (end == StepEnd::Terminal, end == StepEnd::Truncated);
         self.over = terminated || truncated;
         Ok(StepResult {
             reward: o.reward,

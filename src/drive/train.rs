@@ -441,8 +441,7 @@ pub fn paired_advantage(evaluation: &[EvalResult], baseline: PolicyKind) -> Opti
     let (trained, baselines) = evaluation.split_first()?;
     let b = baselines.iter().find(|e| e.policy == baseline)?;
     let diffs: Vec<f64> = trained.returns.iter().zip(&b.returns).map(|(t, b)| t - b).collect();
-    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
-    Some(crate::stats::Interval { mean, ci95 })
+    Some(crate::stats::Interval::with(&diffs, crate::stats::Critical::Normal))
 }
 
 /// `a`'s return minus `b`'s, paired over the episodes both ran (None unless both are in
@@ -451,8 +450,7 @@ pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Optio
     let a = results.iter().find(|e| e.policy == a)?;
     let b = results.iter().find(|e| e.policy == b)?;
     let diffs: Vec<f64> = a.returns.iter().zip(&b.returns).map(|(x, y)| x - y).collect();
-    let (mean, ci95) = crate::stats::mean_ci(&diffs, crate::stats::Critical::Normal);
-    Some(crate::stats::Interval { mean, ci95 })
+    Some(crate::stats::Interval::with(&diffs, crate::stats::Critical::Normal))
 }
 
 /// Runs `episodes` evaluation episodes with exploration off, from a fresh copy of `world`.
