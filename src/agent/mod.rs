@@ -33,7 +33,7 @@ pub struct Transition {
 }
 
 /// Chooses which candidate slot to show.
-pub trait Policy {
+pub trait Policy: Send {
     fn kind(&self) -> PolicyKind;
 
     /// A slot in `0..obs.candidates.len()`. `explore` is false during evaluation.

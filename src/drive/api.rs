@@ -7,6 +7,12 @@
 //! the policy stream `(s, k)`, so for a run's config and seed, episode `k` driven by a
 //! built-in baseline reproduces row `k` of that baseline in `eval_episodes.csv`.
 //!
+//! With [`Streams::Training`] episodes draw instead from the continuing streams of
+//! `fypsim run`'s training loop (its users, responses and policy streams, in the world
+//! `train.train_world` names), so a baseline driven through the API reproduces the
+//! training episodes of a run of that baseline, and its step log equals the run's
+//! `steps.parquet`.
+//!
 //! Two rules differ from fypsim's own loops, because Gymnasium has no zero-step episode:
 //! a user with nothing left to see at `reset` is redrawn (the next draw of the same
 //! stream, deterministically); and a feed that runs dry mid-episode ends the episode as
@@ -20,8 +26,9 @@ use rand::Rng;
 use crate::agent::{make_policy, Policy};
 use crate::config::{Checked, EvalWorld, PolicyKind};
 use crate::drive::session::{decide, StepEnd};
+use crate::drive::train::StepRecord;
 use crate::env::{Env, Observation};
-use crate::rng::{substream, SimRng, Stream};
+use crate::rng::{stream, substream, SimRng, Stream};
 use crate::world::{Action, World};
 use crate::{Error, Result};
 
@@ -34,6 +41,19 @@ pub enum StartWorld {
     /// The world as the episodes before left it: shown videos stay in the matrix and the
     /// users' histories (as in training, and evaluation with `eval_world = "evolving"`).
     Evolving,
+}
+
+/// Which random streams the episodes draw from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Streams {
+    /// Episode `k` under seed `s` draws from the evaluation streams `(s, k)`: episodes
+    /// are independent of each other and of the order they are played in (the default).
+    #[default]
+    Evaluation,
+    /// Episodes draw, one after the other, from the continuing streams of `fypsim run`'s
+    /// training loop for the seed (which user, the responses, the policy's draws); the
+    /// episode index only counts. The default world is `train.train_world`.
+    Training,
 }
 
 /// What `reset` may be told besides the seed.
@@ -95,6 +115,19 @@ pub struct SimEnv {
     over: bool,
     steps: usize,
     baselines: BTreeMap<String, Box<dyn Policy>>,
+    streams: Streams,
+    /// With [`Streams::Training`]: which user starts each episode.
+    users_rng: SimRng,
+    /// The steps taken since logging began (None: not logging).
+    log: Option<Vec<StepRecord>>,
+}
+
+/// What one baseline did on one episode of [`SimEnv::play_baseline`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Played {
+    pub episode_return: f64,
+    pub steps: u32,
+    pub user: u32,
 }
 
 impl SimEnv {
@@ -103,11 +136,33 @@ impl SimEnv {
     /// would not fit in this machine's memory is refused with the estimate.
     pub fn new(config: &Checked) -> Result<SimEnv> {
         crate::drive::preflight::fits_in_memory(config)?;
+        Ok(SimEnv::generate(config))
+    }
+
+    /// `n` environments of one config, each with its own state, each equal to one built
+    /// by [`SimEnv::new`] (the world is generated once and shared: it does not change).
+    /// Refused, with the estimate, when `n` copies of the world's matrix would not fit
+    /// in this machine's memory.
+    pub fn many(config: &Checked, n: usize) -> Result<Vec<SimEnv>> {
+        if n == 0 {
+            return Err(Error::Other("num_envs must be at least 1".into()));
+        }
+        crate::drive::preflight::fits_in_memory_envs(config, n)?;
+        let first = SimEnv::generate(config);
+        let mut envs = Vec::with_capacity(n);
+        for _ in 1..n {
+            envs.push(first.replica());
+        }
+        envs.push(first);
+        Ok(envs)
+    }
+
+    fn generate(config: &Checked) -> SimEnv {
         let world = Arc::new(World::generate(config));
         let mut env = Env::new(config, world);
         let base = env.clone();
         env.track_changes();
-        Ok(SimEnv {
+        SimEnv {
             config: config.clone(),
             env,
             base,
@@ -119,7 +174,51 @@ impl SimEnv {
             over: true,
             steps: 0,
             baselines: BTreeMap::new(),
-        })
+            streams: Streams::Evaluation,
+            users_rng: stream(config.seed, Stream::EpisodeUsers),
+            log: None,
+        }
+    }
+
+    /// A new environment over the same world, at the generated world's starting point,
+    /// as [`SimEnv::new`] would build it (the streams and the logging carry over; no
+    /// episode is under way).
+    pub fn replica(&self) -> SimEnv {
+        let mut env = self.base.clone();
+        env.track_changes();
+        SimEnv {
+            config: self.config.clone(),
+            env,
+            base: self.base.clone(),
+            seed: self.config.seed,
+            next_episode: 0,
+            episode: None,
+            responses: substream(self.config.seed, Stream::Eval, 0),
+            policy_rng: substream(self.config.seed, Stream::Policy, 0),
+            over: true,
+            steps: 0,
+            baselines: BTreeMap::new(),
+            streams: self.streams,
+            users_rng: stream(self.config.seed, Stream::EpisodeUsers),
+            log: self.log.as_ref().map(|_| Vec::new()),
+        }
+    }
+
+    /// Chooses the streams episodes draw from ([`Streams`]); takes effect at the next
+    /// reset with a seed (the training streams start at the seed's beginning).
+    pub fn set_streams(&mut self, streams: Streams) {
+        self.streams = streams;
+    }
+
+    /// Starts (or stops) logging every step as a row of the steps table
+    /// ([`crate::drive::steplog`]); starting drops what was logged before.
+    pub fn set_logging(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// The steps logged so far (in the order they were taken), leaving the log empty.
+    pub fn take_log(&mut self) -> Vec<StepRecord> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The config the environment runs.
@@ -127,24 +226,35 @@ impl SimEnv {
         &self.config
     }
 
-    /// Starts an episode: `seed` (when given) seeds this and every later episode and
-    /// restarts the count at 0; `options` may name the episode and the world it starts
+    /// Starts an episode: `seed` (when given) seeds this and every later episode,
+    /// restarts the count at 0 and starts from the generated world (a seed restarts the
+    /// environment); `options` may name the episode and the world it starts
     /// from. Returns the first observation.
     pub fn reset(&mut self, seed: Option<u64>, options: ResetOptions) -> Result<&Observation> {
+        let training = self.streams == Streams::Training;
         if let Some(s) = seed {
             self.seed = s;
             self.next_episode = 0;
+            if training {
+                self.users_rng = stream(s, Stream::EpisodeUsers);
+                self.responses = stream(s, Stream::Responses);
+                self.policy_rng = stream(s, Stream::Policy);
+            }
         }
         let k = options.episode.unwrap_or(self.next_episode);
         self.next_episode = k.saturating_add(1);
-        let fresh = match options.world {
-            Some(w) => w == StartWorld::Fresh,
-            None => self.config.train.eval_world == EvalWorld::Fresh,
-        };
+        let default_world = if training { self.config.train.train_world } else { self.config.train.eval_world };
+        // A seed restarts the environment: the generated world, whatever world is asked
+        // for, so that the same seed gives the same episodes.
+        let fresh = seed.is_some()
+            || match options.world {
+                Some(w) => w == StartWorld::Fresh,
+                None => default_world == EvalWorld::Fresh,
+            };
         if fresh {
             self.env.reset_to(&self.base);
         }
-        let mut rng = substream(self.seed, Stream::Eval, k);
+        let mut rng = if training { self.users_rng.clone() } else { substream(self.seed, Stream::Eval, k) };
         let users = self.env.world.initial_users();
         // A user with nothing left to see has no first step: the next draw of the stream.
         let mut tries = 0;
@@ -162,8 +272,12 @@ impl SimEnv {
                 )));
             }
         }
-        self.responses = rng;
-        self.policy_rng = substream(self.seed, Stream::Policy, k);
+        if training {
+            self.users_rng = rng;
+        } else {
+            self.responses = rng;
+            self.policy_rng = substream(self.seed, Stream::Policy, k);
+        }
         self.episode = Some(k);
         self.over = false;
         self.steps = 0;
@@ -173,6 +287,11 @@ impl SimEnv {
     /// The current observation.
     pub fn observation(&self) -> &Observation {
         self.env.observation()
+    }
+
+    /// Whether the episode has ended (or none has begun): `step` needs a `reset` first.
+    pub fn is_over(&self) -> bool {
+        self.over
     }
 
     /// The episode under way (None before the first reset).
@@ -188,6 +307,12 @@ impl SimEnv {
 
     /// Shows the candidate in `slot` and draws the user's response.
     pub fn step(&mut self, slot: usize) -> Result<StepResult> {
+        self.step_with(slot, None)
+    }
+
+    /// [`SimEnv::step`], telling the step log the probability with which the acting
+    /// policy chose `slot` (its `propensity` column; NaN when not given).
+    pub fn step_with(&mut self, slot: usize, propensity: Option<f64>) -> Result<StepResult> {
         if self.over {
             return Err(Error::Other("the episode is over (or never began): call reset() first".into()));
         }
@@ -203,7 +328,12 @@ impl SimEnv {
             obs.candidates.iter().map(|c| truth.model.expected_reward(&obs.user, &truth.latent, c.video, truth.now)).collect();
         let outcome_p =
             truth.model.outcome_probabilities(&obs.user, &truth.latent, truth.t, obs.candidates[slot].video, truth.now);
-        let o = self.env.step(slot, &mut self.responses);
+        let user = self.env.user();
+        let mut o = self.env.step(slot, &mut self.responses);
+        o.propensity = propensity.unwrap_or(f64::NAN);
+        if let Some(log) = &mut self.log {
+            log.push(StepRecord::of(self.episode.unwrap_or(0) as u32, self.steps as u32, user, &o));
+        }
         self.steps += 1;
         let end = StepEnd::of(&o, self.env.observation().exhausted());
         let (terminated, truncated) = (end == StepEnd::Terminal, end == StepEnd::Truncated);
@@ -240,6 +370,26 @@ impl SimEnv {
     pub fn baseline_probabilities(&mut self, kind: PolicyKind) -> Result<Option<Vec<f64>>> {
         let (policy, obs, _) = self.baseline(kind)?;
         Ok(policy.probabilities(obs, false))
+    }
+
+    /// Plays episode `episode` (in `world`, by default the streams' default) with the
+    /// built-in baseline `kind` to its end: `reset`, then `baseline_action` and `step`
+    /// until the episode ends, logging its steps when logging is on (with the baseline's
+    /// probability of each chosen slot as the propensity, NaN for the planners).
+    pub fn play_baseline(&mut self, kind: PolicyKind, episode: u64, world: Option<StartWorld>) -> Result<Played> {
+        self.reset(None, ResetOptions { episode: Some(episode), world })?;
+        let user = self.env.user();
+        let (mut ret, mut steps) = (0.0, 0);
+        loop {
+            let (policy, obs, rng) = self.baseline(kind)?;
+            let d = decide(policy, obs, false, rng)?;
+            let s = self.step_with(d.slot, Some(d.propensity))?;
+            ret += s.reward;
+            steps += 1;
+            if s.terminated || s.truncated {
+                return Ok(Played { episode_return: ret, steps, user });
+            }
+        }
     }
 
     /// The baseline `kind` (built on first use), the current observation and the

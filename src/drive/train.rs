@@ -49,6 +49,36 @@ pub struct StepRecord {
     pub detail: Option<Box<StepDetail>>,
 }
 
+impl StepRecord {
+    /// The record of step `t` (from 0) of `episode`, a session of `user`: the detail
+    /// columns when the step filled them (a dynamic on, or `output.step_detail`).
+    pub fn of(episode: u32, t: u32, user: u32, o: &StepOutcome) -> StepRecord {
+        StepRecord {
+            episode,
+            t,
+            user,
+            video: o.video,
+            slot: o.slot as u32,
+            category: o.category,
+            response: o.response,
+            reward: o.reward,
+            detail: (!o.offered.is_empty()).then(|| {
+                Box::new(StepDetail {
+                    watch_s: o.watch_s,
+                    expected_p: o.expected_p,
+                    expected_reward: o.expected_reward,
+                    satiation: o.satiation,
+                    left: o.terminal,
+                    offered: o.offered.clone(),
+                    propensity: o.propensity,
+                    time_s: o.time_s,
+                    outcome_p: o.outcome_p,
+                })
+            }),
+        }
+    }
+}
+
 /// The user model's view of one step (users with memory): steps.parquet's extra columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepDetail {
@@ -241,29 +271,7 @@ impl EpisodeInProgress {
             self.n_loss += 1;
         }
         if record_steps {
-            progress.steps.push(StepRecord {
-                episode: self.episode,
-                t: self.steps,
-                user: self.user,
-                video: o.video,
-                slot: o.slot as u32,
-                category: o.category,
-                response: o.response,
-                reward: o.reward,
-                detail: (!o.offered.is_empty()).then(|| {
-                    Box::new(StepDetail {
-                        watch_s: o.watch_s,
-                        expected_p: o.expected_p,
-                        expected_reward: o.expected_reward,
-                        satiation: o.satiation,
-                        left: o.terminal,
-                        offered: o.offered.clone(),
-                        propensity: o.propensity,
-                        time_s: o.time_s,
-                        outcome_p: o.outcome_p,
-                    })
-                }),
-            });
+            progress.steps.push(StepRecord::of(self.episode, self.steps, self.user, o));
         }
         self.ret += o.reward;
         self.steps += 1;

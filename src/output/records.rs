@@ -31,43 +31,22 @@ pub fn episodes_frame(rows: &[EpisodeRecord], wall_time: bool) -> PolarsResult<D
     Ok(df)
 }
 
-/// The steps table: episode, t, user, video, slot, category, response, reward.
+/// The steps table: the columns of [`crate::drive::steplog::step_columns`].
 pub fn steps_frame(rows: &[StepRecord], config: &Checked) -> PolarsResult<DataFrame> {
-    let cats = &config.world.categories;
-    let mut frame = df!(
-        "episode" => rows.iter().map(|r| r.episode).collect::<Vec<_>>(),
-        "t" => rows.iter().map(|r| r.t).collect::<Vec<_>>(),
-        "user" => rows.iter().map(|r| r.user).collect::<Vec<_>>(),
-        "video" => rows.iter().map(|r| r.video).collect::<Vec<_>>(),
-        "slot" => rows.iter().map(|r| r.slot).collect::<Vec<_>>(),
-        "category" => rows.iter().map(|r| cats[r.category as usize].as_str()).collect::<Vec<_>>(),
-        "response" => rows.iter().map(|r| r.response.name()).collect::<Vec<_>>(),
-        "reward" => rows.iter().map(|r| r.reward).collect::<Vec<_>>(),
-    )?;
-    if rows.iter().any(|r| r.detail.is_some()) {
-        // Users with memory: what the user model knew before each step.
-        let d = |f: fn(&crate::drive::train::StepDetail) -> f64| {
-            rows.iter().map(|r| r.detail.as_ref().map(|d| f(d))).collect::<Vec<_>>()
-        };
-        let offered: Vec<Series> =
-            rows.iter().map(|r| Series::new("".into(), r.detail.as_ref().map_or(&[][..], |d| &d.offered[..]))).collect();
-        frame.with_column(Column::new("watch_s".into(), d(|d| d.watch_s)))?;
-        frame.with_column(Column::new("expected_p".into(), d(|d| d.expected_p)))?;
-        frame.with_column(Column::new("expected_reward".into(), d(|d| d.expected_reward)))?;
-        frame.with_column(Column::new("satiation".into(), d(|d| d.satiation)))?;
-        frame.with_column(Column::new("propensity".into(), d(|d| d.propensity)))?;
-        frame.with_column(Column::new(
-            "left".into(),
-            rows.iter().map(|r| r.detail.as_ref().map(|d| d.left)).collect::<Vec<_>>(),
-        ))?;
-        frame.with_column(Column::new("offered".into(), offered))?;
-        frame.with_column(Column::new("time_s".into(), d(|d| d.time_s)))?;
-        for (k, name) in ["p_watched", "p_skipped", "p_liked", "p_left"].into_iter().enumerate() {
-            let col: Vec<Option<f64>> = rows.iter().map(|r| r.detail.as_ref().map(|d| d.outcome_p[k])).collect();
-            frame.with_column(Column::new(name.into(), col))?;
-        }
-    }
-    Ok(frame)
+    use crate::drive::steplog::{step_columns, Column as C};
+    let columns: Vec<Column> = step_columns(rows, &config.world.categories)
+        .into_iter()
+        .map(|(name, values)| match values {
+            C::U32(v) => Column::new(name.into(), v),
+            C::F64(v) => Column::new(name.into(), v),
+            C::OptF64(v) => Column::new(name.into(), v),
+            C::OptBool(v) => Column::new(name.into(), v),
+            C::Str(v) => Column::new(name.into(), v),
+            C::Name(v) => Column::new(name.into(), v),
+            C::ListU32(v) => Column::new(name.into(), v.iter().map(|l| Series::new("".into(), &l[..])).collect::<Vec<Series>>()),
+        })
+        .collect();
+    DataFrame::new(rows.len(), columns)
 }
 
 /// sessions.parquet of a population run: one row per session and policy.
