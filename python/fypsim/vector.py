@@ -47,6 +47,9 @@ class _Native:
         self.flatten = bool(flatten)
         n = int(num_envs)
         b = self.native.buffers()
+        for arr in b.values():
+            # Only the native batch writes these (each call overwrites them).
+            arr.flags.writeable = False
         r = self.spec["slots"]
         ps = len(self.spec["candidate_features"])
         hs, hf = self.spec["history_shape"]

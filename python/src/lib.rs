@@ -693,6 +693,8 @@ struct PyVecEnv {
     invalid: Invalid,
     same_step: bool,
     pool: Option<rayon::ThreadPool>,
+    /// The threads that step the batch (1: the calling thread alone).
+    threads: usize,
     buf: Buffers,
     config: Checked,
 }
@@ -718,9 +720,14 @@ fn zeros1<T: numpy::Element>(py: Python<'_>, n: usize) -> Py<PyArray1<T>> {
     PyArray1::<T>::zeros(py, [n], false).unbind()
 }
 
+/// A buffer's elements, without numpy's borrow bookkeeping (a dozen lookups per call).
+/// SAFETY: the buffers are made C-contiguous by this module and never resized or handed
+/// out writeable (Python sees read-only views: `fypsim.vector` clears their writeable
+/// flag), each is sliced at most once per call, and the calls are serialised by the
+/// batch's lock.
 macro_rules! rw {
     ($py:expr, $a:expr) => {
-        $a.bind($py).try_readwrite().map_err(|e| PyValueError::new_err(format!("a buffer is in use: {e}")))?
+        unsafe { $a.bind($py).as_slice_mut().expect("the buffers are made contiguous") }
     };
 }
 
@@ -787,7 +794,8 @@ impl PyVecEnv {
                 ended: zeros1(py, n),
             };
             let subs = envs.into_iter().map(|env| Sub { env, pending_reset: false }).collect();
-            Ok(PyVecEnv { inner: std::sync::Mutex::new(subs), spec, flatten, invalid, same_step, pool, buf, config: c })
+            let threads = threads.unwrap_or_else(rayon::current_num_threads);
+            Ok(PyVecEnv { inner: std::sync::Mutex::new(subs), spec, flatten, invalid, same_step, pool, threads, buf, config: c })
         })
     }
 
@@ -848,7 +856,7 @@ impl PyVecEnv {
             let n = subs.len();
             let spec = &self.spec;
             let (flatten, buf) = (self.flatten, &self.buf);
-            let (mut u, mut c, mut k, mut m, mut h, mut f) = (
+            let (u, c, k, m, h, f) = (
                 rw!(py, buf.user),
                 rw!(py, buf.candidates),
                 rw!(py, buf.categorical),
@@ -856,14 +864,7 @@ impl PyVecEnv {
                 rw!(py, buf.history),
                 rw!(py, buf.flat),
             );
-            let views = Views {
-                user: u.as_slice_mut().expect("contiguous"),
-                candidates: c.as_slice_mut().expect("contiguous"),
-                categorical: k.as_slice_mut().expect("contiguous"),
-                mask: m.as_slice_mut().expect("contiguous"),
-                history: h.as_slice_mut().expect("contiguous"),
-                flat: f.as_slice_mut().expect("contiguous"),
-            };
+            let views = Views { user: u, candidates: c, categorical: k, mask: m, history: h, flat: f };
             let outs = views.split(spec, n, flatten);
             let result: Result<Vec<(u64, u32)>, Error> = py.detach(|| {
                 self.run(|| {
@@ -918,7 +919,7 @@ impl PyVecEnv {
             }
             let spec = &self.spec;
             let (flatten, same_step, buf) = (self.flatten, self.same_step, &self.buf);
-            let (mut u, mut c, mut k, mut m, mut h, mut f) = (
+            let (u, c, k, m, h, f) = (
                 rw!(py, buf.user),
                 rw!(py, buf.candidates),
                 rw!(py, buf.categorical),
@@ -926,7 +927,7 @@ impl PyVecEnv {
                 rw!(py, buf.history),
                 rw!(py, buf.flat),
             );
-            let (mut fu, mut fc, mut fk, mut fm, mut fh, mut ff) = (
+            let (fu, fc, fk, fm, fh, ff) = (
                 rw!(py, buf.final_user),
                 rw!(py, buf.final_candidates),
                 rw!(py, buf.final_categorical),
@@ -934,63 +935,36 @@ impl PyVecEnv {
                 rw!(py, buf.final_history),
                 rw!(py, buf.final_flat),
             );
-            let (mut rw_, mut te, mut tr, mut re, mut en) = (
+            let (rw_, te, tr, re, en) = (
                 rw!(py, buf.rewards),
                 rw!(py, buf.terminated),
                 rw!(py, buf.truncated),
                 rw!(py, buf.replaced),
                 rw!(py, buf.ended),
             );
-            let outs = Views {
-                user: u.as_slice_mut().expect("contiguous"),
-                candidates: c.as_slice_mut().expect("contiguous"),
-                categorical: k.as_slice_mut().expect("contiguous"),
-                mask: m.as_slice_mut().expect("contiguous"),
-                history: h.as_slice_mut().expect("contiguous"),
-                flat: f.as_slice_mut().expect("contiguous"),
-            }
-            .split(spec, n, flatten);
+            let outs = Views { user: u, candidates: c, categorical: k, mask: m, history: h, flat: f }.split(spec, n, flatten);
             let fins: Vec<Option<Out<'_>>> = if same_step {
-                Views {
-                    user: fu.as_slice_mut().expect("contiguous"),
-                    candidates: fc.as_slice_mut().expect("contiguous"),
-                    categorical: fk.as_slice_mut().expect("contiguous"),
-                    mask: fm.as_slice_mut().expect("contiguous"),
-                    history: fh.as_slice_mut().expect("contiguous"),
-                    flat: ff.as_slice_mut().expect("contiguous"),
-                }
-                .split(spec, n, flatten)
-                .into_iter()
-                .map(Some)
-                .collect()
+                Views { user: fu, candidates: fc, categorical: fk, mask: fm, history: fh, flat: ff }
+                    .split(spec, n, flatten)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
             } else {
                 (0..n).map(|_| None).collect()
             };
-            let results: Vec<Result<Stepped, Error>> = py.detach(|| {
-                self.run(|| {
-                    subs.par_iter_mut()
-                        .zip(outs)
-                        .zip(fins)
-                        .zip(&slots)
-                        .map(|(((sub, out), fin), &(slot, replaced))| {
-                            catch_unwind(AssertUnwindSafe(|| step_sub(sub, spec, slot, replaced, same_step, out, fin)))
-                                .unwrap_or_else(|p| {
-                                    Err(Error::Other(format!(
-                                        "fypsim internal error (please report it): {}",
-                                        fypsim::panic_message(p.as_ref())
-                                    )))
-                                })
-                        })
-                        .collect()
+            let one = |(((sub, out), fin), &(slot, replaced)): (((&mut Sub, Out<'_>), Option<Out<'_>>), &(usize, bool))| {
+                catch_unwind(AssertUnwindSafe(|| step_sub(sub, spec, slot, replaced, same_step, out, fin))).unwrap_or_else(|p| {
+                    Err(Error::Other(format!("fypsim internal error (please report it): {}", fypsim::panic_message(p.as_ref()))))
                 })
+            };
+            let results: Vec<Result<Stepped, Error>> = py.detach(|| {
+                if self.threads == 1 {
+                    // One thread: no pool to wake.
+                    subs.iter_mut().zip(outs).zip(fins).zip(&slots).map(one).collect()
+                } else {
+                    self.run(|| subs.par_iter_mut().zip(outs).zip(fins).zip(&slots).map(one).collect())
+                }
             });
-            let (rw_, te, tr, re, en) = (
-                rw_.as_slice_mut().expect("contiguous"),
-                te.as_slice_mut().expect("contiguous"),
-                tr.as_slice_mut().expect("contiguous"),
-                re.as_slice_mut().expect("contiguous"),
-                en.as_slice_mut().expect("contiguous"),
-            );
             for (i, r) in results.into_iter().enumerate() {
                 let s = r.map_err(|e| PyValueError::new_err(format!("environment {i}: {e}")))?;
                 rw_[i] = s.reward;
@@ -1057,23 +1031,37 @@ fn rust_loop_steps_per_s(
             }
             let started = std::time::Instant::now();
             let rounds = steps.div_ceil(num_envs.max(1));
-            pool.install(|| {
-                for _ in 0..rounds {
-                    subs.par_iter_mut().try_for_each(|(sub, rng, u, cnd, cat, m, h)| -> Result<(), Error> {
-                        let n = if sub.pending_reset { 1 } else { sub.env.observation().candidates.len() };
-                        let slot = rng.random_range(0..n);
-                        let out = if flatten {
-                            Out::Flat(&mut h[..])
-                        } else {
-                            Out::Dict { user: u, candidates: cnd, categorical: cat, mask: m, history: h }
-                        };
-                        step_sub(sub, &spec, slot, false, false, out, None)?;
-                        Ok(())
-                    })?;
+            // One batch step per round, each its own call into the pool as a batch step
+            // API makes them (the threads may sleep between calls); one thread steps
+            // without a pool.
+            let one = |(sub, rng, u, cnd, cat, m, h): &mut (
+                Sub,
+                rand_chacha::ChaCha8Rng,
+                Vec<f32>,
+                Vec<f32>,
+                Vec<i64>,
+                Vec<i8>,
+                Vec<f32>,
+            )|
+             -> Result<(), Error> {
+                let n = if sub.pending_reset { 1 } else { sub.env.observation().candidates.len() };
+                let slot = rng.random_range(0..n);
+                let out = if flatten {
+                    Out::Flat(&mut h[..])
+                } else {
+                    Out::Dict { user: u, candidates: cnd, categorical: cat, mask: m, history: h }
+                };
+                step_sub(sub, &spec, slot, false, false, out, None)?;
+                Ok(())
+            };
+            for _ in 0..rounds {
+                if threads <= 1 {
+                    subs.iter_mut().try_for_each(one)
+                } else {
+                    pool.install(|| subs.par_iter_mut().try_for_each(one))
                 }
-                Ok::<(), Error>(())
-            })
-            .map_err(err)?;
+                .map_err(err)?;
+            }
             Ok((rounds * num_envs) as f64 / started.elapsed().as_secs_f64())
         })
     })

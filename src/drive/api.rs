@@ -105,8 +105,9 @@ pub struct StepResult {
 pub struct SimEnv {
     config: Checked,
     env: Env,
-    /// The generated world's starting point, for fresh episodes.
-    base: Env,
+    /// The generated world's starting point, for fresh episodes (shared, read-only, by
+    /// every replica).
+    base: Arc<Env>,
     seed: u64,
     next_episode: u64,
     episode: Option<u64>,
@@ -140,9 +141,9 @@ impl SimEnv {
     }
 
     /// `n` environments of one config, each with its own state, each equal to one built
-    /// by [`SimEnv::new`] (the world is generated once and shared: it does not change).
-    /// Refused, with the estimate, when `n` copies of the world's matrix would not fit
-    /// in this machine's memory.
+    /// by [`SimEnv::new`] (the world is generated once and shared: it does not change; so
+    /// is the starting point fresh episodes copy back from). Refused, with the estimate,
+    /// when `n` copies of the world's matrix would not fit in this machine's memory.
     pub fn many(config: &Checked, n: usize) -> Result<Vec<SimEnv>> {
         if n == 0 {
             return Err(Error::Other("num_envs must be at least 1".into()));
@@ -160,7 +161,7 @@ impl SimEnv {
     fn generate(config: &Checked) -> SimEnv {
         let world = Arc::new(World::generate(config));
         let mut env = Env::new(config, world);
-        let base = env.clone();
+        let base = Arc::new(env.clone());
         env.track_changes();
         SimEnv {
             config: config.clone(),
@@ -184,12 +185,12 @@ impl SimEnv {
     /// as [`SimEnv::new`] would build it (the streams and the logging carry over; no
     /// episode is under way).
     pub fn replica(&self) -> SimEnv {
-        let mut env = self.base.clone();
+        let mut env = Env::clone(&self.base);
         env.track_changes();
         SimEnv {
             config: self.config.clone(),
             env,
-            base: self.base.clone(),
+            base: Arc::clone(&self.base),
             seed: self.config.seed,
             next_episode: 0,
             episode: None,

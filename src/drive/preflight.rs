@@ -40,16 +40,17 @@ pub fn fits_in_memory(c: &Config) -> std::result::Result<(), ConfigError> {
 }
 
 /// Refuses `n` environments of the public API ([`crate::drive::api::SimEnv::many`]) whose
-/// estimated memory exceeds this machine's: each keeps two copies of the world's
-/// matrix and neighbour lists (as generated, and as its episodes change it).
+/// estimated memory exceeds this machine's: each keeps its own copy of the world's matrix
+/// and neighbour lists (as its episodes change it), beside one shared copy as generated.
 pub fn fits_in_memory_envs(c: &Config, n: usize) -> std::result::Result<(), ConfigError> {
     let Some(physical) = physical_memory() else { return Ok(()) };
     let run = estimate(c);
     let part = |what: &str| run.parts.iter().find(|p| p.0 == what).map_or(0.0, |p| p.1);
-    // The run's estimate counts three copies; an environment keeps two.
-    let per_env = (part("world and matrix") + part("neighbour lists")) * 2.0 / 3.0;
+    // The run's estimate counts three copies; an environment keeps one, and one more is
+    // shared.
+    let per_env = (part("world and matrix") + part("neighbour lists")) / 3.0;
     let mut parts =
-        vec![("environments' worlds and matrices", per_env * n as f64), ("candidate scratch", part("candidate scratch"))];
+        vec![("environments' worlds and matrices", per_env * (n as f64 + 1.0)), ("candidate scratch", part("candidate scratch"))];
     parts.sort_by(|a, b| b.1.total_cmp(&a.1));
     let need = MemoryEstimate { total: parts.iter().map(|p| p.1).sum(), parts };
     if need.total <= physical {
