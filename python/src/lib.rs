@@ -104,14 +104,17 @@ fn resolve_config(source: &str, overrides: Vec<String>) -> PyResult<String> {
     guard(|| Ok(load(source, &overrides)?.to_toml()))
 }
 
-/// The mean and the half-width of its 95% normal interval, as `fypsim run` reports them.
+/// The mean and the half-width of its 95% interval, as `fypsim run` reports them: normal
+/// across episodes, Student's t across seeds (`student_t`).
 #[pyfunction]
-fn interval(xs: Vec<f64>) -> PyResult<(f64, f64)> {
+#[pyo3(signature = (xs, student_t = false))]
+fn interval(xs: Vec<f64>, student_t: bool) -> PyResult<(f64, f64)> {
     guard(|| {
         if xs.is_empty() {
             return Err(PyValueError::new_err("no values: an interval needs at least one"));
         }
-        let i = fypsim::stats::Interval::with(&xs, fypsim::stats::Critical::Normal);
+        let critical = if student_t { fypsim::stats::Critical::StudentT } else { fypsim::stats::Critical::Normal };
+        let i = fypsim::stats::Interval::with(&xs, critical);
         Ok((i.mean, i.ci95))
     })
 }
@@ -202,8 +205,8 @@ fn write_obs(spec: &Spec, obs: &Observation, out: Out<'_>) {
         Out::Flat(row) => {
             row.fill(0.0);
             let mut at = 0;
-            for k in 0..spec.slots {
-                row[k] = (k < n) as u8 as f32;
+            for (k, v) in row[..spec.slots].iter_mut().enumerate() {
+                *v = (k < n) as u8 as f32;
             }
             at += spec.slots;
             row[at..at + cand.len()].copy_from_slice(cand);
@@ -650,6 +653,13 @@ impl<'a> Views<'a> {
     }
 }
 
+/// One sub-environment's part of a batch step: it, its observation's place, its final
+/// observation's place (same-step autoreset), and its (slot, replaced).
+type StepJob<'a, 'b> = (((&'a mut Sub, Out<'b>), Option<Out<'b>>), &'a (usize, bool));
+
+/// One environment of the Rust loop: it, its action stream and its observation buffers.
+type LoopEnv = (Sub, rand_chacha::ChaCha8Rng, Vec<f32>, Vec<f32>, Vec<i64>, Vec<i8>, Vec<f32>);
+
 /// Steps one sub-environment: a pending reset (next-step mode), or the action, then in
 /// same-step mode the reset of an episode that ended (its last observation to `fin`).
 fn step_sub(
@@ -952,7 +962,7 @@ impl PyVecEnv {
             } else {
                 (0..n).map(|_| None).collect()
             };
-            let one = |(((sub, out), fin), &(slot, replaced)): (((&mut Sub, Out<'_>), Option<Out<'_>>), &(usize, bool))| {
+            let one = |(((sub, out), fin), &(slot, replaced)): StepJob<'_, '_>| {
                 catch_unwind(AssertUnwindSafe(|| step_sub(sub, spec, slot, replaced, same_step, out, fin))).unwrap_or_else(|p| {
                     Err(Error::Other(format!("fypsim internal error (please report it): {}", fypsim::panic_message(p.as_ref()))))
                 })
@@ -1011,7 +1021,7 @@ fn rust_loop_steps_per_s(
             .build()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         py.detach(|| -> PyResult<f64> {
-            let mut subs: Vec<(Sub, rand_chacha::ChaCha8Rng, Vec<f32>, Vec<f32>, Vec<i64>, Vec<i8>, Vec<f32>)> = envs
+            let mut subs: Vec<LoopEnv> = envs
                 .into_iter()
                 .enumerate()
                 .map(|(i, env)| {
@@ -1034,16 +1044,7 @@ fn rust_loop_steps_per_s(
             // One batch step per round, each its own call into the pool as a batch step
             // API makes them (the threads may sleep between calls); one thread steps
             // without a pool.
-            let one = |(sub, rng, u, cnd, cat, m, h): &mut (
-                Sub,
-                rand_chacha::ChaCha8Rng,
-                Vec<f32>,
-                Vec<f32>,
-                Vec<i64>,
-                Vec<i8>,
-                Vec<f32>,
-            )|
-             -> Result<(), Error> {
+            let one = |(sub, rng, u, cnd, cat, m, h): &mut LoopEnv| -> Result<(), Error> {
                 let n = if sub.pending_reset { 1 } else { sub.env.observation().candidates.len() };
                 let slot = rng.random_range(0..n);
                 let out = if flatten {

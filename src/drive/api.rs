@@ -453,6 +453,52 @@ mod tests {
     }
 
     #[test]
+    fn replicas_play_what_their_own_environments_would() {
+        let c = Config::from_toml_str("[world]\nn_videos = 300\nn_users = 30\n[env]\nmax_steps = 12\n", &[]).unwrap();
+        let mut many = SimEnv::many(&c, 3).unwrap();
+        let mut alone = SimEnv::new(&c).unwrap();
+        let run = |e: &mut SimEnv, seed: u64| -> Vec<(u32, f64)> {
+            e.reset(Some(seed), ResetOptions::default()).unwrap();
+            let mut out = Vec::new();
+            for _ in 0..6 {
+                let user = e.observation().user.id;
+                let mut ret = 0.0;
+                loop {
+                    let a = e.baseline_action(PolicyKind::Random).unwrap();
+                    let s = e.step(a).unwrap();
+                    ret += s.reward;
+                    if s.terminated || s.truncated {
+                        break;
+                    }
+                }
+                out.push((user, ret));
+                e.reset(None, ResetOptions::default()).unwrap();
+            }
+            out
+        };
+        assert_eq!(run(&mut many[2], 5), run(&mut alone, 5));
+        assert_eq!(run(&mut many[0], 5), run(&mut many[1], 5));
+        assert!(SimEnv::many(&c, 0).is_err());
+    }
+
+    #[test]
+    fn the_step_log_has_a_row_per_step_with_the_propensity_given() {
+        let c = Config::from_toml_str("[world]\nn_videos = 300\nn_users = 30\n[dynamics.fatigue]\nrate = 0.01\n", &[]).unwrap();
+        let mut api = SimEnv::new(&c).unwrap();
+        api.set_logging(true);
+        let p = api.play_baseline(PolicyKind::Random, 4, None).unwrap();
+        let log = api.take_log();
+        assert_eq!(log.len(), p.steps as usize);
+        assert!(log.iter().enumerate().all(|(t, r)| r.episode == 4 && r.t as usize == t && r.user == p.user));
+        let d = log[0].detail.as_ref().expect("a dynamic on: the detail columns");
+        assert!((d.propensity - 1.0 / d.offered.len() as f64).abs() < 1e-12, "{}", d.propensity);
+        api.reset(None, ResetOptions::default()).unwrap();
+        api.step(0).unwrap();
+        assert!(api.take_log()[0].detail.as_ref().unwrap().propensity.is_nan());
+        assert!(api.take_log().is_empty());
+    }
+
+    #[test]
     fn bad_calls_are_errors_that_say_what_to_do() {
         let c = Config::from_toml_str("[world]\nn_videos = 300\nn_users = 20\n", &[]).unwrap();
         let mut api = SimEnv::new(&c).unwrap();
