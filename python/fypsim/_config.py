@@ -97,3 +97,17 @@ def seeds(value: Union[int, Iterable[Optional[int]], None], n: int) -> list:
     if s + n > _U64:
         raise ValueError(f"seed {s} is out of range for {n} environments (seed + i must stay below 2**64)")
     return [s + i for i in range(n)]
+
+
+def reset_options(options) -> tuple:
+    """``reset``'s options as (episode, world): ``{"episode": k, "world": "fresh"}``."""
+    options = dict(options or {})
+    episode = options.pop("episode", None)
+    world = options.pop("world", None)
+    if options:
+        raise ValueError(f"unknown reset options {sorted(options)} (allowed: episode, world)")
+    if episode is not None:
+        episode = seed(episode, "options['episode']")
+    if world is not None and not isinstance(world, str):
+        raise TypeError('options["world"] is "fresh" or "evolving"')
+    return episode, world

@@ -93,15 +93,7 @@ class FypsimEnv(gym.Env):
         if seed is None and self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
         super().reset(seed=seed)
-        options = dict(options or {})
-        episode = options.pop("episode", None)
-        world = options.pop("world", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)} (allowed: episode, world)")
-        if episode is not None:
-            episode = _config.seed(episode, "options['episode']")
-        if world is not None and not isinstance(world, str):
-            raise TypeError('options["world"] is "fresh" or "evolving"')
+        episode, world = _config.reset_options(options)
         return self._native.reset(seed, episode, world)
 
     def step(self, action, propensity: Optional[float] = None):
@@ -161,24 +153,9 @@ class FypsimEnv(gym.Env):
         return log
 
 
-def make(
-    config: _config.ConfigSource = "default",
-    *,
-    seed: Optional[int] = None,
-    overrides: _config.Overrides = None,
-    flatten: bool = False,
-    invalid_action: str = "first_valid",
-    log_steps: bool = False,
-    streams: str = "evaluation",
-) -> FypsimEnv:
-    """A fypsim environment: ``fypsim.make("longterm", seed=1, overrides={"env.max_steps": 20})``.
-    No wrappers (``gymnasium.make("fypsim/Longterm-v0")`` adds Gymnasium's checkers)."""
-    return FypsimEnv(
-        config,
-        seed=seed,
-        overrides=overrides,
-        flatten=flatten,
-        invalid_action=invalid_action,
-        log_steps=log_steps,
-        streams=streams,
-    )
+def make(config: _config.ConfigSource = "default", **kwargs: Any) -> FypsimEnv:
+    """A fypsim environment: ``fypsim.make("longterm", seed=1, overrides={"env.max_steps": 20})``;
+    the keywords are :class:`FypsimEnv`'s (seed, overrides, flatten, invalid_action,
+    log_steps, streams). No wrappers (``gymnasium.make("fypsim/Longterm-v0")`` adds
+    Gymnasium's checkers)."""
+    return FypsimEnv(config, **kwargs)

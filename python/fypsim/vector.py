@@ -138,13 +138,7 @@ class FypsimVectorEnv(VectorEnv):
             seed, self._first_seed = self._first_seed, None
         seeds = _config.seeds(seed, self.num_envs)
         super().reset(seed=seed if isinstance(seed, int) else None)
-        options = dict(options or {})
-        episode = options.pop("episode", None)
-        world = options.pop("world", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)} (allowed: episode, world)")
-        if episode is not None:
-            episode = _config.seed(episode, "options['episode']")
+        episode, world = _config.reset_options(options)
         pairs = self._n.native.reset(seeds, episode, world)
         self._started = True
         infos = {
@@ -184,26 +178,8 @@ class FypsimVectorEnv(VectorEnv):
         pass
 
 
-def make_vec(
-    config: _config.ConfigSource = "default",
-    num_envs: int = 1,
-    *,
-    seed: Optional[int] = None,
-    overrides: _config.Overrides = None,
-    flatten: bool = False,
-    invalid_action: str = "first_valid",
-    threads: Optional[int] = None,
-    copy: bool = True,
-) -> FypsimVectorEnv:
+def make_vec(config: _config.ConfigSource = "default", num_envs: int = 1, **kwargs: Any) -> FypsimVectorEnv:
     """``num_envs`` environments in one native batch:
-    ``fypsim.make_vec("longterm", num_envs=64, seed=1)``."""
-    return FypsimVectorEnv(
-        config,
-        num_envs,
-        seed=seed,
-        overrides=overrides,
-        flatten=flatten,
-        invalid_action=invalid_action,
-        threads=threads,
-        copy=copy,
-    )
+    ``fypsim.make_vec("longterm", num_envs=64, seed=1)``; the keywords are
+    :class:`FypsimVectorEnv`'s (seed, overrides, flatten, invalid_action, threads, copy)."""
+    return FypsimVectorEnv(config, num_envs, **kwargs)

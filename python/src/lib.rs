@@ -594,21 +594,68 @@ struct Stepped {
     ended: bool,
 }
 
-/// The batch's preallocated arrays, shared with Python.
-struct Buffers {
+/// A buffer's elements, without numpy's borrow bookkeeping (a dozen lookups per call).
+/// SAFETY: the buffers are made C-contiguous by this module and never resized or handed
+/// out writeable (Python sees read-only views: `fypsim.vector` clears their writeable
+/// flag), each is sliced at most once per call, and the calls are serialised by the
+/// batch's lock.
+macro_rules! rw {
+    ($py:expr, $a:expr) => {
+        unsafe { $a.bind($py).as_slice_mut().expect("the buffers are made contiguous") }
+    };
+}
+
+/// One observation per sub-environment: the Dict's arrays, or the flat rows.
+struct ObsBuffers {
     user: Py<PyArray2<f32>>,
     candidates: Py<PyArray2<f32>>,
     categorical: Py<PyArray2<i64>>,
     mask: Py<PyArray2<i8>>,
     history: Py<PyArray2<f32>>,
     flat: Py<PyArray2<f32>>,
+}
+
+impl ObsBuffers {
+    /// Arrays for `n` observations of `spec` (zero columns for the form not used).
+    fn new(py: Python<'_>, spec: &Spec, n: usize, flatten: bool, used: bool) -> ObsBuffers {
+        let dict = used && !flatten;
+        let w = |cols: usize, on: bool| if on { cols } else { 0 };
+        ObsBuffers {
+            user: zeros2(py, n, w(num::SLOTS, dict)),
+            candidates: zeros2(py, n, w(spec.slots * spec.per_slot, dict)),
+            categorical: zeros2(py, n, w(spec.nvec.len(), dict)),
+            mask: zeros2(py, n, w(spec.slots, dict)),
+            history: zeros2(py, n, w(spec.history_len(), dict)),
+            flat: zeros2(py, n, w(spec.flat_len(), used && flatten)),
+        }
+    }
+
+    fn views<'a>(&'a self, py: Python<'a>) -> Views<'a> {
+        Views {
+            user: rw!(py, self.user),
+            candidates: rw!(py, self.candidates),
+            categorical: rw!(py, self.categorical),
+            mask: rw!(py, self.mask),
+            history: rw!(py, self.history),
+            flat: rw!(py, self.flat),
+        }
+    }
+
+    fn export(&self, py: Python<'_>, d: &Bound<'_, PyDict>, prefix: &str) -> PyResult<()> {
+        d.set_item(format!("{prefix}user"), self.user.bind(py))?;
+        d.set_item(format!("{prefix}candidates"), self.candidates.bind(py))?;
+        d.set_item(format!("{prefix}categorical"), self.categorical.bind(py))?;
+        d.set_item(format!("{prefix}action_mask"), self.mask.bind(py))?;
+        d.set_item(format!("{prefix}history"), self.history.bind(py))?;
+        d.set_item(format!("{prefix}flat"), self.flat.bind(py))
+    }
+}
+
+/// The batch's preallocated arrays, shared with Python.
+struct Buffers {
+    obs: ObsBuffers,
     /// The last observation of episodes that ended this step (same-step autoreset).
-    final_flat: Py<PyArray2<f32>>,
-    final_user: Py<PyArray2<f32>>,
-    final_candidates: Py<PyArray2<f32>>,
-    final_categorical: Py<PyArray2<i64>>,
-    final_mask: Py<PyArray2<i8>>,
-    final_history: Py<PyArray2<f32>>,
+    fin: ObsBuffers,
     rewards: Py<PyArray1<f64>>,
     terminated: Py<PyArray1<bool>>,
     truncated: Py<PyArray1<bool>>,
@@ -730,17 +777,6 @@ fn zeros1<T: numpy::Element>(py: Python<'_>, n: usize) -> Py<PyArray1<T>> {
     PyArray1::<T>::zeros(py, [n], false).unbind()
 }
 
-/// A buffer's elements, without numpy's borrow bookkeeping (a dozen lookups per call).
-/// SAFETY: the buffers are made C-contiguous by this module and never resized or handed
-/// out writeable (Python sees read-only views: `fypsim.vector` clears their writeable
-/// flag), each is sliced at most once per call, and the calls are serialised by the
-/// batch's lock.
-macro_rules! rw {
-    ($py:expr, $a:expr) => {
-        unsafe { $a.bind($py).as_slice_mut().expect("the buffers are made contiguous") }
-    };
-}
-
 #[pymethods]
 impl PyVecEnv {
     #[new]
@@ -782,21 +818,9 @@ impl PyVecEnv {
             let envs = py.detach(|| SimEnv::many(&c, num_envs)).map_err(err)?;
             let spec = Spec::of(&c);
             let n = num_envs;
-            let (hs, hl) = (spec.history_steps.max(1), spec.history_len());
-            let _ = hs;
             let buf = Buffers {
-                user: zeros2(py, n, num::SLOTS),
-                candidates: zeros2(py, n, spec.slots * spec.per_slot),
-                categorical: zeros2(py, n, spec.nvec.len()),
-                mask: zeros2(py, n, spec.slots),
-                history: zeros2(py, n, hl),
-                flat: zeros2(py, n, if flatten { spec.flat_len() } else { 0 }),
-                final_flat: zeros2(py, n, if flatten && same_step { spec.flat_len() } else { 0 }),
-                final_user: zeros2(py, n, if !flatten && same_step { num::SLOTS } else { 0 }),
-                final_candidates: zeros2(py, n, if !flatten && same_step { spec.slots * spec.per_slot } else { 0 }),
-                final_categorical: zeros2(py, n, if !flatten && same_step { spec.nvec.len() } else { 0 }),
-                final_mask: zeros2(py, n, if !flatten && same_step { spec.slots } else { 0 }),
-                final_history: zeros2(py, n, if !flatten && same_step { hl } else { 0 }),
+                obs: ObsBuffers::new(py, &spec, n, flatten, true),
+                fin: ObsBuffers::new(py, &spec, n, flatten, same_step),
                 rewards: zeros1(py, n),
                 terminated: zeros1(py, n),
                 truncated: zeros1(py, n),
@@ -813,18 +837,8 @@ impl PyVecEnv {
     fn buffers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let b = &self.buf;
-        d.set_item("user", b.user.bind(py))?;
-        d.set_item("candidates", b.candidates.bind(py))?;
-        d.set_item("categorical", b.categorical.bind(py))?;
-        d.set_item("action_mask", b.mask.bind(py))?;
-        d.set_item("history", b.history.bind(py))?;
-        d.set_item("flat", b.flat.bind(py))?;
-        d.set_item("final_flat", b.final_flat.bind(py))?;
-        d.set_item("final_user", b.final_user.bind(py))?;
-        d.set_item("final_candidates", b.final_candidates.bind(py))?;
-        d.set_item("final_categorical", b.final_categorical.bind(py))?;
-        d.set_item("final_action_mask", b.final_mask.bind(py))?;
-        d.set_item("final_history", b.final_history.bind(py))?;
+        b.obs.export(py, &d, "")?;
+        b.fin.export(py, &d, "final_")?;
         d.set_item("rewards", b.rewards.bind(py))?;
         d.set_item("terminated", b.terminated.bind(py))?;
         d.set_item("truncated", b.truncated.bind(py))?;
@@ -865,16 +879,8 @@ impl PyVecEnv {
             }
             let n = subs.len();
             let spec = &self.spec;
-            let (flatten, buf) = (self.flatten, &self.buf);
-            let (u, c, k, m, h, f) = (
-                rw!(py, buf.user),
-                rw!(py, buf.candidates),
-                rw!(py, buf.categorical),
-                rw!(py, buf.mask),
-                rw!(py, buf.history),
-                rw!(py, buf.flat),
-            );
-            let views = Views { user: u, candidates: c, categorical: k, mask: m, history: h, flat: f };
+            let flatten = self.flatten;
+            let views = self.buf.obs.views(py);
             let outs = views.split(spec, n, flatten);
             let result: Result<Vec<(u64, u32)>, Error> = py.detach(|| {
                 self.run(|| {
@@ -929,22 +935,6 @@ impl PyVecEnv {
             }
             let spec = &self.spec;
             let (flatten, same_step, buf) = (self.flatten, self.same_step, &self.buf);
-            let (u, c, k, m, h, f) = (
-                rw!(py, buf.user),
-                rw!(py, buf.candidates),
-                rw!(py, buf.categorical),
-                rw!(py, buf.mask),
-                rw!(py, buf.history),
-                rw!(py, buf.flat),
-            );
-            let (fu, fc, fk, fm, fh, ff) = (
-                rw!(py, buf.final_user),
-                rw!(py, buf.final_candidates),
-                rw!(py, buf.final_categorical),
-                rw!(py, buf.final_mask),
-                rw!(py, buf.final_history),
-                rw!(py, buf.final_flat),
-            );
             let (rw_, te, tr, re, en) = (
                 rw!(py, buf.rewards),
                 rw!(py, buf.terminated),
@@ -952,13 +942,9 @@ impl PyVecEnv {
                 rw!(py, buf.replaced),
                 rw!(py, buf.ended),
             );
-            let outs = Views { user: u, candidates: c, categorical: k, mask: m, history: h, flat: f }.split(spec, n, flatten);
+            let outs = buf.obs.views(py).split(spec, n, flatten);
             let fins: Vec<Option<Out<'_>>> = if same_step {
-                Views { user: fu, candidates: fc, categorical: fk, mask: fm, history: fh, flat: ff }
-                    .split(spec, n, flatten)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+                buf.fin.views(py).split(spec, n, flatten).into_iter().map(Some).collect()
             } else {
                 (0..n).map(|_| None).collect()
             };
