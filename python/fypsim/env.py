@@ -80,7 +80,9 @@ class FypsimEnv(gym.Env):
         self._log = StepLog()
         self._log_steps = bool(log_steps)
         self._native.set_logging(self._log_steps)
-        self._propensity: Optional[float] = None
+        # The last baseline action and its probability, for the step log when the next
+        # step takes that action.
+        self._baseline: Optional[tuple] = None
 
     # --- Gymnasium -------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
@@ -93,6 +95,7 @@ class FypsimEnv(gym.Env):
         if seed is None and self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
         super().reset(seed=seed)
+        self._baseline = None
         episode, world = _config.reset_options(options)
         return self._native.reset(seed, episode, world)
 
@@ -104,11 +107,11 @@ class FypsimEnv(gym.Env):
         of the shown video (watched, skipped, liked, left) and every candidate's true
         expected reward before the step. ``propensity`` (the acting policy's probability
         of the action) goes to the step log."""
-        if propensity is None:
-            propensity, self._propensity = self._propensity, None
-        obs, reward, terminated, truncated, info = self._native.step(
-            _action(action), None if propensity is None else float(propensity)
-        )
+        a = _action(action)
+        if propensity is None and self._baseline is not None and self._baseline[0] == a:
+            propensity = self._baseline[1]
+        self._baseline = None
+        obs, reward, terminated, truncated, info = self._native.step(a, None if propensity is None else float(propensity))
         return obs, reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
@@ -130,11 +133,12 @@ class FypsimEnv(gym.Env):
     def baseline_action(self, name: str) -> int:
         """The action of a built-in baseline (random, greedy, most_viewed, oracle,
         myopic_oracle, planner, retention_planner) on the current observation, drawn from
-        the episode's policy stream as ``fypsim run``'s evaluation does. The next
-        ``step`` logs its probability as the propensity (NaN for the planners)."""
+        the episode's policy stream as ``fypsim run``'s evaluation does. A next ``step``
+        that takes this action logs its probability as the propensity (NaN for the
+        planners)."""
         a = self._native.baseline_action(name)
         p = self._native.baseline_probabilities(name)
-        self._propensity = float("nan") if p is None else float(p[a])
+        self._baseline = (a, float("nan") if p is None else float(p[a]))
         return a
 
     def baseline_probabilities(self, name: str) -> Optional[np.ndarray]:

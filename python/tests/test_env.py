@@ -167,3 +167,15 @@ def test_read_run_reads_a_cli_run_folder(greedy_run):
     assert run.table("episodes").num_rows == 30
     with pytest.raises(KeyError, match="has no table"):
         run.table("nope")
+
+
+def test_the_log_takes_a_baselines_propensity_only_for_its_own_action():
+    env = fypsim.make("longterm", seed=4, log_steps=True)
+    env.reset()
+    a = env.baseline_action("random")
+    env.step(a)                      # the baseline's action: 1 / candidates
+    b = env.baseline_action("random")
+    env.step((b + 1) % int(env.action_masks().sum()))  # another action: unknown
+    env.step(0, propensity=0.25)     # given by the caller
+    p = env.step_log().columns()["propensity"]
+    assert p[0] == pytest.approx(1 / 10) and np.isnan(p[1]) and p[2] == 0.25
