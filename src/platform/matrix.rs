@@ -6,6 +6,12 @@
 //! per-row lists kept in both orientations (video -> users, user -> videos) together with
 //! each video's squared norm, so one interaction costs O(row length) and never a rebuild.
 //! An entry that exists with a summed score of 0 still marks the video as seen by the user.
+//!
+//! Rows are shared between copies of a matrix and copied on their first write, so many
+//! environments over one world (the Python vector env, a run's training and evaluation
+//! copies) hold one copy of the rows none of them changed.
+
+use std::sync::Arc;
 
 use sprs::CsMat;
 
@@ -82,8 +88,8 @@ impl SparseRow {
 /// The item-user matrix with both orientations and per-item norms, updated online.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InteractionMatrix {
-    items: Vec<SparseRow>,
-    users: Vec<SparseRow>,
+    items: Vec<Arc<SparseRow>>,
+    users: Vec<Arc<SparseRow>>,
     item_norm2: Vec<f64>,
 }
 
@@ -91,8 +97,8 @@ impl InteractionMatrix {
     /// An empty matrix of `n_items` x `n_users`.
     pub fn new(n_items: usize, n_users: usize) -> InteractionMatrix {
         InteractionMatrix {
-            items: vec![SparseRow::default(); n_items],
-            users: vec![SparseRow::default(); n_users],
+            items: (0..n_items).map(|_| Arc::default()).collect(),
+            users: (0..n_users).map(|_| Arc::default()).collect(),
             item_norm2: vec![0.0; n_items],
         }
     }
@@ -122,38 +128,44 @@ impl InteractionMatrix {
             );
             counts[i as usize] += 1;
         }
-        let mut m = InteractionMatrix::new(n_items, n_users);
-        for (r, &c) in m.items.iter_mut().zip(&counts) {
+        let mut items = vec![SparseRow::default(); n_items];
+        let mut users = vec![SparseRow::default(); n_users];
+        let mut item_norm2 = vec![0.0; n_items];
+        for (r, &c) in items.iter_mut().zip(&counts) {
             r.idx.reserve_exact(c as usize);
             r.val.reserve_exact(c as usize);
         }
         drop(counts);
         for (i, u, s) in iter {
-            let r = &mut m.items[i as usize];
+            let r = &mut items[i as usize];
             r.idx.push(u);
             r.val.push(s);
         }
         let mut user_counts = vec![0u32; n_users];
-        for (r, n2) in m.items.iter_mut().zip(m.item_norm2.iter_mut()) {
+        for (r, n2) in items.iter_mut().zip(item_norm2.iter_mut()) {
             r.sort_and_sum();
             *n2 = r.val.iter().map(|v| v * v).sum();
             for &u in &r.idx {
                 user_counts[u as usize] += 1;
             }
         }
-        for (r, &c) in m.users.iter_mut().zip(&user_counts) {
+        for (r, &c) in users.iter_mut().zip(&user_counts) {
             r.idx.reserve_exact(c as usize);
             r.val.reserve_exact(c as usize);
         }
         // Items in ascending order, so every user row comes out sorted.
-        for (i, r) in m.items.iter().enumerate() {
+        for (i, r) in items.iter().enumerate() {
             for (u, s) in r.iter() {
-                let ur = &mut m.users[u as usize];
+                let ur = &mut users[u as usize];
                 ur.idx.push(i as u32);
                 ur.val.push(s);
             }
         }
-        m
+        InteractionMatrix {
+            items: items.into_iter().map(Arc::new).collect(),
+            users: users.into_iter().map(Arc::new).collect(),
+            item_norm2,
+        }
     }
 
     /// Copies a CSR (item x user) matrix into the online representation.
@@ -168,14 +180,14 @@ impl InteractionMatrix {
             &converted
         };
         for (i, row) in csr.outer_iterator().enumerate() {
-            let r = &mut m.items[i];
+            let r = Arc::make_mut(&mut m.items[i]);
             r.idx = row.indices().iter().map(|&u| u as u32).collect();
             r.val = row.data().to_vec();
             m.item_norm2[i] = r.val.iter().map(|v| v * v).sum();
         }
         let csc = csr.to_csc();
         for (u, col) in csc.outer_iterator().enumerate() {
-            let r = &mut m.users[u];
+            let r = Arc::make_mut(&mut m.users[u]);
             r.idx = col.indices().iter().map(|&i| i as u32).collect();
             r.val = col.data().to_vec();
         }
@@ -198,8 +210,8 @@ impl InteractionMatrix {
 
     /// Adds one interaction's score: O(length of the two rows touched).
     pub fn add(&mut self, item: u32, user: u32, score: f64) {
-        let old = self.items[item as usize].add(user, score).unwrap_or(0.0);
-        self.users[user as usize].add(item, score);
+        let old = Arc::make_mut(&mut self.items[item as usize]).add(user, score).unwrap_or(0.0);
+        Arc::make_mut(&mut self.users[user as usize]).add(item, score);
         let new = old + score;
         // Incremental norm; clamp guards against rounding below zero.
         let n2 = &mut self.item_norm2[item as usize];
@@ -212,14 +224,14 @@ impl InteractionMatrix {
 
     /// Adds an item (an uploaded video) with no interactions; returns its index.
     pub fn push_item(&mut self) -> u32 {
-        self.items.push(SparseRow::default());
+        self.items.push(Arc::default());
         self.item_norm2.push(0.0);
         (self.items.len() - 1) as u32
     }
 
     /// Adds a user (a sign-up) with no interactions; returns their index.
     pub fn push_user(&mut self) -> u32 {
-        self.users.push(SparseRow::default());
+        self.users.push(Arc::default());
         (self.users.len() - 1) as u32
     }
 
@@ -227,11 +239,11 @@ impl InteractionMatrix {
     /// for bit: the undo of [`InteractionMatrix::add`]s that touched only those rows.
     pub fn copy_rows_from(&mut self, other: &InteractionMatrix, items: &[u32], users: &[u32]) {
         for &i in items {
-            self.items[i as usize].clone_from(&other.items[i as usize]);
+            self.items[i as usize] = Arc::clone(&other.items[i as usize]);
             self.item_norm2[i as usize] = other.item_norm2[i as usize];
         }
         for &u in users {
-            self.users[u as usize].clone_from(&other.users[u as usize]);
+            self.users[u as usize] = Arc::clone(&other.users[u as usize]);
         }
     }
 
@@ -241,7 +253,7 @@ impl InteractionMatrix {
 
     /// Stored entries (including entries whose scores summed to zero).
     pub fn nnz(&self) -> usize {
-        self.items.iter().map(SparseRow::len).sum()
+        self.items.iter().map(|r| r.len()).sum()
     }
 
     /// The users who interacted with `item`, with summed scores.
