@@ -514,6 +514,15 @@ fn small_promises_hold() {
     let o = run_checked(&["eval".into(), dir.display().to_string(), "--episodes".into(), "0".into()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--episodes must be at least 1"), "{}", stderr(&o));
+    // A report over one seed prints "n/a" where an interval is undefined, never NaN.
+    let o = run_checked(&["report".into(), tmp.path().display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("n/a") && !out.contains("NaN"), "{out}");
+    // A count too large to hold is refused with the estimate (it aborted on allocation).
+    let o = run_checked(&["eval".into(), dir.display().to_string(), "--episodes".into(), "1000000000000000".into()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--episodes 1000000000000000") && stderr(&o).contains("memory"), "{}", stderr(&o));
     // A run that fails before writing anything does not point at files.
     let o = smoke(&tmp.path().join("none"), &["dqn.device=\"cuda\""]);
     if o.status.code() == Some(1) {

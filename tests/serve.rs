@@ -246,6 +246,8 @@ fn serve_refuses_bad_setups_with_what_is_allowed() {
         (vec!["serve", "--arm", "A=greedy", "--arm", "B=random", "--split", "50", "--port", "0"], "--split"),
         (vec!["serve", "--arm", "Agreedy", "--port", "0"], "NAME=SOURCE"),
         (vec!["serve", "--arm", "A=/no/such/run", "--port", "0"], "neither a servable baseline"),
+        (vec!["serve", "--arm", "A=greedy", "--threads", "100000", "--port", "0"], "--threads 100000: allowed 1 to 256"),
+        (vec!["serve", "--arm", "A=greedy", "--threads", "0", "--port", "0"], "--threads 0: allowed 1 to 256"),
         (vec!["report", "--ab-log", "/no/such/log"], "not a decision log"),
         (vec!["traffic", "--url", "http://127.0.0.1:1", "--duration", "1", "-q"], "is `fypsim serve` running there"),
         (vec!["traffic", "--url", "127.0.0.1:1", "-q"], "http://"),
@@ -255,6 +257,42 @@ fn serve_refuses_bad_setups_with_what_is_allowed() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// A policy that reads the simulator's truth is refused wherever it comes from: by name,
+/// or as the policy of a run folder (issue: a folder of an oracle's run was served).
+#[test]
+fn serve_refuses_a_run_folder_whose_policy_reads_the_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    for kind in ["oracle", "myopic_oracle"] {
+        let run = tmp.path().join(kind);
+        let ok = bin()
+            .args(["run", "configs/smoke.toml", "--quiet", "--set", &format!("policy=\"{kind}\""), "--set", "train.episodes=3"])
+            .arg("--out")
+            .arg(&run)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut child = bin()
+            .args(["serve", "--port", "0", "--arm"])
+            .arg(format!("A={}", run.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("{kind}: a run folder of a truth-reading policy was served");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{kind}: serve succeeded");
+        assert!(err.contains("latent state") && err.contains(kind), "{kind}: {err}");
     }
 }
 

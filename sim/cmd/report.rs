@@ -4,11 +4,12 @@ use anyhow::Result;
 use std::path::Path;
 
 pub(crate) fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
+    use fypsim::experiment::report::fmt;
     if let Some([a, b]) = ab {
         let o = fypsim::experiment::report::ab(dir, a, b)?;
-        println!("A = {}: {:.3} ± {:.3}", o.a, o.mean_a, o.ci95_a);
-        println!("B = {}: {:.3} ± {:.3}", o.b, o.mean_b, o.ci95_b);
-        println!("B - A over {} paired episodes: {:.3} ± {:.3}", o.pairs, o.diff, o.diff_ci95);
+        println!("A = {}: {} ± {}", o.a, fmt(o.mean_a), fmt(o.ci95_a));
+        println!("B = {}: {} ± {}", o.b, fmt(o.mean_b), fmt(o.ci95_b));
+        println!("B - A over {} paired episodes: {} ± {}", o.pairs, fmt(o.diff), fmt(o.diff_ci95));
         for f in &o.files {
             println!("wrote {}", f.display());
         }
@@ -18,8 +19,12 @@ pub(crate) fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
     println!("{} runs in {} configurations", o.runs, o.rows.len());
     for r in &o.rows {
         println!(
-            "  {:<50} {} seeds  return {:.3} ± {:.3}  oracle_fraction {:.3}",
-            r.label, r.seeds, r.mean_return, r.ci95, r.oracle_fraction
+            "  {:<50} {} seeds  return {} ± {}  oracle_fraction {}",
+            r.label,
+            r.seeds,
+            fmt(r.mean_return),
+            fmt(r.ci95),
+            fmt(r.oracle_fraction)
         );
     }
     for f in &o.files {

@@ -123,7 +123,9 @@ pub fn aggregate(runs: &[RunInfo]) -> Vec<ConfigRow> {
         .collect()
 }
 
-fn fmt(x: f64) -> String {
+/// A figure with three decimals, or "n/a" where it is undefined (an interval over one
+/// seed, an oracle_fraction without the baselines it needs): what reports print.
+pub fn fmt(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.3}")
     } else {

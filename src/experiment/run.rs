@@ -857,6 +857,13 @@ fn saved_policy(dir: &Path, episodes: Option<usize>) -> Result<SavedPolicy> {
     if episodes == Some(0) {
         return Err(Error::Other("--episodes must be at least 1".into()));
     }
+    // The evaluation's records, counted as a run's: a count too large to hold is refused
+    // with the estimate before anything runs.
+    if let Some(n) = episodes {
+        let mut probe: crate::config::Config = (*config).clone();
+        probe.train.eval_episodes = n;
+        crate::drive::preflight::fits_in_memory(&probe).map_err(|e| Error::Other(format!("--episodes {n}: {e}")))?;
+    }
     let ck = crate::experiment::checkpoint::open(dir, &config)?;
     let world = std::sync::Arc::new(World::generate(&config));
     let n = episodes.unwrap_or(config.train.eval_episodes);

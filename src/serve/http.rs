@@ -314,6 +314,10 @@ async fn stop_signal() {
     }
 }
 
+/// The most HTTP threads `fypsim serve --threads` takes (a larger count only costs memory
+/// and, at tens of thousands, aborts on thread creation).
+pub const MAX_HTTP_THREADS: usize = 256;
+
 /// Builds the service, listens on `addr` (port 0: any free port), calls `on_ready` with
 /// the bound address and the service's health, and serves until SIGINT or SIGTERM; then
 /// drains the requests in flight and closes the log.
@@ -323,6 +327,12 @@ pub fn serve(
     threads: usize,
     on_ready: impl FnOnce(SocketAddr, &Health),
 ) -> Result<Stopped> {
+    if !(1..=MAX_HTTP_THREADS).contains(&threads) {
+        return Err(Error::Other(format!(
+            "--threads {threads}: allowed 1 to {MAX_HTTP_THREADS} (threads answering HTTP; the policies run on one \
+             engine thread besides, so more than a few per core gain nothing)"
+        )));
+    }
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel::<Msg>();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -342,7 +352,7 @@ pub fn serve(
         Err(_) => return Err(Error::Other("the engine stopped before it was ready".into())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;

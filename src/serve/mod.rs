@@ -65,6 +65,19 @@ pub struct ArmSpec {
 /// not got).
 pub const SERVABLE_BASELINES: [PolicyKind; 3] = [PolicyKind::Greedy, PolicyKind::Random, PolicyKind::MostViewed];
 
+/// The one rule for what a service may run, wherever the policy comes from (a baseline's
+/// name or a run folder's own policy): the servable baselines and the trained DQN, which
+/// read only what a platform logs. The others read the simulator's truth.
+pub fn refuse_truth_readers(kind: PolicyKind, what: &str) -> Result<()> {
+    if kind == PolicyKind::Dqn || SERVABLE_BASELINES.contains(&kind) {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{what}: {kind} reads the simulator's latent state, which a service does not have; \
+         servable baselines: greedy, random, most_viewed, or a run folder with a saved agent"
+    )))
+}
+
 impl ArmSpec {
     /// Parses `NAME=SOURCE`, where SOURCE is a baseline's name or a run folder.
     pub fn parse(text: &str) -> Result<ArmSpec> {
@@ -77,12 +90,9 @@ impl ArmSpec {
         }
         let source = source.trim();
         let source = match PolicyKind::from_name(source) {
-            Some(kind) if SERVABLE_BASELINES.contains(&kind) => Source::Baseline(kind),
             Some(kind) if kind != PolicyKind::Dqn => {
-                return Err(Error::Other(format!(
-                    "--arm `{text}`: {kind} reads the simulator's latent state, which a service does not have; \
-                     servable baselines: greedy, random, most_viewed, or a run folder with a saved agent"
-                )))
+                refuse_truth_readers(kind, &format!("--arm `{text}`"))?;
+                Source::Baseline(kind)
             }
             _ => {
                 let dir = PathBuf::from(source);
@@ -785,6 +795,9 @@ fn check_watch(w: Option<f64>) -> std::result::Result<(), ApiError> {
 
 /// Loads an arm's policy; a run folder's agent must see the world the service builds.
 fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Result<Arm> {
+    if let Source::Baseline(kind) = &spec.source {
+        refuse_truth_readers(*kind, &format!("arm {}", spec.name))?;
+    }
     match &spec.source {
         Source::Baseline(kind) => Ok(Arm {
             name: spec.name.clone(),
@@ -795,6 +808,8 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
         }),
         Source::Run(dir) => {
             let run = crate::experiment::run::config_of_run(dir)?;
+            // The run's own policy: a folder of an oracle's run serves the truth too.
+            refuse_truth_readers(run.policy, &format!("arm {} ({})", spec.name, dir.display()))?;
             crate::drive::preflight::check(&run)?;
             let ck = crate::experiment::checkpoint::open(dir, &run)?;
             let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
