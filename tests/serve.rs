@@ -70,6 +70,17 @@ fn serve_traffic_kill_restart_and_report() {
     let c = reqwest::Client::new();
 
     let (mut server, url) = start(&run, &log);
+    // A second server on the same log folder is refused: two writers would interleave
+    // their decisions in the same sessions.
+    let second = bin()
+        .args(["serve", "--arm", "A=greedy", "--arm"])
+        .arg(format!("B={}", run.display()))
+        .args(["--port", "0", "--salt", "it", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("another fypsim process is working in"), "{err}");
     let held = rt.block_on(async {
         let h: Value = c.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
         assert_eq!(h["status"], "ok");

@@ -345,6 +345,9 @@ pub struct Service {
     rng: SimRng,
     log: Option<log::Sink>,
     log_dir: Option<PathBuf>,
+    /// The log folder's lock, held while serving: a second server on the same folder
+    /// is refused instead of interleaving its decisions with this one's.
+    _log_lock: Option<crate::experiment::run::RunLock>,
     /// Records kept in memory too ([`Service::capture`]).
     memory: Option<Vec<Record>>,
 }
@@ -415,9 +418,12 @@ impl Service {
             last_purge_ms: started,
             log: None,
             log_dir: opts.log.clone(),
+            _log_lock: None,
             memory: None,
         };
         if let Some(dir) = &opts.log {
+            std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+            service._log_lock = Some(crate::experiment::run::RunLock::acquire(dir)?);
             let meta = service.experiment();
             let earlier = log::open_dir(dir, &meta)?;
             service.replay(&earlier);
