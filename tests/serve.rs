@@ -19,17 +19,16 @@ fn bin() -> Command {
 }
 
 /// Starts the server; returns it with its base URL once it listens (the caller waits for it).
-#[allow(clippy::zombie_processes)]
 fn start(run: &Path, log: &Path) -> (Child, String) {
-    let mut child = bin()
-        .args(["serve", "--arm", "A=greedy", "--arm"])
-        .arg(format!("B={}", run.display()))
-        .args(["--port", "0", "--salt", "it", "--log"])
-        .arg(log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let b = format!("B={}", run.display());
+    let log = log.display().to_string();
+    start_with(&["serve", "--arm", "A=greedy", "--arm", &b, "--port", "0", "--salt", "it", "--log", &log])
+}
+
+/// Starts `fypsim ARGS` (a server); returns it with its base URL once it listens.
+#[allow(clippy::zombie_processes)]
+fn start_with(args: &[&str]) -> (Child, String) {
+    let mut child = bin().args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -345,4 +344,30 @@ fn served_dqn_against_greedy_as_the_world_drifts() {
     // The agent's offline edge shows in the first session and fades as the world drifts.
     assert!(means[1][0] > means[0][0]);
     assert!((means[1][1] - means[0][1]).abs() < (means[1][0] - means[0][0]));
+}
+
+/// A user who has seen every video gets 409 from the service; the traffic driver stops
+/// asking for them instead of counting each retry as a session ended (it counted 57,052
+/// sessions against 11,408 recommendations).
+#[test]
+fn traffic_stops_asking_for_users_who_have_seen_every_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = ["--set", "world.n_videos=30", "--set", "world.n_users=6"];
+    let mut args = vec!["serve", "--arm", "A=greedy", "--port", "0", "--config", "configs/smoke.toml"];
+    args.extend(sets);
+    let (mut server, url) = start_with(&args);
+    let json = tmp.path().join("traffic.json");
+    let mut args = vec!["traffic", "--url", &url, "--users", "6", "--duration", "3", "--concurrency", "2", "-q"];
+    args.extend(["--config", "configs/smoke.toml"]);
+    args.extend(sets);
+    let out = bin().args(&args).arg("--json").arg(&json).output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (recs, sessions, exhausted) =
+        (r["recommendations"].as_u64().unwrap(), r["sessions"].as_u64().unwrap(), r["users_exhausted"].as_u64().unwrap());
+    assert!(exhausted >= 1, "{r}");
+    assert!(sessions <= recs, "{sessions} sessions ended against {recs} recommendations: {r}");
+    assert!(!r["errors"].as_object().unwrap().contains_key("409"), "{r}");
 }

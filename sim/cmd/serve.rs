@@ -94,6 +94,12 @@ pub(crate) fn cmd_traffic(
     if r.dropped > 0 {
         println!("{} arrivals found every user busy and were not sent: raise --users", r.dropped);
     }
+    if r.users_exhausted > 0 {
+        println!(
+            "{} users had seen every video the feed can offer and stopped taking part (no session counted for them)",
+            r.users_exhausted
+        );
+    }
     if !r.errors.is_empty() {
         let e: Vec<String> =
             r.errors.iter().map(|(k, v)| format!("{v} x {}", if *k == 0 { "no answer".into() } else { k.to_string() })).collect();

@@ -31,6 +31,14 @@ pub struct SimUser {
     rng: SimRng,
     /// Sessions finished.
     pub sessions: u64,
+    /// The service said this user has seen every video it can offer: nothing more is
+    /// asked for them (retrying would only count phantom sessions).
+    pub exhausted: bool,
+}
+
+/// The service's answer for a user with nothing left to see (a 409 naming it).
+pub fn is_exhausted(status: u16, message: &str) -> bool {
+    status == 409 && message.contains("has seen every video")
 }
 
 impl SimUser {
@@ -43,6 +51,7 @@ impl SimUser {
             now: 0.0,
             in_session: false,
             rng: substream(seed, Stream::Traffic, id as u64),
+            exhausted: false,
             sessions: 0,
         }
     }
@@ -115,6 +124,7 @@ pub fn rehearse(service: &mut Service, world: &World, users: &[u32], sessions: u
             let req = u.request(world);
             let rec = match service.recommend(&req, clock) {
                 Ok(r) => r,
+                Err(e) if is_exhausted(e.status, &e.message) => break,
                 Err(e) if e.status == 409 => {
                     u.end_session();
                     continue;
@@ -207,6 +217,10 @@ pub struct TrafficReport {
     pub first_error: Option<String>,
     /// Open loop: arrivals that found every user busy (raise --users).
     pub dropped: u64,
+    /// Users who had seen every video the feed can offer (the service answered 409): they
+    /// stopped taking part, and no session is counted for them.
+    #[serde(default)]
+    pub users_exhausted: u64,
 }
 
 #[derive(Default)]
@@ -217,6 +231,8 @@ struct Tally {
     rewards: f64,
     errors: BTreeMap<u16, u64>,
     first_error: Option<String>,
+    /// Users the service said had seen every video (they stop taking part).
+    exhausted: u64,
 }
 
 impl Tally {
@@ -236,6 +252,7 @@ impl Tally {
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
+        self.exhausted += o.exhausted;
     }
 }
 
@@ -254,6 +271,13 @@ impl Driver {
         let sent = self.client.post(format!("{}/recommend", self.base)).json(&req).send().await;
         let rec: Recommendation = match answer(sent).await {
             Ok(r) => r,
+            Err((status, msg)) if is_exhausted(status, &msg) => {
+                // Not a session: the user has nothing left to watch and leaves the run.
+                u.in_session = false;
+                u.exhausted = true;
+                tally.exhausted += 1;
+                return;
+            }
             Err((status, msg)) => {
                 tally.error(status, format!("POST /recommend: {msg}"));
                 u.end_session();
@@ -407,6 +431,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
         errors: tally.errors,
         first_error: tally.first_error,
         dropped,
+        users_exhausted: tally.exhausted,
     })
 }
 
@@ -431,8 +456,15 @@ async fn closed_loop(
             let mut tally = Tally::default();
             let mut k = 0;
             while Instant::now() < deadline {
+                if shard.iter().all(|u| u.exhausted) {
+                    break;
+                }
                 let n = shard.len();
                 let u = &mut shard[k % n];
+                if u.exhausted {
+                    k += 1;
+                    continue;
+                }
                 d.step(u, &mut tally).await;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 k += 1;
@@ -487,8 +519,11 @@ async fn open_loop(
             sessions.fetch_add(u.sessions - before, std::sync::atomic::Ordering::Relaxed);
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tally.lock().expect("no panics hold it").merge(mine);
-            // Back at the front of the queue's far end: users take turns.
-            pool.lock().expect("no panics hold it").insert(0, u);
+            // Back at the front of the queue's far end: users take turns (a user with
+            // nothing left to see leaves).
+            if !u.exhausted {
+                pool.lock().expect("no panics hold it").insert(0, u);
+            }
         }));
     }
     for t in tasks {
