@@ -711,9 +711,21 @@ impl Service {
                 ApiError::new(404, format!("unknown request_id `{}`: not a recommendation this experiment made", req.request_id))
             });
         };
-        self.pending.remove(&req.request_id);
         let v = &self.env.world.videos[p.video as usize];
         let action = req.response.action();
+        // A skip leaves before the video's end: a longer watch is a client's error, not
+        // watch time (the decision stays pending, so a corrected feedback is taken).
+        if let Some(w) = req.watch_time_s.filter(|&w| !action.counts_view() && w > v.duration_s) {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "watch_time_s = {w} for a {}: longer than the video ({} s); a skip watches at most the video's length",
+                    action.name(),
+                    v.duration_s
+                ),
+            ));
+        }
+        self.pending.remove(&req.request_id);
         let watch = if action.counts_view() { req.watch_time_s.unwrap_or(v.duration_s) } else { req.watch_time_s.unwrap_or(0.0) };
         let seen = self.seen(p.video, req.response, watch, req.left);
         let reward = self.env.world.model.reward_of(action, seen.watch_s, req.shared, req.followed);
@@ -968,6 +980,12 @@ mod tests {
         let rec = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: None }, 1).unwrap();
         let e = service.feedback(&FeedbackRequest { watch_time_s: Some(f64::NAN), ..fb(&rec.request_id) }, 1).unwrap_err();
         assert_eq!(e.status, 422);
+        // A skip that watched longer than the video is refused (it was taken as watch
+        // time), and the decision still takes a corrected feedback.
+        let skip = FeedbackRequest { response: Reported::Skipped, watch_time_s: Some(1e4), ..fb(&rec.request_id) };
+        let e = service.feedback(&skip, 1).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.contains("longer than the video"), "{}", e.message);
         service.feedback(&fb(&rec.request_id), 2).unwrap();
         let e = service.feedback(&fb(&rec.request_id), 3).unwrap_err();
         assert_eq!((e.status, e.message.contains("already")), (409, true));
