@@ -261,6 +261,8 @@ fn serve_refuses_bad_setups_with_what_is_allowed() {
         (vec!["report", "--ab-log", "/no/such/log"], "not a decision log"),
         (vec!["traffic", "--url", "http://127.0.0.1:1", "--duration", "1", "-q"], "is `fypsim serve` running there"),
         (vec!["traffic", "--url", "127.0.0.1:1", "-q"], "http://"),
+        // An unwritable --json is refused before the run (it failed after the whole run).
+        (vec!["traffic", "--url", "http://127.0.0.1:1", "--json", "/no/such/dir/t.json", "-q"], "--json /no/such/dir/t.json"),
     ];
     for (args, needle) in cases {
         let out = bin().args(&args).output().unwrap();

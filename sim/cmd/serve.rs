@@ -71,7 +71,27 @@ pub(crate) fn cmd_traffic(
     json: Option<&Path>,
 ) -> Result<()> {
     let config = Config::load(config, overrides)?;
-    let r = fypsim::serve::traffic::drive(&opts, &config)?;
+    // Where the figures go is checked before the run, not after it (the file is made
+    // now and written at the end).
+    let made = json.filter(|p| !p.exists());
+    if let Some(path) = json {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("--json {}: cannot write there", path.display()))?;
+    }
+    let r = match fypsim::serve::traffic::drive(&opts, &config) {
+        Ok(r) => r,
+        Err(e) => {
+            // No empty figures file left behind by a run that did not happen.
+            if let Some(p) = made {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e.into());
+        }
+    };
     let how = match r.rate {
         Some(rate) => format!("open loop at {rate} recommendations/s"),
         None => format!("closed loop, concurrency {}", r.concurrency),
