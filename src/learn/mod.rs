@@ -125,7 +125,8 @@ pub struct LearnConfig {
     /// The time split: training and validation targets come from the first share of the
     /// log (episodes, or weeks for churn), test targets from the rest.
     pub time_split: f64,
-    /// Bootstrap resamples (of test users) for the 95% intervals.
+    /// Bootstrap resamples (of test users) for the 95% intervals (at least
+    /// [`MIN_BOOTSTRAP`]).
     pub bootstrap: usize,
     /// libtorch's CPU threads.
     pub threads: usize,
@@ -156,6 +157,24 @@ impl Default for LearnConfig {
             threads: 1,
             policy: None,
         }
+    }
+}
+
+/// The fewest bootstrap resamples `learn` takes: below 100 the 2.5th and 97.5th
+/// percentiles rest on one or two resamples each.
+pub const MIN_BOOTSTRAP: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_bootstrap_resamples_are_refused() {
+        for bad in [0, 1, 99] {
+            let e = LearnConfig { bootstrap: bad, ..LearnConfig::default() }.validate().unwrap_err().to_string();
+            assert!(e.contains("bootstrap") && e.contains("100 to 1000000"), "{e}");
+        }
+        assert!(LearnConfig { bootstrap: 100, ..LearnConfig::default() }.validate().is_ok());
     }
 }
 
@@ -207,7 +226,9 @@ impl LearnConfig {
         range("epochs", self.epochs, 1, 100_000)?;
         range("patience", self.patience, 1, 100_000)?;
         range("batch", self.batch, 1, 1_000_000)?;
-        range("bootstrap", self.bootstrap, 0, 1_000_000)?;
+        // A 95% percentile interval needs resamples beyond its 2.5th and 97.5th
+        // percentiles: 0 printed zero-width "intervals".
+        range("bootstrap", self.bootstrap, MIN_BOOTSTRAP, 1_000_000)?;
         range("threads", self.threads, 1, 1024)?;
         if self.window * self.batch * self.hidden > 2_000_000_000 {
             return Err(invalid("window x batch x hidden", self.window * self.batch * self.hidden, "at most 2e9"));
