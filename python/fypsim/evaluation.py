@@ -140,9 +140,10 @@ def evaluate(
         returns[name], steps[name] = rets, lens
 
     for b in names:
-        env = _native.Env(src, ov)
-        env.reset(seed)
-        played = env.play_baseline(b, list(range(n)), world)
+        # A seed restarts the environment (the generated world): every baseline starts
+        # where the others did, on one environment.
+        probe.reset(seed)
+        played = probe.play_baseline(b, list(range(n)), world)
         returns[b] = np.array([p[0] for p in played])
         steps[b] = np.array([p[1] for p in played], dtype=float)
         if progress:

@@ -191,22 +191,21 @@ fn write_obs(spec: &Spec, obs: &Observation, out: Out<'_>) {
     let s = &obs.state;
     let cand = &s.numeric[num::SLOTS..num::SLOTS + spec.slots * spec.per_slot];
     let hist = &s.numeric[spec.history_start..spec.history_start + spec.history_len()];
-    let n = obs.candidates.len();
     match out {
         Out::Dict { user, candidates, categorical, mask, history } => {
             user.copy_from_slice(&s.numeric[..num::SLOTS]);
             candidates.copy_from_slice(cand);
             categorical.copy_from_slice(&s.categorical);
-            for (k, m) in mask.iter_mut().enumerate() {
-                *m = (k < n) as i8;
+            for (m, &v) in mask.iter_mut().zip(&s.valid) {
+                *m = v as i8;
             }
             history.copy_from_slice(hist);
         }
         Out::Flat(row) => {
             row.fill(0.0);
             let mut at = 0;
-            for (k, v) in row[..spec.slots].iter_mut().enumerate() {
-                *v = (k < n) as u8 as f32;
+            for (r, &v) in row[..spec.slots].iter_mut().zip(&s.valid) {
+                *r = v as u8 as f32;
             }
             at += spec.slots;
             row[at..at + cand.len()].copy_from_slice(cand);
@@ -685,16 +684,14 @@ impl<'a> Views<'a> {
         let mut cands = self.candidates.chunks_mut(spec.slots * spec.per_slot);
         let mut cats = self.categorical.chunks_mut(spec.nvec.len());
         let mut masks = self.mask.chunks_mut(spec.slots);
-        let mut hist: Vec<&mut [f32]> =
-            if hl == 0 { (0..n).map(|_| &mut [][..]).collect() } else { self.history.chunks_mut(hl).collect() };
-        hist.reverse();
+        let mut hist = self.history.chunks_mut(hl.max(1));
         (0..n)
             .map(|_| Out::Dict {
                 user: users.next().expect("n rows"),
                 candidates: cands.next().expect("n rows"),
                 categorical: cats.next().expect("n rows"),
                 mask: masks.next().expect("n rows"),
-                history: hist.pop().expect("n rows"),
+                history: if hl == 0 { &mut [] } else { hist.next().expect("n rows") },
             })
             .collect()
     }

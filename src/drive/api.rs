@@ -160,8 +160,22 @@ impl SimEnv {
 
     fn generate(config: &Checked) -> SimEnv {
         let world = Arc::new(World::generate(config));
-        let mut env = Env::new(config, world);
-        let base = Arc::new(env.clone());
+        SimEnv::from_base(config, Arc::new(Env::new(config, world)))
+    }
+
+    /// A new environment over the same world, at the generated world's starting point,
+    /// as [`SimEnv::new`] would build it (the streams and the logging carry over; no
+    /// episode is under way).
+    pub fn replica(&self) -> SimEnv {
+        let mut r = SimEnv::from_base(&self.config, Arc::clone(&self.base));
+        r.streams = self.streams;
+        r.log = self.log.as_ref().map(|_| Vec::new());
+        r
+    }
+
+    /// An environment at `base`, the generated world's starting point.
+    fn from_base(config: &Checked, base: Arc<Env>) -> SimEnv {
+        let mut env = Env::clone(&base);
         env.track_changes();
         SimEnv {
             config: config.clone(),
@@ -178,30 +192,6 @@ impl SimEnv {
             streams: Streams::Evaluation,
             users_rng: stream(config.seed, Stream::EpisodeUsers),
             log: None,
-        }
-    }
-
-    /// A new environment over the same world, at the generated world's starting point,
-    /// as [`SimEnv::new`] would build it (the streams and the logging carry over; no
-    /// episode is under way).
-    pub fn replica(&self) -> SimEnv {
-        let mut env = Env::clone(&self.base);
-        env.track_changes();
-        SimEnv {
-            config: self.config.clone(),
-            env,
-            base: Arc::clone(&self.base),
-            seed: self.config.seed,
-            next_episode: 0,
-            episode: None,
-            responses: substream(self.config.seed, Stream::Eval, 0),
-            policy_rng: substream(self.config.seed, Stream::Policy, 0),
-            over: true,
-            steps: 0,
-            baselines: BTreeMap::new(),
-            streams: self.streams,
-            users_rng: stream(self.config.seed, Stream::EpisodeUsers),
-            log: self.log.as_ref().map(|_| Vec::new()),
         }
     }
 

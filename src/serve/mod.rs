@@ -65,6 +65,10 @@ pub struct ArmSpec {
 /// not got).
 pub const SERVABLE_BASELINES: [PolicyKind; 3] = [PolicyKind::Greedy, PolicyKind::Random, PolicyKind::MostViewed];
 
+/// What the service answers (409) for a user who has seen every video the feed can offer;
+/// the traffic driver recognises it.
+pub const EXHAUSTED: &str = "has seen every video the feed can offer";
+
 /// The one rule for what a service may run, wherever the policy comes from (a baseline's
 /// name or a run folder's own policy): the servable baselines and the trained DQN, which
 /// read only what a platform logs. The others read the simulator's truth.
@@ -628,7 +632,7 @@ impl Service {
         live.last_ms = now;
         let obs = self.env.observe_session(&live.session, &mut self.generator);
         if obs.exhausted() {
-            return Err(ApiError::new(409, format!("user {user} has seen every video the feed can offer")));
+            return Err(ApiError::new(409, format!("user {user} {EXHAUSTED}")));
         }
         Ok(obs)
     }

@@ -38,7 +38,7 @@ pub struct SimUser {
 
 /// The service's answer for a user with nothing left to see (a 409 naming it).
 pub fn is_exhausted(status: u16, message: &str) -> bool {
-    status == 409 && message.contains("has seen every video")
+    status == 409 && message.contains(super::EXHAUSTED)
 }
 
 impl SimUser {
