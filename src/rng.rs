@@ -45,6 +45,11 @@ pub enum Stream {
     /// `fypsim traffic` and the in-process A/B simulation: which users come, and their
     /// responses (one sub-stream per user).
     Traffic = 16,
+    /// The contextual bandits' own draws (Thompson sampling's posterior draws,
+    /// epsilon-greedy's random choices).
+    Bandit = 17,
+    /// Thompson sampling's Monte Carlo propensity estimates (never a choice).
+    BanditPropensity = 18,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

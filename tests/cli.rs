@@ -417,6 +417,48 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert_eq!(saved[0]["mean_return"], summary["eval_mean_return"]);
 }
 
+/// Bandits as learning baselines: trained on the run's steps, saved in the run folder,
+/// evaluated beside the others (and again by `fypsim eval` from what was saved, to the
+/// same numbers); a Thompson-sampling run logs its estimated propensities, flagged.
+#[test]
+fn bandits_train_as_baselines_and_as_the_run_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    smoke_run(&a, &[r#"train.baselines=["random", "linucb", "thompson", "epsilon_greedy"]"#]).success();
+    let baselines = std::fs::read_to_string(a.join("baselines.csv")).unwrap();
+    let names: Vec<&str> = baselines.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(names, ["dqn (trained)", "random", "linucb", "thompson", "epsilon_greedy"]);
+    for b in ["linucb", "thompson", "epsilon_greedy"] {
+        let saved = a.join("baselines").join(b).join("bandit.json");
+        assert!(saved.is_file(), "{}", saved.display());
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    fypsim().arg("eval").arg(&a).assert().success();
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("eval_saved_20.json")).unwrap()).unwrap();
+    for row in saved.as_array().unwrap().iter().skip(1) {
+        let name = row["policy"].as_str().unwrap();
+        assert_eq!(row["mean_return"], summary["baselines"][name], "{name}");
+    }
+    // What a baseline learnt, lost: eval says which and where.
+    std::fs::remove_file(a.join("baselines/thompson/bandit.json")).unwrap();
+    fypsim().arg("eval").arg(&a).assert().failure().stderr(predicates::str::contains("baselines/thompson"));
+
+    let b = dir.path().join("b");
+    smoke_run(&b, &["policy=thompson", "bandit.propensity_draws=200", "output.step_detail=true"]).success();
+    let steps = read_parquet(&b.join("steps.parquet")).unwrap();
+    assert!(columns(&steps).contains(&"propensity_estimated".to_string()), "{:?}", columns(&steps));
+    let p: Vec<f64> = steps.column("propensity").unwrap().f64().unwrap().into_no_null_iter().collect();
+    assert!(!p.is_empty() && p.iter().all(|x| (0.0..=1.0).contains(x)), "{p:?}");
+    // Exact propensities add no column.
+    let c = dir.path().join("c");
+    smoke_run(&c, &["policy=epsilon_greedy", "output.step_detail=true"]).success();
+    let steps = read_parquet(&c.join("steps.parquet")).unwrap();
+    assert!(!columns(&steps).contains(&"propensity_estimated".to_string()));
+    let p: Vec<f64> = steps.column("propensity").unwrap().f64().unwrap().into_no_null_iter().collect();
+    assert!(p.iter().any(|&x| x < 1.0), "epsilon-greedy explores");
+    fypsim().arg("eval").arg(&c).assert().success().stdout(predicates::str::contains("epsilon_greedy (saved)"));
+}
+
 #[test]
 fn multi_seed_runs_aggregate_with_intervals() {
     let dir = tempfile::tempdir().unwrap();

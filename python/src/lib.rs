@@ -299,7 +299,10 @@ fn parse_world(world: Option<&str>) -> PyResult<Option<StartWorld>> {
 
 fn parse_baseline(name: &str) -> PyResult<PolicyKind> {
     match PolicyKind::from_name(name) {
-        Some(PolicyKind::Dqn) | None => Err(PyValueError::new_err(format!(
+        Some(k) if k.learns() => Err(PyValueError::new_err(format!(
+            "\"{name}\" learns, so it is not a fixed baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner"
+        ))),
+        None => Err(PyValueError::new_err(format!(
             "\"{name}\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner"
         ))),
         Some(k) => Ok(k),

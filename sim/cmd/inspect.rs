@@ -11,7 +11,7 @@ pub(crate) fn cmd_anatomy(config: &ConfigArgs, user: u64, policies: &str, episod
         .split(',')
         .map(|name| {
             PolicyKind::from_name(name.trim()).ok_or_else(|| {
-                let names: Vec<&str> = PolicyKind::ALL.iter().skip(1).map(|k| k.name()).collect();
+                let names: Vec<&str> = PolicyKind::ALL.iter().filter(|k| !k.learns()).map(|k| k.name()).collect();
                 anyhow::anyhow!("--policies: unknown policy `{}` (allowed: {})", name.trim(), names.join(", "))
             })
         })

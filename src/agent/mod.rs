@@ -3,6 +3,7 @@
 
 #[cfg(feature = "torch")]
 pub mod adam;
+pub mod bandit;
 pub mod baselines;
 #[cfg(feature = "torch")]
 pub mod dqn;
@@ -52,6 +53,12 @@ pub trait Policy: Send {
     /// evaluation). Deterministic policies: 1.
     fn propensity(&self, _obs: &Observation, _slot: usize, _index: usize) -> f64 {
         1.0
+    }
+
+    /// Whether the last `act`'s propensities are estimates (Thompson sampling's Monte
+    /// Carlo), not exact: logs flag them.
+    fn propensity_estimated(&self) -> bool {
+        false
     }
 
     /// The probability with which `act(obs, explore, ..)` would choose each slot: one entry
@@ -136,6 +143,7 @@ pub fn make_policy(kind: PolicyKind, config: &Checked) -> Result<Box<dyn Policy>
         PolicyKind::MyopicOracle => Box::new(baselines::MyopicOraclePolicy),
         PolicyKind::Planner => Box::new(baselines::PlannerPolicy::new(config)),
         PolicyKind::RetentionPlanner => Box::new(baselines::PlannerPolicy::retention_aware(config)),
+        PolicyKind::LinUcb | PolicyKind::Thompson | PolicyKind::EpsilonGreedy => Box::new(bandit::Bandit::new(kind, config)),
     })
 }
 
@@ -214,6 +222,79 @@ pub(crate) mod tests {
             let p = make_policy(kind, &c).unwrap();
             assert_eq!(p.probabilities(&obs[0], false), None);
             assert!(p.propensity(&obs[0], 0, 0).is_nan());
+        }
+    }
+
+    /// The bandits, trained a little on the observations (so that their choices are not
+    /// all ties), state the probabilities they act by: LinUCB and epsilon-greedy exactly,
+    /// Thompson sampling by its Monte Carlo estimate (the same one its propensity logs).
+    #[test]
+    fn every_bandit_states_the_probabilities_it_acts_by() {
+        let mut c: Config = (*config()).clone();
+        c.bandit.propensity_draws = 2000;
+        let c = c.check().unwrap();
+        let obs = observations(&c);
+        for kind in PolicyKind::BANDITS {
+            let mut p = make_policy(kind, &c).unwrap();
+            let mut rng = stream(3, Stream::Bandit);
+            for (i, o) in obs.iter().enumerate() {
+                let t = Transition {
+                    state: o.state.clone(),
+                    action: i % o.candidates.len(),
+                    reward: [1.0, -1.0, 2.0][i % 3],
+                    next_state: o.state.clone(),
+                    terminal: false,
+                    episode_end: false,
+                    discount: 1.0,
+                };
+                p.observe(t, &mut rng).unwrap();
+            }
+            for explore in [false, true] {
+                check_policy(p.as_mut(), &obs, explore);
+            }
+            assert_eq!(p.propensity_estimated(), kind == PolicyKind::Thompson, "{kind}");
+        }
+        // Thompson sampling without draws cannot say: NaN, like the planner.
+        let mut ts = make_policy(PolicyKind::Thompson, &config()).unwrap();
+        assert_eq!(ts.probabilities(&obs[0], true), None);
+        let slot = ts.act(&obs[0], true, &mut stream(1, Stream::Bandit)).unwrap();
+        assert!(ts.propensity(&obs[0], slot, 0).is_nan());
+    }
+
+    /// Thompson sampling's estimated probabilities match how often it chooses each slot.
+    #[test]
+    fn thompson_chooses_with_the_frequencies_it_estimates() {
+        let mut c: Config = (*config()).clone();
+        c.bandit.propensity_draws = 20_000;
+        let c = c.check().unwrap();
+        let obs = observations(&c);
+        let mut p = make_policy(PolicyKind::Thompson, &c).unwrap();
+        let mut rng = stream(3, Stream::Bandit);
+        for (i, o) in obs.iter().enumerate().take(6) {
+            let t = Transition {
+                state: o.state.clone(),
+                action: i % o.candidates.len(),
+                reward: 1.0,
+                next_state: o.state.clone(),
+                terminal: false,
+                episode_end: false,
+                discount: 1.0,
+            };
+            p.observe(t, &mut rng).unwrap();
+        }
+        let o = &obs[10];
+        let probs = p.probabilities(o, true).unwrap();
+        assert!(probs.iter().filter(|&&x| x > 0.02).count() >= 2, "a spread to test: {probs:?}");
+        let n = 20_000;
+        let mut counts = vec![0usize; probs.len()];
+        for _ in 0..n {
+            counts[p.act(o, true, &mut rng).unwrap()] += 1;
+        }
+        for (k, &pk) in probs.iter().enumerate() {
+            // Both are estimates from 20,000 draws: the difference's sd is sqrt(2) times one's.
+            let sd = (2.0 * pk.max(1e-4) * (1.0 - pk) / n as f64).sqrt();
+            let f = counts[k] as f64 / n as f64;
+            assert!((f - pk).abs() <= 5.0 * sd + 1e-3, "slot {k}: {f} against {pk}");
         }
     }
 

@@ -3,6 +3,22 @@
 //! layout (`env::Layout`), the allowed `dqn.candidate_features` and their order in the
 //! state all derive from these lists.
 
+/// The user's numbers at the head of every state (`env::num` gives their offsets): age,
+/// videos watched this session, session length.
+pub const USER: [&str; 3] = ["age", "watched", "session_length"];
+
+/// The largest feature dimension a bandit may have (its model is d x d, updated every step).
+pub const BANDIT_MAX_DIM: usize = 64;
+
+/// The bandits' feature dimension (docs/model.md: Contextual bandits): a constant 1, the
+/// user's numbers, the slot's numbers (`per_slot` of them), the candidate's category
+/// one-hot, the same one-hot where the category is one of the user's interests (interest x
+/// category), the region x category one-hot, and 1 where the category is the last shown
+/// one.
+pub const fn bandit_dimension(per_slot: usize, categories: usize, regions: usize) -> usize {
+    1 + USER.len() + per_slot + 2 * categories + regions * categories + 1
+}
+
 /// The numbers every candidate slot has, in state order (`env::num` gives their
 /// offsets): the final score and the raw similarity score (each divided by the largest
 /// magnitude among the candidates), views / 100, and the interest match (0 or 1). Those

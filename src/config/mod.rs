@@ -45,6 +45,10 @@ pub struct Config {
     /// The `planner` baseline's search (left out of resolved configs at its defaults).
     #[serde(skip_serializing_if = "PlannerConfig::is_default")]
     pub planner: PlannerConfig,
+    /// The contextual bandits (`linucb`, `thompson`, `epsilon_greedy`; left out of
+    /// resolved configs at its defaults).
+    #[serde(skip_serializing_if = "BanditConfig::is_default")]
+    pub bandit: BanditConfig,
     /// Days and weeks: a population run on the calendar after training (docs/model.md:
     /// Days and weeks). Off (`days = 0`, the default) it is left out of resolved configs.
     #[serde(skip_serializing_if = "CalendarConfig::is_off")]
@@ -71,6 +75,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             dynamics: DynamicsConfig::default(),
             planner: PlannerConfig::default(),
+            bandit: BanditConfig::default(),
             calendar: CalendarConfig::default(),
             provenance: None,
         }
@@ -120,6 +125,17 @@ pub enum PolicyKind {
     /// user churns after the session, from the return model (`planner.churn_weight`;
     /// docs/model.md: Baselines).
     RetentionPlanner,
+    /// A contextual bandit: one ridge regression of the immediate reward on the
+    /// candidate's features ([`BanditConfig`]), shared by every slot; shows the candidate
+    /// with the highest upper confidence bound (`bandit.alpha`).
+    #[serde(rename = "linucb")]
+    LinUcb,
+    /// Linear Thompson sampling over the same model: scores with parameters drawn from the
+    /// posterior N(theta, prior_variance A^-1).
+    Thompson,
+    /// Epsilon-greedy over the same model: a uniformly random candidate with probability
+    /// `bandit.epsilon`, else the best predicted reward.
+    EpsilonGreedy,
 }
 
 impl PolicyKind {
@@ -134,13 +150,16 @@ impl PolicyKind {
             PolicyKind::MyopicOracle => "myopic_oracle",
             PolicyKind::Planner => "planner",
             PolicyKind::RetentionPlanner => "retention_planner",
+            PolicyKind::LinUcb => "linucb",
+            PolicyKind::Thompson => "thompson",
+            PolicyKind::EpsilonGreedy => "epsilon_greedy",
         }
     }
 }
 
 impl PolicyKind {
     /// Every policy, in the order of their names in docs.
-    pub const ALL: [PolicyKind; 8] = [
+    pub const ALL: [PolicyKind; 11] = [
         PolicyKind::Dqn,
         PolicyKind::Random,
         PolicyKind::Greedy,
@@ -149,7 +168,23 @@ impl PolicyKind {
         PolicyKind::MyopicOracle,
         PolicyKind::Planner,
         PolicyKind::RetentionPlanner,
+        PolicyKind::LinUcb,
+        PolicyKind::Thompson,
+        PolicyKind::EpsilonGreedy,
     ];
+
+    /// The contextual bandits.
+    pub const BANDITS: [PolicyKind; 3] = [PolicyKind::LinUcb, PolicyKind::Thompson, PolicyKind::EpsilonGreedy];
+
+    /// Whether the policy learns from its own feedback (it is trained before it is
+    /// evaluated, and what it learnt is saved).
+    pub fn learns(self) -> bool {
+        self == PolicyKind::Dqn || self.is_bandit()
+    }
+
+    pub fn is_bandit(self) -> bool {
+        PolicyKind::BANDITS.contains(&self)
+    }
 
     /// The policy of a name (as in configs).
     pub fn from_name(name: &str) -> Option<PolicyKind> {
@@ -901,6 +936,38 @@ impl Default for PlannerConfig {
 impl PlannerConfig {
     pub fn is_default(&self) -> bool {
         *self == PlannerConfig::default()
+    }
+}
+
+/// The contextual bandits (docs/model.md: Contextual bandits): one ridge regression of the
+/// immediate reward on a candidate's features, shared by every slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanditConfig {
+    /// LinUCB's width multiplier: a candidate's score is its predicted reward plus alpha
+    /// times the standard deviation of that prediction (in units of the reward noise).
+    pub alpha: f64,
+    /// The ridge penalty lambda: A starts as lambda I (the prior precision).
+    pub ridge: f64,
+    /// Thompson sampling's posterior scale v^2: parameters are drawn from N(theta, v^2 A^-1).
+    pub prior_variance: f64,
+    /// Epsilon-greedy's rate of uniformly random choices while learning.
+    pub epsilon: f64,
+    /// Monte Carlo draws per decision for Thompson sampling's propensity (it has no closed
+    /// form); 0 = not estimated (logged as NaN, like the planner's). Drawn from their own
+    /// stream, so they change no choice.
+    pub propensity_draws: usize,
+}
+
+impl Default for BanditConfig {
+    fn default() -> Self {
+        BanditConfig { alpha: 1.0, ridge: 1.0, prior_variance: 1.0, epsilon: 0.1, propensity_draws: 0 }
+    }
+}
+
+impl BanditConfig {
+    pub fn is_default(&self) -> bool {
+        *self == BanditConfig::default()
     }
 }
 

@@ -95,6 +95,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     train(c)?;
     dqn(c)?;
     dqn_inputs(c)?;
+    bandit(c)?;
     output(c)?;
     Ok(())
 }
@@ -365,7 +366,45 @@ fn train(c: &Config) -> Result<(), ConfigError> {
         return Err(invalid(
             "train.baselines",
             "\"dqn\"",
-            "baseline policies: \"random\", \"greedy\", \"most_viewed\", \"oracle\"",
+            "baseline policies: \"random\", \"greedy\", \"most_viewed\", \"oracle\", \"myopic_oracle\", \"planner\", \"retention_planner\", and the bandits \"linucb\", \"thompson\", \"epsilon_greedy\"",
+        ));
+    }
+    Ok(())
+}
+
+/// The checks of the contextual bandits, and their feature dimension where one is used.
+fn bandit(c: &Config) -> Result<(), ConfigError> {
+    let b = &c.bandit;
+    in_range("bandit.alpha", b.alpha, MAX_MAGNITUDE, "LinUCB's width multiplier")?;
+    positive("bandit.ridge", b.ridge)?;
+    in_range("bandit.ridge", b.ridge, MAX_MAGNITUDE, "the ridge penalty: > 0")?;
+    positive("bandit.prior_variance", b.prior_variance)?;
+    in_range("bandit.prior_variance", b.prior_variance, MAX_MAGNITUDE, "Thompson sampling's posterior scale: > 0")?;
+    in_unit("bandit.epsilon", b.epsilon)?;
+    at_most("bandit.propensity_draws", b.propensity_draws, 1_000_000, "Monte Carlo draws per decision")?;
+    let used = c.policy.is_bandit() || c.train.baselines.iter().any(|k| k.is_bandit());
+    let per_slot = super::features::BASE.len()
+        + super::features::Logged::ALL.iter().filter(|l| c.dqn.candidate_features.iter().any(|f| f == l.name())).count();
+    let d = super::features::bandit_dimension(per_slot, c.world.categories.len(), c.world.regions.len());
+    if used && d > super::features::BANDIT_MAX_DIM {
+        return Err(invalid(
+            "bandit",
+            format!(
+                "a feature dimension of {d} ({} categories, {} regions, {per_slot} numbers per candidate)",
+                c.world.categories.len(),
+                c.world.regions.len()
+            ),
+            &format!(
+                "at most {} features: 5 + numbers per candidate + categories x (regions + 2); fewer world.categories, world.regions or dqn.candidate_features",
+                super::features::BANDIT_MAX_DIM
+            ),
+        ));
+    }
+    if let Some(k) = c.calendar.baselines.iter().find(|k| k.is_bandit()) {
+        return Err(invalid(
+            "calendar.baselines",
+            k.name(),
+            "policies that do not learn (a bandit lives through the calendar as the run's own policy: `policy = \"linucb\"`)",
         ));
     }
     Ok(())
@@ -487,6 +526,30 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::from_toml_str(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bandit_settings_out_of_range_are_refused_by_key() {
+        for (text, key) in [
+            ("[bandit]\nalpha = -1.0\n", "`bandit.alpha`"),
+            ("[bandit]\nridge = 0.0\n", "`bandit.ridge`"),
+            ("[bandit]\nridge = -2.0\n", "`bandit.ridge`"),
+            ("[bandit]\nprior_variance = 0.0\n", "`bandit.prior_variance`"),
+            ("[bandit]\nepsilon = 1.5\n", "`bandit.epsilon`"),
+            ("[bandit]\npropensity_draws = 2000000\n", "`bandit.propensity_draws`"),
+            ("[calendar]\ndays = 2\nbaselines = [\"linucb\"]\n", "`calendar.baselines`"),
+        ] {
+            let m = err(text);
+            assert!(m.contains(key), "{text}: {m}");
+        }
+        // 5 + 4 + 12 x (3 + 2) = 69 features: over the bound once a bandit is used.
+        let wide = "[world]\ncategories = [\"comedy\",\"educational\",\"news\",\"food\",\"politics\",\"animals\",\"tech\",\"fashion\",\"i\",\"j\",\"k\",\"l\"]\n";
+        assert!(Config::from_toml_str(wide, &[]).is_ok());
+        let m = err(&format!("policy = \"linucb\"\n{wide}"));
+        assert!(m.contains("`bandit`") && m.contains("69") && m.contains("at most 64"), "{m}");
+        let m = err(&format!("[train]\nbaselines = [\"thompson\"]\n{wide}"));
+        assert!(m.contains("69"), "{m}");
+        assert!(Config::from_toml_str("policy = \"linucb\"\n", &[]).is_ok());
     }
 
     #[test]

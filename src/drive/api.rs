@@ -386,11 +386,10 @@ impl SimEnv {
     /// The baseline `kind` (built on first use), the current observation and the
     /// episode's policy stream; refuses "dqn" and calls outside an episode.
     fn baseline(&mut self, kind: PolicyKind) -> Result<(&mut dyn Policy, &Observation, &mut SimRng)> {
-        if kind == PolicyKind::Dqn {
-            return Err(Error::Other(
-                "\"dqn\" is not a baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner"
-                    .into(),
-            ));
+        if kind.learns() {
+            return Err(Error::Other(format!(
+                "\"{kind}\" learns, so it is not a fixed baseline: name random, greedy, most_viewed, oracle, myopic_oracle, planner or retention_planner"
+            )));
         }
         if self.over {
             return Err(Error::Other("the episode is over (or never began): call reset() first".into()));

@@ -413,9 +413,10 @@ impl<'a> Living<'a> {
             let life = &mut self.lives[u];
             let f = life.flight.as_mut().expect("a session in flight");
             obs.truth.calendar = Some(crate::env::CalendarTruth { satisfaction: life.satisfaction, session_return: f.reward });
-            let Decision { slot, propensity } = decide(&mut *policy, &obs, self.learn, &mut f.policy)?;
+            let Decision { slot, propensity, estimated } = decide(&mut *policy, &obs, self.learn, &mut f.policy)?;
             let mut out = self.env.apply(&mut f.session, &obs, slot, &mut f.responses);
             out.propensity = propensity;
+            out.propensity_estimated = estimated;
             self.steps += 1;
             f.steps += 1;
             f.watch_s += out.watch_s;

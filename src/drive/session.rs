@@ -23,13 +23,15 @@ pub struct Decision {
     pub slot: usize,
     /// The probability with which the policy chose `slot` (1 for deterministic policies).
     pub propensity: f64,
+    /// `propensity` is an estimate (Thompson sampling's Monte Carlo), not exact.
+    pub estimated: bool,
 }
 
 /// The decide half: `policy` acts on `obs` (exploring when `explore`), drawing from `rng`.
 #[inline]
 pub fn decide(policy: &mut dyn Policy, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<Decision> {
     let slot = policy.act(obs, explore, rng)?;
-    Ok(Decision { slot, propensity: policy.propensity(obs, slot, 0) })
+    Ok(Decision { slot, propensity: policy.propensity(obs, slot, 0), estimated: policy.propensity_estimated() })
 }
 
 /// [`decide`] for several observations at once (one batched forward pass for learners).
@@ -39,7 +41,11 @@ pub fn decide_batch(policy: &mut dyn Policy, obs: &[&Observation], explore: bool
     Ok(slots
         .iter()
         .enumerate()
-        .map(|(row, &slot)| Decision { slot, propensity: policy.propensity(obs[row], slot, row) })
+        .map(|(row, &slot)| Decision {
+            slot,
+            propensity: policy.propensity(obs[row], slot, row),
+            estimated: policy.propensity_estimated(),
+        })
         .collect())
 }
 
@@ -175,6 +181,7 @@ pub fn play_session(
         let obs = on_step.is_some().then(|| env.observation().clone());
         let mut o = env.step(d.slot, responses);
         o.propensity = d.propensity;
+        o.propensity_estimated = d.estimated;
         if let (Some(f), Some(obs)) = (on_step.as_mut(), &obs) {
             f(steps, env, obs, &o);
         }

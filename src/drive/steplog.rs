@@ -44,6 +44,14 @@ pub fn step_columns(rows: &[StepRecord], categories: &[String]) -> Vec<(&'static
         cols.push(("expected_reward", d(|d| d.expected_reward)));
         cols.push(("satiation", d(|d| d.satiation)));
         cols.push(("propensity", d(|d| d.propensity)));
+        // Only where some propensity is an estimate: the tables of every other run keep
+        // their columns.
+        if rows.iter().any(|r| r.detail.as_ref().is_some_and(|d| d.propensity_estimated)) {
+            cols.push((
+                "propensity_estimated",
+                Column::OptBool(rows.iter().map(|r| r.detail.as_ref().map(|d| d.propensity_estimated)).collect()),
+            ));
+        }
         cols.push(("left", Column::OptBool(rows.iter().map(|r| r.detail.as_ref().map(|d| d.left)).collect())));
         cols.push((
             "offered",

@@ -71,6 +71,7 @@ impl StepRecord {
                     left: o.terminal,
                     offered: o.offered.clone(),
                     propensity: o.propensity,
+                    propensity_estimated: o.propensity_estimated,
                     time_s: o.time_s,
                     outcome_p: o.outcome_p,
                 })
@@ -97,6 +98,9 @@ pub struct StepDetail {
     /// epsilon / n + (1 - epsilon) [the greedy slot]; 1/n for random; 1 for the others).
     #[serde(default = "one")]
     pub propensity: f64,
+    /// `propensity` is an estimate (Thompson sampling's Monte Carlo), not exact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub propensity_estimated: bool,
     /// The user's clock when the video was shown (0 in records written before it existed).
     #[serde(default)]
     pub time_s: f64,
@@ -160,7 +164,9 @@ impl TrainProgress {
             elapsed_s: 0.0,
             users_rng: stream(config.seed, Stream::EpisodeUsers),
             response_rng: stream(config.seed, Stream::Responses),
-            policy_rng: stream(config.seed, Stream::Policy),
+            // The bandits draw from a stream of their own (trained as the run's policy or
+            // as a baseline alike).
+            policy_rng: stream(config.seed, if config.policy.is_bandit() { Stream::Bandit } else { Stream::Policy }),
             env: env.state(),
             calendar_runs: Vec::new(),
         }
@@ -222,6 +228,7 @@ pub fn train(
             let state = obs.state.clone();
             let mut o = env.step(d.slot, &mut progress.response_rng);
             o.propensity = d.propensity;
+            o.propensity_estimated = d.estimated;
             let next = env.observation();
             dry = next.exhausted();
             if ep.learn_from(policy, progress, record_steps, state, next, &o)? {
@@ -416,6 +423,7 @@ fn train_lockstep(
             let obs = r.obs.take().expect("running");
             let mut o = env.apply(&mut r.session, &obs, d.slot, &mut progress.response_rng);
             o.propensity = d.propensity;
+            o.propensity_estimated = d.estimated;
             r.pending = Some((obs.state, o));
         }
     }

@@ -41,7 +41,7 @@ pub mod num {
     /// final score and raw similarity score (each divided by the largest magnitude among
     /// the candidates), views / 100, interest match (0 or 1); then the logged features the
     /// [`super::Layout`] adds.
-    pub const SLOTS: usize = 3;
+    pub const SLOTS: usize = crate::config::features::USER.len();
     pub const PER_SLOT: usize = crate::config::features::BASE.len();
     /// Offsets within a slot's features.
     pub const FINAL: usize = 0;
@@ -223,6 +223,8 @@ pub struct StepOutcome {
     /// The probability with which the policy chose this slot (set by the training loop
     /// from [`crate::agent::Policy::propensity`]; 1 until then).
     pub propensity: f64,
+    /// `propensity` is an estimate (Thompson sampling's Monte Carlo), not exact.
+    pub propensity_estimated: bool,
     /// The session ended (a terminal state: no bootstrapping).
     pub terminal: bool,
     /// The step budget ran out (not terminal: the user would have gone on).
@@ -742,6 +744,7 @@ impl Env {
             time_s: now,
             outcome_p,
             propensity: 1.0,
+            propensity_estimated: false,
             terminal,
             truncated,
         }

@@ -392,6 +392,37 @@ pub fn eval_episodes_for(config: &Checked, kind: PolicyKind) -> usize {
     }
 }
 
+/// Where a run saves what its learning baseline `kind` learnt.
+pub fn baseline_dir(dir: &Path, kind: PolicyKind) -> PathBuf {
+    dir.join("baselines").join(kind.name())
+}
+
+/// Trains the learning baseline `kind` (a bandit in `train.baselines`) as the run's policy
+/// was trained: the same users in the same order and the same responses (their streams
+/// do not depend on the policy), with exploration on, until it has taken at least `steps`
+/// steps (the run's policy's training steps; it stops at the end of the episode that
+/// reaches them). None when a signal stopped it.
+pub fn train_baseline(
+    config: &Checked,
+    world: &std::sync::Arc<World>,
+    kind: PolicyKind,
+    steps: u64,
+) -> Result<Option<Box<dyn Policy>>> {
+    let mut c: crate::config::Config = (**config).clone();
+    c.policy = kind;
+    c.train.episodes = 1_000_000_000;
+    let c = c.check()?;
+    let mut policy = make_policy(kind, &c)?;
+    let mut env = Env::new(&c, world.clone());
+    let mut progress = TrainProgress::new(&c, &env);
+    let mut interrupted = false;
+    train(&c, &mut env, policy.as_mut(), false, &mut progress, &mut |p, _, _| {
+        interrupted = stop_requested();
+        Ok(if p.total_steps >= steps || interrupted { Flow::Stop } else { Flow::Continue })
+    })?;
+    Ok((!interrupted).then_some(policy))
+}
+
 /// The config of a run folder, as it was resolved when the run started.
 pub fn config_of_run(dir: &Path) -> Result<Checked> {
     Ok(crate::config::Config::load(&dir.join("config.toml"), &[])?)
@@ -427,11 +458,16 @@ pub fn run_with(
     let world = std::sync::Arc::new(World::generate(config));
     let n_eval = config.train.eval_episodes;
 
-    let mut baselines = Vec::new();
+    // In `train.baselines` order; the learners' places are filled once they are trained.
+    let mut baselines: Vec<Option<EvalResult>> = Vec::new();
     for &kind in &config.train.baselines {
+        if kind.learns() {
+            baselines.push(None);
+            continue;
+        }
         observer.stage(&format!("evaluating baseline {kind}"));
         let mut policy = make_policy(kind, config)?;
-        baselines.push(evaluate(config, &world, policy.as_mut(), eval_episodes_for(config, kind))?);
+        baselines.push(Some(evaluate(config, &world, policy.as_mut(), eval_episodes_for(config, kind))?));
         if stop_requested() {
             return Ok(RunEnd::Interrupted { episodes_done: 0, checkpointed: checkpoint.is_some() });
         }
@@ -474,6 +510,21 @@ pub fn run_with(
         // Training is done and saved; the final evaluation is what a resume will do.
         return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
     }
+    // The learning baselines (the bandits), on the steps the run's policy trained on.
+    for (slot, &kind) in baselines.iter_mut().zip(&config.train.baselines) {
+        if slot.is_none() {
+            observer.stage(&format!("training baseline {kind} for {} steps", progress.total_steps));
+            let Some(mut trained) = train_baseline(config, &world, kind, progress.total_steps)? else {
+                return Ok(RunEnd::Interrupted { episodes_done: progress.episodes_done, checkpointed: true });
+            };
+            let saved_in = baseline_dir(dir, kind);
+            fs::create_dir_all(&saved_in).map_err(Error::io("create", &saved_in))?;
+            trained.save(&saved_in)?;
+            observer.stage(&format!("evaluating baseline {kind}"));
+            *slot = Some(evaluate(config, &world, trained.as_mut(), eval_episodes_for(config, kind))?);
+        }
+    }
+    let baselines: Vec<EvalResult> = baselines.into_iter().flatten().collect();
     // Learning across sessions: population runs, each checkpointed when done.
     if let Some(end) = learn_across_sessions(config, dir, &world, policy.as_mut(), &mut progress, &mut saved, &env, observer)? {
         return Ok(end);
@@ -911,6 +962,12 @@ pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>
     let mut out = vec![evaluate(&config, &world, policy.as_mut(), n)?];
     for &kind in &config.train.baselines {
         let mut b = make_policy(kind, &config)?;
+        if kind.learns() {
+            let saved = baseline_dir(dir, kind);
+            b.load(&saved).map_err(|e| {
+                Error::Other(format!("baseline {kind} learns, and what it learnt is not in {}: {e}", saved.display()))
+            })?;
+        }
         out.push(evaluate(&config, &world, b.as_mut(), n)?);
     }
     Ok(out)

@@ -70,10 +70,10 @@ pub const SERVABLE_BASELINES: [PolicyKind; 3] = [PolicyKind::Greedy, PolicyKind:
 pub const EXHAUSTED: &str = "has seen every video the feed can offer";
 
 /// The one rule for what a service may run, wherever the policy comes from (a baseline's
-/// name or a run folder's own policy): the servable baselines and the trained DQN, which
-/// read only what a platform logs. The others read the simulator's truth.
+/// name or a run folder's own policy): the servable baselines and the trained learners
+/// (the DQN, the bandits), which read only what a platform logs. The others read the simulator's truth.
 pub fn refuse_truth_readers(kind: PolicyKind, what: &str) -> Result<()> {
-    if kind == PolicyKind::Dqn || SERVABLE_BASELINES.contains(&kind) {
+    if kind.learns() || SERVABLE_BASELINES.contains(&kind) {
         return Ok(());
     }
     Err(Error::Other(format!(
@@ -94,6 +94,11 @@ impl ArmSpec {
         }
         let source = source.trim();
         let source = match PolicyKind::from_name(source) {
+            Some(kind) if kind.is_bandit() => {
+                return Err(Error::Other(format!(
+                    "--arm `{text}`: {kind} learns; serve the run folder of a trained one (`fypsim run` with policy = \"{kind}\")"
+                )))
+            }
             Some(kind) if kind != PolicyKind::Dqn => {
                 refuse_truth_readers(kind, &format!("--arm `{text}`"))?;
                 Source::Baseline(kind)
@@ -845,7 +850,7 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             }
             let mut policy = make_policy(run.policy, &run)?;
             policy.load(&ck.dir)?;
-            let weights = ck.dir.join("agent.ot");
+            let weights = ck.dir.join(if run.policy.is_bandit() { crate::agent::bandit::BANDIT_FILE } else { "agent.ot" });
             let digest = match std::fs::read(&weights) {
                 Ok(bytes) => crate::files::sha256(&bytes)[..12].to_string(),
                 Err(_) => crate::experiment::checkpoint::fingerprint(&run)[..12].to_string(),

@@ -205,8 +205,10 @@ pub fn anatomy(
     let cats = &config.world.categories;
     let mut out = Vec::new();
     for &kind in policies {
-        if kind == crate::config::PolicyKind::Dqn {
-            return Err(Error::Other("anatomy shows baselines (an untrained DQN would say nothing); name baselines".into()));
+        if kind.learns() {
+            return Err(Error::Other(format!(
+                "anatomy shows baselines (an untrained {kind} would say nothing); name policies that do not learn"
+            )));
         }
         let mut policy = crate::agent::make_policy(kind, config)?;
         let mut env = base.clone();
