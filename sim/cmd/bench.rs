@@ -152,6 +152,18 @@ pub(crate) fn print_bench(r: &fypsim::tools::bench::BenchReport) {
         na(r.libtorch_op_us, 2),
         na(r.dqn_update_us / r.libtorch_op_us, 0)
     );
+    println!(
+        "  bandit decision + update (d = {}): linucb {} us, thompson {} us, epsilon_greedy {} us",
+        r.bandit_dim,
+        na(r.linucb_step_us, 2),
+        na(r.thompson_step_us, 2),
+        na(r.epsilon_greedy_step_us, 2)
+    );
+    println!(
+        "    thompson's propensity estimate {} us ({} draws; logging only)",
+        na(r.thompson_propensity_us, 0),
+        fypsim::tools::bench::THOMPSON_BENCH_DRAWS
+    );
     println!("  env steps            {:>12} /s (greedy, no learning)", na(r.env_steps_per_s, 0));
     let cadence = match r.train_every {
         1 => "one update per step".to_string(),

@@ -82,8 +82,9 @@ impl BanditFeatures {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ridge {
     d: usize,
-    /// L, lower triangular, row-major d x d: A = L L^T.
-    l: Vec<f64>,
+    /// U = L^T, upper triangular, row-major d x d: A = U^T U. Stored this way round so
+    /// that the update and the forward solve run along rows (contiguous, vectorisable).
+    u: Vec<f64>,
     /// b = sum r x.
     b: Vec<f64>,
     /// theta = A^-1 b.
@@ -92,14 +93,29 @@ pub struct Ridge {
     n: u64,
 }
 
+/// a . b, in four interleaved partial sums (a fixed order: the same bits every time).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut s = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            s[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (s[0] + s[1]) + (s[2] + s[3]) + tail
+}
+
 impl Ridge {
     /// The prior: A = lambda I, b = 0.
     pub fn new(d: usize, lambda: f64) -> Ridge {
-        let mut l = vec![0.0; d * d];
+        let mut u = vec![0.0; d * d];
         for i in 0..d {
-            l[i * d + i] = lambda.sqrt();
+            u[i * d + i] = lambda.sqrt();
         }
-        Ridge { d, l, b: vec![0.0; d], theta: vec![0.0; d], n: 0 }
+        Ridge { d, u, b: vec![0.0; d], theta: vec![0.0; d], n: 0 }
     }
 
     pub fn dim(&self) -> usize {
@@ -114,13 +130,13 @@ impl Ridge {
         &self.theta
     }
 
-    /// A = L L^T (for checks).
+    /// A = U^T U (for checks).
     pub fn precision(&self) -> Vec<f64> {
         let d = self.d;
         let mut a = vec![0.0; d * d];
         for i in 0..d {
             for j in 0..d {
-                a[i * d + j] = (0..=i.min(j)).map(|k| self.l[i * d + k] * self.l[j * d + k]).sum();
+                a[i * d + j] = (0..=i.min(j)).map(|k| self.u[k * d + i] * self.u[k * d + j]).sum();
             }
         }
         a
@@ -137,24 +153,24 @@ impl Ridge {
                 self.n + 1
             )));
         }
-        let saved = self.l.clone();
+        let saved = self.u.clone();
         scratch.clear();
         scratch.extend_from_slice(x);
         let w = scratch;
-        let l = &mut self.l;
+        // The rank-one Cholesky update (one Givens rotation per row of U).
         for k in 0..d {
-            let lkk = l[k * d + k];
-            let r2 = (lkk * lkk + w[k] * w[k]).sqrt();
-            let (c, s) = (r2 / lkk, w[k] / lkk);
-            l[k * d + k] = r2;
-            for i in k + 1..d {
-                let lik = (l[i * d + k] + s * w[i]) / c;
-                l[i * d + k] = lik;
-                w[i] = c * w[i] - s * lik;
+            let row = &mut self.u[k * d..(k + 1) * d];
+            let ukk = row[k];
+            let r2 = (ukk * ukk + w[k] * w[k]).sqrt();
+            let (c, s) = (r2 / ukk, w[k] / ukk);
+            row[k] = r2;
+            for (uki, wi) in row[k + 1..].iter_mut().zip(&mut w[k + 1..]) {
+                *uki = (*uki + s * *wi) / c;
+                *wi = c * *wi - s * *uki;
             }
         }
-        if (0..d).any(|k| !(l[k * d + k].is_finite() && l[k * d + k] > 0.0)) {
-            self.l = saved;
+        if (0..d).any(|k| !(self.u[k * d + k].is_finite() && self.u[k * d + k] > 0.0)) {
+            self.u = saved;
             return Err(Error::Other(format!(
                 "bandit update {}: the ridge model became numerically singular (a Cholesky pivot is not a positive number); the model is unchanged",
                 self.n + 1
@@ -168,7 +184,7 @@ impl Ridge {
         Ok(())
     }
 
-    /// theta = A^-1 b: L y = b, then L^T theta = y.
+    /// theta = A^-1 b: U^T y = b, then U theta = y.
     fn solve(&mut self) {
         let mut y = self.b.clone();
         self.forward(&mut y);
@@ -176,31 +192,31 @@ impl Ridge {
         self.theta = y;
     }
 
-    /// v := L^-T v.
-    fn backward(&self, v: &mut [f64]) {
+    /// v := L^-1 v = U^-T v.
+    fn forward(&self, v: &mut [f64]) {
         let d = self.d;
-        for i in (0..d).rev() {
-            v[i] /= self.l[i * d + i];
-            let t = v[i];
-            for (vj, lij) in v[..i].iter_mut().zip(&self.l[i * d..i * d + i]) {
-                *vj -= lij * t;
+        for j in 0..d {
+            let row = &self.u[j * d..(j + 1) * d];
+            let yj = v[j] / row[j];
+            v[j] = yj;
+            for (vi, uji) in v[j + 1..].iter_mut().zip(&row[j + 1..]) {
+                *vi -= uji * yj;
             }
         }
     }
 
-    /// v := L^-1 v.
-    fn forward(&self, v: &mut [f64]) {
+    /// v := L^-T v = U^-1 v.
+    fn backward(&self, v: &mut [f64]) {
         let d = self.d;
-        for i in 0..d {
-            let row = &self.l[i * d..i * d + i];
-            let s: f64 = row.iter().zip(&v[..i]).map(|(a, b)| a * b).sum();
-            v[i] = (v[i] - s) / self.l[i * d + i];
+        for i in (0..d).rev() {
+            let row = &self.u[i * d..(i + 1) * d];
+            v[i] = (v[i] - dot(&row[i + 1..], &v[i + 1..])) / row[i];
         }
     }
 
     /// The predicted reward theta . x.
     pub fn mean(&self, x: &[f64]) -> f64 {
-        self.theta.iter().zip(x).map(|(a, b)| a * b).sum()
+        dot(&self.theta, x)
     }
 
     /// sqrt(x^T A^-1 x) = |L^-1 x|: the prediction's standard deviation in units of the
@@ -209,7 +225,7 @@ impl Ridge {
         scratch.clear();
         scratch.extend_from_slice(x);
         self.forward(scratch);
-        scratch.iter().map(|v| v * v).sum::<f64>().sqrt()
+        dot(scratch, scratch).sqrt()
     }
 
     /// A draw from N(theta, v2 A^-1): theta + sqrt(v2) L^-T z, z standard normal.
@@ -331,7 +347,7 @@ impl Bandit {
     fn sampled(&mut self, n: usize, rng: &mut SimRng) -> usize {
         let mut theta = std::mem::take(&mut self.scratch);
         self.model.draw(self.cfg.prior_variance, rng, &mut theta);
-        let best = argmax((0..n).map(|k| theta.iter().zip(self.row(k)).map(|(a, b)| a * b).sum()));
+        let best = argmax((0..n).map(|k| dot(&theta, self.row(k))));
         self.scratch = theta;
         best
     }
@@ -488,11 +504,11 @@ impl Policy for Bandit {
         let d = self.features.dim();
         let m = &saved.model;
         let sound = m.d == d
-            && m.l.len() == d * d
+            && m.u.len() == d * d
             && m.b.len() == d
             && m.theta.len() == d
-            && m.l.iter().chain(&m.b).chain(&m.theta).all(|v| v.is_finite())
-            && (0..d).all(|k| m.l[k * d + k] > 0.0);
+            && m.u.iter().chain(&m.b).chain(&m.theta).all(|v| v.is_finite())
+            && (0..d).all(|k| m.u[k * d + k] > 0.0);
         if saved.policy != self.kind || !sound {
             return Err(Error::Other(format!(
                 "{} holds a {} model of dimension {} ({}); this run's {} needs dimension {d}",

@@ -72,7 +72,96 @@ pub struct BenchReport {
     /// Training steps per second, DQN, `parallel_sessions` sessions in lockstep on
     /// `parallel_threads` threads (batched forward pass), updates every `dqn.train_every`.
     pub lockstep_train_steps_per_s: f64,
+    /// The bandits' feature dimension d at this config.
+    pub bandit_dim: usize,
+    /// One bandit decision (act and propensity, exploring) plus its model update, median
+    /// over recorded observations: LinUCB, Thompson sampling (its propensity not
+    /// estimated), epsilon-greedy.
+    pub linucb_step_us: f64,
+    pub thompson_step_us: f64,
+    pub epsilon_greedy_step_us: f64,
+    /// Thompson sampling's Monte Carlo propensity estimate of one decision, at
+    /// [`THOMPSON_BENCH_DRAWS`] draws (logging only: off the decision's path).
+    pub thompson_propensity_us: f64,
     pub peak_rss_mb: f64,
+}
+
+/// The draws of [`BenchReport::thompson_propensity_us`].
+pub const THOMPSON_BENCH_DRAWS: usize = 1000;
+
+/// The bandits' figures of [`bench`]: decisions plus updates on observations recorded from
+/// greedy sessions of the config's world (so the features are the real ones), medians of
+/// batches of 1,000 (a single decision is too short to time alone).
+fn time_bandits(config: &Checked, world: &std::sync::Arc<World>, report: &mut BenchReport) -> Result<()> {
+    use crate::agent::Transition;
+    use crate::config::PolicyKind;
+    let mut env = Env::new(config, world.clone());
+    let mut rng = stream(config.seed, Stream::Eval);
+    let mut obs = Vec::new();
+    while obs.len() < 2000 {
+        env.reset_random(&mut rng);
+        while !env.observation().exhausted() {
+            let o = env.observation().clone();
+            let out = env.step(0, &mut rng);
+            obs.push((o, out.reward));
+            if out.terminal || out.truncated {
+                break;
+            }
+        }
+    }
+    let batch = 1000;
+    let per_decision = |policy: &mut dyn Policy, draws: bool| -> Result<f64> {
+        let mut rng = stream(config.seed, Stream::Bandit);
+        let mut us = Vec::new();
+        for chunk in obs.chunks_exact(batch) {
+            let t = Instant::now();
+            for (o, reward) in chunk {
+                let d = crate::drive::session::decide(policy, o, true, &mut rng)?;
+                if !draws {
+                    let next_state = o.state.clone();
+                    let step = Transition {
+                        state: o.state.clone(),
+                        action: d.slot,
+                        reward: *reward,
+                        next_state,
+                        terminal: false,
+                        episode_end: false,
+                        discount: 1.0,
+                    };
+                    policy.observe(step, &mut rng)?;
+                }
+                std::hint::black_box(d);
+            }
+            us.push(t.elapsed().as_secs_f64() * 1e6 / batch as f64);
+        }
+        Ok(median(us))
+    };
+    // Two passes over the recordings: the model is no longer at its prior in the second.
+    let time = |kind: PolicyKind, draws: usize| -> Result<f64> {
+        let mut c: crate::config::Config = (**config).clone();
+        c.bandit.propensity_draws = draws;
+        let c = c.check()?;
+        let mut p = crate::agent::make_policy(kind, &c)?;
+        per_decision(p.as_mut(), false)?;
+        if draws == 0 {
+            per_decision(p.as_mut(), false)
+        } else {
+            // The estimate alone: the decision with it, less the decision without.
+            let with = per_decision(p.as_mut(), true)?;
+            let mut c0: crate::config::Config = (*c).clone();
+            c0.bandit.propensity_draws = 0;
+            let mut p0 = crate::agent::make_policy(kind, &c0.check()?)?;
+            per_decision(p0.as_mut(), false)?;
+            let without = per_decision(p0.as_mut(), true)?;
+            Ok((with - without).max(0.0))
+        }
+    };
+    report.bandit_dim = crate::agent::bandit::BanditFeatures::of(config).dim();
+    report.linucb_step_us = time(PolicyKind::LinUcb, 0)?;
+    report.thompson_step_us = time(PolicyKind::Thompson, 0)?;
+    report.epsilon_greedy_step_us = time(PolicyKind::EpsilonGreedy, 0)?;
+    report.thompson_propensity_us = time(PolicyKind::Thompson, THOMPSON_BENCH_DRAWS)?;
+    Ok(())
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -187,6 +276,11 @@ pub fn bench(
         lockstep_env_steps_per_s_1_thread: f64::NAN,
         lockstep_env_steps_per_s: f64::NAN,
         lockstep_train_steps_per_s: f64::NAN,
+        bandit_dim: 0,
+        linucb_step_us: f64::NAN,
+        thompson_step_us: f64::NAN,
+        epsilon_greedy_step_us: f64::NAN,
+        thompson_propensity_us: f64::NAN,
         peak_rss_mb: f64::NAN,
     };
     if kernels_only {
@@ -194,6 +288,8 @@ pub fn bench(
         return Ok(report);
     }
 
+    progress("bandit decisions and updates");
+    time_bandits(config, &world, &mut report)?;
     time_learning(config, &world, steps, threads, &mut report, progress)?;
     report.peak_rss_mb = peak_rss_mb();
     Ok(report)
@@ -373,6 +469,11 @@ fn throughput(
     c.train.threads = threads;
     c.train.checkpoint_every = 0;
     c.dqn.learning_starts = 0;
+    if sessions > 1 {
+        // Sessions in flight share one world: a config that trains in fresh worlds is
+        // timed in an evolving one for the lockstep figures.
+        c.train.train_world = crate::config::EvalWorld::Evolving;
+    }
     let c = c.check()?;
     let mut env = Env::new(&c, world.clone());
     let mut progress = TrainProgress::new(&c, &env);
