@@ -122,6 +122,9 @@ fn print_summary(checked: &Checked, summary: &fypsim::experiment::run::Summary, 
     if let Some(a) = &summary.advantage_over_myopic_oracle {
         println!("{} - myopic_oracle, paired: {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
     }
+    for (name, a) in &summary.advantage_over_learners {
+        println!("{} - {name}, paired: {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
+    }
     if let Some(g) = &summary.myopia_gap {
         println!("myopia gap (planner - myopic_oracle, paired): {:+.3} ± {:.3}", g.mean, g.ci95);
     }
@@ -246,6 +249,9 @@ pub(crate) fn cmd_run_seeds(checked: &Checked, dir: &Path, quiet: bool) -> Resul
     }
     if let Some(a) = &summary.advantage_over_myopic_oracle {
         println!("{} - myopic_oracle (paired per seed): {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
+    }
+    for (name, a) in &summary.advantage_over_learners {
+        println!("{} - {name} (paired per seed): {:+.3} ± {:.3}", summary.policy, a.mean, a.ci95);
     }
     if let Some(g) = &summary.myopia_gap {
         println!("myopia gap (planner - myopic_oracle, paired per seed): {:+.3} ± {:.3}", g.mean, g.ci95);

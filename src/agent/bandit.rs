@@ -473,14 +473,18 @@ impl Policy for Bandit {
         Some((0..n).map(|k| me.model.mean(me.row(k))).collect())
     }
 
+    /// Updates the model on the step's immediate reward. The loss is the squared error of
+    /// the prediction made before the update (a prequential loss: how well the model
+    /// predicts what it has not yet seen).
     fn observe(&mut self, t: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
         let d = self.features.dim();
         let mut x = std::mem::take(&mut self.xs);
         x.resize(d, 0.0);
         self.features.write(&t.state, t.action, &mut x[..d]);
+        let error = t.reward - self.model.mean(&x[..d]);
         let done = self.model.update(&x[..d], t.reward, &mut self.scratch);
         self.xs = x;
-        done.map(|()| None)
+        done.map(|()| Some(error * error))
     }
 
     fn epsilon(&self) -> f64 {

@@ -55,6 +55,10 @@ pub struct MultiSeedSummary {
     /// above zero when the trained policy closes more than half of the myopia gap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advantage_beyond_half_myopia_gap: Option<Interval>,
+    /// Per seed: trained - each learning baseline (the bandits in `train.baselines`),
+    /// paired over the seed's evaluation episodes; its mean across seeds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub advantage_over_learners: BTreeMap<String, Interval>,
     pub per_seed: Vec<SeedResult>,
     /// With `[calendar]`: per policy, its population figures across seeds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -278,6 +282,12 @@ pub fn run_seeds(
     let myopia_gap_closed = across(&|s| gap_pair(s).and_then(|(a, g)| (g != 0.0).then(|| a / g)));
     let advantage_beyond_half_myopia_gap = across(&|s| gap_pair(s).map(|(a, g)| a - g / 2.0));
     let (population, population_differences) = population_across(&found);
+    let learners: std::collections::BTreeSet<&String> =
+        found.iter().flat_map(|r| r.summary.advantage_over_learners.keys()).collect();
+    let advantage_over_learners = learners
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), across(&|s| s.advantage_over_learners.get(name).map(|i| i.mean))?)))
+        .collect();
     let summary = MultiSeedSummary {
         multi_seed: true,
         name: config.name.clone(),
@@ -294,6 +304,7 @@ pub fn run_seeds(
         advantage_over_myopic_oracle_relative,
         myopia_gap_closed,
         advantage_beyond_half_myopia_gap,
+        advantage_over_learners,
         per_seed,
         population,
         population_differences,

@@ -74,6 +74,10 @@ pub struct Summary {
     /// episodes both ran (None without both baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub myopia_gap: Option<crate::stats::Interval>,
+    /// The trained policy's return minus each learning baseline's (the bandits in
+    /// `train.baselines`), paired episode by episode (empty without them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub advantage_over_learners: BTreeMap<String, crate::stats::Interval>,
     /// Each baseline's mean evaluation return (exploration off, common random numbers).
     pub baselines: BTreeMap<String, f64>,
     /// The trained policy and every baseline on the same evaluation episodes.
@@ -873,6 +877,11 @@ fn write_summary(
         advantage_over_greedy: paired_advantage(&evaluation, PolicyKind::Greedy),
         advantage_over_myopic_oracle: paired_advantage(&evaluation, PolicyKind::MyopicOracle),
         myopia_gap: paired_gap(&evaluation[1..], PolicyKind::Planner, PolicyKind::MyopicOracle),
+        advantage_over_learners: evaluation[1..]
+            .iter()
+            .filter(|e| e.policy.learns())
+            .filter_map(|e| Some((e.policy.name().to_string(), paired_advantage(&evaluation, e.policy)?)))
+            .collect(),
         baselines: evaluation[1..].iter().map(|e| (e.policy.name().to_string(), e.mean_return)).collect(),
         evaluation,
         population,
