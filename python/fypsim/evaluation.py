@@ -99,8 +99,9 @@ def evaluate(
     returns the table ``fypsim run`` prints.
 
     Defaults come from the config: ``episodes`` = ``train.eval_episodes``, ``seed`` = its
-    seed, ``baselines`` = ``train.baselines`` (with the reference added), ``world`` =
-    ``train.eval_world``. ``flatten`` gives the policy flat observations. The baselines
+    seed, ``baselines`` = ``train.baselines`` (with the reference added; the bandits there
+    learn, so they are left out: ``fypsim run`` trains them beside a run's policy),
+    ``world`` = ``train.eval_world``. ``flatten`` gives the policy flat observations. The baselines
     play in Rust.
     """
     src = _config.source(config)

@@ -271,7 +271,11 @@ fn spec_dict<'py>(py: Python<'py>, spec: &Spec, c: &Checked) -> PyResult<Bound<'
     d.set_item("name", c.name.clone())?;
     d.set_item("seed", c.seed)?;
     d.set_item("categories", c.world.categories.clone())?;
-    d.set_item("baselines", c.train.baselines.iter().map(|b| b.name()).collect::<Vec<_>>())?;
+    // The fixed baselines; the learning ones (the bandits) train beside a run's policy in
+    // `fypsim run` and are listed apart.
+    let (learning, fixed): (Vec<PolicyKind>, Vec<PolicyKind>) = c.train.baselines.iter().partition(|b| b.learns());
+    d.set_item("baselines", fixed.iter().map(|b| b.name()).collect::<Vec<_>>())?;
+    d.set_item("learning_baselines", learning.iter().map(|b| b.name()).collect::<Vec<_>>())?;
     d.set_item("eval_episodes", c.train.eval_episodes)?;
     d.set_item("eval_world", if c.train.eval_world == fypsim::config::EvalWorld::Fresh { "fresh" } else { "evolving" })?;
     Ok(d)

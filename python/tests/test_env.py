@@ -136,6 +136,17 @@ def test_baselines_from_python_state_their_probabilities():
     assert p.sum() == pytest.approx(1.0) and np.all(p[~mask] == 0)
     assert env.baseline_probabilities("greedy")[0] == 1.0
     assert env.baseline_probabilities("planner") is None
+    # A bandit learns: it is no fixed baseline (`fypsim run` trains it beside a run's policy).
+    with pytest.raises(ValueError, match="learns"):
+        env.baseline_action("linucb")
+
+
+def test_evaluate_leaves_out_the_learning_baselines_of_a_config():
+    # The longterm preset lists the bandits among its baselines: evaluate plays the fixed ones.
+    table = fypsim.evaluate("longterm", lambda obs: 0, episodes=3, seed=1,
+                            overrides={"train.baselines": ["random", "greedy", "linucb"]})
+    names = [row.policy for row in table.rows]
+    assert "linucb" not in names and "random" in names
 
 
 def test_info_carries_the_rust_step():
