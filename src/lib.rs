@@ -17,8 +17,9 @@
 //! - [`output`]: typed records to tables, and plots;
 //! - `experiment`: a run, checkpoints, multi-seed runs, sweeps, reports;
 //! - [`tools`]: `bench` and `inspect`;
-//! - side systems on top: `learn` (sequence models on the logs) and `serve` (policies
-//!   behind HTTP as an A/B experiment).
+//! - side systems on top: `learn` (sequence models on the logs), `serve` (policies
+//!   behind HTTP as an A/B experiment) and `ope` (off-policy estimators measured against
+//!   the simulator's truth).
 //!
 //! The core (base through `drive`, without the DQN) builds with `--no-default-features`:
 //! no libtorch, no polars, no HTTP stack. The `torch` feature adds the DQN and the
@@ -58,6 +59,8 @@ pub mod tools;
 pub mod learn;
 #[cfg(all(feature = "serve", feature = "tables", feature = "torch"))]
 pub mod serve;
+#[cfg(all(feature = "tables", feature = "torch"))]
+pub mod ope;
 
 pub use error::{panic_message, Error, Result};
 

@@ -50,6 +50,13 @@ pub enum Stream {
     Bandit = 17,
     /// Thompson sampling's Monte Carlo propensity estimates (never a choice).
     BanditPropensity = 18,
+    /// Off-policy evaluation: the logging policy's draws, one sub-stream per session.
+    OpeLogging = 19,
+    /// Off-policy evaluation: the target's draws in its on-policy truth runs, one
+    /// sub-stream per session.
+    OpeTarget = 20,
+    /// Off-policy evaluation: the cross-fitting folds and the bootstrap.
+    OpeEstimate = 21,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

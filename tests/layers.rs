@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("output", &["output"]),
     ("experiment", &["experiment"]),
     ("tools", &["tools"]),
-    ("side systems", &["learn", "serve"]),
+    ("side systems", &["learn", "serve", "ope"]),
 ];
 
 /// A module path, `[]` for the crate root.

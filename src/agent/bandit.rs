@@ -184,6 +184,15 @@ impl Ridge {
         Ok(())
     }
 
+    /// A^-1 b for another right-hand side b (the same precision matrix, other targets:
+    /// fitted-Q evaluation iterates this).
+    pub fn solve_for(&self, b: &[f64]) -> Vec<f64> {
+        let mut y = b.to_vec();
+        self.forward(&mut y);
+        self.backward(&mut y);
+        y
+    }
+
     /// theta = A^-1 b: U^T y = b, then U theta = y.
     fn solve(&mut self) {
         let mut y = self.b.clone();

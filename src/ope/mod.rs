@@ -1,0 +1,452 @@
+//! Off-policy evaluation (docs/ope.md): logs of a fixed, stochastic logging policy in
+//! fresh-world sessions, with every candidate's true expected reward and the logging
+//! policy's full probability vector; estimators of a target policy's value from such a
+//! log; and the simulator's exact truth to measure them against.
+//!
+//! A side system: it drives the public environment API ([`SimEnv`]) and the policies'
+//! `probabilities` / `scores`, and reaches into nothing else.
+
+pub mod estimators;
+
+use std::path::PathBuf;
+
+use rand::Rng;
+
+use crate::agent::{make_policy, Policy};
+use crate::config::{Checked, PolicyKind};
+use crate::drive::api::{ResetOptions, SimEnv, StartWorld};
+use crate::env::Observation;
+use crate::rng::{substream, Stream};
+use crate::{Error, Result};
+
+/// How a policy's choice is made stochastic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mix {
+    /// The policy as it is (its own probabilities, exploration off).
+    Plain,
+    /// A softmax over its scores, standardised across the candidates (so that a
+    /// temperature means the same for every policy): p ∝ exp(z / temperature).
+    Softmax(f64),
+    /// (1 - epsilon) the policy + epsilon uniform over the candidates.
+    Epsilon(f64),
+}
+
+/// Where a policy comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Base {
+    Kind(PolicyKind),
+    /// A run folder's trained policy.
+    Run(PathBuf),
+}
+
+/// A policy as named on the command line: `NAME`, `NAME@softmax=T`, `NAME@epsilon=E`,
+/// where NAME is a policy's name or a run folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    pub base: Base,
+    pub mix: Mix,
+    /// As it was written (for tables).
+    pub text: String,
+}
+
+impl PolicySpec {
+    pub fn parse(text: &str) -> Result<PolicySpec> {
+        let bad = |why: &str| {
+            Error::Other(format!(
+                "policy `{text}`: {why}; expected NAME, NAME@softmax=T (T > 0) or NAME@epsilon=E (E in [0, 1]), \
+                 where NAME is a policy (greedy, most_viewed, random, oracle, myopic_oracle) or a run folder"
+            ))
+        };
+        let (name, mix) = match text.split_once('@') {
+            None => (text.trim(), Mix::Plain),
+            Some((name, m)) => {
+                let (key, value) = m.split_once('=').ok_or_else(|| bad("a mixture is softmax=T or epsilon=E"))?;
+                let v: f64 = value.trim().parse().map_err(|_| bad("the mixture's value must be a number"))?;
+                let mix = match key.trim() {
+                    "softmax" if v.is_finite() && v > 0.0 && v <= 1e6 => Mix::Softmax(v),
+                    "epsilon" if (0.0..=1.0).contains(&v) => Mix::Epsilon(v),
+                    "softmax" | "epsilon" => return Err(bad("the mixture's value is out of range")),
+                    _ => return Err(bad("unknown mixture")),
+                };
+                (name.trim(), mix)
+            }
+        };
+        let base = match PolicyKind::from_name(name) {
+            Some(kind) => Base::Kind(kind),
+            None if PathBuf::from(name).join("config.toml").is_file() => Base::Run(PathBuf::from(name)),
+            None => return Err(bad(&format!("`{name}` is neither a policy nor a run folder (no config.toml in it)"))),
+        };
+        Ok(PolicySpec { base, mix, text: text.trim().to_string() })
+    }
+}
+
+/// A policy of a [`PolicySpec`], ready to state its probabilities for observations of
+/// `config`'s world.
+pub struct SpecPolicy {
+    policy: Box<dyn Policy>,
+    mix: Mix,
+    pub text: String,
+}
+
+impl SpecPolicy {
+    /// Refuses what cannot state its probabilities: the planners (their rollouts draw,
+    /// thousands of model calls per decision), an untrained learner, and a run folder of
+    /// another world.
+    pub fn new(spec: &PolicySpec, config: &Checked) -> Result<SpecPolicy> {
+        let policy = match &spec.base {
+            Base::Kind(kind @ (PolicyKind::Planner | PolicyKind::RetentionPlanner)) => {
+                return Err(Error::Other(format!(
+                    "policy `{}`: the {kind}'s probabilities are unknown (its rollouts draw) and each decision costs thousands of model calls; \
+                     off-policy evaluation needs a policy that states them",
+                    spec.text
+                )))
+            }
+            Base::Kind(kind) if kind.learns() => {
+                return Err(Error::Other(format!(
+                    "policy `{}`: an untrained {kind} means nothing; name the run folder of a trained one",
+                    spec.text
+                )))
+            }
+            Base::Kind(kind) => make_policy(*kind, config)?,
+            Base::Run(dir) => {
+                let run = crate::experiment::run::config_of_run(dir)?;
+                let same = run.world == config.world
+                    && run.seed == config.seed
+                    && run.candidates == config.candidates
+                    && crate::env::Layout::of(&run) == crate::env::Layout::of(config);
+                if !same {
+                    return Err(Error::Other(format!(
+                        "policy `{}`: its agent was trained on another world or observation layout (world, seed, candidates \
+                         and the dqn's inputs must match the config's)",
+                        spec.text
+                    )));
+                }
+                let ck = crate::experiment::checkpoint::open(dir, &run)?;
+                let mut p = make_policy(run.policy, &run)?;
+                p.load(&ck.dir)?;
+                p
+            }
+        };
+        Ok(SpecPolicy { policy, mix: spec.mix, text: spec.text.clone() })
+    }
+
+    /// The probability of each slot of `obs` (zero past its candidates).
+    pub fn probabilities(&self, obs: &Observation) -> Result<Vec<f64>> {
+        let n = obs.candidates.len();
+        let slots = obs.state.valid.len().max(n);
+        let plain = || {
+            self.policy.probabilities(obs, false).ok_or_else(|| {
+                Error::Other(format!("policy `{}` cannot state its probabilities for this observation", self.text))
+            })
+        };
+        Ok(match self.mix {
+            Mix::Plain => plain()?,
+            Mix::Epsilon(e) => {
+                let mut p = plain()?;
+                p.iter_mut().for_each(|x| *x *= 1.0 - e);
+                p[..n].iter_mut().for_each(|x| *x += e / n as f64);
+                p
+            }
+            Mix::Softmax(temperature) => {
+                let mut p = vec![0.0; slots];
+                let scores = self.policy.scores(obs).unwrap_or_else(|| vec![0.0; n]);
+                let mean = scores.iter().sum::<f64>() / n as f64;
+                let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+                let z: Vec<f64> =
+                    scores.iter().map(|s| if sd > 1e-12 { (s - mean) / sd / temperature } else { 0.0 }).collect();
+                let top = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = z.iter().map(|v| (v - top).exp()).sum();
+                for (k, v) in z.iter().enumerate() {
+                    p[k] = (v - top).exp() / total;
+                }
+                p
+            }
+        })
+    }
+}
+
+/// One logged decision.
+#[derive(Debug, Clone)]
+pub struct LoggedDecision {
+    /// What the logging policy saw (state, candidates, and the truth behind them).
+    pub obs: Observation,
+    /// Every candidate's true expected reward (slot order).
+    pub expected: Vec<f64>,
+    /// The logging policy's probability of each slot.
+    pub probs: Vec<f64>,
+    pub slot: usize,
+    pub reward: f64,
+}
+
+/// A log: sessions of decisions, in order.
+#[derive(Debug, Clone, Default)]
+pub struct OpeLog {
+    pub decisions: Vec<LoggedDecision>,
+    /// Where each session starts in `decisions` (and one past the last).
+    pub starts: Vec<usize>,
+    /// The episodes the sessions were (session i is evaluation episode `first_episode + i`).
+    pub first_episode: u64,
+}
+
+impl OpeLog {
+    pub fn sessions(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// The decisions of session `i`.
+    pub fn session(&self, i: usize) -> &[LoggedDecision] {
+        &self.decisions[self.starts[i]..self.starts[i + 1]]
+    }
+
+    /// The first `n` sessions.
+    pub fn prefix(&self, n: usize) -> OpeLog {
+        let n = n.min(self.sessions());
+        OpeLog {
+            decisions: self.decisions[..self.starts[n]].to_vec(),
+            starts: self.starts[..=n].to_vec(),
+            first_episode: self.first_episode,
+        }
+    }
+}
+
+/// Logs `sessions` fresh-world sessions (evaluation episodes `first .. first + sessions`
+/// of the config's seed: their users and responses are those every policy meets on them)
+/// under `logging`, which draws from a stream of its own per session.
+pub fn generate(
+    config: &Checked,
+    logging: &SpecPolicy,
+    first: u64,
+    sessions: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<OpeLog> {
+    let mut env = SimEnv::new(config)?;
+    env.reset(Some(config.seed), ResetOptions::default())?;
+    let mut log = OpeLog { decisions: Vec::new(), starts: vec![0], first_episode: first };
+    for i in 0..sessions {
+        let k = first + i as u64;
+        let mut rng = substream(config.seed, Stream::OpeLogging, k);
+        env.reset(None, ResetOptions { episode: Some(k), world: Some(StartWorld::Fresh) })?;
+        while !env.is_over() && !env.observation().exhausted() {
+            let obs = env.observation();
+            let probs = logging.probabilities(obs)?;
+            let slot = draw(&probs, &mut rng);
+            let truth = &obs.truth;
+            let expected =
+                obs.candidates.iter().map(|c| truth.model.expected_reward(&obs.user, &truth.latent, c.video, truth.now)).collect();
+            let obs = obs.clone();
+            let p = probs[slot];
+            let step = env.step_with(slot, Some(p))?;
+            log.decisions.push(LoggedDecision { obs, expected, probs, slot, reward: step.reward });
+        }
+        log.starts.push(log.decisions.len());
+        progress(i + 1);
+    }
+    Ok(log)
+}
+
+/// A slot drawn with probabilities `p` (the last positive one if rounding leaves a gap).
+fn draw(p: &[f64], rng: &mut crate::rng::SimRng) -> usize {
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    let mut last = 0;
+    for (k, &pk) in p.iter().enumerate() {
+        if pk > 0.0 {
+            acc += pk;
+            last = k;
+            if u < acc {
+                return k;
+            }
+        }
+    }
+    last
+}
+
+/// The on-policy truth of a session's value: `target` run on evaluation episodes
+/// `first .. first + sessions` (the log's users and responses: common random numbers),
+/// drawing from a stream of its own. Returns each session's return.
+pub fn on_policy_returns(
+    config: &Checked,
+    target: &SpecPolicy,
+    first: u64,
+    sessions: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<f64>> {
+    let mut env = SimEnv::new(config)?;
+    env.reset(Some(config.seed), ResetOptions::default())?;
+    let mut out = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let k = first + i as u64;
+        let mut rng = substream(config.seed, Stream::OpeTarget, k);
+        env.reset(None, ResetOptions { episode: Some(k), world: Some(StartWorld::Fresh) })?;
+        let mut ret = 0.0;
+        while !env.is_over() && !env.observation().exhausted() {
+            let probs = target.probabilities(env.observation())?;
+            ret += env.step(draw(&probs, &mut rng))?.reward;
+        }
+        out.push(ret);
+        progress(i + 1);
+    }
+    Ok(out)
+}
+
+/// The target's probabilities on every logged decision; refuses a target that puts mass
+/// where the logging policy put none, naming the decisions.
+pub fn target_probabilities(log: &OpeLog, target: &SpecPolicy) -> Result<Vec<Vec<f64>>> {
+    let mut out = Vec::with_capacity(log.decisions.len());
+    let mut unsupported = Vec::new();
+    for (i, d) in log.decisions.iter().enumerate() {
+        let p = target.probabilities(&d.obs)?;
+        if p.iter().zip(&d.probs).any(|(&pe, &p0)| pe > 0.0 && p0 <= 0.0) {
+            unsupported.push(i);
+        }
+        out.push(p);
+    }
+    if !unsupported.is_empty() {
+        let shown: Vec<String> = unsupported.iter().take(5).map(|i| i.to_string()).collect();
+        return Err(Error::Other(format!(
+            "target `{}` puts probability on slots the logging policy never chooses at {} of {} decisions (first: {}); \
+             no estimator can see those choices: log with a softmax or epsilon mixture",
+            target.text,
+            unsupported.len(),
+            log.decisions.len(),
+            shown.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// V1's exact truth: the mean over logged decisions of sum_a target(a | x) E[r | x, a].
+pub fn one_decision_truth(log: &OpeLog, target: &[Vec<f64>]) -> f64 {
+    let n = log.decisions.len().max(1) as f64;
+    log.decisions.iter().zip(target).map(|(d, p)| d.expected.iter().zip(p).map(|(e, q)| e * q).sum::<f64>()).sum::<f64>() / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimators::{estimate, Options};
+    use super::*;
+    use crate::agent::bandit::BanditFeatures;
+    use crate::config::Config;
+
+    fn config() -> Checked {
+        Config::from_toml_str(
+            "seed = 5\n[world]\nn_videos = 300\nn_users = 40\n[env]\nmax_steps = 12\n[dynamics.satiation]\nstrength = 0.5\n",
+            &[],
+        )
+        .unwrap()
+    }
+
+    fn spec(text: &str, c: &Checked) -> SpecPolicy {
+        SpecPolicy::new(&PolicySpec::parse(text).unwrap(), c).unwrap()
+    }
+
+    fn opts() -> Options {
+        Options { ridge: 1.0, switch_tau: None, shrinkage_lambda: None, bootstrap: 100, seed: 1, fqe_iterations: 12 }
+    }
+
+    #[test]
+    fn specs_parse_and_bad_ones_are_refused_with_the_grammar() {
+        let s = PolicySpec::parse("greedy@softmax=0.5").unwrap();
+        assert_eq!((s.base, s.mix), (Base::Kind(PolicyKind::Greedy), Mix::Softmax(0.5)));
+        assert_eq!(PolicySpec::parse("random@epsilon=1").unwrap().mix, Mix::Epsilon(1.0));
+        for bad in ["greedy@softmax=0", "greedy@epsilon=1.5", "greedy@warm=1", "nope", "greedy@softmax"] {
+            let e = PolicySpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("NAME@softmax=T"), "{bad}: {e}");
+        }
+        let c = config();
+        for refused in ["planner", "retention_planner", "linucb"] {
+            assert!(SpecPolicy::new(&PolicySpec::parse(refused).unwrap(), &c).is_err(), "{refused}");
+        }
+    }
+
+    /// Probabilities are distributions over the candidates, softmax temperatures order
+    /// as they should (colder: closer to the policy's own choice).
+    #[test]
+    fn mixtures_state_distributions() {
+        let c = config();
+        let log = generate(&c, &spec("random", &c), 0, 5, &mut |_| {}).unwrap();
+        for text in ["greedy@softmax=0.3", "greedy@softmax=3", "myopic_oracle@epsilon=0.2", "most_viewed"] {
+            let p = spec(text, &c);
+            for d in &log.decisions {
+                let probs = p.probabilities(&d.obs).unwrap();
+                assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{text}");
+                assert!(probs[d.obs.candidates.len()..].iter().all(|&x| x == 0.0), "{text}");
+            }
+        }
+        let d = &log.decisions[0];
+        let cold = spec("greedy@softmax=0.3", &c).probabilities(&d.obs).unwrap()[0];
+        let warm = spec("greedy@softmax=3", &c).probabilities(&d.obs).unwrap()[0];
+        assert!(cold > warm, "{cold} {warm}");
+    }
+
+    #[test]
+    fn a_target_outside_the_logs_support_is_refused_naming_decisions() {
+        let c = config();
+        let log = generate(&c, &spec("greedy", &c), 0, 3, &mut |_| {}).unwrap();
+        let e = target_probabilities(&log, &spec("random", &c)).unwrap_err().to_string();
+        assert!(e.contains("never chooses") && e.contains("first: 0"), "{e}");
+    }
+
+    /// IPS and cross-fitted DR for V1 and PDIS for V are unbiased: over 300 independent
+    /// logs of 80 sessions (distinct episodes, so independent draws) the mean error is
+    /// within 3 standard errors of 0, and that standard error is at most 2% of |V|. With
+    /// the logged propensities scaled by 1.1 the same check fails for IPS and PDIS; DR
+    /// stays unbiased, as a doubly robust estimator with a good reward model should.
+    #[test]
+    fn ips_dr_and_pdis_are_unbiased_and_a_wrong_propensity_is_caught() {
+        let c = config();
+        let logging = spec("greedy@softmax=1", &c);
+        let target = spec("greedy@softmax=0.7", &c);
+        let features = BanditFeatures::of(&c);
+        let (logs, per) = (300, 80);
+        let whole = generate(&c, &logging, 0, logs * per, &mut |_| {}).unwrap();
+        let truth_runs = on_policy_returns(&c, &target, 1_000_000, 40_000, &mut |_| {}).unwrap();
+        let n = truth_runs.len() as f64;
+        let v = truth_runs.iter().sum::<f64>() / n;
+        let v_se = (truth_runs.iter().map(|r| (r - v).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+        let check = |scale: f64| -> Vec<(String, bool, f64)> {
+            let mut errors: Vec<Vec<f64>> = vec![Vec::new(); 3];
+            for l in 0..logs {
+                let mut log = OpeLog {
+                    decisions: whole.decisions[whole.starts[l * per]..whole.starts[(l + 1) * per]].to_vec(),
+                    starts: whole.starts[l * per..=(l + 1) * per].iter().map(|s| s - whole.starts[l * per]).collect(),
+                    first_episode: (l * per) as u64,
+                };
+                log.decisions.iter_mut().for_each(|d| d.probs.iter_mut().for_each(|p| *p *= scale));
+                let tp = target_probabilities(&log, &target).unwrap();
+                let v1 = one_decision_truth(&log, &tp);
+                let est = estimate(&log, &tp, &features, &opts()).unwrap();
+                let get = |name: &str| est.iter().find(|e| e.estimator == name).unwrap().value;
+                errors[0].push(get("ips") - v1);
+                errors[1].push(get("dr") - v1);
+                errors[2].push(get("pdis") - v);
+            }
+            ["ips", "dr", "pdis"]
+                .iter()
+                .zip(&errors)
+                .map(|(name, e)| {
+                    let m = e.len() as f64;
+                    let mean = e.iter().sum::<f64>() / m;
+                    let mut se = (e.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (m - 1.0) / m).sqrt();
+                    if *name == "pdis" {
+                        se = (se * se + v_se * v_se).sqrt();
+                    }
+                    assert!(se <= 0.02 * v.abs(), "{name}: standard error {se} against |V| {v}");
+                    (name.to_string(), mean.abs() < 3.0 * se, mean / se)
+                })
+                .collect()
+        };
+        for (name, ok, z) in check(1.0) {
+            assert!(ok, "{name}: mean error {z:.2} standard errors from 0");
+        }
+        for (name, ok, z) in check(1.1) {
+            if name == "dr" {
+                // Doubly robust: with a reward model this good, wrong propensities leave it
+                // unbiased (measured: 0.7 standard errors), as theory says.
+                assert!(ok, "dr: {z:.2} standard errors with a good reward model");
+            } else {
+                assert!(!ok, "{name}: propensities scaled by 1.1 went unnoticed ({z:.2} standard errors)");
+            }
+        }
+    }
+}
