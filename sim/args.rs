@@ -243,6 +243,46 @@ pub(crate) enum Command {
         #[command(subcommand)]
         task: LearnTask,
     },
+    /// Off-policy evaluation (docs/ope.md): log a fixed stochastic policy in fresh-world
+    /// sessions, estimate each target's value from the log with every estimator, and
+    /// measure each estimate against the simulator's exact truth.
+    Ope {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The logging policy: NAME, NAME@softmax=T or NAME@epsilon=E (NAME: a policy or a
+        /// run folder), e.g. greedy@softmax=1.
+        #[arg(long, value_name = "SPEC")]
+        logging: String,
+        /// A target policy, same grammar (repeatable), e.g. myopic_oracle@softmax=0.5.
+        #[arg(long = "target", value_name = "SPEC", required = true)]
+        targets: Vec<String>,
+        /// Logged sessions (evaluation episodes 0..N of the config's seed, fresh world).
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Smaller log sizes (its first sessions) to also estimate on, for ope.png
+        /// (default: a hundredth and a tenth of --sessions).
+        #[arg(long, value_delimiter = ',', value_name = "N1,N2,...")]
+        sizes: Option<Vec<usize>>,
+        /// Bootstrap resamples of the sessions for the 95% intervals (at least 100).
+        #[arg(long, default_value_t = 200)]
+        bootstrap: usize,
+        /// The fitted models' ridge penalty.
+        #[arg(long, default_value_t = 1.0)]
+        ridge: f64,
+        /// Fix switch-DR's threshold (one of 1, 2, 5, 10, 20, 50, 100, 1000) instead of
+        /// choosing it by the smallest estimated MSE.
+        #[arg(long)]
+        switch_tau: Option<f64>,
+        /// Fix optimistic shrinkage's lambda (one of 0.1, 1, ..., 100000) likewise.
+        #[arg(long)]
+        shrinkage_lambda: Option<f64>,
+        /// The most on-policy sessions a target's session truth may take.
+        #[arg(long, default_value_t = 1_000_000)]
+        truth_max: usize,
+        /// Output folder (default: results/ope/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate config files and print the resolved config of each.
     Check {
         /// Config files to validate.

@@ -16,6 +16,7 @@ use crate::cmd::inspect::cmd_anatomy;
 use crate::cmd::inspect::cmd_inspect;
 use crate::cmd::inspect::cmd_world;
 use crate::cmd::learn::cmd_learn;
+use crate::cmd::ope::cmd_ope;
 use crate::cmd::report::cmd_report;
 use crate::cmd::report::cmd_report_ab_log;
 use crate::cmd::run::cmd_run;
@@ -64,6 +65,28 @@ fn main() -> ExitCode {
         Command::Anatomy { config, user, policies, episode, out } => cmd_anatomy(config, *user, policies, *episode, out),
         Command::World { config, out } => cmd_world(config, out),
         Command::Check { configs, print } => cmd_check(configs, *print),
+        Command::Ope {
+            config,
+            logging,
+            targets,
+            sessions,
+            sizes,
+            bootstrap,
+            ridge,
+            switch_tau,
+            shrinkage_lambda,
+            truth_max,
+            out,
+        } => cmd_ope(
+            config,
+            logging,
+            targets,
+            *sessions,
+            sizes.as_deref(),
+            (*bootstrap, *ridge, *switch_tau, *shrinkage_lambda),
+            *truth_max,
+            out.as_deref(),
+        ),
         Command::Learn { task } => {
             LEARNING.store(true, std::sync::atomic::Ordering::Relaxed);
             cmd_learn(task)

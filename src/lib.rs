@@ -57,10 +57,10 @@ pub mod tools;
 
 #[cfg(all(feature = "tables", feature = "torch"))]
 pub mod learn;
-#[cfg(all(feature = "serve", feature = "tables", feature = "torch"))]
-pub mod serve;
 #[cfg(all(feature = "tables", feature = "torch"))]
 pub mod ope;
+#[cfg(all(feature = "serve", feature = "tables", feature = "torch"))]
+pub mod serve;
 
 pub use error::{panic_message, Error, Result};
 

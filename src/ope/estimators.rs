@@ -4,8 +4,9 @@
 //! the direct method (DM), IPS, self-normalised IPS, doubly robust (DR), self-normalised
 //! DR, switch-DR and DR with optimistic shrinkage. A session, V = the expected return of a
 //! session: per-decision importance sampling (PDIS), its weighted form (WPDIS), doubly
-//! robust and weighted doubly robust for sequences (DR-seq, WDR), and the naive sum of
-//! one-decision IPS terms they must beat.
+//! robust and weighted doubly robust for sequences (DR-seq, WDR), the direct method for
+//! sessions (FQE's value of the first state), and the naive sum of one-decision IPS terms
+//! they must beat.
 //!
 //! The fitted models are linear in the bandits' features of (state, slot)
 //! ([`crate::agent::bandit::BanditFeatures`]) and cross-fitted over two folds of sessions:
@@ -117,7 +118,8 @@ fn prepare(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, opts: &
         }
         psi[i * d..(i + 1) * d].iter_mut().zip(&acc).for_each(|(o, v)| *o = *v as f32);
     }
-    let session_of: Vec<usize> = (0..log.sessions()).flat_map(|s| std::iter::repeat_n(s, log.starts[s + 1] - log.starts[s])).collect();
+    let session_of: Vec<usize> =
+        (0..log.sessions()).flat_map(|s| std::iter::repeat_n(s, log.starts[s + 1] - log.starts[s])).collect();
     // The next decision of the same session (None after a session's last).
     let next: Vec<Option<usize>> = (0..n).map(|i| (i + 1 < n && session_of[i + 1] == session_of[i]).then_some(i + 1)).collect();
 
@@ -182,7 +184,8 @@ const OS: usize = SWITCH + TAU_GRID.len(); // one per LAMBDA_GRID entry
 const PDIS: usize = OS + LAMBDA_GRID.len();
 const NAIVE: usize = PDIS + 1;
 const DRSEQ: usize = NAIVE + 1;
-const RHO_END: usize = DRSEQ + 1;
+const FQE: usize = DRSEQ + 1;
+const RHO_END: usize = FQE + 1;
 const RHO_END2: usize = RHO_END + 1;
 const ONE: usize = RHO_END2 + 1;
 // The per-step block: rho_t, rho_t r_t, rho_t (r_t - Q_t), rho_{t-1} V_t, rho_{t-1}.
@@ -215,6 +218,9 @@ fn stats(log: &OpeLog, p: &Prepared) -> Stats {
             row[PDIS] += rho * r;
             row[NAIVE] += w * r;
             row[DRSEQ] += rho * (r - p.fq[i]) + rho_prev * p.fv[i];
+            if t == 0 {
+                row[FQE] += p.fv[i];
+            }
             let at = ONE + PER_STEP * t;
             row[at] = rho;
             row[at + 1] = rho * r;
@@ -239,13 +245,7 @@ fn stats(log: &OpeLog, p: &Prepared) -> Stats {
 /// of `sessions` sessions: in [`NAMES`] order, switch and shrinkage over their whole grids.
 fn values(sum: &[f64], sessions: f64, steps: usize) -> Vec<f64> {
     let n_dec = sum[CNT];
-    let mut v = vec![
-        sum[DM] / n_dec,
-        sum[WR] / n_dec,
-        sum[WR] / sum[W],
-        sum[DR] / n_dec,
-        sum[DM] / n_dec + sum[RES] / sum[W],
-    ];
+    let mut v = vec![sum[DM] / n_dec, sum[WR] / n_dec, sum[WR] / sum[W], sum[DR] / n_dec, sum[DM] / n_dec + sum[RES] / sum[W]];
     v.extend((0..TAU_GRID.len()).map(|k| sum[SWITCH + k] / n_dec));
     v.extend((0..LAMBDA_GRID.len()).map(|k| sum[OS + k] / n_dec));
     v.push(sum[PDIS] / sessions);
@@ -264,12 +264,13 @@ fn values(sum: &[f64], sessions: f64, steps: usize) -> Vec<f64> {
     v.push(sum[DRSEQ] / sessions);
     v.push(wdr);
     v.push(sum[NAIVE] / sessions);
+    v.push(sum[FQE] / sessions);
     v
 }
 
 /// The estimators in table order (switch-DR and shrinkage appear once, at their chosen
 /// threshold).
-pub const NAMES: [(&str, Estimand); 12] = [
+pub const NAMES: [(&str, Estimand); 13] = [
     ("dm", Estimand::OneDecision),
     ("ips", Estimand::OneDecision),
     ("snips", Estimand::OneDecision),
@@ -282,6 +283,7 @@ pub const NAMES: [(&str, Estimand); 12] = [
     ("dr_seq", Estimand::Session),
     ("wdr", Estimand::Session),
     ("naive_sum", Estimand::Session),
+    ("fqe", Estimand::Session),
 ];
 
 /// Every estimator on `log` for a target whose probabilities on the logged decisions are
@@ -354,12 +356,14 @@ pub fn estimate(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, op
     let all = total(&vec![1.0; sessions]);
     let ess_dec = all[W] * all[W] / all[W2].max(f64::MIN_POSITIVE);
     let ess_ses = all[RHO_END] * all[RHO_END] / all[RHO_END2].max(f64::MIN_POSITIVE);
-    let columns = [0, 1, 2, dr, 4, switch_at, os_at, session0, session0 + 1, session0 + 2, session0 + 3, session0 + 4];
+    let columns =
+        [0, 1, 2, dr, 4, switch_at, os_at, session0, session0 + 1, session0 + 2, session0 + 3, session0 + 4, session0 + 5];
     let mut out = Vec::new();
     for (&(name, estimand), &j) in NAMES.iter().zip(&columns) {
         let (lo, hi, se) = summary(j);
         let ess = match name {
             "dm" => all[CNT],
+            "fqe" => sessions as f64,
             _ if estimand == Estimand::OneDecision || name == "naive_sum" => ess_dec,
             _ => ess_ses,
         };
@@ -371,4 +375,50 @@ pub fn estimate(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, op
         out.push(Estimate { estimator: name.to_string(), estimand, value: point[j], ci_low: lo, ci_high: hi, se, ess, setting });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every estimator on a log worked by hand: session A of two decisions, session B of
+    /// one (weights w, rewards r, the DM model's q of the logged slot and its expectation
+    /// under the target, FQE's Q and V); each figure is worked out in the comments.
+    #[test]
+    fn estimators_match_a_hand_worked_log() {
+        let log = OpeLog { decisions: Vec::new(), starts: vec![0, 2, 3], first_episode: 0 };
+        let p = Prepared {
+            w: vec![2.0, 0.5, 1.0],
+            r: vec![1.0, 0.0, 2.0],
+            q_fact: vec![0.5, 0.2, 1.0],
+            q_exp: vec![0.8, 0.4, 1.5],
+            fq: vec![0.5, 0.2, 1.0],
+            fv: vec![1.0, 0.3, 1.8],
+        };
+        let st = stats(&log, &p);
+        let mut sum = vec![0.0; st.width];
+        for s in 0..2 {
+            sum.iter_mut().zip(&st.rows[s * st.width..(s + 1) * st.width]).for_each(|(a, b)| *a += b);
+        }
+        let v = values(&sum, 2.0, st.steps);
+        let session0 = 5 + TAU_GRID.len() + LAMBDA_GRID.len();
+        let expect = [
+            (0, 0.9),                                    // DM: (0.8 + 0.4 + 1.5) / 3
+            (1, 4.0 / 3.0),                              // IPS: (2 * 1 + 0.5 * 0 + 1 * 2) / 3
+            (2, 4.0 / 3.5),                              // SNIPS: 4 / (2 + 0.5 + 1)
+            (3, 4.6 / 3.0),                              // DR: (0.8 + 2 * 0.5) + (0.4 + 0.5 * -0.2) + (1.5 + 1 * 1)
+            (4, 0.9 + 1.9 / 3.5),                        // SNDR: DM + (1 - 0.1 + 1) / 3.5
+            (5, 3.6 / 3.0),                              // switch-DR, tau = 1: the w = 2 correction is dropped
+            (5 + TAU_GRID.len() + 1, 3.32 / 3.0),        // DR-OS, lambda = 1: w~ = 0.4, 0.4, 0.5
+            (session0, 2.0),                             // PDIS: A 2 * 1 + 1 * 0, B 1 * 2
+            (session0 + 1, 4.0 / 3.0),                   // WPDIS: t0 (2 + 2) / 3, t1 0 / 2
+            (session0 + 2, 2.6),                         // DR-seq: A (1 + 1) + (-0.2 + 0.6), B 1 + 1.8
+            (session0 + 3, 2.0 / 3.0 + 1.4 - 0.1 + 0.2), // WDR, per step
+            (session0 + 4, 2.0),                         // naive: A 2 + 0, B 2
+            (session0 + 5, 1.4),                         // FQE: (1.0 + 1.8) / 2
+        ];
+        for (j, want) in expect {
+            assert!((v[j] - want).abs() < 1e-12, "column {j}: {} against {want}", v[j]);
+        }
+    }
 }

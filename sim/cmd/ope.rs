@@ -1,0 +1,102 @@
+//! `fypsim ope`: off-policy estimators against the simulator's truth.
+
+use crate::args::ConfigArgs;
+use anyhow::{bail, Result};
+use fypsim::ope::estimators::{Estimand, Options};
+use fypsim::ope::{PolicySpec, Request};
+use std::path::Path;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cmd_ope(
+    config: &ConfigArgs,
+    logging: &str,
+    targets: &[String],
+    sessions: usize,
+    sizes: Option<&[usize]>,
+    (bootstrap, ridge, switch_tau, shrinkage_lambda): (usize, f64, Option<f64>, Option<f64>),
+    truth_max: usize,
+    out: Option<&Path>,
+) -> Result<()> {
+    let checked = config.load()?;
+    if !(ridge.is_finite() && ridge > 0.0) {
+        bail!("--ridge {ridge}: a finite number > 0");
+    }
+    for (flag, v, grid) in [
+        ("--switch-tau", switch_tau, &fypsim::ope::estimators::TAU_GRID[..]),
+        ("--shrinkage-lambda", shrinkage_lambda, &fypsim::ope::estimators::LAMBDA_GRID[..]),
+    ] {
+        if let Some(v) = v {
+            if !grid.iter().any(|g| (g - v).abs() < 1e-12) {
+                bail!("{flag} {v}: one of {grid:?}");
+            }
+        }
+    }
+    // Memory: about 2 KB a decision held, at most max_steps decisions a session.
+    let per_session = checked.env.max_steps as f64 * 2048.0;
+    let need = sessions as f64 * per_session;
+    let have = fypsim::drive::preflight::physical_memory().unwrap_or(f64::INFINITY);
+    if need > 0.8 * have {
+        bail!(
+            "--sessions {sessions}: the log could take up to {:.1} GB (env.max_steps = {} decisions a session), more than 80% of this machine's memory ({:.1} GB)",
+            need / 1e9,
+            checked.env.max_steps,
+            have / 1e9
+        );
+    }
+    let request = Request {
+        logging: PolicySpec::parse(logging)?,
+        targets: targets.iter().map(|t| PolicySpec::parse(t)).collect::<fypsim::Result<_>>()?,
+        sessions,
+        sizes: sizes.map(<[usize]>::to_vec).unwrap_or_else(|| vec![sessions / 100, sessions / 10]),
+        options: Options {
+            ridge,
+            switch_tau,
+            shrinkage_lambda,
+            bootstrap,
+            seed: checked.seed,
+            fqe_iterations: checked.env.max_steps,
+        },
+        truth_max,
+    };
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results").join("ope").join(&checked.name));
+    let report = fypsim::ope::run(&checked, &request, &dir, &mut |s| eprintln!("fypsim ope: {s}"))?;
+    println!(
+        "{} sessions ({} decisions) logged under {} ({} seed {}); 95% bootstrap intervals over sessions ({} resamples)",
+        report.sessions, report.decisions, report.logging, report.config, report.seed, report.bootstrap
+    );
+    for truth in &report.truths {
+        println!(
+            "target {}: truth V1 {:.4} (exact, on the logged decisions), V {:.4} ± {:.4} (on-policy, {} sessions{})",
+            truth.target,
+            truth.one_decision,
+            truth.session,
+            1.96 * truth.session_se,
+            truth.sessions,
+            if truth.precise_enough { "" } else { "; capped by --truth-max before its error reached a tenth of the estimators'" }
+        );
+        println!(
+            "  {:<10} {:<12} {:>9}  {:>21}  {:>9}  {:>9}",
+            "estimator", "estimand", "estimate", "95% interval", "ESS", "rel. err"
+        );
+        for r in report.rows.iter().filter(|r| r.target == truth.target && r.sessions == report.sessions) {
+            let e = &r.estimate;
+            println!(
+                "  {:<10} {:<12} {:>9.4}  [{:>8.4}, {:>8.4}]  {:>9.0}  {:>+8.1}%{}",
+                e.estimator,
+                if e.estimand == Estimand::OneDecision { "V1" } else { "V" },
+                e.value,
+                e.ci_low,
+                e.ci_high,
+                e.ess,
+                100.0 * r.relative_error,
+                if e.setting.is_empty() { String::new() } else { format!("  ({})", e.setting) }
+            );
+        }
+    }
+    println!(
+        "time: logging {:.1} s, estimating {:.1} s, truth runs {:.1} s",
+        report.logging_s, report.estimating_s, report.truth_s
+    );
+    println!("results: {} (ope.csv, ope.json, ope.png, log.parquet)", dir.display());
+    Ok(())
+}
