@@ -24,7 +24,7 @@ use crate::agent::bandit::{BanditFeatures, Ridge};
 use crate::rng::{substream, Stream};
 use crate::{Error, Result};
 
-use super::OpeLog;
+use super::LogView;
 
 /// Which value an estimate is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,7 +99,7 @@ fn dot32(theta: &[f64], x: &[f32]) -> f64 {
 }
 
 /// Fits the two folds' models and predicts every decision from the other fold's.
-fn prepare(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, opts: &Options, fold: &[usize]) -> Result<Prepared> {
+fn prepare(log: LogView<'_>, target: &[Vec<f64>], features: &BanditFeatures, opts: &Options, fold: &[usize]) -> Result<Prepared> {
     let n = log.decisions.len();
     let d = features.dim();
     // phi of the logged (state, slot), and psi = sum_a target(a | x) phi(x, a), per decision.
@@ -191,7 +191,7 @@ const ONE: usize = RHO_END2 + 1;
 // The per-step block: rho_t, rho_t r_t, rho_t (r_t - Q_t), rho_{t-1} V_t, rho_{t-1}.
 const PER_STEP: usize = 5;
 
-fn stats(log: &OpeLog, p: &Prepared) -> Stats {
+fn stats(log: LogView<'_>, p: &Prepared) -> Stats {
     let steps = (0..log.sessions()).map(|s| log.starts[s + 1] - log.starts[s]).max().unwrap_or(0);
     let width = ONE + PER_STEP * steps;
     let mut rows = vec![0.0; log.sessions() * width];
@@ -291,7 +291,7 @@ pub const NAMES: [(&str, Estimand); 13] = [
 /// from their grids by the smallest estimated MSE: (estimate - DR's estimate)^2 (a bias
 /// estimate against the unbiased DR) plus the estimate's bootstrap variance. The truth is
 /// never looked at.
-pub fn estimate(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, opts: &Options) -> Result<Vec<Estimate>> {
+pub fn estimate(log: LogView<'_>, target: &[Vec<f64>], features: &BanditFeatures, opts: &Options) -> Result<Vec<Estimate>> {
     let sessions = log.sessions();
     if sessions < 2 {
         return Err(Error::Other(format!("off-policy evaluation needs at least 2 logged sessions, not {sessions}")));
@@ -313,15 +313,21 @@ pub fn estimate(log: &OpeLog, target: &[Vec<f64>], features: &BanditFeatures, op
         sum
     };
     let point = values(&total(&vec![1.0; sessions]), sessions as f64, st.steps);
-    let mut reps: Vec<Vec<f64>> = Vec::with_capacity(opts.bootstrap);
-    let mut counts = vec![0.0; sessions];
-    for _ in 0..opts.bootstrap {
-        counts.iter_mut().for_each(|c| *c = 0.0);
-        for _ in 0..sessions {
-            counts[rng.random_range(0..sessions)] += 1.0;
-        }
-        reps.push(values(&total(&counts), sessions as f64, st.steps));
-    }
+    // Resample b draws from its own sub-stream: the same intervals on any number of threads.
+    let reps: Vec<Vec<f64>> = {
+        use rayon::prelude::*;
+        (0..opts.bootstrap)
+            .into_par_iter()
+            .map(|b| {
+                let mut rng = substream(opts.seed, Stream::OpeEstimate, 1 + b as u64);
+                let mut counts = vec![0.0; sessions];
+                for _ in 0..sessions {
+                    counts[rng.random_range(0..sessions)] += 1.0;
+                }
+                values(&total(&counts), sessions as f64, st.steps)
+            })
+            .collect()
+    };
     let column = |j: usize| -> Vec<f64> { reps.iter().map(|r| r[j]).filter(|v| v.is_finite()).collect() };
     let summary = |j: usize| -> (f64, f64, f64) {
         let mut xs = column(j);
@@ -386,7 +392,7 @@ mod tests {
     /// under the target, FQE's Q and V); each figure is worked out in the comments.
     #[test]
     fn estimators_match_a_hand_worked_log() {
-        let log = OpeLog { decisions: Vec::new(), starts: vec![0, 2, 3], first_episode: 0 };
+        let log = LogView { decisions: &[], starts: &[0, 2, 3] };
         let p = Prepared {
             w: vec![2.0, 0.5, 1.0],
             r: vec![1.0, 0.0, 2.0],
@@ -395,7 +401,7 @@ mod tests {
             fq: vec![0.5, 0.2, 1.0],
             fv: vec![1.0, 0.3, 1.8],
         };
-        let st = stats(&log, &p);
+        let st = stats(log, &p);
         let mut sum = vec![0.0; st.width];
         for s in 0..2 {
             sum.iter_mut().zip(&st.rows[s * st.width..(s + 1) * st.width]).for_each(|(a, b)| *a += b);

@@ -197,14 +197,29 @@ impl OpeLog {
         &self.decisions[self.starts[i]..self.starts[i + 1]]
     }
 
-    /// The first `n` sessions.
-    pub fn prefix(&self, n: usize) -> OpeLog {
+    /// The first `n` sessions, borrowed.
+    pub fn prefix(&self, n: usize) -> LogView<'_> {
         let n = n.min(self.sessions());
-        OpeLog {
-            decisions: self.decisions[..self.starts[n]].to_vec(),
-            starts: self.starts[..=n].to_vec(),
-            first_episode: self.first_episode,
-        }
+        LogView { decisions: &self.decisions[..self.starts[n]], starts: &self.starts[..=n] }
+    }
+
+    /// The whole log, borrowed.
+    pub fn view(&self) -> LogView<'_> {
+        LogView { decisions: &self.decisions, starts: &self.starts }
+    }
+}
+
+/// Sessions of a log, borrowed: what the estimators read.
+#[derive(Debug, Clone, Copy)]
+pub struct LogView<'a> {
+    pub decisions: &'a [LoggedDecision],
+    /// Where each session starts in `decisions` (and one past the last).
+    pub starts: &'a [usize],
+}
+
+impl LogView<'_> {
+    pub fn sessions(&self) -> usize {
+        self.starts.len().saturating_sub(1)
     }
 }
 
@@ -318,7 +333,7 @@ pub fn target_probabilities(log: &OpeLog, target: &SpecPolicy) -> Result<Vec<Vec
 }
 
 /// V1's exact truth: the mean over logged decisions of sum_a target(a | x) E[r | x, a].
-pub fn one_decision_truth(log: &OpeLog, target: &[Vec<f64>]) -> f64 {
+pub fn one_decision_truth(log: LogView<'_>, target: &[Vec<f64>]) -> f64 {
     let n = log.decisions.len().max(1) as f64;
     log.decisions.iter().zip(target).map(|(d, p)| d.expected.iter().zip(p).map(|(e, q)| e * q).sum::<f64>()).sum::<f64>() / n
 }
@@ -414,7 +429,7 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
         let mut by_size = Vec::new();
         for &n in &sizes {
             let part = log.prefix(n);
-            let est = estimators::estimate(&part, &tp[..part.decisions.len()], &features, &req.options)?;
+            let est = estimators::estimate(part, &tp[..part.decisions.len()], &features, &req.options)?;
             by_size.push((n, est));
         }
         estimates.push(by_size);
@@ -450,14 +465,14 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
         }
         let truth = Truth {
             target: target.text.clone(),
-            one_decision: one_decision_truth(&log, tp),
+            one_decision: one_decision_truth(log.view(), tp),
             session: mean,
             session_se: se,
             sessions: returns.len(),
             precise_enough: se <= 0.1 * smallest,
         };
         for (n, est) in by_size {
-            let part_truth = one_decision_truth(&log.prefix(*n), &tp[..log.starts[*n]]);
+            let part_truth = one_decision_truth(log.prefix(*n), &tp[..log.starts[*n]]);
             for e in est {
                 let t = if e.estimand == estimators::Estimand::OneDecision { part_truth } else { truth.session };
                 let error = e.value - t;
@@ -493,7 +508,7 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
 
 /// ope.csv, ope.json, ope.png and log.parquet.
 fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec<f64>>], dir: &std::path::Path) -> Result<()> {
-    use polars::prelude::{Column, DataFrame, NamedFrom, Series};
+    use polars::prelude::{Column, DataFrame};
     let csv = dir.join("ope.csv");
     let rows = &report.rows;
     let col_f = |name: &str, f: &dyn Fn(&Row) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>());
@@ -554,9 +569,16 @@ fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec
             t.push(k as u32);
         }
     }
-    let list =
-        |f: &dyn Fn(usize) -> Vec<f64>| (0..log.decisions.len()).map(|i| Series::new("".into(), f(i))).collect::<Vec<Series>>();
     let d = &log.decisions;
+    // List columns built in one buffer each (a Series per row would cost kilobytes a row).
+    let list = |name: &str, f: &dyn Fn(usize) -> Vec<f64>| -> Column {
+        use polars::prelude::{DataType, Float64Type, IntoColumn, ListBuilderTrait, ListPrimitiveChunkedBuilder};
+        let mut b = ListPrimitiveChunkedBuilder::<Float64Type>::new(name.into(), d.len(), d.len() * 10, DataType::Float64);
+        for i in 0..d.len() {
+            b.append_slice(&f(i));
+        }
+        b.finish().into_column()
+    };
     let mut columns = vec![
         Column::new("session".into(), session),
         Column::new("t".into(), t),
@@ -564,16 +586,13 @@ fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec
         Column::new("action".into(), d.iter().map(|x| x.slot as u32).collect::<Vec<u32>>()),
         Column::new("reward".into(), d.iter().map(|x| x.reward).collect::<Vec<f64>>()),
         Column::new("pscore".into(), d.iter().map(|x| x.probs[x.slot]).collect::<Vec<f64>>()),
-        Column::new("logging_probs".into(), list(&|i| d[i].probs.clone())),
-        Column::new("expected_rewards".into(), list(&|i| d[i].expected.clone())),
-        Column::new("state_numeric".into(), list(&|i| d[i].obs.state.numeric.iter().map(|v| *v as f64).collect())),
-        Column::new(
-            "state_categorical".into(),
-            (0..d.len()).map(|i| Series::new("".into(), d[i].obs.state.categorical.clone())).collect::<Vec<Series>>(),
-        ),
+        list("logging_probs", &|i| d[i].probs.clone()),
+        list("expected_rewards", &|i| d[i].expected.clone()),
+        list("state_numeric", &|i| d[i].obs.state.numeric.iter().map(|v| *v as f64).collect()),
+        list("state_categorical", &|i| d[i].obs.state.categorical.iter().map(|v| *v as f64).collect()),
     ];
     for (k, p) in probs.iter().enumerate() {
-        columns.push(Column::new(format!("target{k}_probs").into(), list(&|i| p[i].clone())));
+        columns.push(list(&format!("target{k}_probs"), &|i| p[i].clone()));
     }
     let mut df = crate::output::records::frame(DataFrame::new_infer_height(columns), &path)?;
     crate::output::records::write_parquet(&mut df, &path)
@@ -672,8 +691,8 @@ mod tests {
                 };
                 log.decisions.iter_mut().for_each(|d| d.probs.iter_mut().for_each(|p| *p *= scale));
                 let tp = target_probabilities(&log, &target).unwrap();
-                let v1 = one_decision_truth(&log, &tp);
-                let est = estimate(&log, &tp, &features, &opts()).unwrap();
+                let v1 = one_decision_truth(log.view(), &tp);
+                let est = estimate(log.view(), &tp, &features, &opts()).unwrap();
                 let get = |name: &str| est.iter().find(|e| e.estimator == name).unwrap().value;
                 errors[0].push(get("ips") - v1);
                 errors[1].push(get("dr") - v1);
