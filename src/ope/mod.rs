@@ -549,12 +549,13 @@ fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec
             series.push(crate::output::plot::Series { name: name.to_string(), points });
         }
         if report.rows.iter().any(|r| r.relative_error.abs() > 0.0) {
-            crate::output::plot::loglog_plot(
+            crate::output::plot::loglog_plot_in(
                 &dir.join("ope.png"),
                 &format!("target {}: |relative error| against log size", first.text),
                 "logged sessions",
                 "|estimate - truth| / |truth|",
                 &series,
+                &crate::output::plot::WIDE_PALETTE,
             )?;
         }
     }

@@ -211,6 +211,42 @@ pub struct Series {
 /// A log-log chart of several series with markers (how a cost grows with a size).
 /// Points that are not finite and positive are left out (a log axis cannot show them).
 pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    loglog_plot_in(path, title, x_label, y_label, series, &PALETTE)
+}
+
+/// Twenty colours that stay apart (Tableau 20), for charts of more series than [`PALETTE`].
+pub const WIDE_PALETTE: [RGBColor; 20] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
+];
+
+/// [`loglog_plot`] in the colours of `palette`.
+pub fn loglog_plot_in(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    palette: &[RGBColor],
+) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let ok = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite() && p.0 > 0.0 && p.1 > 0.0;
@@ -244,7 +280,7 @@ pub fn loglog_plot(path: &Path, title: &str, x_label: &str, y_label: &str, serie
         .draw()
         .map_err(|e| err(e.to_string()))?;
     for (k, s) in series.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
+        let color = palette[k % palette.len()];
         let pts: Vec<(f64, f64)> = s.points.iter().filter(ok).copied().collect();
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
