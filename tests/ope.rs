@@ -1,0 +1,62 @@
+//! `fypsim ope` end to end: the files it writes, and what it refuses.
+
+use assert_cmd::Command;
+use fypsim::output::records::{read_csv, read_parquet};
+
+fn fypsim() -> Command {
+    let mut c = Command::cargo_bin("fypsim").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+#[test]
+fn ope_writes_every_estimate_with_its_truth_and_the_log_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ope");
+    let run = fypsim()
+        .args(["ope", "configs/smoke.toml", "--logging", "greedy@softmax=1", "--target", "greedy@softmax=0.5"])
+        .args(["--target", "myopic_oracle@epsilon=0.3", "--sessions", "200", "--sizes", "20,100", "--truth-max", "3000"])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&run.get_output().stdout).to_string();
+    assert!(text.contains("truth V1") && text.contains("wdr") && text.contains("results:"), "{text}");
+    let df = read_csv(&out.join("ope.csv")).unwrap();
+    // 2 targets x 3 sizes x 13 estimators.
+    assert_eq!(df.height(), 2 * 3 * 13);
+    for col in ["target", "sessions", "estimator", "estimand", "estimate", "ci_low", "ci_high", "ess", "truth", "relative_error"]
+    {
+        assert!(df.column(col).is_ok(), "{col}");
+    }
+    let est: Vec<f64> = df.column("estimate").unwrap().f64().unwrap().into_no_null_iter().collect();
+    assert!(est.iter().all(|v| v.is_finite()), "{est:?}");
+    let log = read_parquet(&out.join("log.parquet")).unwrap();
+    for col in ["session", "action", "reward", "pscore", "logging_probs", "expected_rewards", "target0_probs", "target1_probs"] {
+        assert!(log.column(col).is_ok(), "{col}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("ope.json")).unwrap()).unwrap();
+    assert_eq!(json["truths"].as_array().unwrap().len(), 2);
+    assert!(out.join("ope.png").is_file());
+}
+
+#[test]
+fn ope_refuses_what_it_cannot_estimate_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--logging", "greedy", "--target", "random"], "never chooses"),
+        (&["--logging", "greedy@softmax=1", "--target", "planner"], "probabilities are unknown"),
+        (&["--logging", "greedy@softmax=0", "--target", "random"], "NAME@softmax=T"),
+        (&["--logging", "random", "--target", "greedy", "--bootstrap", "5"], "at least 100"),
+        (&["--logging", "random", "--target", "greedy", "--switch-tau", "3"], "--switch-tau 3"),
+    ];
+    for (args, want) in cases {
+        fypsim()
+            .args(["ope", "configs/smoke.toml", "--sessions", "20", "--truth-max", "100", "--out"])
+            .arg(dir.path().join("x"))
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicates::str::contains(want));
+    }
+}
