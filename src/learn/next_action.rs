@@ -53,11 +53,12 @@ pub fn video_record(log: &StepLog) -> Vec<[f32; VIDEO_FEATURES]> {
     }
     let mut order: Vec<usize> = (0..log.user.len()).collect();
     order.sort_by_key(|&i| (log.episode[i], log.t[i], log.user[i]));
-    let n_videos = log.video.iter().copied().max().map_or(0, |v| v as usize + 1);
-    let mut counts = vec![Counts::default(); n_videos];
+    // Keyed by id, not indexed: a damaged log's id far out of range costs nothing (a
+    // vector up to the largest id once asked for 160 GB).
+    let mut counts: std::collections::HashMap<u32, Counts> = std::collections::HashMap::new();
     let mut out = vec![[0f32; VIDEO_FEATURES]; log.user.len()];
     for i in order {
-        let c = &mut counts[log.video[i] as usize];
+        let c = counts.entry(log.video[i]).or_default();
         out[i] = [
             (c.shows.ln_1p() / 5.0) as f32,
             ((c.views + 1.0) / (c.shows + 2.0)) as f32,
@@ -663,6 +664,17 @@ mod tests {
 
     fn profile(_: u32) -> Profile {
         Profile { region: 0, interests: [0, 1] }
+    }
+
+    /// A damaged log whose video id is far out of range is read at the cost of its rows:
+    /// the per-video records are keyed by id (indexed by it, this asked for 160 GB).
+    #[test]
+    fn a_video_id_far_out_of_range_costs_nothing() {
+        let mut l = log(3, 4, 3, &|u, e, t| ((u + e + t) % 4) as u16, &|_| (0, [0.7, 0.1, 0.1, 0.1]));
+        l.video[0] = u32::MAX - 1;
+        let r = video_record(&l);
+        assert_eq!(r.len(), l.video.len());
+        assert!(r.iter().flatten().all(|v| v.is_finite()));
     }
 
     #[test]
