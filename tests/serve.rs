@@ -373,3 +373,34 @@ fn traffic_stops_asking_for_users_who_have_seen_every_video() {
     assert!(sessions <= recs, "{sessions} sessions ended against {recs} recommendations: {r}");
     assert!(!r["errors"].as_object().unwrap().contains_key("409"), "{r}");
 }
+
+/// A run stopped before the end of training (`--max-episodes`) holds a half-trained agent:
+/// serve refuses it and says how to finish it (issue: it was served without a word).
+#[test]
+fn serve_refuses_a_run_folder_whose_training_is_unfinished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("half");
+    let ok =
+        bin().args(["run", "configs/smoke.toml", "--quiet", "--max-episodes", "10"]).arg("--out").arg(&run).status().unwrap();
+    assert!(ok.success());
+    assert!(!run.join("summary.json").exists());
+    let mut child = bin()
+        .args(["serve", "--port", "0", "--arm"])
+        .arg(format!("A={}", run.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("an unfinished run was served");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("has not finished") && err.contains("--resume"), "{err}");
+}

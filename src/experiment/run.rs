@@ -396,6 +396,20 @@ pub fn eval_episodes_for(config: &Checked, kind: PolicyKind) -> usize {
     }
 }
 
+/// Refuses the agent of a run folder whose training has not finished (no summary.json):
+/// an interrupted run's checkpoint holds a half-trained agent, which is not used unasked.
+pub fn require_finished(dir: &Path, what: &str) -> Result<()> {
+    if dir.join("summary.json").is_file() {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{what}: the run in {} has not finished (no summary.json): its checkpoint holds a half-trained agent; \
+         finish it with `fypsim run --resume {}`",
+        dir.display(),
+        dir.display()
+    )))
+}
+
 /// Where a run saves what its learning baseline `kind` learnt.
 pub fn baseline_dir(dir: &Path, kind: PolicyKind) -> PathBuf {
     dir.join("baselines").join(kind.name())

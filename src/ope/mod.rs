@@ -109,6 +109,7 @@ impl SpecPolicy {
             }
             Base::Kind(kind) => make_policy(*kind, config)?,
             Base::Run(dir) => {
+                crate::experiment::run::require_finished(dir, &format!("policy `{}`", spec.text))?;
                 let run = crate::experiment::run::config_of_run(dir)?;
                 let same = run.world == config.world
                     && run.seed == config.seed

@@ -838,6 +838,7 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             // The run's own policy: a folder of an oracle's run serves the truth too.
             refuse_truth_readers(run.policy, &format!("arm {} ({})", spec.name, dir.display()))?;
             crate::drive::preflight::check(&run)?;
+            crate::experiment::run::require_finished(dir, &format!("arm {}", spec.name))?;
             let ck = crate::experiment::checkpoint::open(dir, &run)?;
             let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
             if !same_world || &Layout::of(&run) != layout || run.dqn.interests != config.dqn.interests {
