@@ -106,8 +106,12 @@ pub struct AbReport {
     pub srm: Option<Srm>,
     pub decisions: usize,
     pub outcomes: usize,
-    /// Decisions whose outcome never came (they count as no reward).
+    /// Decisions whose outcome never came (not counted: a session counts from its first
+    /// outcome).
     pub awaiting_feedback: usize,
+    /// Decisions of an arm the experiment does not have (not counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unknown_arm_decisions: usize,
     /// Outcomes without a decision, or of an arm the experiment lacks (not counted).
     pub orphan_outcomes: usize,
     /// Users logged in more than one arm (a broken assignment: counted in their first).
@@ -115,6 +119,10 @@ pub struct AbReport {
     /// Lines of the log that are not records (skipped).
     pub damaged_lines: usize,
     pub interference: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Per user, per arm: sessions and their reward and watch-time sums.
@@ -134,32 +142,38 @@ struct Collected {
     orphans: usize,
     two_arms: usize,
     awaiting: usize,
+    unknown_arm: usize,
 }
 
 fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
     let arm_index: HashMap<&str, usize> = experiment.arms.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
     let mut users: BTreeMap<u32, Totals> = BTreeMap::new();
-    let mut decided: HashMap<&str, (u32, usize)> = HashMap::new();
-    let (mut decisions, mut outcomes, mut orphans, mut two_arms) =
-        (vec![0usize; arm_index.len()], vec![0usize; arm_index.len()], 0, 0);
+    let mut decided: HashMap<&str, (u32, usize, u32)> = HashMap::new();
+    let (mut decisions, mut outcomes, mut orphans, mut two_arms, mut unknown_arm) =
+        (vec![0usize; arm_index.len()], vec![0usize; arm_index.len()], 0, 0, 0);
     let mut in_two = std::collections::BTreeSet::new();
     for r in records {
         match r {
             Record::Decision(d) => {
-                let Some(&arm) = arm_index.get(d.arm.as_str()) else { continue };
+                let Some(&arm) = arm_index.get(d.arm.as_str()) else {
+                    unknown_arm += 1;
+                    continue;
+                };
                 decisions[arm] += 1;
                 let t =
                     users.entry(d.user).or_insert_with(|| Totals { arm, sessions: Default::default(), reward: 0.0, watch: 0.0 });
                 if t.arm != arm && in_two.insert(d.user) {
                     two_arms += 1;
                 }
-                t.sessions.insert(d.session);
-                decided.insert(&d.request_id, (d.user, arm));
+                decided.insert(&d.request_id, (d.user, arm, d.session));
             }
             Record::Outcome(o) => match decided.remove(o.request_id.as_str()) {
-                Some((user, arm)) => {
+                Some((user, arm, session)) => {
                     outcomes[arm] += 1;
                     let t = users.get_mut(&user).expect("decided users have totals");
+                    // A session counts from its first outcome: one still awaiting
+                    // feedback is not a session with reward 0.
+                    t.sessions.insert(session);
                     t.reward += o.reward;
                     t.watch += o.watch_time_s;
                 }
@@ -167,20 +181,28 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
             },
         }
     }
-    Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len() }
+    Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len(), unknown_arm }
 }
 
 /// Reads the log's records into the report (pure: the same records give the same report).
 pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize) -> AbReport {
-    let Collected { users, decisions, outcomes, orphans, two_arms, awaiting } = collect(experiment, records);
+    let Collected { users, decisions, outcomes, orphans, two_arms, awaiting, unknown_arm } = collect(experiment, records);
     let mut arms = Vec::new();
     let mut estimates = Vec::new();
     for (i, meta) in experiment.arms.iter().enumerate() {
         let mine: Vec<&Totals> = users.values().filter(|t| t.arm == i).collect();
-        let reward: Vec<UserTotals> =
-            mine.iter().map(|t| UserTotals { sessions: t.sessions.len() as f64, value: t.reward }).collect();
-        let watch: Vec<UserTotals> =
-            mine.iter().map(|t| UserTotals { sessions: t.sessions.len() as f64, value: t.watch }).collect();
+        // The estimates are over users with a session (an outcome); the assignment
+        // (users, for the sample-ratio check) counts every user the arm served.
+        let reward: Vec<UserTotals> = mine
+            .iter()
+            .filter(|t| !t.sessions.is_empty())
+            .map(|t| UserTotals { sessions: t.sessions.len() as f64, value: t.reward })
+            .collect();
+        let watch: Vec<UserTotals> = mine
+            .iter()
+            .filter(|t| !t.sessions.is_empty())
+            .map(|t| UserTotals { sessions: t.sessions.len() as f64, value: t.watch })
+            .collect();
         let (er, ew) = (arm_estimate(&reward), arm_estimate(&watch));
         let total_reward: f64 = mine.iter().map(|t| t.reward).sum();
         arms.push(ArmFigures {
@@ -212,6 +234,7 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
         decisions: decisions.iter().sum(),
         outcomes: outcomes.iter().sum(),
         awaiting_feedback: awaiting,
+        unknown_arm_decisions: unknown_arm,
         orphan_outcomes: orphans,
         users_in_two_arms: two_arms,
         damaged_lines,
@@ -271,12 +294,16 @@ pub fn markdown(r: &AbReport) -> String {
             f(w.ci95[1]),
             f(w.p_value)
         );
-        s += &format!(
-            "power: the smallest difference in reward per session detected 80% of the time is {}; \
-             a difference of 5% of {a}'s mean would be detected {:.0}% of the time\n",
-            f(d.mde80),
-            100.0 * d.power_at_5_percent
-        );
+        s += &if d.power_at_5_percent.is_finite() {
+            format!(
+                "power: the smallest difference in reward per session detected 80% of the time is {}; \
+                 a difference of 5% of {a}'s mean would be detected {:.0}% of the time\n",
+                f(d.mde80),
+                100.0 * d.power_at_5_percent
+            )
+        } else {
+            "power: n/a (each arm needs at least 2 users with a session)\n".to_string()
+        };
     }
     if let Some(m) = &r.srm {
         s += &format!(
@@ -291,10 +318,11 @@ pub fn markdown(r: &AbReport) -> String {
             }
         );
     }
-    if r.damaged_lines > 0 || r.orphan_outcomes > 0 || r.users_in_two_arms > 0 {
+    if r.damaged_lines > 0 || r.orphan_outcomes > 0 || r.users_in_two_arms > 0 || r.unknown_arm_decisions > 0 {
         s += &format!(
-            "integrity: {} damaged log lines skipped, {} outcomes without a decision, {} users in two arms\n",
-            r.damaged_lines, r.orphan_outcomes, r.users_in_two_arms
+            "integrity: {} damaged log lines skipped, {} outcomes without a decision, {} users in two arms, \
+             {} decisions of an arm not in the experiment\n",
+            r.damaged_lines, r.orphan_outcomes, r.users_in_two_arms, r.unknown_arm_decisions
         );
     }
     s += &format!("\nInterference: {}\n", r.interference);
@@ -305,6 +333,12 @@ pub fn markdown(r: &AbReport) -> String {
 /// into `out` (default: `dir`), and returns the report with the files.
 pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)> {
     let Contents { experiment, records, damaged } = super::log::read(dir)?;
+    if records.is_empty() && damaged > 0 {
+        return Err(Error::Other(format!(
+            "{}: none of its {damaged} log lines is a record of this version (damaged, or not a decision log)",
+            dir.display()
+        )));
+    }
     if records.is_empty() {
         return Err(Error::Other(format!("{} holds no decisions yet: drive the service first (fypsim traffic)", dir.display())));
     }
@@ -477,6 +511,26 @@ mod tests {
         assert!((found - claimed).abs() <= half, "detected {found}, claimed {claimed}");
     }
 
+    /// A log of nothing but garbage says so, with the count, instead of "no decisions yet".
+    #[test]
+    fn a_log_of_garbage_is_counted_not_called_empty() {
+        use crate::serve::log::{ArmMeta, Experiment, RewardMeta, EXPERIMENT, LOG};
+        let dir = tempfile::tempdir().unwrap();
+        let exp = Experiment {
+            fypsim: "x".into(),
+            salt: "s".into(),
+            arms: vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }],
+            world: "w".into(),
+            reward: RewardMeta { watched: 1.0, liked: 2.0, skipped: -2.0, left: -0.5, watch_s: 0.0, share: 0.0, follow: 0.0 },
+            max_steps: 10,
+            session_timeout_s: 1800,
+        };
+        std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
+        std::fs::write(dir.path().join(LOG), "not json\n{\"half\": 1}\n\u{0}\u{1}garbage\n").unwrap();
+        let e = report(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("none of its 3 log lines"), "{e}");
+    }
+
     #[test]
     fn a_hand_made_log_gives_known_figures() {
         use crate::serve::log::{ArmMeta, Decision, Experiment, Outcome, RewardMeta};
@@ -538,14 +592,25 @@ mod tests {
         step(3, 0, "B", Some(4.0));
         step(4, 0, "B", Some(6.0));
         step(4, 0, "B", None);
+        // A user whose only decision still awaits feedback has no session yet; a decision
+        // of an arm the experiment lacks is counted apart.
+        step(5, 0, "A", None);
+        step(6, 0, "C", Some(9.0));
         let r = analyse(&exp, &records, 2);
-        assert_eq!((r.arms[0].users, r.arms[0].sessions, r.arms[1].users, r.arms[1].sessions), (2, 3, 2, 2));
+        assert_eq!(r.unknown_arm_decisions, 1);
+        assert_eq!(r.orphan_outcomes, 1, "the unknown arm's outcome has no decision");
+        assert!(markdown(&r).contains("1 decisions of an arm not in the experiment"));
+        assert_eq!((r.arms[0].users, r.arms[0].sessions, r.arms[1].users, r.arms[1].sessions), (3, 3, 2, 2));
         assert!((r.arms[0].reward_per_session.mean - 2.0).abs() < 1e-12);
         assert!((r.arms[1].reward_per_session.mean - 5.0).abs() < 1e-12);
         assert!((r.reward_diff.unwrap().diff - 3.0).abs() < 1e-12);
         // Watch time: A 6 s over 3 sessions, B 4 s over 2.
         assert!((r.arms[0].watch_time_s_per_session.mean - 2.0).abs() < 1e-12);
-        assert_eq!((r.awaiting_feedback, r.damaged_lines, r.decisions, r.outcomes), (1, 2, 6, 5));
+        assert_eq!((r.awaiting_feedback, r.damaged_lines, r.decisions, r.outcomes), (2, 2, 7, 5));
+        // One user an arm: no interval, so no power; said, not printed as NaN.
+        let one = analyse(&exp, &records[..4], 0);
+        let text = markdown(&one);
+        assert!(text.contains("power: n/a") && !text.contains("NaN"), "{text}");
         let text = markdown(&r);
         assert!(text.contains("Interference") && text.contains("B - A, reward per session: 3.000"), "{text}");
     }
