@@ -519,6 +519,9 @@ fn small_promises_hold() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("n/a") && !out.contains("NaN"), "{out}");
+    // report.csv too: an undefined figure is an empty cell.
+    let csv = std::fs::read_to_string(tmp.path().join("report.csv")).unwrap();
+    assert!(!csv.contains("NaN") && csv.lines().count() >= 2, "{csv}");
     // A count too large to hold is refused with the estimate (it aborted on allocation).
     let o = run_checked(&["eval".into(), dir.display().to_string(), "--episodes".into(), "1000000000000000".into()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

@@ -156,27 +156,30 @@ pub fn report(dir: &Path) -> Result<ReportOutcome> {
     };
 
     let csv_path = dir.join("report.csv");
+    // A figure that does not exist (an interval of one seed, oracle_fraction without the
+    // oracle) is an empty cell, not NaN.
+    let known = |x: f64| x.is_finite().then_some(x);
     let mut cols = vec![
         polars::prelude::Column::new("label".into(), rows.iter().map(|r| r.label.clone()).collect::<Vec<_>>()),
         polars::prelude::Column::new("policy".into(), rows.iter().map(|r| r.policy.clone()).collect::<Vec<_>>()),
         polars::prelude::Column::new("seeds".into(), rows.iter().map(|r| r.seeds as u64).collect::<Vec<_>>()),
-        polars::prelude::Column::new("mean_return".into(), rows.iter().map(|r| r.mean_return).collect::<Vec<_>>()),
-        polars::prelude::Column::new("ci95".into(), rows.iter().map(|r| r.ci95).collect::<Vec<_>>()),
-        polars::prelude::Column::new("oracle_fraction".into(), rows.iter().map(|r| r.oracle_fraction).collect::<Vec<_>>()),
+        polars::prelude::Column::new("mean_return".into(), rows.iter().map(|r| known(r.mean_return)).collect::<Vec<_>>()),
+        polars::prelude::Column::new("ci95".into(), rows.iter().map(|r| known(r.ci95)).collect::<Vec<_>>()),
+        polars::prelude::Column::new("oracle_fraction".into(), rows.iter().map(|r| known(r.oracle_fraction)).collect::<Vec<_>>()),
         polars::prelude::Column::new(
             "oracle_fraction_ci95".into(),
-            rows.iter().map(|r| r.oracle_fraction_ci95).collect::<Vec<_>>(),
+            rows.iter().map(|r| known(r.oracle_fraction_ci95)).collect::<Vec<_>>(),
         ),
     ];
     for b in &baseline_names {
         cols.push(polars::prelude::Column::new(
             b.as_str().into(),
-            rows.iter().map(|r| r.baselines.get(b).map(|x| x.0)).collect::<Vec<_>>(),
+            rows.iter().map(|r| r.baselines.get(b).and_then(|x| known(x.0))).collect::<Vec<_>>(),
         ));
     }
     cols.push(polars::prelude::Column::new(
         "steps_per_second".into(),
-        rows.iter().map(|r| r.steps_per_second).collect::<Vec<_>>(),
+        rows.iter().map(|r| known(r.steps_per_second)).collect::<Vec<_>>(),
     ));
     let mut df = frame(polars::prelude::DataFrame::new_infer_height(cols), &csv_path)?;
     records::write_csv(&mut df, &csv_path)?;
