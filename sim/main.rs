@@ -29,6 +29,8 @@ use std::process::ExitCode;
 
 /// Set while `fypsim learn` runs: a signal then stops its training instead of a run's.
 static LEARNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set while `fypsim eval` runs: a signal stops the evaluation, which writes nothing.
+static EVALUATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn main() -> ExitCode {
     // Behave like other Unix tools when the reader goes away (`fypsim ... | head`):
@@ -49,7 +51,9 @@ fn main() -> ExitCode {
                 std::process::exit(130);
             }
             fypsim::stop::request_stop();
-            if LEARNING.load(std::sync::atomic::Ordering::Relaxed) {
+            if EVALUATING.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("\nfypsim: stopping the evaluation after the current episode (nothing is written)");
+            } else if LEARNING.load(std::sync::atomic::Ordering::Relaxed) {
                 eprintln!("\nfypsim: stopping the training (this attempt is not kept; results already in place stay)");
             } else {
                 eprintln!("\nfypsim: stopping after the current episode, with a checkpoint (signal again to quit at once)");
@@ -60,7 +64,10 @@ fn main() -> ExitCode {
         Command::Run { config, out, resume, max_episodes, quiet } => {
             cmd_run(config, out.as_deref(), resume.as_deref(), *max_episodes, *quiet)
         }
-        Command::Eval { dir, episodes, choices } => cmd_eval(dir, *episodes, *choices),
+        Command::Eval { dir, episodes, choices } => {
+            EVALUATING.store(true, std::sync::atomic::Ordering::Relaxed);
+            cmd_eval(dir, *episodes, *choices)
+        }
         Command::Inspect { config, user } => cmd_inspect(config, *user),
         Command::Anatomy { config, user, policies, episode, out } => cmd_anatomy(config, *user, policies, *episode, out),
         Command::World { config, out } => cmd_world(config, out),

@@ -532,3 +532,30 @@ fn small_promises_hold() {
         assert!(!stderr(&o).contains("files written so far"), "{}", stderr(&o));
     }
 }
+
+/// One SIGINT stops `fypsim eval` after the current episode (it said so, and went on until
+/// a second signal): it exits 130 within seconds and writes nothing.
+#[test]
+fn one_sigint_stops_eval_after_the_current_episode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    assert!(smoke(&dir, &[]).status.success());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["eval", &dir.display().to_string(), "--episodes", "3000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopping the evaluation") && err.contains("interrupted"), "{err}");
+    assert!(sent.elapsed().as_secs() < 20, "took {:?} after the signal", sent.elapsed());
+    assert!(!dir.join("eval_saved_3000000.json").exists());
+}

@@ -473,7 +473,19 @@ pub fn paired_gap(results: &[EvalResult], a: PolicyKind, b: PolicyKind) -> Optio
 /// Episode k draws its user and its responses from its own stream, the same for every
 /// policy (common random numbers), so differences between policies are not noise.
 pub fn evaluate(config: &Checked, world: &Arc<World>, policy: &mut dyn Policy, episodes: usize) -> Result<EvalResult> {
-    evaluate_with(config, world, policy, episodes, None)
+    evaluate_with(config, world, policy, episodes, false, None)
+}
+
+/// [`evaluate`] that stops after the current episode when a signal asks
+/// ([`crate::stop::stop_requested`]), with [`crate::Error::Interrupted`]: for `fypsim eval`,
+/// whose evaluation is all it does (a run handles the signal around its evaluations).
+pub fn evaluate_until_signal(
+    config: &Checked,
+    world: &Arc<World>,
+    policy: &mut dyn Policy,
+    episodes: usize,
+) -> Result<EvalResult> {
+    evaluate_with(config, world, policy, episodes, true, None)
 }
 
 /// One evaluation step, scored with the true response model: what the policy showed
@@ -507,6 +519,7 @@ pub fn evaluate_choices(
         world,
         policy,
         episodes,
+        true,
         Some(&mut |k, t, _env, obs, o| {
             let (m, tr) = (&obs.truth.model, &obs.truth);
             let ep = |video: u32| m.expected_p(&obs.user, &tr.latent, video, tr.now);
@@ -577,6 +590,7 @@ fn evaluate_with(
     world: &Arc<World>,
     policy: &mut dyn Policy,
     episodes: usize,
+    stop_on_signal: bool,
     mut on_step: Option<StepHook<'_>>,
 ) -> Result<EvalResult> {
     let mut env = Env::new(config, world.clone());
@@ -592,6 +606,9 @@ fn evaluate_with(
     let mut total_steps = 0usize;
     let mut watch_s = 0.0;
     for k in 0..episodes as u64 {
+        if stop_on_signal && crate::stop::stop_requested() {
+            return Err(crate::Error::Interrupted);
+        }
         if let (Some(base), true) = (&base, k > 0) {
             env.reset_to(base);
         }

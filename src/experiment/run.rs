@@ -982,6 +982,7 @@ pub fn eval_saved_choices(dir: &Path, episodes: Option<usize>) -> Result<(PathBu
 
 pub fn eval_saved(dir: &Path, episodes: Option<usize>) -> Result<Vec<EvalResult>> {
     let (config, world, mut policy, n) = saved_policy(dir, episodes)?;
+    let evaluate = crate::drive::train::evaluate_until_signal;
     let mut out = vec![evaluate(&config, &world, policy.as_mut(), n)?];
     for &kind in &config.train.baselines {
         let mut b = make_policy(kind, &config)?;
