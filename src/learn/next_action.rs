@@ -456,9 +456,16 @@ pub fn learn(
     let (train_w, train_kept) = &splits.train;
     let (valid_w, _) = &splits.valid;
     let (test_w, test_kept) = &splits.test;
+    if splits.users[2] == 0 {
+        let n: usize = splits.users.iter().sum();
+        return Err(Error::Other(format!(
+            "no test users: test_users = {} of the log's {n} users is none (raise test_users; the split needs at least 3 users)",
+            cfg.test_users
+        )));
+    }
     if test_w.targets() == 0 {
         return Err(Error::Other(format!(
-            "no test targets: the {} test users have no steps from episode {} on (lower time_split or test_users)",
+            "no test targets: the {} test users have no steps from episode {} on (lower time_split, or raise test_users)",
             splits.users[2], splits.cut_episode
         )));
     }
@@ -664,6 +671,18 @@ mod tests {
 
     fn profile(_: u32) -> Profile {
         Profile { region: 0, interests: [0, 1] }
+    }
+
+    /// Too few users for a test split: the advice says to raise test_users (it said to
+    /// lower it).
+    #[test]
+    fn no_test_users_advises_raising_test_users() {
+        use crate::learn::Silent;
+        let l = log(2, 20, 4, &|u, e, t| ((u + e + t) % 4) as u16, &|_| (0, [0.7, 0.1, 0.1, 0.1]));
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LearnConfig::default();
+        let e = learn(&l, &profile, LAYOUT, &cfg, dir.path(), &mut Silent).unwrap_err().to_string();
+        assert!(e.contains("no test users") && e.contains("raise test_users"), "{e}");
     }
 
     /// A damaged log whose video id is far out of range is read at the cost of its rows:
