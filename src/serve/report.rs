@@ -329,6 +329,29 @@ pub fn markdown(r: &AbReport) -> String {
     s
 }
 
+/// Refuses a log whose decisions name a policy version other than experiment.json's for
+/// their arm: the experiment file is not this log's, and the results would be credited to
+/// the wrong policies.
+fn check_versions(experiment: &Experiment, records: &[Record], dir: &Path) -> Result<()> {
+    let versions: HashMap<&str, &str> = experiment.arms.iter().map(|a| (a.name.as_str(), a.version.as_str())).collect();
+    let mut wrong = records.iter().filter_map(|r| match r {
+        Record::Decision(d) => versions.get(d.arm.as_str()).filter(|v| **v != d.version).map(|v| (d, *v)),
+        Record::Outcome(_) => None,
+    });
+    if let Some((d, expected)) = wrong.next() {
+        let n = 1 + wrong.count();
+        return Err(Error::Other(format!(
+            "{}: {n} decisions name a policy version other than experiment.json's (first: arm {} served {}, experiment.json says {}); \
+             experiment.json is not this log's, and the report would credit the results to the wrong policies",
+            dir.display(),
+            d.arm,
+            d.version,
+            expected
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the log in `dir`, writes `ab_report.json`, `ab_report.md` and `ab_report.png`
 /// into `out` (default: `dir`), and returns the report with the files.
 pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)> {
@@ -342,6 +365,7 @@ pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)
     if records.is_empty() {
         return Err(Error::Other(format!("{} holds no decisions yet: drive the service first (fypsim traffic)", dir.display())));
     }
+    check_versions(&experiment, &records, dir)?;
     let r = analyse(&experiment, &records, damaged);
     let out = out.unwrap_or(dir);
     std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
@@ -509,6 +533,43 @@ mod tests {
         println!("planted effect {effect}: detected {found:.3}, claimed power {claimed:.3} ± {half:.3}");
         assert!((0.3..0.95).contains(&claimed), "choose an effect with informative power: {claimed}");
         assert!((found - claimed).abs() <= half, "detected {found}, claimed {claimed}");
+    }
+
+    /// Another experiment's experiment.json beside a log is refused: its decisions name
+    /// other policy versions (the report credited them to the wrong policies).
+    #[test]
+    fn an_experiment_file_of_another_log_is_refused() {
+        use crate::serve::log::{ArmMeta, Decision, Experiment, RewardMeta, EXPERIMENT, LOG};
+        let dir = tempfile::tempdir().unwrap();
+        let exp = Experiment {
+            fypsim: "x".into(),
+            salt: "s".into(),
+            arms: vec![ArmMeta { name: "A".into(), policy: "dqn".into(), version: "dqn@aaaa".into(), share: 1.0 }],
+            world: "w".into(),
+            reward: RewardMeta { watched: 1.0, liked: 2.0, skipped: -2.0, left: -0.5, watch_s: 0.0, share: 0.0, follow: 0.0 },
+            max_steps: 10,
+            session_timeout_s: 1800,
+        };
+        std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
+        let d = Decision {
+            request_id: "r1".into(),
+            time_ms: 0,
+            user: 1,
+            session: 0,
+            step: 0,
+            arm: "A".into(),
+            assignment_p: 1.0,
+            policy: "dqn".into(),
+            version: "dqn@bbbb".into(),
+            candidates: vec![1, 2],
+            video: 1,
+            slot: 0,
+            propensity: 1.0,
+        };
+        let line = serde_json::to_string(&Record::Decision(d)).unwrap();
+        std::fs::write(dir.path().join(LOG), format!("{line}\n")).unwrap();
+        let e = report(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("dqn@bbbb") && e.contains("dqn@aaaa") && e.contains("not this log's"), "{e}");
     }
 
     /// A log of nothing but garbage says so, with the count, instead of "no decisions yet".
