@@ -286,24 +286,7 @@ fn serve_refuses_a_run_folder_whose_policy_reads_the_truth() {
             .status()
             .unwrap();
         assert!(ok.success());
-        let mut child = bin()
-            .args(["serve", "--port", "0", "--arm"])
-            .arg(format!("A={}", run.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(60) {
-                child.kill().unwrap();
-                panic!("{kind}: a run folder of a truth-reading policy was served");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{kind}: serve succeeded");
+        let err = serve_refuses(&run);
         assert!(err.contains("latent state") && err.contains(kind), "{kind}: {err}");
     }
 }
@@ -384,6 +367,13 @@ fn serve_refuses_a_run_folder_whose_training_is_unfinished() {
         bin().args(["run", "configs/smoke.toml", "--quiet", "--max-episodes", "10"]).arg("--out").arg(&run).status().unwrap();
     assert!(ok.success());
     assert!(!run.join("summary.json").exists());
+    let err = serve_refuses(&run);
+    assert!(err.contains("has not finished") && err.contains("--resume"), "{err}");
+}
+
+/// `fypsim serve --arm A=RUN`, which must refuse the folder and exit (within a minute, or
+/// the test fails: it was served); its stderr.
+fn serve_refuses(run: &std::path::Path) -> String {
     let mut child = bin()
         .args(["serve", "--port", "0", "--arm"])
         .arg(format!("A={}", run.display()))
@@ -395,12 +385,11 @@ fn serve_refuses_a_run_folder_whose_training_is_unfinished() {
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
-            panic!("an unfinished run was served");
+            panic!("{} was served", run.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("has not finished") && err.contains("--resume"), "{err}");
+    assert!(!out.status.success(), "serve succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
 }

@@ -225,6 +225,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// A step from `o` showing `slot` for `reward`, for a learner to observe.
+    fn step_of(o: &Observation, slot: usize, reward: f64) -> Transition {
+        Transition {
+            state: o.state.clone(),
+            action: slot,
+            reward,
+            next_state: o.state.clone(),
+            terminal: false,
+            episode_end: false,
+            discount: 1.0,
+        }
+    }
+
     /// The bandits, trained a little on the observations (so that their choices are not
     /// all ties), state the probabilities they act by: LinUCB and epsilon-greedy exactly,
     /// Thompson sampling by its Monte Carlo estimate (the same one its propensity logs).
@@ -238,16 +251,7 @@ pub(crate) mod tests {
             let mut p = make_policy(kind, &c).unwrap();
             let mut rng = stream(3, Stream::Bandit);
             for (i, o) in obs.iter().enumerate() {
-                let t = Transition {
-                    state: o.state.clone(),
-                    action: i % o.candidates.len(),
-                    reward: [1.0, -1.0, 2.0][i % 3],
-                    next_state: o.state.clone(),
-                    terminal: false,
-                    episode_end: false,
-                    discount: 1.0,
-                };
-                p.observe(t, &mut rng).unwrap();
+                p.observe(step_of(o, i % o.candidates.len(), [1.0, -1.0, 2.0][i % 3]), &mut rng).unwrap();
             }
             for explore in [false, true] {
                 check_policy(p.as_mut(), &obs, explore);
@@ -271,16 +275,7 @@ pub(crate) mod tests {
         let mut p = make_policy(PolicyKind::Thompson, &c).unwrap();
         let mut rng = stream(3, Stream::Bandit);
         for (i, o) in obs.iter().enumerate().take(6) {
-            let t = Transition {
-                state: o.state.clone(),
-                action: i % o.candidates.len(),
-                reward: 1.0,
-                next_state: o.state.clone(),
-                terminal: false,
-                episode_end: false,
-                discount: 1.0,
-            };
-            p.observe(t, &mut rng).unwrap();
+            p.observe(step_of(o, i % o.candidates.len(), 1.0), &mut rng).unwrap();
         }
         let o = &obs[10];
         let probs = p.probabilities(o, true).unwrap();

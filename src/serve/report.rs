@@ -535,21 +535,34 @@ mod tests {
         assert!((found - claimed).abs() <= half, "detected {found}, claimed {claimed}");
     }
 
+    /// An experiment of `arms` (the rest made up).
+    fn experiment(arms: Vec<crate::serve::log::ArmMeta>) -> crate::serve::log::Experiment {
+        crate::serve::log::Experiment {
+            fypsim: "x".into(),
+            salt: "s".into(),
+            arms,
+            world: "w".into(),
+            reward: crate::serve::log::RewardMeta {
+                watched: 1.0,
+                liked: 2.0,
+                skipped: -2.0,
+                left: -0.5,
+                watch_s: 0.0,
+                share: 0.0,
+                follow: 0.0,
+            },
+            max_steps: 10,
+            session_timeout_s: 1800,
+        }
+    }
+
     /// Another experiment's experiment.json beside a log is refused: its decisions name
     /// other policy versions (the report credited them to the wrong policies).
     #[test]
     fn an_experiment_file_of_another_log_is_refused() {
-        use crate::serve::log::{ArmMeta, Decision, Experiment, RewardMeta, EXPERIMENT, LOG};
+        use crate::serve::log::{ArmMeta, Decision, EXPERIMENT, LOG};
         let dir = tempfile::tempdir().unwrap();
-        let exp = Experiment {
-            fypsim: "x".into(),
-            salt: "s".into(),
-            arms: vec![ArmMeta { name: "A".into(), policy: "dqn".into(), version: "dqn@aaaa".into(), share: 1.0 }],
-            world: "w".into(),
-            reward: RewardMeta { watched: 1.0, liked: 2.0, skipped: -2.0, left: -0.5, watch_s: 0.0, share: 0.0, follow: 0.0 },
-            max_steps: 10,
-            session_timeout_s: 1800,
-        };
+        let exp = experiment(vec![ArmMeta { name: "A".into(), policy: "dqn".into(), version: "dqn@aaaa".into(), share: 1.0 }]);
         std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
         let d = Decision {
             request_id: "r1".into(),
@@ -575,17 +588,9 @@ mod tests {
     /// A log of nothing but garbage says so, with the count, instead of "no decisions yet".
     #[test]
     fn a_log_of_garbage_is_counted_not_called_empty() {
-        use crate::serve::log::{ArmMeta, Experiment, RewardMeta, EXPERIMENT, LOG};
+        use crate::serve::log::{ArmMeta, EXPERIMENT, LOG};
         let dir = tempfile::tempdir().unwrap();
-        let exp = Experiment {
-            fypsim: "x".into(),
-            salt: "s".into(),
-            arms: vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }],
-            world: "w".into(),
-            reward: RewardMeta { watched: 1.0, liked: 2.0, skipped: -2.0, left: -0.5, watch_s: 0.0, share: 0.0, follow: 0.0 },
-            max_steps: 10,
-            session_timeout_s: 1800,
-        };
+        let exp = experiment(vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }]);
         std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
         std::fs::write(dir.path().join(LOG), "not json\n{\"half\": 1}\n\u{0}\u{1}garbage\n").unwrap();
         let e = report(dir.path(), None).unwrap_err().to_string();
