@@ -48,7 +48,10 @@ fn main() -> ExitCode {
         ctrlc::set_handler(|| {
             if fypsim::stop::stop_requested() {
                 eprintln!("\nfypsim: stopping now (the last checkpoint is kept)");
-                std::process::exit(130);
+                // _exit, not exit: exit runs libtorch's C++ static destructors from this
+                // thread while the main thread may be inside libtorch (a segfault or a tch
+                // panic). Rust's own buffers are flushed by neither.
+                unsafe { libc::_exit(130) }
             }
             fypsim::stop::request_stop();
             if EVALUATING.load(std::sync::atomic::Ordering::Relaxed) {

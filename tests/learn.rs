@@ -229,4 +229,36 @@ fn ctrl_c_stops_training_and_keeps_the_results_already_in_place() {
     for (f, bytes) in ["config.toml", "metrics.json", "model.ot"].iter().zip(&before) {
         assert_eq!(&std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed");
     }
+    // A second signal quits at once, cleanly: exit 130, never a segfault or a tch panic
+    // (it exited from the signal thread while the main thread was inside libtorch).
+    for attempt in 0..3 {
+        std::fs::remove_dir_all(&partial).ok();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["learn", "next-action", "--quiet"])
+            .arg(&dir)
+            .args(["--set", "epochs=100000", "--set", "patience=100000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !partial.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        for _ in 0..2 {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "attempt {attempt}: {:?}\n{err}", o.status);
+        assert!(!err.contains("panicked"), "attempt {attempt}: {err}");
+    }
+    for (f, bytes) in ["config.toml", "metrics.json", "model.ot"].iter().zip(&before) {
+        assert_eq!(&std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed by a second signal");
+    }
 }
