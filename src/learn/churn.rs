@@ -166,6 +166,7 @@ pub fn learn(
     out: &Path,
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
+    Windows::fits_model(cfg, FEATURES)?;
     let final_dir = out;
     let out = &super::begin(final_dir, cfg)?;
     let ((train_w, _), (valid_w, _), (test_w, test_kept), cut, users) = split(weeks, cfg)?;

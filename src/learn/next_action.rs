@@ -450,6 +450,7 @@ pub fn learn(
     out: &Path,
     observer: &mut dyn LearnObserver,
 ) -> Result<LearnOutcome> {
+    Windows::fits_model(cfg, layout.features())?;
     let final_dir = out;
     let out = &super::begin(final_dir, cfg)?;
     let splits = split(log, profiles, layout, cfg)?;
@@ -671,6 +672,21 @@ mod tests {
 
     fn profile(_: u32) -> Profile {
         Profile { region: 0, interests: [0, 1] }
+    }
+
+    /// A network and batch too large for the machine are refused before anything is built
+    /// (libtorch aborted on the allocation), naming the settings.
+    #[test]
+    fn settings_too_large_for_the_machine_are_refused_first() {
+        use crate::learn::Silent;
+        let l = log(4, 20, 4, &|u, e, t| ((u + e + t) % 4) as u16, &|_| (0, [0.7, 0.1, 0.1, 0.1]));
+        let dir = tempfile::tempdir().unwrap();
+        // Inside every allowed range (window x batch x hidden = 1.6e9 of 2e9), over 500 GiB.
+        let cfg = LearnConfig { hidden: 4096, layers: 8, window: 1000, batch: 400, ..Default::default() };
+        assert!(cfg.validate().is_ok());
+        let e = learn(&l, &profile, LAYOUT, &cfg, &dir.path().join("out"), &mut Silent).unwrap_err().to_string();
+        assert!(e.contains("hidden = 4096") && e.contains("GiB"), "{e}");
+        assert!(!dir.path().join("out").exists() && std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
     }
 
     /// Too few users for a test split: the advice says to raise test_users (it said to

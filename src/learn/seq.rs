@@ -76,6 +76,38 @@ impl Windows {
         w
     }
 
+    /// Refuses settings whose network and training batch would not fit in half of this
+    /// machine's memory (libtorch aborts, or tch panics, on an allocation it cannot
+    /// make): the parameters with Adam's two moments and their gradient, and a batch's
+    /// activations kept for backpropagation, about `gates + 2` numbers per step, layer and
+    /// unit (the gates and the states).
+    pub fn fits_model(cfg: &super::LearnConfig, features: usize) -> Result<()> {
+        let gates = match cfg.cell {
+            super::Cell::Rnn => 1.0,
+            super::Cell::Gru => 3.0,
+            super::Cell::Lstm => 4.0,
+        };
+        let (h, layers) = (cfg.hidden as f64, cfg.layers as f64);
+        let params = gates * (h * (features as f64 + h) + 2.0 * h) + (layers - 1.0) * gates * (2.0 * h * h + 2.0 * h);
+        let activations = cfg.batch as f64 * cfg.window as f64 * layers * h * (gates + 2.0) * 2.0;
+        let bytes = 4.0 * (4.0 * params + activations);
+        if let Some(physical) = crate::drive::preflight::physical_memory() {
+            if bytes > physical / 2.0 {
+                return Err(Error::Other(format!(
+                    "hidden = {}, layers = {}, window = {}, batch = {} would need about {:.1} GiB for the network and a batch, \
+                     more than half of this machine's {:.1} GiB: lower hidden, layers, window or batch",
+                    cfg.hidden,
+                    cfg.layers,
+                    cfg.window,
+                    cfg.batch,
+                    bytes / f64::from(1u32 << 30),
+                    physical / f64::from(1u32 << 30)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// [`Windows::build`], after checking that the windows fit in a quarter of this
     /// machine's memory (three splits are built, and batches copy from them): a log too
     /// large for the settings gets an error, not an abort.
