@@ -203,19 +203,7 @@ fn ctrl_c_stops_training_and_keeps_the_results_already_in_place() {
         ["config.toml", "metrics.json", "model.ot"].iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
     // Other settings, training that would never end: interrupted once it has begun.
     let partial = dir.join("learn/.next-action-gru-many-to-many.partial");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["learn", "next-action", "--quiet"])
-        .arg(&dir)
-        .args(["--set", "epochs=100000", "--set", "patience=100000"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !partial.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = endless_learn(&dir, &partial);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -233,19 +221,7 @@ fn ctrl_c_stops_training_and_keeps_the_results_already_in_place() {
     // (it exited from the signal thread while the main thread was inside libtorch).
     for attempt in 0..3 {
         std::fs::remove_dir_all(&partial).ok();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["learn", "next-action", "--quiet"])
-            .arg(&dir)
-            .args(["--set", "epochs=100000", "--set", "patience=100000"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while !partial.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let child = endless_learn(&dir, &partial);
         std::thread::sleep(std::time::Duration::from_millis(800));
         for _ in 0..2 {
             unsafe {
@@ -261,4 +237,23 @@ fn ctrl_c_stops_training_and_keeps_the_results_already_in_place() {
     for (f, bytes) in ["config.toml", "metrics.json", "model.ot"].iter().zip(&before) {
         assert_eq!(&std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed by a second signal");
     }
+}
+
+/// `fypsim learn next-action` on the run in `dir` with training that would never end,
+/// returned once it has begun (its attempt's `partial` folder holds config.toml).
+fn endless_learn(dir: &std::path::Path, partial: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["learn", "next-action", "--quiet"])
+        .arg(dir)
+        .args(["--set", "epochs=100000", "--set", "patience=100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !partial.join("config.toml").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
 }

@@ -321,61 +321,60 @@ impl Bandit {
         &self.features
     }
 
-    /// Fills `xs` with the features of `obs`'s candidates; returns how many there are.
-    fn featurise(&mut self, obs: &Observation) -> usize {
+    /// Fills `xs` with the features of `obs`'s candidates, row by row; returns how many
+    /// there are.
+    fn featurise(&self, obs: &Observation, xs: &mut Vec<f64>) -> usize {
         let (n, d) = (obs.candidates.len(), self.features.dim());
-        self.xs.resize(n * d, 0.0);
+        xs.resize(n * d, 0.0);
         for k in 0..n {
-            self.features.write(&obs.state, k, &mut self.xs[k * d..(k + 1) * d]);
+            self.features.write(&obs.state, k, &mut xs[k * d..(k + 1) * d]);
         }
         n
     }
 
-    fn row(&self, k: usize) -> &[f64] {
+    /// Candidate `k`'s row of `xs`.
+    fn row<'a>(&self, xs: &'a [f64], k: usize) -> &'a [f64] {
         let d = self.features.dim();
-        &self.xs[k * d..(k + 1) * d]
+        &xs[k * d..(k + 1) * d]
     }
 
-    /// The slot of the best predicted reward among the `n` featurised candidates.
-    fn greedy(&self, n: usize) -> usize {
-        argmax((0..n).map(|k| self.model.mean(self.row(k))))
+    /// The slot of the best predicted reward among the `n` candidates of `xs`.
+    fn greedy(&self, xs: &[f64], n: usize) -> usize {
+        argmax((0..n).map(|k| self.model.mean(self.row(xs, k))))
     }
 
     /// LinUCB's choice: the best predicted reward plus alpha widths.
-    fn optimistic(&mut self, n: usize) -> usize {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let best = argmax((0..n).map(|k| {
-            let x = self.row(k);
-            self.model.mean(x) + self.cfg.alpha * self.model.width(x, &mut scratch)
-        }));
-        self.scratch = scratch;
-        best
+    fn optimistic(&self, xs: &[f64], n: usize, scratch: &mut Vec<f64>) -> usize {
+        argmax((0..n).map(|k| {
+            let x = self.row(xs, k);
+            self.model.mean(x) + self.cfg.alpha * self.model.width(x, scratch)
+        }))
     }
 
-    /// The best slot under parameters drawn from the posterior.
-    fn sampled(&mut self, n: usize, rng: &mut SimRng) -> usize {
-        let mut theta = std::mem::take(&mut self.scratch);
-        self.model.draw(self.cfg.prior_variance, rng, &mut theta);
-        let best = argmax((0..n).map(|k| dot(&theta, self.row(k))));
-        self.scratch = theta;
-        best
+    /// The best slot under parameters drawn from the posterior (into `theta`).
+    fn sampled(&self, xs: &[f64], n: usize, rng: &mut SimRng, theta: &mut Vec<f64>) -> usize {
+        self.model.draw(self.cfg.prior_variance, rng, theta);
+        argmax((0..n).map(|k| dot(theta, self.row(xs, k))))
     }
 
     fn act_one(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> usize {
-        let n = self.featurise(obs);
+        let mut xs = std::mem::take(&mut self.xs);
+        let n = self.featurise(obs, &mut xs);
+        self.xs = xs;
         self.choose(n, explore, rng)
     }
 
     /// The choice among the `n` candidates whose features are in `xs`.
     fn choose(&mut self, n: usize, explore: bool, rng: &mut SimRng) -> usize {
-        let greedy = self.greedy(n);
+        let greedy = self.greedy(&self.xs, n);
         self.chosen.push(Chosen { n, greedy });
         if !explore {
             return greedy;
         }
-        match self.kind {
-            PolicyKind::LinUcb => self.optimistic(n),
-            PolicyKind::Thompson => self.sampled(n, rng),
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let choice = match self.kind {
+            PolicyKind::LinUcb => self.optimistic(&self.xs, n, &mut scratch),
+            PolicyKind::Thompson => self.sampled(&self.xs, n, rng, &mut scratch),
             _ => {
                 if rng.random::<f64>() < self.cfg.epsilon {
                     rng.random_range(0..n)
@@ -383,7 +382,9 @@ impl Bandit {
                     greedy
                 }
             }
-        }
+        };
+        self.scratch = scratch;
+        choice
     }
 
     /// Thompson sampling's choice probabilities, estimated from `propensity_draws`
@@ -394,12 +395,12 @@ impl Bandit {
         if m == 0 {
             return None;
         }
-        let mut me = self.clone();
-        let n = me.featurise(obs);
-        let mut rng = substream(self.seed, Stream::BanditPropensity, me.model.updates() ^ state_key(&obs.state));
+        let (mut xs, mut theta) = (Vec::new(), Vec::new());
+        let n = self.featurise(obs, &mut xs);
+        let mut rng = substream(self.seed, Stream::BanditPropensity, self.model.updates() ^ state_key(&obs.state));
         let mut counts = vec![0usize; obs.state.valid.len().max(n)];
         for _ in 0..m {
-            counts[me.sampled(n, &mut rng)] += 1;
+            counts[self.sampled(&xs, n, &mut rng, &mut theta)] += 1;
         }
         Some(counts.iter().map(|&c| c as f64 / m as f64).collect())
     }
@@ -457,14 +458,14 @@ impl Policy for Bandit {
     }
 
     fn probabilities(&self, obs: &Observation, explore: bool) -> Option<Vec<f64>> {
-        let mut me = self.clone();
-        let n = me.featurise(obs);
-        let greedy = me.greedy(n);
+        let mut xs = Vec::new();
+        let n = self.featurise(obs, &mut xs);
+        let greedy = self.greedy(&xs, n);
         if !explore {
             return Some(super::one_hot(obs, greedy));
         }
         match self.kind {
-            PolicyKind::LinUcb => Some(super::one_hot(obs, me.optimistic(n))),
+            PolicyKind::LinUcb => Some(super::one_hot(obs, self.optimistic(&xs, n, &mut Vec::new()))),
             PolicyKind::Thompson => self.thompson_probabilities(obs),
             _ => {
                 let mut p = super::uniform(obs, n);
@@ -477,9 +478,9 @@ impl Policy for Bandit {
 
     /// The predicted immediate reward.
     fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
-        let mut me = self.clone();
-        let n = me.featurise(obs);
-        Some((0..n).map(|k| me.model.mean(me.row(k))).collect())
+        let mut xs = Vec::new();
+        let n = self.featurise(obs, &mut xs);
+        Some((0..n).map(|k| self.model.mean(self.row(&xs, k))).collect())
     }
 
     /// Updates the model on the step's immediate reward. The loss is the squared error of
@@ -558,7 +559,7 @@ mod tests {
             b.xs = (0..10 * d)
                 .map(|i| if i % d == 0 { 1.0 } else { rng.sample::<f64, _>(StandardNormal) / (d as f64).sqrt() })
                 .collect();
-            let values: Vec<f64> = (0..10).map(|k| truth.iter().zip(b.row(k)).map(|(a, x)| a * x).sum()).collect();
+            let values: Vec<f64> = (0..10).map(|k| truth.iter().zip(b.row(&b.xs, k)).map(|(a, x)| a * x).sum()).collect();
             values
         };
         let mut policy_rng = stream(seed, Stream::Bandit);
@@ -572,14 +573,14 @@ mod tests {
             let best = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             regret += best - values[k];
             let r = values[k] + 0.5 * rng.sample::<f64, _>(StandardNormal);
-            let x = b.row(k).to_vec();
+            let x = b.row(&b.xs, k).to_vec();
             b.model.update(&x, r, &mut s).unwrap();
         }
         let mut right = 0;
         for _ in 0..1000 {
             let values = draw_arms(&mut b, &mut rng);
             let best = argmax(values.iter().copied());
-            right += usize::from(b.greedy(10) == best);
+            right += usize::from(b.greedy(&b.xs, 10) == best);
         }
         (regret / random, right as f64 / 1000.0)
     }
