@@ -396,6 +396,17 @@ pub fn eval_episodes_for(config: &Checked, kind: PolicyKind) -> usize {
     }
 }
 
+/// Whether the agent trained by the run of config `run` can act in `config`'s world: the
+/// same world, seed and candidates, and the same observation (layout and the dqn's
+/// interests input). The one rule for serving a run folder and for `fypsim ope`.
+pub fn agent_fits(run: &Checked, config: &Checked) -> bool {
+    run.world == config.world
+        && run.seed == config.seed
+        && run.candidates == config.candidates
+        && crate::env::Layout::of(run) == crate::env::Layout::of(config)
+        && run.dqn.interests == config.dqn.interests
+}
+
 /// Refuses the agent of a run folder whose training has not finished (no summary.json):
 /// an interrupted run's checkpoint holds a half-trained agent, which is not used unasked.
 pub fn require_finished(dir: &Path, what: &str) -> Result<()> {

@@ -111,11 +111,7 @@ impl SpecPolicy {
             Base::Run(dir) => {
                 crate::experiment::run::require_finished(dir, &format!("policy `{}`", spec.text))?;
                 let run = crate::experiment::run::config_of_run(dir)?;
-                let same = run.world == config.world
-                    && run.seed == config.seed
-                    && run.candidates == config.candidates
-                    && crate::env::Layout::of(&run) == crate::env::Layout::of(config);
-                if !same {
+                if !crate::experiment::run::agent_fits(&run, config) {
                     return Err(Error::Other(format!(
                         "policy `{}`: its agent was trained on another world or observation layout (world, seed, candidates \
                          and the dqn's inputs must match the config's)",

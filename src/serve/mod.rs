@@ -840,8 +840,7 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             crate::drive::preflight::check(&run)?;
             crate::experiment::run::require_finished(dir, &format!("arm {}", spec.name))?;
             let ck = crate::experiment::checkpoint::open(dir, &run)?;
-            let same_world = run.world == config.world && run.seed == config.seed && run.candidates == config.candidates;
-            if !same_world || &Layout::of(&run) != layout || run.dqn.interests != config.dqn.interests {
+            if !crate::experiment::run::agent_fits(&run, config) || &Layout::of(&run) != layout {
                 return Err(Error::Other(format!(
                     "arm {}: the agent in {} was trained on another world or observation layout than the one served \
                      (world, seed, candidates and the dqn's inputs must match); serve it with its own run's config",
