@@ -105,11 +105,11 @@ fn prepare(log: LogView<'_>, target: &[Vec<f64>], features: &BanditFeatures, opt
     // phi of the logged (state, slot), and psi = sum_a target(a | x) phi(x, a), per decision.
     let mut phi = vec![0f32; n * d];
     let mut psi = vec![0f32; n * d];
-    let mut x = vec![0.0; d];
+    let (mut x, mut acc) = (vec![0.0; d], vec![0.0; d]);
     for (i, dec) in log.decisions.iter().enumerate() {
         features.write(&dec.obs.state, dec.slot, &mut x);
         phi[i * d..(i + 1) * d].iter_mut().zip(&x).for_each(|(o, v)| *o = *v as f32);
-        let mut acc = vec![0.0; d];
+        acc.fill(0.0);
         for (k, &p) in target[i].iter().enumerate().take(dec.obs.candidates.len()) {
             if p > 0.0 {
                 features.write(&dec.obs.state, k, &mut x);
