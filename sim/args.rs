@@ -283,6 +283,17 @@ pub(crate) enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The off-policy evaluation study (docs/ope.md: The study): many independent logs per
+    /// logging policy and size, every estimator for every target on each, and per
+    /// estimator its bias, spread, relative error and interval coverage. Started again on
+    /// the same folder, it reuses the logs already done.
+    OpeStudy {
+        /// The study file (configs/ope/*.toml).
+        study: PathBuf,
+        /// Output folder (default: results/ope-study/<study file name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate config files and print the resolved config of each.
     Check {
         /// Config files to validate.

@@ -17,6 +17,7 @@ use crate::cmd::inspect::cmd_inspect;
 use crate::cmd::inspect::cmd_world;
 use crate::cmd::learn::cmd_learn;
 use crate::cmd::ope::cmd_ope;
+use crate::cmd::ope::cmd_ope_study;
 use crate::cmd::report::cmd_report;
 use crate::cmd::report::cmd_report_ab_log;
 use crate::cmd::run::cmd_run;
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
             *truth_max,
             out.as_deref(),
         ),
+        Command::OpeStudy { study, out } => cmd_ope_study(study, out.as_deref()),
         Command::Learn { task } => {
             LEARNING.store(true, std::sync::atomic::Ordering::Relaxed);
             cmd_learn(task)

@@ -60,3 +60,32 @@ fn ope_refuses_what_it_cannot_estimate_and_says_why() {
             .stderr(predicates::str::contains(want));
     }
 }
+
+/// `fypsim ope-study`: a small study file writes its tables and says where; a bad one is
+/// refused naming the key and what is allowed.
+#[test]
+fn ope_study_writes_its_tables_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("small.toml");
+    let smoke = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+    let body = |sizes: &str| {
+        format!(
+            "config = {:?}\nlogging = [\"greedy@softmax=1\"]\ntargets = [\"greedy@softmax=0.5\"]\nsizes = {sizes}\nlogs = [4, 2]\ntruth_sessions = 2000\n",
+            smoke.display().to_string()
+        )
+    };
+    std::fs::write(&study, body("[20, 60]")).unwrap();
+    let out = dir.path().join("out");
+    let run = fypsim().arg("ope-study").arg(&study).arg("--out").arg(&out).assert().success();
+    let text = String::from_utf8_lossy(&run.get_output().stdout).to_string();
+    assert!(text.contains("relative RMSE") && text.contains("dr_seq") && text.contains("results:"), "{text}");
+    let df = read_csv(&out.join("study.csv")).unwrap();
+    assert_eq!(df.height(), 2 * 13);
+    for col in ["bias", "bias_se", "spread", "relative_rmse", "coverage", "mean_ess"] {
+        assert!(df.column(col).is_ok(), "{col}");
+    }
+    std::fs::write(&study, body("[60, 20]")).unwrap();
+    let bad = fypsim().arg("ope-study").arg(&study).assert().failure();
+    let err = String::from_utf8_lossy(&bad.get_output().stderr).to_string();
+    assert!(err.contains("`sizes`") && err.contains("increasing"), "{err}");
+}

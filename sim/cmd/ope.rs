@@ -100,3 +100,85 @@ pub(crate) fn cmd_ope(
     println!("results: {} (ope.csv, ope.json, ope.png, log.parquet)", dir.display());
     Ok(())
 }
+
+/// Shows the study's stages as lines and its logs as a bar.
+struct StudyProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl fypsim::ope::study::StudyObserver for StudyProgress {
+    fn stage(&self, message: &str) {
+        self.bar.finish_and_clear();
+        self.bar.println(format!("fypsim ope-study: {message}"));
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("fypsim ope-study: {message}");
+        }
+        self.bar.reset();
+    }
+
+    fn progress(&self, done: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+    }
+}
+
+pub(crate) fn cmd_ope_study(study: &Path, out: Option<&Path>) -> Result<()> {
+    use fypsim::ope::study::{run_study, StudyFile};
+    let file = StudyFile::load(study)?;
+    let config_path = file.config_path(study);
+    let config = fypsim::config::Config::load(&config_path, &[])?;
+    let name = study.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "study".into());
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results").join("ope-study").join(&name));
+    let bar = indicatif::ProgressBar::new(0);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:30.cyan/blue}] {pos}/{len} [{elapsed_precise}, about {eta} left]")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let report = run_study(&config, &file, &name, &dir, &StudyProgress { bar: bar.clone() })?;
+    bar.finish_and_clear();
+    println!(
+        "study {} on {} (seed {}): logging {}; {} bootstrap resamples per estimate",
+        name,
+        report.config,
+        report.seed,
+        file.logging.join(", "),
+        file.bootstrap
+    );
+    for t in &report.truths {
+        println!("session truth of {}: V = {:.4} ± {:.4} ({} on-policy sessions)", t.target, t.value, 1.96 * t.se, t.sessions);
+    }
+    for logging in &file.logging {
+        for target in &file.targets {
+            println!("\nlogging {logging}, target {target}: relative RMSE (coverage of the 95% intervals) by log size");
+            let mut head = format!("  {:<10} {:<3}", "estimator", "");
+            for (s, l) in file.sizes.iter().zip(&file.logs) {
+                head.push_str(&format!(" {:>19}", format!("{s} x{l}")));
+            }
+            println!("{head}");
+            for (name, estimand) in fypsim::ope::estimators::NAMES {
+                let mut line = format!("  {:<10} {:<3}", name, if estimand == Estimand::OneDecision { "V1" } else { "V" });
+                for &s in &file.sizes {
+                    match report
+                        .cells
+                        .iter()
+                        .find(|c| &c.logging == logging && &c.target == target && c.sessions == s && c.estimator == name)
+                    {
+                        Some(c) => line.push_str(&format!(" {:>10.1}% ({:>4.0}%)", 100.0 * c.relative_rmse, 100.0 * c.coverage)),
+                        None => line.push_str(&format!(" {:>19}", "-")),
+                    }
+                }
+                println!("{line}");
+            }
+        }
+    }
+    println!(
+        "compute: {:.0} s wall, {:.0} s processor time ({} logs reused from an earlier invocation)",
+        report.wall_s, report.cpu_s, report.resumed_logs
+    );
+    println!("results: {} (study.csv, logs.csv, study.json, study-*.png, parts/, truth.json)", dir.display());
+    Ok(())
+}

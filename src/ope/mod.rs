@@ -7,6 +7,7 @@
 //! `probabilities` / `scores`, and reaches into nothing else.
 
 pub mod estimators;
+pub mod study;
 
 use std::path::PathBuf;
 
