@@ -164,6 +164,14 @@ pub(crate) enum Command {
         /// Threads answering HTTP (the policies run on one engine thread besides).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Seconds a connection may keep a read waiting (headers or a body that stop
+        /// coming, an idle keep-alive connection) before it is closed.
+        #[arg(long, value_name = "SECONDS", default_value_t = fypsim::serve::http::DEFAULT_READ_TIMEOUT_S)]
+        read_timeout: f64,
+        /// After SIGINT or SIGTERM, seconds to wait for open connections before cutting
+        /// them and closing the log.
+        #[arg(long, value_name = "SECONDS", default_value_t = fypsim::serve::http::DEFAULT_DRAIN_S)]
+        drain: f64,
     },
     /// Drive a served experiment with simulated users over HTTP: each answers its
     /// recommendations with the world's user model and posts the feedback. Prints

@@ -108,8 +108,10 @@ fn main() -> ExitCode {
         }
         Command::Report { ab_log: Some(log), out, .. } => cmd_report_ab_log(log, out.as_deref()),
         Command::Report { dir, ab, .. } => cmd_report(dir.as_deref().expect("clap requires it"), ab.as_deref()),
-        Command::Serve { arms, split, port, host, log, config, overrides, salt, threads } => {
-            cmd_serve(arms, split.as_deref(), (host, *port), log.as_deref(), config.as_deref(), overrides, salt, *threads)
+        Command::Serve { arms, split, port, host, log, config, overrides, salt, threads, read_timeout, drain } => {
+            fypsim::serve::http::HttpOptions::new(*threads, *read_timeout, *drain).map_err(anyhow::Error::from).and_then(|http| {
+                cmd_serve(arms, split.as_deref(), (host, *port), log.as_deref(), config.as_deref(), overrides, salt, http)
+            })
         }
         Command::Traffic { url, users, duration, concurrency, rate, config, overrides, seed, json, quiet } => cmd_traffic(
             fypsim::serve::traffic::TrafficOptions {

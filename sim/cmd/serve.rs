@@ -13,7 +13,7 @@ pub(crate) fn cmd_serve(
     config: Option<&Path>,
     overrides: &[String],
     salt: &str,
-    threads: usize,
+    http: fypsim::serve::http::HttpOptions,
 ) -> Result<()> {
     use fypsim::serve::{parse_split, ArmSpec, ServeOptions, Source};
     let specs: Vec<ArmSpec> = arms.iter().map(|a| ArmSpec::parse(a)).collect::<fypsim::Result<_>>()?;
@@ -38,7 +38,7 @@ pub(crate) fn cmd_serve(
         eprintln!("note: no --log DIR: decisions are not logged, so no A/B report can be made");
     }
     eprintln!("loading the world and the arms...");
-    let stopped = fypsim::serve::http::serve(opts, addr, threads, |bound, h| {
+    let stopped = fypsim::serve::http::serve(opts, addr, http, |bound, h| {
         let arms: Vec<String> = h.arms.iter().map(|a| format!("{}={} ({:.0}%)", a.name, a.version, 100.0 * a.share)).collect();
         println!(
             "world {} ({} users, {} videos); arms {}; salt \"{}\"",
@@ -57,7 +57,15 @@ pub(crate) fn cmd_serve(
         use std::io::Write;
         let _ = std::io::stdout().flush();
     })?;
-    println!("stopped after {} requests, none in flight", stopped.requests);
+    if stopped.cut {
+        println!(
+            "stopped after {} requests; connections still open after the {} s drain were cut (their decisions are logged)",
+            stopped.requests,
+            http.drain.as_secs_f64()
+        );
+    } else {
+        println!("stopped after {} requests, none in flight", stopped.requests);
+    }
     if let Some(l) = stopped.log {
         println!("decision log flushed: {}  (report: fypsim report --ab-log {})", l.display(), l.display());
     }

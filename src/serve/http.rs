@@ -7,11 +7,20 @@
 //! forward pass of the Q-network for all of them). Bad requests get a 4xx with a JSON body
 //! `{"error": ..., "status": ...}` naming the problem. SIGINT or SIGTERM stop accepting
 //! connections, finish the requests in flight, then flush and sync the decision log.
+//!
+//! No client can hold the server: a connection whose read waits longer than the read
+//! timeout (headers or a body that stop coming, or an idle keep-alive connection) is
+//! closed, and the drain after a stop signal lasts at most [`HttpOptions::drain`]; what is
+//! still open then is cut.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::Duration;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
@@ -289,6 +298,136 @@ fn router(state: AppState) -> Router {
 pub struct Stopped {
     pub requests: u64,
     pub log: Option<PathBuf>,
+    /// Connections were still open when the drain's time ran out, and were cut.
+    pub cut: bool,
+}
+
+/// How the HTTP side runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpOptions {
+    /// Threads answering HTTP.
+    pub threads: usize,
+    /// The longest a connection may keep a read waiting (headers, a body, or the next
+    /// request on an idle connection) before it is closed.
+    pub read_timeout: Duration,
+    /// After SIGINT or SIGTERM, the longest the server waits for open connections to
+    /// finish before it cuts them and closes the log.
+    pub drain: Duration,
+}
+
+/// The default read timeout and drain bound, in seconds.
+pub const DEFAULT_READ_TIMEOUT_S: f64 = 10.0;
+pub const DEFAULT_DRAIN_S: f64 = 10.0;
+/// The longest read timeout or drain allowed, in seconds.
+pub const MAX_TIMEOUT_S: f64 = 3600.0;
+
+impl HttpOptions {
+    /// Options from seconds, checked.
+    pub fn new(threads: usize, read_timeout_s: f64, drain_s: f64) -> Result<HttpOptions> {
+        if !(1..=MAX_HTTP_THREADS).contains(&threads) {
+            return Err(Error::Other(format!(
+                "--threads {threads}: allowed 1 to {MAX_HTTP_THREADS} (threads answering HTTP; the policies run on one \
+                 engine thread besides, so more than a few per core gain nothing)"
+            )));
+        }
+        if !(read_timeout_s.is_finite() && (0.1..=MAX_TIMEOUT_S).contains(&read_timeout_s)) {
+            return Err(Error::Other(format!("--read-timeout {read_timeout_s}: allowed 0.1 to {MAX_TIMEOUT_S} seconds")));
+        }
+        if !(drain_s.is_finite() && (0.0..=MAX_TIMEOUT_S).contains(&drain_s)) {
+            return Err(Error::Other(format!("--drain {drain_s}: allowed 0 to {MAX_TIMEOUT_S} seconds")));
+        }
+        Ok(HttpOptions {
+            threads,
+            read_timeout: Duration::from_secs_f64(read_timeout_s),
+            drain: Duration::from_secs_f64(drain_s),
+        })
+    }
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions::new(2, DEFAULT_READ_TIMEOUT_S, DEFAULT_DRAIN_S).expect("the defaults are allowed")
+    }
+}
+
+/// A TCP listener whose connections fail a read that waits longer than `timeout`.
+struct IdleListener {
+    inner: tokio::net::TcpListener,
+    timeout: Duration,
+}
+
+impl axum::serve::Listener for IdleListener {
+    type Io = Idle;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Idle, SocketAddr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (Idle { io, timeout: self.timeout, waiting: None }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection whose reads time out: the timer starts when a read finds nothing to read
+/// and is cleared when bytes (or the end) arrive.
+struct Idle {
+    io: tokio::net::TcpStream,
+    timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for Idle {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.waiting = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match std::future::Future::poll(sleep.as_mut(), cx) {
+                    Poll::Ready(()) => {
+                        this.waiting = None;
+                        Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no bytes from the client for {} s", timeout.as_secs_f64()),
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Idle {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -320,19 +459,15 @@ pub const MAX_HTTP_THREADS: usize = 256;
 
 /// Builds the service, listens on `addr` (port 0: any free port), calls `on_ready` with
 /// the bound address and the service's health, and serves until SIGINT or SIGTERM; then
-/// drains the requests in flight and closes the log.
+/// drains the requests in flight (for at most `http.drain`) and closes the log.
 pub fn serve(
     opts: ServeOptions,
     addr: SocketAddr,
-    threads: usize,
+    http: HttpOptions,
     on_ready: impl FnOnce(SocketAddr, &Health),
 ) -> Result<Stopped> {
-    if !(1..=MAX_HTTP_THREADS).contains(&threads) {
-        return Err(Error::Other(format!(
-            "--threads {threads}: allowed 1 to {MAX_HTTP_THREADS} (threads answering HTTP; the policies run on one \
-             engine thread besides, so more than a few per core gain nothing)"
-        )));
-    }
+    let threads = http.threads;
+    HttpOptions::new(threads, http.read_timeout.as_secs_f64(), http.drain.as_secs_f64())?;
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel::<Msg>();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -357,27 +492,36 @@ pub fn serve(
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
     let state = AppState { engine: tx, metrics: Arc::clone(&metrics) };
-    let served: Result<()> = runtime.block_on(async move {
+    let served: Result<bool> = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
         on_ready(bound, &health);
-        axum::serve(listener, router(state))
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let told = Arc::clone(&stopping);
+        let server = axum::serve(IdleListener { inner: listener, timeout: http.read_timeout }, router(state))
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = stop_signal() => {},
                     _ = died.notified() => {},
                 }
+                told.notify_one();
             })
-            .await
-            .map_err(|e| Error::Other(format!("the server failed: {e}")))
+            .into_future();
+        // The drain is bounded: a client that keeps its connection open cannot keep the
+        // server (and its log) from closing.
+        tokio::select! {
+            r = server => r.map(|()| false).map_err(|e| Error::Other(format!("the server failed: {e}"))),
+            _ = async { stopping.notified().await; tokio::time::sleep(http.drain).await } => Ok(true),
+        }
     });
-    // Every handler (and its sender) is gone with the router: the engine drains and stops.
+    // Every handler (and its sender) is gone with the runtime (a cut connection's handler
+    // too): the engine answers what it holds, drains and stops.
     drop(runtime);
     let log = match engine.join() {
         Ok(r) => r?,
         Err(_) => return Err(Error::Other("the engine thread panicked; the log holds what was flushed before".into())),
     };
-    served?;
-    Ok(Stopped { requests: metrics.served.load(std::sync::atomic::Ordering::Relaxed), log })
+    let cut = served?;
+    Ok(Stopped { requests: metrics.served.load(std::sync::atomic::Ordering::Relaxed), log, cut })
 }
