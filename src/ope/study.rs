@@ -83,7 +83,7 @@ impl StudyFile {
         if s.sizes[0] < 2 || s.sizes.windows(2).any(|w| w[0] >= w[1]) || *s.sizes.last().unwrap() > MAX_SIZE {
             return bad("sizes", format!("= {:?}: increasing, from 2 to {MAX_SIZE} sessions", s.sizes));
         }
-        if s.logs.iter().any(|&l| l < 2 || l > MAX_LOGS) || s.logs.windows(2).any(|w| w[0] < w[1]) {
+        if s.logs.iter().any(|l| !(2..=MAX_LOGS).contains(l)) || s.logs.windows(2).any(|w| w[0] < w[1]) {
             return bad("logs", format!("= {:?}: from 2 to {MAX_LOGS} logs per size, never more for a larger size", s.logs));
         }
         if s.bootstrap < estimators::MIN_BOOTSTRAP || s.bootstrap > 100_000 {

@@ -2,16 +2,17 @@
 //! (the arms, their shares and versions, the salt, the world) and `log.jsonl`, one JSON
 //! record per line: every decision, and every outcome joined to it by request id.
 //!
-//! A writer thread appends records and flushes them at least every [`FLUSH_EVERY`], so a
-//! process killed outright loses at most the last fraction of a second; a closed log is
-//! flushed and synced to disk. A line cut short by a kill is skipped when the log is read
+//! The service writes a decision's record before its answer leaves (a decision that
+//! cannot be logged is not answered), and a syncer thread syncs the file to disk at least
+//! every [`FLUSH_EVERY`]; a closed log is synced. A line cut short by a kill is skipped when the log is read
 //! (and counted), and a restarted server goes on after it on a new line.
 
-use std::io::{BufWriter, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,7 @@ use crate::{Error, Result};
 
 pub const EXPERIMENT: &str = "experiment.json";
 pub const LOG: &str = "log.jsonl";
-/// The longest a record waits in memory before it reaches the file.
+/// The longest a written record waits before the file is synced to disk.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// An arm as the log records it.
@@ -222,104 +223,111 @@ pub fn open_dir(dir: &Path, meta: &Experiment) -> Result<Vec<Record>> {
     Ok(contents.records)
 }
 
-/// The writer of `log.jsonl` (see the module docs).
+/// The writer of `log.jsonl` (see the module docs). Records are written by the caller's
+/// thread ([`Sink::write`]): when it returns Ok, the operating system holds them (a
+/// process killed outright loses none). A syncer thread syncs the file to disk at least
+/// every [`FLUSH_EVERY`] while there is something new.
 pub struct Sink {
-    tx: Option<mpsc::Sender<Record>>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-    failed: Arc<Mutex<Option<String>>>,
+    file: std::fs::File,
+    /// Bytes of whole records in the file: a failed write is cut back to it.
+    len: u64,
+    /// A failed write could not be cut back: the next record starts on a new line.
+    torn: bool,
+    /// Why the last write failed (cleared by the next one that succeeds).
+    failed: Option<String>,
     path: PathBuf,
+    dirty: Arc<AtomicBool>,
+    sync_failed: Arc<Mutex<Option<String>>>,
+    syncer: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl Sink {
     pub fn open(dir: &Path) -> Result<Sink> {
         let path = dir.join(LOG);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io("open", &path))?;
-        let (tx, rx) = mpsc::channel::<Record>();
-        let failed = Arc::new(Mutex::new(None));
-        let flag = Arc::clone(&failed);
-        let p = path.clone();
-        let thread = std::thread::Builder::new()
-            .name("decision-log".into())
-            .spawn(move || write_loop(file, rx, flag, p))
-            .map_err(|e| Error::Other(format!("cannot start the decision log's writer: {e}")))?;
-        Ok(Sink { tx: Some(tx), thread: Some(thread), failed, path })
+        let len = file.metadata().map_err(Error::io("read", &path))?.len();
+        let dirty = Arc::new(AtomicBool::new(false));
+        let sync_failed = Arc::new(Mutex::new(None));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let syncer = {
+            let file = file.try_clone().map_err(Error::io("open", &path))?;
+            let (dirty, failed, p) = (Arc::clone(&dirty), Arc::clone(&sync_failed), path.clone());
+            std::thread::Builder::new()
+                .name("decision-log-sync".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
+                        if dirty.swap(false, Ordering::AcqRel) {
+                            let r = file.sync_data().err().map(|e| format!("cannot sync {} to disk: {e}", p.display()));
+                            if r.is_some() {
+                                dirty.store(true, Ordering::Release);
+                            }
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = r;
+                        }
+                    }
+                })
+                .map_err(|e| Error::Other(format!("cannot start the decision log's syncer: {e}")))?
+        };
+        Ok(Sink { file, len, torn: false, failed: None, path, dirty, sync_failed, syncer: Some((stop, syncer)) })
     }
 
-    pub fn send(&self, record: Record) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(record);
+    /// Appends `records`, whole or not at all: on a failure (a full disk, say) the file is
+    /// cut back to its last whole record and the error says why; a later write that
+    /// succeeds (once there is room) goes on from there.
+    pub fn write(&mut self, records: &[Record]) -> std::result::Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(256 * records.len());
+        if self.torn {
+            buf.push(b'\n');
+        }
+        for r in records {
+            serde_json::to_writer(&mut buf, r).expect("a record serialises");
+            buf.push(b'\n');
+        }
+        match self.file.write_all(&buf) {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                self.torn = false;
+                self.failed = None;
+                self.dirty.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partly written record off (an append-mode file writes at its end,
+                // so the next write follows the last whole record).
+                let cut = self.file.set_len(self.len).is_ok() && self.file.metadata().is_ok_and(|m| m.len() == self.len);
+                self.torn = !cut;
+                let why = format!("cannot write {}: {e}", self.path.display());
+                self.failed = Some(why.clone());
+                Err(why)
+            }
         }
     }
 
-    /// Why writing failed, once it has.
+    /// Why the log cannot be trusted now: the last write failed, or the last sync did.
     pub fn failure(&self) -> Option<String> {
-        self.failed.lock().map(|f| f.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.failed.clone().or_else(|| self.sync_failed.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    /// Writes what is queued, flushes and syncs the file.
+    /// Stops the syncer and syncs the file to disk.
     pub fn close(mut self) -> Result<()> {
-        self.finish()
+        self.stop_syncer();
+        self.file.sync_data().map_err(Error::io("sync to disk", &self.path))
     }
 
-    fn finish(&mut self) -> Result<()> {
-        self.tx.take();
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(Error::Other(format!("the writer of {} stopped unexpectedly", self.path.display()))),
-            None => Ok(()),
+    fn stop_syncer(&mut self) {
+        if let Some((stop, thread)) = self.syncer.take() {
+            drop(stop);
+            let _ = thread.join();
         }
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
-fn write_loop(file: std::fs::File, rx: mpsc::Receiver<Record>, failed: Arc<Mutex<Option<String>>>, path: PathBuf) -> Result<()> {
-    let mut w = BufWriter::with_capacity(1 << 16, file);
-    let mut dirty: Option<Instant> = None;
-    let mut error: Option<std::io::Error> = None;
-    let fail = |e: std::io::Error, error: &mut Option<std::io::Error>| {
-        if error.is_none() {
-            if let Ok(mut f) = failed.lock() {
-                *f = Some(format!("cannot write {}: {e}", path.display()));
-            }
-            *error = Some(e);
-        }
-    };
-    loop {
-        let wait = dirty.map_or(Duration::from_secs(3600), |t| FLUSH_EVERY.saturating_sub(t.elapsed()));
-        match rx.recv_timeout(wait) {
-            Ok(record) => {
-                if error.is_none() {
-                    let mut line = serde_json::to_vec(&record).expect("a record serialises");
-                    line.push(b'\n');
-                    if let Err(e) = w.write_all(&line) {
-                        fail(e, &mut error);
-                    }
-                    dirty.get_or_insert_with(Instant::now);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if dirty.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
-            if let Err(e) = w.flush() {
-                fail(e, &mut error);
-            }
-            dirty = None;
-        }
-    }
-    if error.is_none() {
-        if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_data()) {
-            fail(e, &mut error);
-        }
-    }
-    match error {
-        None => Ok(()),
-        Some(source) => Err(Error::Io { action: "write", path: path.clone(), source }),
+        self.stop_syncer();
+        let _ = self.file.sync_data();
     }
 }
 
@@ -365,9 +373,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("log");
         assert!(open_dir(&d, &experiment("s")).unwrap().is_empty());
-        let sink = Sink::open(&d).unwrap();
+        let mut sink = Sink::open(&d).unwrap();
         for k in 0..100 {
-            sink.send(decision(k));
+            sink.write(&[decision(k)]).unwrap();
         }
         sink.close().unwrap();
         let back = read(&d).unwrap();
@@ -381,8 +389,8 @@ mod tests {
         assert_eq!((back.records.len(), back.damaged), (100, 1));
         // Reopening: the earlier records come back, and new ones start on a new line.
         assert_eq!(open_dir(&d, &experiment("s")).unwrap().len(), 100);
-        let sink = Sink::open(&d).unwrap();
-        sink.send(decision(100));
+        let mut sink = Sink::open(&d).unwrap();
+        sink.write(&[decision(100)]).unwrap();
         drop(sink);
         let back = read(&d).unwrap();
         assert_eq!((back.records.len(), back.damaged), (101, 1));
@@ -393,39 +401,30 @@ mod tests {
         assert!(e.contains("not a decision log"), "{e}");
     }
 
-    /// A full disk is reported (the service then refuses to serve unlogged decisions).
+    /// A full disk is reported by the write itself (the service then answers 503 rather
+    /// than serve an unlogged decision).
     #[cfg(target_os = "linux")]
     #[test]
     fn a_full_disk_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         open_dir(dir.path(), &experiment("s")).unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join(LOG)).unwrap();
-        let sink = Sink::open(dir.path()).unwrap();
+        let mut sink = Sink::open(dir.path()).unwrap();
         assert_eq!(sink.failure(), None);
-        sink.send(decision(1));
-        let t = Instant::now();
-        while sink.failure().is_none() {
-            assert!(t.elapsed() < Duration::from_secs(5), "no failure after 5 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let e = sink.failure().unwrap();
+        let e = sink.write(&[decision(1)]).unwrap_err();
         assert!(e.contains("log.jsonl") && e.contains("No space left"), "{e}");
-        assert!(sink.close().unwrap_err().to_string().contains("No space left"));
+        assert_eq!(sink.failure(), Some(e));
     }
 
-    /// Records reach the file within the flush interval, before the log is closed (so a
-    /// process killed outright loses at most that much).
+    /// A written record is in the file when `write` returns (a process killed outright
+    /// loses nothing answered), before any close.
     #[test]
-    fn records_reach_the_file_without_a_close() {
+    fn records_are_in_the_file_when_write_returns() {
         let dir = tempfile::tempdir().unwrap();
         open_dir(dir.path(), &experiment("s")).unwrap();
-        let sink = Sink::open(dir.path()).unwrap();
-        sink.send(decision(1));
-        let t = Instant::now();
-        while read(dir.path()).unwrap().records.is_empty() {
-            assert!(t.elapsed() < Duration::from_secs(5), "not flushed after 5 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut sink = Sink::open(dir.path()).unwrap();
+        sink.write(&[decision(1), decision(2)]).unwrap();
+        assert_eq!(read(dir.path()).unwrap().records, vec![decision(1), decision(2)]);
         std::mem::forget(sink);
     }
 }

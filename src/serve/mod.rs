@@ -345,9 +345,15 @@ pub struct Service {
     live: HashMap<u32, Live>,
     sessions: HashMap<u32, u32>,
     pending: HashMap<String, Pending>,
-    /// Request ids of earlier runs of the service (replayed from the log) that have their
-    /// feedback; this run's ids are told apart by their sequence number.
-    answered: HashSet<String>,
+    /// Per user, the one decision awaiting its feedback in the user's session: a user's
+    /// next recommendation waits for it, and a session that ends (a new one starts) drops
+    /// it. The one owner of in-flight decisions.
+    awaiting: HashMap<u32, String>,
+    /// Earlier runs of the service on this log: each run's request-id prefix and the
+    /// highest sequence number it issued (an id of theirs is known even if not pending).
+    earlier: HashMap<String, u64>,
+    /// Records of the request being answered, written to the log before it is answered.
+    outbox: Vec<Record>,
     prefix: String,
     seq: u64,
     last_purge_ms: u64,
@@ -359,6 +365,12 @@ pub struct Service {
     _log_lock: Option<crate::experiment::run::RunLock>,
     /// Records kept in memory too ([`Service::capture`]).
     memory: Option<Vec<Record>>,
+}
+
+/// A request id's run prefix and sequence number ("<prefix>-<hex seq>").
+fn split_id(id: &str) -> Option<(&str, u64)> {
+    let (prefix, seq) = id.rsplit_once('-')?;
+    Some((prefix, u64::from_str_radix(seq, 16).ok()?))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -421,7 +433,9 @@ impl Service {
             live: HashMap::new(),
             sessions: HashMap::new(),
             pending: HashMap::new(),
-            answered: HashSet::new(),
+            awaiting: HashMap::new(),
+            earlier: HashMap::new(),
+            outbox: Vec::new(),
             prefix: format!("{started:x}"),
             seq: 0,
             last_purge_ms: started,
@@ -436,6 +450,12 @@ impl Service {
             let meta = service.experiment();
             let earlier = log::open_dir(dir, &meta)?;
             service.replay(&earlier);
+            // This run's ids must not repeat an earlier run's (started in the same millisecond).
+            let mut started = started;
+            while service.earlier.contains_key(&service.prefix) {
+                started += 1;
+                service.prefix = format!("{started:x}");
+            }
             service.log = Some(log::Sink::open(dir)?);
         }
         Ok(service)
@@ -482,31 +502,49 @@ impl Service {
     /// users' session counters move past their logged sessions, and decisions without an
     /// outcome await their feedback again.
     fn replay(&mut self, records: &[Record]) {
-        let mut decided: HashMap<&str, &Decision> = HashMap::new();
-        for r in records {
+        // Per decision without an outcome yet: its place in the log.
+        let mut decided: HashMap<&str, (usize, &Decision)> = HashMap::new();
+        for (k, r) in records.iter().enumerate() {
             match r {
                 Record::Decision(d) => {
-                    decided.insert(&d.request_id, d);
+                    decided.insert(&d.request_id, (k, d));
                     let n = self.sessions.entry(d.user).or_insert(0);
                     *n = (*n).max(d.session + 1);
+                    if let Some((prefix, seq)) = split_id(&d.request_id) {
+                        let top = self.earlier.entry(prefix.to_string()).or_insert(0);
+                        *top = (*top).max(seq);
+                    }
                 }
                 Record::Outcome(o) => {
                     if decided.remove(o.request_id.as_str()).is_some() && self.user_known(o.user as u64) {
                         let seen = self.seen(o.video, o.response, o.watch_time_s, o.left);
                         self.env.record(None, o.user, seen);
-                        self.answered.insert(o.request_id.clone());
                     }
                 }
             }
         }
-        for (id, d) in decided {
+        // A user's last decision without an outcome awaits its feedback again; any
+        // earlier one belonged to a session that had ended.
+        let mut last: HashMap<u32, (usize, &str, &Decision)> = HashMap::new();
+        for (id, (k, d)) in decided {
+            if last.get(&d.user).is_none_or(|&(j, _, _)| j < k) {
+                last.insert(d.user, (k, id, d));
+            }
+        }
+        for (user, (_, id, d)) in last {
             if let Some(arm) = self.arms.iter().position(|a| a.name == d.arm) {
-                if self.user_known(d.user as u64) && (d.video as usize) < self.env.world.videos.len() {
-                    let p = Pending { user: d.user, arm, video: d.video, session: d.session, at_ms: d.time_ms };
+                if self.user_known(user as u64) && (d.video as usize) < self.env.world.videos.len() {
+                    let p = Pending { user, arm, video: d.video, session: d.session, at_ms: d.time_ms };
                     self.pending.insert(id.to_string(), p);
+                    self.awaiting.insert(user, id.to_string());
                 }
             }
         }
+    }
+
+    /// Whether an earlier run of the service on this log issued `id`.
+    fn issued_earlier(&self, id: &str) -> bool {
+        split_id(id).is_some_and(|(prefix, seq)| self.earlier.get(prefix).is_some_and(|&top| seq <= top))
     }
 
     /// Whether this run of the service issued `id`.
@@ -540,20 +578,39 @@ impl Service {
         }
     }
 
-    /// The log failed (a full disk, say): nothing is served unlogged.
-    fn log_failure(&self) -> Option<ApiError> {
-        let sink = self.log.as_ref()?;
-        sink.failure()
-            .map(|e| ApiError::new(503, format!("the decision log cannot be written ({e}); not serving unlogged decisions")))
+    /// Why the log cannot be trusted now (its last write or sync failed).
+    fn log_failure(&self) -> Option<String> {
+        self.log.as_ref()?.failure()
+    }
+
+    /// Writes the records of the request being answered to the log: Ok once the
+    /// operating system holds them; else nothing of them is in the log, and the caller
+    /// answers 503 and undoes what the request did.
+    fn commit(&mut self) -> std::result::Result<(), ApiError> {
+        let records = std::mem::take(&mut self.outbox);
+        if let Some(sink) = &mut self.log {
+            sink.write(&records).map_err(|e| {
+                ApiError::new(503, format!("the decision log cannot be written ({e}); not answering unlogged: try again later"))
+            })?;
+        }
+        if let Some(m) = &mut self.memory {
+            m.extend(records);
+        }
+        Ok(())
+    }
+
+    /// Ends `user`'s session: its decision awaiting feedback, if any, is dropped.
+    fn end_session(&mut self, user: u32) {
+        self.live.remove(&user);
+        if let Some(id) = self.awaiting.remove(&user) {
+            self.pending.remove(&id);
+        }
     }
 
     /// Answers several recommendation requests: each user's observation from the live
     /// matrix, then one `act_batch` per arm (one forward pass for a network).
     pub fn recommend_batch(&mut self, reqs: &[RecommendRequest], now: u64) -> Vec<std::result::Result<Recommendation, ApiError>> {
         let mut out: Vec<Option<std::result::Result<Recommendation, ApiError>>> = vec![None; reqs.len()];
-        if let Some(e) = self.log_failure() {
-            return reqs.iter().map(|_| Err(e.clone())).collect();
-        }
         // (request index, user, observation) per arm.
         let mut by_arm: Vec<Vec<(usize, u32, Observation)>> = (0..self.arms.len()).map(|_| Vec::new()).collect();
         let mut users_in_batch = HashSet::new();
@@ -592,6 +649,16 @@ impl Service {
                 out[*i] = Some(Ok(self.decide(*user, arm, o, slot, d.propensity, now)));
             }
         }
+        // Logged before answered: decisions that cannot be logged are undone and refused.
+        if let Err(e) = self.commit() {
+            for (r, req) in out.iter_mut().zip(reqs) {
+                if let Some(Ok(rec)) = r {
+                    self.pending.remove(&rec.request_id);
+                    self.awaiting.remove(&(req.user as u32));
+                    *r = Some(Err(e.clone()));
+                }
+            }
+        }
         out.into_iter().map(|r| r.expect("every request answered")).collect()
     }
 
@@ -620,7 +687,20 @@ impl Service {
                     || rules.budget_spent(l.session.t)
             }
         };
+        if !stale {
+            if let Some(id) = self.awaiting.get(&user) {
+                let step = self.live.get(&user).map_or(0, |l| l.session.t);
+                return Err(ApiError::new(
+                    409,
+                    format!(
+                        "user {user} has a recommendation awaiting its feedback (request {id}, step {step} of this session): \
+                         send its feedback first, or start a new session with \"new_session\": true"
+                    ),
+                ));
+            }
+        }
         if stale {
+            self.end_session(user);
             let number = {
                 let n = self.sessions.entry(user).or_insert(0);
                 *n += 1;
@@ -671,8 +751,11 @@ impl Service {
             policy: a.version.clone(),
         };
         self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number, at_ms: now });
+        self.awaiting.insert(user, request_id.clone());
         if now.saturating_sub(self.last_purge_ms) > 60_000 {
             self.pending.retain(|_, p| now.saturating_sub(p.at_ms) <= PENDING_TTL_MS);
+            let pending = &self.pending;
+            self.awaiting.retain(|_, id| pending.contains_key(id));
             self.last_purge_ms = now;
         }
         self.emit(Record::Decision(Decision {
@@ -702,16 +785,14 @@ impl Service {
     /// move on exactly as a simulated step moves them, and the outcome joins its decision
     /// in the log.
     pub fn feedback(&mut self, req: &FeedbackRequest, now: u64) -> std::result::Result<FeedbackAck, ApiError> {
-        if let Some(e) = self.log_failure() {
-            return Err(e);
-        }
         check_watch(req.watch_time_s)?;
         let Some(p) = self.pending.get(&req.request_id).cloned() else {
-            return Err(if self.answered.contains(&req.request_id) || self.issued_here(&req.request_id) {
+            return Err(if self.issued_here(&req.request_id) || self.issued_earlier(&req.request_id) {
                 ApiError::new(
                     409,
                     format!(
-                        "request {} already has its feedback (or waited over {} minutes for it and expired)",
+                        "request {} awaits no feedback: it has had its feedback, or its session ended first (the user \
+                         started another), or it waited over {} minutes and expired",
                         req.request_id,
                         PENDING_TTL_MS / 60_000
                     ),
@@ -734,23 +815,9 @@ impl Service {
                 ),
             ));
         }
-        self.pending.remove(&req.request_id);
         let watch = if action.counts_view() { req.watch_time_s.unwrap_or(v.duration_s) } else { req.watch_time_s.unwrap_or(0.0) };
         let seen = self.seen(p.video, req.response, watch, req.left);
         let reward = self.env.world.model.reward_of(action, seen.watch_s, req.shared, req.followed);
-        let rules = self.config.env.clone();
-        let mut over = seen.left;
-        match self.live.get_mut(&p.user) {
-            Some(l) if l.number == p.session => {
-                self.env.record(Some(&mut l.session), p.user, seen);
-                l.last_ms = now;
-                over |= rules.budget_spent(l.session.t);
-                if over {
-                    self.live.remove(&p.user);
-                }
-            }
-            _ => self.env.record(None, p.user, seen),
-        }
         self.emit(Record::Outcome(Outcome {
             request_id: req.request_id.clone(),
             time_ms: now,
@@ -765,6 +832,26 @@ impl Service {
             followed: req.followed,
             reward,
         }));
+        // Logged before applied: an outcome that cannot be logged leaves the world as it
+        // was and the decision awaiting its feedback.
+        self.commit()?;
+        self.pending.remove(&req.request_id);
+        if self.awaiting.get(&p.user) == Some(&req.request_id) {
+            self.awaiting.remove(&p.user);
+        }
+        let rules = self.config.env.clone();
+        let mut over = seen.left;
+        match self.live.get_mut(&p.user) {
+            Some(l) if l.number == p.session => {
+                self.env.record(Some(&mut l.session), p.user, seen);
+                l.last_ms = now;
+                over |= rules.budget_spent(l.session.t);
+                if over {
+                    self.end_session(p.user);
+                }
+            }
+            _ => self.env.record(None, p.user, seen),
+        }
         Ok(FeedbackAck { request_id: req.request_id.clone(), arm: self.arms[p.arm].name.clone(), reward, session_over: over })
     }
 
@@ -780,12 +867,7 @@ impl Service {
     }
 
     fn emit(&mut self, record: Record) {
-        if let Some(m) = &mut self.memory {
-            m.push(record.clone());
-        }
-        if let Some(sink) = &self.log {
-            sink.send(record);
-        }
+        self.outbox.push(record);
     }
 
     pub fn health(&self) -> Health {
@@ -997,7 +1079,7 @@ mod tests {
         assert!(e.message.contains("longer than the video"), "{}", e.message);
         service.feedback(&fb(&rec.request_id), 2).unwrap();
         let e = service.feedback(&fb(&rec.request_id), 3).unwrap_err();
-        assert_eq!((e.status, e.message.contains("already")), (409, true));
+        assert_eq!((e.status, e.message.contains("awaits no feedback")), (409, true));
         let recent = vec![RecentStep { video: 100_000, response: Reported::Skipped, watch_time_s: None }];
         let e = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: Some(recent) }, 4).unwrap_err();
         assert_eq!(e.status, 422);
@@ -1021,29 +1103,81 @@ mod tests {
         assert!(parse_split("50/50", 2).is_ok() && parse_split("50", 2).is_err() && parse_split("0/100", 2).is_err());
     }
 
-    /// When the log cannot be written (a full disk), nothing more is served unlogged.
+    /// When the log cannot be written (a full disk), nothing is answered unlogged: the
+    /// decision is refused with 503 and undone (the user may ask again), and feedback is
+    /// refused without moving the world (the decision still awaits it).
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_full_disk_stops_serving_with_503() {
+    fn a_full_disk_refuses_with_503_and_undoes_the_request() {
         let dir = tempfile::tempdir().unwrap();
         let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
+        let req = RecommendRequest { user: 1, new_session: false, recent: None };
+        let rec = service.recommend(&req, 1).unwrap();
         // The log's file is a device that is always full (never read it: it reads zeros
         // without end).
         std::os::unix::fs::symlink("/dev/full", dir.path().join(log::LOG)).unwrap();
         service.log = Some(log::Sink::open(dir.path()).unwrap());
-        let req = RecommendRequest { user: 1, new_session: false, recent: None };
-        service.recommend(&req, 1).unwrap();
-        let t = std::time::Instant::now();
-        let e = loop {
-            match service.recommend(&RecommendRequest { new_session: true, ..req.clone() }, 2) {
-                Err(e) => break e,
-                Ok(_) => assert!(t.elapsed().as_secs() < 5, "still serving after 5 s"),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let matrix = format!("{:?}", service.env.matrix);
+        let fb = FeedbackRequest {
+            request_id: rec.request_id.clone(),
+            response: Reported::Watched,
+            watch_time_s: None,
+            left: false,
+            shared: false,
+            followed: false,
         };
+        let e = service.feedback(&fb, 2).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(e.message.contains("No space left") && e.message.contains("unlogged"), "{}", e.message);
+        assert_eq!(format!("{:?}", service.env.matrix), matrix, "an unlogged outcome moved the world");
         assert_eq!(service.health().status, "log_failed");
+        assert!(service.pending.contains_key(&rec.request_id));
+        let e = service.recommend(&RecommendRequest { user: 2, ..req.clone() }, 3).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(!service.awaiting.contains_key(&2) && service.pending.len() == 1, "the refused decision was not undone");
+        // Room again (the log is a file again): both go through.
+        std::fs::remove_file(dir.path().join(log::LOG)).unwrap();
+        service.log = Some(log::Sink::open(dir.path()).unwrap());
+        service.feedback(&fb, 4).unwrap();
+        service.recommend(&RecommendRequest { user: 2, ..req }, 5).unwrap();
+        assert_eq!(service.health().status, "ok");
+        let text = std::fs::read_to_string(dir.path().join(log::LOG)).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    /// One owner of a user's in-flight decision and of a session's end: a second request
+    /// while a decision awaits feedback is refused (409), a new session drops the old
+    /// session's decision, and its late feedback is refused (409) instead of logged into
+    /// a session that has ended.
+    #[test]
+    fn one_decision_in_flight_per_user_and_none_after_its_session_ended() {
+        let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
+        service.capture();
+        let req = RecommendRequest { user: 3, new_session: false, recent: None };
+        let first = service.recommend(&req, 1).unwrap();
+        let e = service.recommend(&req, 2).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("awaiting its feedback") && e.message.contains(&first.request_id), "{}", e.message);
+        let fb = |id: &str| FeedbackRequest {
+            request_id: id.into(),
+            response: Reported::Watched,
+            watch_time_s: None,
+            left: false,
+            shared: false,
+            followed: false,
+        };
+        service.feedback(&fb(&first.request_id), 3).unwrap();
+        let second = service.recommend(&req, 4).unwrap();
+        assert_eq!((second.session, second.step), (first.session, first.step + 1));
+        // A new session ends the old one and its decision with it.
+        let third = service.recommend(&RecommendRequest { new_session: true, ..req.clone() }, 5).unwrap();
+        assert_eq!((third.session, third.step), (first.session + 1, 0));
+        let e = service.feedback(&fb(&second.request_id), 6).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("session ended"), "{}", e.message);
+        // Nothing of the refused requests is in the log.
+        let records = service.take_records();
+        assert_eq!(records.len(), 4, "{records:?}");
     }
 
     /// A session rebuilt from the steps a client reports observes what the session the
