@@ -182,6 +182,14 @@ struct Live {
     last_ms: u64,
 }
 
+/// A user's session, session counter and decision awaiting feedback, as saved before a
+/// request that might not be logged.
+struct UserState {
+    live: Option<Live>,
+    sessions: Option<u32>,
+    awaiting: Option<(String, Pending)>,
+}
+
 /// A decision awaiting its feedback.
 #[derive(Debug, Clone)]
 struct Pending {
@@ -599,6 +607,31 @@ impl Service {
         Ok(())
     }
 
+    /// What a recommendation request may change of `user`.
+    fn user_state(&self, user: u32) -> UserState {
+        let awaiting = self.awaiting.get(&user).and_then(|id| Some((id.clone(), self.pending.get(id)?.clone())));
+        UserState { live: self.live.get(&user).cloned(), sessions: self.sessions.get(&user).copied(), awaiting }
+    }
+
+    /// Puts `user` back as `state` had it.
+    fn restore(&mut self, user: u32, state: UserState) {
+        match state.live {
+            Some(l) => self.live.insert(user, l),
+            None => self.live.remove(&user),
+        };
+        match state.sessions {
+            Some(n) => self.sessions.insert(user, n),
+            None => self.sessions.remove(&user),
+        };
+        if let Some(id) = self.awaiting.remove(&user) {
+            self.pending.remove(&id);
+        }
+        if let Some((id, p)) = state.awaiting {
+            self.pending.insert(id.clone(), p);
+            self.awaiting.insert(user, id);
+        }
+    }
+
     /// Ends `user`'s session: its decision awaiting feedback, if any, is dropped.
     fn end_session(&mut self, user: u32) {
         self.live.remove(&user);
@@ -614,12 +647,16 @@ impl Service {
         // (request index, user, observation) per arm.
         let mut by_arm: Vec<Vec<(usize, u32, Observation)>> = (0..self.arms.len()).map(|_| Vec::new()).collect();
         let mut users_in_batch = HashSet::new();
+        // What each user's request may change, as it was: restored if the batch cannot be
+        // logged (a new session's end of the old one included).
+        let mut before: Vec<(u32, UserState)> = Vec::new();
         let shares = self.shares();
         for (i, req) in reqs.iter().enumerate() {
             let prepared = self.user_of(req.user).and_then(|user| {
                 if !users_in_batch.insert(user) {
                     return Err(ApiError::new(409, format!("user {user} has another request in flight; send one at a time")));
                 }
+                before.push((user, self.user_state(user)));
                 self.prepare(user, req, now).map(|obs| (user, obs))
             });
             match prepared {
@@ -651,12 +688,14 @@ impl Service {
         }
         // Logged before answered: decisions that cannot be logged are undone and refused.
         if let Err(e) = self.commit() {
-            for (r, req) in out.iter_mut().zip(reqs) {
+            for r in out.iter_mut() {
                 if let Some(Ok(rec)) = r {
                     self.pending.remove(&rec.request_id);
-                    self.awaiting.remove(&(req.user as u32));
                     *r = Some(Err(e.clone()));
                 }
+            }
+            for (user, state) in before {
+                self.restore(user, state);
             }
         }
         out.into_iter().map(|r| r.expect("every request answered")).collect()
@@ -1135,6 +1174,12 @@ mod tests {
         let e = service.recommend(&RecommendRequest { user: 2, ..req.clone() }, 3).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(!service.awaiting.contains_key(&2) && service.pending.len() == 1, "the refused decision was not undone");
+        // A refused new session leaves the old one, and its decision awaiting, as they were.
+        let (live, sessions) = (format!("{:?}", service.live.get(&1)), service.sessions.get(&1).copied());
+        let e = service.recommend(&RecommendRequest { new_session: true, ..req.clone() }, 3).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert_eq!((format!("{:?}", service.live.get(&1)), service.sessions.get(&1).copied()), (live, sessions));
+        assert_eq!(service.awaiting.get(&1), Some(&rec.request_id));
         // Room again (the log is a file again): both go through.
         std::fs::remove_file(dir.path().join(log::LOG)).unwrap();
         service.log = Some(log::Sink::open(dir.path()).unwrap());
@@ -1178,6 +1223,77 @@ mod tests {
         // Nothing of the refused requests is in the log.
         let records = service.take_records();
         assert_eq!(records.len(), 4, "{records:?}");
+    }
+
+    /// A restart on the same log is the service it was: the matrix and each user's session
+    /// counter come back from the log; another experiment's arms or world are refused,
+    /// naming what differs; more than two arms are refused.
+    #[test]
+    fn a_restart_replays_the_log_and_refuses_another_experiment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(SMALL, &[("A", PolicyKind::Greedy), ("B", PolicyKind::Random)]);
+        opts.log = Some(dir.path().to_path_buf());
+        let mut service = Service::new(&opts).unwrap();
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..30).collect();
+        // rehearse captures in memory too; the log gets every record as well.
+        rehearse(&mut service, &world, &users, 2, 4).unwrap();
+        let (matrix, sessions) = (format!("{:?}", service.env.matrix), service.sessions.clone());
+        service.close().unwrap();
+        let again = Service::new(&opts).unwrap();
+        assert_eq!(format!("{:?}", again.env.matrix), matrix);
+        assert_eq!(again.sessions, sessions);
+        drop(again);
+        let other = |arms: &[(&str, PolicyKind)], toml: &str| {
+            let mut o = options(toml, arms);
+            o.log = Some(dir.path().to_path_buf());
+            Service::new(&o).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        let e = other(&[("A", PolicyKind::Greedy), ("B", PolicyKind::MostViewed)], SMALL);
+        assert!(e.contains("another experiment") && e.contains("arms"), "{e}");
+        let e = other(&[("A", PolicyKind::Greedy), ("B", PolicyKind::Random)], &SMALL.replace("seed = 3", "seed = 4"));
+        assert!(e.contains("another experiment") && e.contains("world"), "{e}");
+        let three = options(SMALL, &[("A", PolicyKind::Greedy), ("B", PolicyKind::Random), ("C", PolicyKind::MostViewed)]);
+        assert!(Service::new(&three).err().unwrap().to_string().contains("3 arms"));
+    }
+
+    /// A session ends after `env.max_steps` steps (the feedback says so and the next
+    /// request opens a new one); `recent` starts a new session and ends the old one's
+    /// decision; `recent` longer than the limit is refused.
+    #[test]
+    fn sessions_end_at_max_steps_and_recent_ends_the_old_decision() {
+        let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
+        let fb = |id: &str| FeedbackRequest {
+            request_id: id.into(),
+            response: Reported::Watched,
+            watch_time_s: Some(1.0),
+            left: false,
+            shared: false,
+            followed: false,
+        };
+        let req = RecommendRequest { user: 5, new_session: true, recent: None };
+        let mut over = false;
+        let mut steps = 0;
+        let first = service.recommend(&req, 1).unwrap();
+        let mut rec = first.clone();
+        while !over {
+            over = service.feedback(&fb(&rec.request_id), 2).unwrap().session_over;
+            steps += 1;
+            if !over {
+                rec = service.recommend(&RecommendRequest { new_session: false, ..req.clone() }, 3).unwrap();
+                assert_eq!(rec.session, first.session);
+            }
+        }
+        assert_eq!(steps, 12, "env.max_steps = 12");
+        let next = service.recommend(&RecommendRequest { new_session: false, ..req.clone() }, 4).unwrap();
+        assert_eq!((next.session, next.step), (first.session + 1, 0));
+        let rebuilt = service.recommend(&RecommendRequest { user: 5, new_session: false, recent: Some(Vec::new()) }, 5).unwrap();
+        assert_eq!(rebuilt.session, next.session + 1);
+        let e = service.feedback(&fb(&next.request_id), 6).unwrap_err();
+        assert_eq!(e.status, 409);
+        let long = vec![RecentStep { video: 1, response: Reported::Skipped, watch_time_s: None }; MAX_RECENT + 1];
+        let e = service.recommend(&RecommendRequest { user: 6, new_session: false, recent: Some(long) }, 7).unwrap_err();
+        assert_eq!(e.status, 422);
     }
 
     /// A session rebuilt from the steps a client reports observes what the session the
