@@ -77,9 +77,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts a checkpoint of the run in `run` (an unfinished earlier attempt is removed).
+    /// Starts a checkpoint of the run in `run` (an unfinished earlier attempt is removed;
+    /// a complete one left by a crash between removing the old checkpoint and the rename,
+    /// the only checkpoint then, is first moved into place).
     pub fn begin(run: &Path) -> Result<Writer> {
         let tmp = run.join(TMP);
+        let fin = run.join(DIR);
+        if tmp.join(MANIFEST).is_file() && !fin.exists() {
+            fs::rename(&tmp, &fin).map_err(Error::io("rename into place", &fin))?;
+        }
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(Error::io("remove", &tmp))?;
         }
@@ -286,6 +292,26 @@ mod tests {
         let other = c.with_seed(1);
         let e = open(d.path(), &other).unwrap_err().to_string();
         assert!(e.contains("does not match the config"), "{e}");
+    }
+
+    /// A crash after the old checkpoint was removed and before the new one was renamed
+    /// leaves the new one complete in checkpoint.tmp: it is read there, and the next save
+    /// keeps it (moves it into place) instead of removing it; a failure of that save
+    /// leaves it whole.
+    #[test]
+    fn a_checkpoint_left_complete_in_tmp_survives_the_next_save() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::default().check().unwrap();
+        let w = Writer::begin(d.path()).unwrap();
+        w.write("a.bin", b"second").unwrap();
+        w.finish(&c, 2).unwrap();
+        fs::rename(d.path().join(DIR), d.path().join(TMP)).unwrap();
+        assert_eq!(open(d.path(), &c).unwrap().read("a.bin").unwrap(), b"second");
+        let w = Writer::begin(d.path()).unwrap();
+        w.write("a.bin", b"half").unwrap();
+        drop(w);
+        let ck = open(d.path(), &c).unwrap();
+        assert_eq!((ck.read("a.bin").unwrap(), ck.manifest.unwrap().episodes_done), (b"second".to_vec(), 2));
     }
 
     #[test]
