@@ -137,9 +137,24 @@ fn log_text(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("log.jsonl")).unwrap_or_default()
 }
 
-/// A client that sends headers and part of a body and then waits is cut off after the
-/// read timeout; a client that trickles bytes forever cannot keep SIGTERM from stopping
-/// the server (the drain is bounded), and what was served is in the log.
+/// A client that pipelines requests and never reads the answers, from `addr`: once the
+/// socket buffers are full the server's writes to it block, so its connection stays busy.
+fn never_reads(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let one = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+        while w.write_all(&many).is_ok() {}
+    });
+    s
+}
+
+/// No client can hold the server. A body that stops coming is answered 408 within the
+/// read timeout; headers trickled a byte at a time are cut off after it (the deadline is
+/// for the whole header, not between bytes); a client that never reads its answers
+/// cannot keep SIGTERM from stopping the server beyond the drain, nor a second signal
+/// beyond that signal; and what was served is in the log.
 #[test]
 fn stalled_clients_cannot_hold_the_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,30 +163,58 @@ fn stalled_clients_cannot_hold_the_server() {
     assert_eq!(status, 200, "{rec}");
     assert_eq!(server.feedback(&rec["request_id"]).0, 200);
 
-    // Headers and half a body, then nothing: the server closes the connection.
+    // Headers and half a body, then nothing.
     let mut stalled = TcpStream::connect(&server.addr).unwrap();
     stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     stalled
         .write_all(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"us")
         .unwrap();
     let t = Instant::now();
-    let mut sink = Vec::new();
-    let _ = stalled.read_to_end(&mut sink);
+    let mut answer = String::new();
+    let _ = stalled.read_to_string(&mut answer);
     assert!(t.elapsed() < Duration::from_secs(10), "a stalled body held its connection for {:?}", t.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
-    // A header trickled a byte at a time, forever.
-    let mut trickle = TcpStream::connect(&server.addr).unwrap();
-    trickle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    // A header trickled a byte every 200 ms: closed after the read timeout all the same.
+    let trickle = TcpStream::connect(&server.addr).unwrap();
+    let (closed_tx, closed) = mpsc::channel();
+    let mut w = trickle.try_clone().unwrap();
     std::thread::spawn(move || {
-        while trickle.write_all(b"a").is_ok() {
+        let _ = w.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+        while w.write_all(b"a").is_ok() {
             std::thread::sleep(Duration::from_millis(200));
         }
+        let _ = closed_tx.send(());
     });
-    std::thread::sleep(Duration::from_millis(500));
+    let mut r = trickle;
+    r.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t = Instant::now();
+    let _ = r.read_to_end(&mut Vec::new());
+    assert!(t.elapsed() < Duration::from_secs(10), "a trickled header held its connection for {:?}", t.elapsed());
+    let _ = closed.recv_timeout(Duration::from_secs(10));
+
+    // A client that never reads: the drain ends it.
+    let _busy = never_reads(&server.addr);
+    std::thread::sleep(Duration::from_millis(1500));
     let (status, out) = server.stop(Duration::from_secs(20));
     assert!(status.success(), "{status:?}: {out}");
-    assert!(out.contains("were cut"), "the trickling connection was not cut: {out}");
+    assert!(out.contains("were cut"), "the busy connection was not cut: {out}");
     assert_eq!(log_text(dir.path()).lines().count(), 2, "the decision and its outcome are logged");
+
+    // With a long drain, a second signal ends it.
+    let server = Server::start(dir.path(), &["--drain", "600"], None);
+    let _busy = never_reads(&server.addr);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = server.child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    });
+    let (status, out) = server.stop(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {out}");
+    assert!(out.contains("were cut"), "{out}");
 }
 
 /// One decision in flight per user: a second request, sequential or concurrent, is

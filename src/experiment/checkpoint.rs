@@ -314,6 +314,22 @@ mod tests {
         assert_eq!((ck.read("a.bin").unwrap(), ck.manifest.unwrap().episodes_done), (b"second".to_vec(), 2));
     }
 
+    /// A config's identity ignores comments, key order and the binary's version, and
+    /// sees any setting.
+    #[test]
+    fn the_fingerprint_ignores_comments_key_order_and_version() {
+        let a = Config::from_toml_str("seed = 3\n[env]\nmax_steps = 12\nskip_time_min_s = 1.0\n", &[]).unwrap();
+        let b =
+            Config::from_toml_str("# a comment\nseed = 3 # and another\n\n[env]\nskip_time_min_s = 1.0\nmax_steps = 12\n", &[])
+                .unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let mut raw = a.inner().clone();
+        raw.provenance = Some(crate::config::Provenance { crate_version: "9.9.9".into(), git_revision: "somewhere-else".into() });
+        assert_eq!(fingerprint(&raw.check().unwrap()), fingerprint(&a));
+        let c = Config::from_toml_str("seed = 3\n[env]\nmax_steps = 13\nskip_time_min_s = 1.0\n", &[]).unwrap();
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+
     #[test]
     fn a_failed_save_keeps_the_previous_checkpoint() {
         let d = tempfile::tempdir().unwrap();

@@ -8,18 +8,16 @@
 //! `{"error": ..., "status": ...}` naming the problem. SIGINT or SIGTERM stop accepting
 //! connections, finish the requests in flight, then flush and sync the decision log.
 //!
-//! No client can hold the server: a connection whose read waits longer than the read
-//! timeout (headers or a body that stop coming, or an idle keep-alive connection) is
-//! closed, and the drain after a stop signal lasts at most [`HttpOptions::drain`]; what is
-//! still open then is cut.
+//! No client can hold the server: a request's headers (and the next request's on a kept
+//! alive connection) must arrive whole within the read timeout, or the connection is
+//! closed; its body too, or it is answered 408; the drain after a stop signal lasts at
+//! most [`HttpOptions::drain`] (a second signal cuts it short), and what is still open
+//! then is cut.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -307,8 +305,9 @@ pub struct Stopped {
 pub struct HttpOptions {
     /// Threads answering HTTP.
     pub threads: usize,
-    /// The longest a connection may keep a read waiting (headers, a body, or the next
-    /// request on an idle connection) before it is closed.
+    /// The longest a request's headers (or the next request's, on an idle kept-alive
+    /// connection) may take to arrive whole before the connection is closed, and its
+    /// body before it is answered 408.
     pub read_timeout: Duration,
     /// After SIGINT or SIGTERM, the longest the server waits for open connections to
     /// finish before it cuts them and closes the log.
@@ -350,106 +349,56 @@ impl Default for HttpOptions {
     }
 }
 
-/// A TCP listener whose connections fail a read that waits longer than `timeout`.
-struct IdleListener {
-    inner: tokio::net::TcpListener,
-    timeout: Duration,
-}
-
-impl axum::serve::Listener for IdleListener {
-    type Io = Idle;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Idle, SocketAddr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (Idle { io, timeout: self.timeout, waiting: None }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection whose reads time out: the timer starts when a read finds nothing to read
-/// and is cleared when bytes (or the end) arrive.
-struct Idle {
-    io: tokio::net::TcpStream,
-    timeout: Duration,
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl tokio::io::AsyncRead for Idle {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.waiting = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let timeout = this.timeout;
-                let sleep = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                match std::future::Future::poll(sleep.as_mut(), cx) {
-                    Poll::Ready(()) => {
-                        this.waiting = None;
-                        Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no bytes from the client for {} s", timeout.as_secs_f64()),
-                        )))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+/// The body of a request, read whole within `deadline` (a body that stops coming, or
+/// trickles, is answered 408 instead of holding its connection), then handed on.
+async fn body_deadline(State(deadline): State<Duration>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            if format!("{e:?}").contains("LengthLimitError") {
+                error_response(&ApiError::new(413, format!("the request body is over the limit of {MAX_BODY} bytes")))
+            } else {
+                error_response(&ApiError::new(400, format!("the request body could not be read: {e}")))
             }
         }
+        Err(_) => error_response(&ApiError::new(
+            408,
+            format!("the request body did not arrive whole within {} s (--read-timeout)", deadline.as_secs_f64()),
+        )),
     }
 }
 
-impl tokio::io::AsyncWrite for Idle {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened to from the moment this is made (so that a signal that
+/// comes early is not the default action's: death without closing the log).
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |k| signal(k).map_err(|e| Error::Other(format!("cannot listen for signals: {e}")));
+            Ok(Signals { int: listen(SignalKind::interrupt())?, term: listen(SignalKind::terminate())? })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -468,6 +417,17 @@ pub fn serve(
 ) -> Result<Stopped> {
     let threads = http.threads;
     HttpOptions::new(threads, http.read_timeout.as_secs_f64(), http.drain.as_secs_f64())?;
+    // Signals are listened to before the world loads: one that comes while it loads stops
+    // the server as soon as it is up, cleanly.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let mut signals = {
+        let _inside = runtime.enter();
+        Signals::new()?
+    };
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel::<Msg>();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -486,33 +446,43 @@ pub fn serve(
         }
         Err(_) => return Err(Error::Other("the engine stopped before it was ready".into())),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
     let state = AppState { engine: tx, metrics: Arc::clone(&metrics) };
+    let app = router(state).layer(axum::middleware::from_fn_with_state(http.read_timeout, body_deadline));
     let served: Result<bool> = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| Error::Other(format!("cannot read the bound address: {e}")))?;
         on_ready(bound, &health);
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let told = Arc::clone(&stopping);
-        let server = axum::serve(IdleListener { inner: listener, timeout: http.read_timeout }, router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = stop_signal() => {},
-                    _ = died.notified() => {},
+        let mut conn = hyper::server::conn::http1::Builder::new();
+        // Headers (of a first request, or the next on a kept-alive connection) must arrive
+        // whole within the read timeout; a body within it too (body_deadline).
+        conn.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(http.read_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        // Out of descriptors, say: wait a little rather than spin.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let connection = graceful.watch(conn.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
                 }
-                told.notify_one();
-            })
-            .into_future();
-        // The drain is bounded: a client that keeps its connection open cannot keep the
+                _ = signals.next() => break,
+                _ = died.notified() => break,
+            }
+        }
+        drop(listener);
+        // The drain is bounded, and a second signal cuts it short: no client can keep the
         // server (and its log) from closing.
         tokio::select! {
-            r = server => r.map(|()| false).map_err(|e| Error::Other(format!("the server failed: {e}"))),
-            _ = async { stopping.notified().await; tokio::time::sleep(http.drain).await } => Ok(true),
+            _ = graceful.shutdown() => Ok(false),
+            _ = tokio::time::sleep(http.drain) => Ok(true),
+            _ = signals.next() => Ok(true),
         }
     });
     // Every handler (and its sender) is gone with the runtime (a cut connection's handler

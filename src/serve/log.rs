@@ -425,6 +425,13 @@ mod tests {
         let mut sink = Sink::open(dir.path()).unwrap();
         sink.write(&[decision(1), decision(2)]).unwrap();
         assert_eq!(read(dir.path()).unwrap().records, vec![decision(1), decision(2)]);
+        // The syncer syncs what is new within its interval (the flag is cleared).
+        let t = std::time::Instant::now();
+        while sink.dirty.load(Ordering::Acquire) {
+            assert!(t.elapsed() < Duration::from_secs(10), "not synced after 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sink.failure(), None);
         std::mem::forget(sink);
     }
 }

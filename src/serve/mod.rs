@@ -531,15 +531,20 @@ impl Service {
                 }
             }
         }
-        // A user's last decision without an outcome awaits its feedback again; any
-        // earlier one belonged to a session that had ended.
-        let mut last: HashMap<u32, (usize, &str, &Decision)> = HashMap::new();
-        for (id, (k, d)) in decided {
-            if last.get(&d.user).is_none_or(|&(j, _, _)| j < k) {
-                last.insert(d.user, (k, id, d));
+        // A user's last decision, if it has no outcome and has not expired, awaits its
+        // feedback again; any earlier one belonged to a session that had ended.
+        let mut last: HashMap<u32, &str> = HashMap::new();
+        for r in records {
+            if let Record::Decision(d) = r {
+                last.insert(d.user, &d.request_id);
             }
         }
-        for (user, (_, id, d)) in last {
+        let now = now_ms();
+        for (user, id) in last {
+            let Some(&(_, d)) = decided.get(id) else { continue };
+            if now.saturating_sub(d.time_ms) > PENDING_TTL_MS {
+                continue;
+            }
             if let Some(arm) = self.arms.iter().position(|a| a.name == d.arm) {
                 if self.user_known(user as u64) && (d.video as usize) < self.env.world.videos.len() {
                     let p = Pending { user, arm, video: d.video, session: d.session, at_ms: d.time_ms };
@@ -711,9 +716,26 @@ impl Service {
             if recent.len() > MAX_RECENT {
                 return Err(ApiError::new(422, format!("`recent` holds {} steps; at most {MAX_RECENT}", recent.len())));
             }
-            for s in recent {
+            for (k, s) in recent.iter().enumerate() {
                 self.check_video(s.video)?;
                 check_watch(s.watch_time_s)?;
+                let action = s.response.action();
+                let duration = self.env.world.videos[s.video as usize].duration_s;
+                if let Some(w) = s.watch_time_s.filter(|&w| !action.counts_view() && w > duration) {
+                    return Err(ApiError::new(
+                        422,
+                        format!(
+                            "`recent` step {k}: watch_time_s = {w} for a {}, longer than the video ({duration} s)",
+                            action.name()
+                        ),
+                    ));
+                }
+                if s.response == Reported::Left && k + 1 < recent.len() {
+                    return Err(ApiError::new(
+                        422,
+                        format!("`recent` step {k} is `left`, but steps follow it: a session ends where its user leaves"),
+                    ));
+                }
             }
         }
         let rules = &self.config.env;
@@ -825,6 +847,22 @@ impl Service {
     /// in the log.
     pub fn feedback(&mut self, req: &FeedbackRequest, now: u64) -> std::result::Result<FeedbackAck, ApiError> {
         check_watch(req.watch_time_s)?;
+        // A decision that waited too long, or whose session timed out, is over now, not
+        // only when the next purge or request notices.
+        if let Some(p) = self.pending.get(&req.request_id) {
+            let user = p.user;
+            let expired = now.saturating_sub(p.at_ms) > PENDING_TTL_MS;
+            let timed_out =
+                self.live.get(&user).is_some_and(|l| l.number == p.session && now.saturating_sub(l.last_ms) > SESSION_TIMEOUT_MS);
+            if timed_out {
+                self.end_session(user);
+            } else if expired {
+                self.pending.remove(&req.request_id);
+                if self.awaiting.get(&user) == Some(&req.request_id) {
+                    self.awaiting.remove(&user);
+                }
+            }
+        }
         let Some(p) = self.pending.get(&req.request_id).cloned() else {
             return Err(if self.issued_here(&req.request_id) || self.issued_earlier(&req.request_id) {
                 ApiError::new(
@@ -1294,6 +1332,50 @@ mod tests {
         let long = vec![RecentStep { video: 1, response: Reported::Skipped, watch_time_s: None }; MAX_RECENT + 1];
         let e = service.recommend(&RecommendRequest { user: 6, new_session: false, recent: Some(long) }, 7).unwrap_err();
         assert_eq!(e.status, 422);
+    }
+
+    /// Time ends decisions when their feedback comes, not only when a later request
+    /// notices: 30 minutes without a request end the session (its decision's feedback is
+    /// 409), an hour ends a decision. After a restart, only each user's last decision
+    /// awaits feedback, and not once it has expired. `recent` is checked as feedback is.
+    #[test]
+    fn time_and_restarts_end_decisions_and_recent_is_checked() {
+        let fb = |id: &str| FeedbackRequest {
+            request_id: id.into(),
+            response: Reported::Watched,
+            watch_time_s: Some(1.0),
+            left: false,
+            shared: false,
+            followed: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(SMALL, &[("A", PolicyKind::Greedy)]);
+        opts.log = Some(dir.path().to_path_buf());
+        let mut service = Service::new(&opts).unwrap();
+        let t0 = now_ms();
+        let req = |user| RecommendRequest { user, new_session: true, recent: None };
+        let idle = service.recommend(&req(1), t0).unwrap();
+        let e = service.feedback(&fb(&idle.request_id), t0 + SESSION_TIMEOUT_MS + 1).unwrap_err();
+        assert_eq!(e.status, 409, "{}", e.message);
+        // A superseded decision (user 2's first) and the last one (its second).
+        let first = service.recommend(&req(2), t0).unwrap();
+        let second = service.recommend(&req(2), t0 + 1).unwrap();
+        let e = service.feedback(&fb(&first.request_id), t0 + 2).unwrap_err();
+        assert_eq!(e.status, 409);
+        // User 3's decision is two hours old when the service restarts.
+        let old = service.recommend(&req(3), t0 - 2 * PENDING_TTL_MS).unwrap();
+        service.close().unwrap();
+        let mut service = Service::new(&opts).unwrap();
+        assert_eq!(service.feedback(&fb(&first.request_id), t0 + 3).unwrap_err().status, 409);
+        assert_eq!(service.feedback(&fb(&old.request_id), t0 + 3).unwrap_err().status, 409);
+        service.feedback(&fb(&second.request_id), t0 + 3).unwrap();
+        let step = |response, watch| RecentStep { video: 1, response, watch_time_s: watch };
+        for recent in [vec![step(Reported::Skipped, Some(1e5))], vec![step(Reported::Left, None), step(Reported::Watched, None)]]
+        {
+            let e =
+                service.recommend(&RecommendRequest { user: 4, new_session: false, recent: Some(recent) }, t0 + 4).unwrap_err();
+            assert_eq!(e.status, 422, "{}", e.message);
+        }
     }
 
     /// A session rebuilt from the steps a client reports observes what the session the
