@@ -22,8 +22,14 @@ fn every_shipped_config_validates() {
     toml_files(&root, &mut files);
     assert!(files.len() >= 2, "configs/ should hold default.toml and smoke.toml");
     for f in &files {
-        // Sweep files are checked by the sweep tests; experiment configs here.
+        // Sweep files are checked by the sweep tests; experiment configs here; off-policy
+        // study files as study files, and their world configs with them.
         if f.components().any(|c| c.as_os_str() == "sweeps") {
+            continue;
+        }
+        if f.components().any(|c| c.as_os_str() == "ope") {
+            let study = fypsim::ope::study::StudyFile::load(f).unwrap_or_else(|e| panic!("{e}"));
+            Config::load(&study.config_path(f), &[]).unwrap_or_else(|e| panic!("{}: its config: {e}", f.display()));
             continue;
         }
         if let Err(e) = Config::load(f, &[]) {

@@ -178,7 +178,15 @@ fn serve_traffic_kill_restart_and_report() {
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("another world"));
 
-    // kill -9: the log still reads, missing at most the last flush interval.
+    // A decision awaiting feedback when the server dies (the traffic has ended, so it is
+    // user 20's last).
+    let held = rt.block_on(async {
+        let (s, r) = post(&c, &format!("{url}/recommend"), &json!({"user": 20, "new_session": true})).await;
+        assert_eq!(s, 200, "{r}");
+        r["request_id"].as_str().unwrap().to_string()
+    });
+
+    // kill -9: the log still reads, and holds every answered decision.
     std::thread::sleep(Duration::from_millis(600));
     let before = decisions(&log).len();
     server.kill().unwrap();
