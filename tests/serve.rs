@@ -86,6 +86,10 @@ fn serve_traffic_kill_restart_and_report() {
         assert_eq!(h["users"], 40);
         assert_eq!(h["arms"].as_array().unwrap().len(), 2);
         assert!(h["arms"][1]["version"].as_str().unwrap().starts_with("dqn@"));
+        assert_eq!(h["world"].as_str().unwrap().len(), 64, "the world's SHA-256: {h}");
+        assert!(h["videos"].as_u64().unwrap() > 0 && h["salt"] == "it", "{h}");
+        assert_eq!((h["live_sessions"].as_u64(), h["pending_feedback"].as_u64()), (Some(0), Some(0)), "{h}");
+        assert!(h["log"].as_str().unwrap().ends_with("ab"), "{h}");
 
         let good = json!({"user": 1});
         let rec = format!("{url}/recommend");
@@ -146,7 +150,8 @@ fn serve_traffic_kill_restart_and_report() {
             assert_eq!(s, 200, "{r}");
             assert!(["A", "B"].contains(&r["arm"].as_str().unwrap()));
             let p = r["propensity"].as_f64().unwrap();
-            assert!(p > 0.0 && p <= 1.0);
+            // Greedy and the DQN (served greedily, exploration off) choose with certainty.
+            assert_eq!(p, 1.0, "{r}");
             let (s, _) = post(&c, &fb, &json!({"request_id": r["request_id"], "response": "skipped"})).await;
             assert_eq!(s, 200);
         }
@@ -157,6 +162,9 @@ fn serve_traffic_kill_restart_and_report() {
             "fypsim_http_requests_total{endpoint=\"recommend\",status=\"200\"}",
             "fypsim_decisions_total{arm=",
             "fypsim_http_request_duration_seconds_bucket",
+            "fypsim_feedback_total{arm=",
+            "fypsim_engine_batch_size_bucket",
+            "fypsim_http_requests_in_flight",
         ] {
             assert!(metrics.contains(needle), "{needle} not in /metrics:\n{metrics}");
         }
@@ -179,11 +187,16 @@ fn serve_traffic_kill_restart_and_report() {
     assert!(String::from_utf8_lossy(&other.stderr).contains("another world"));
 
     // A decision awaiting feedback when the server dies (the traffic has ended, so it is
-    // user 20's last).
+    // its user's last; the first user who has not seen every video).
     let held = rt.block_on(async {
-        let (s, r) = post(&c, &format!("{url}/recommend"), &json!({"user": 20, "new_session": true})).await;
-        assert_eq!(s, 200, "{r}");
-        r["request_id"].as_str().unwrap().to_string()
+        for user in 0..40 {
+            let (s, r) = post(&c, &format!("{url}/recommend"), &json!({"user": user, "new_session": true})).await;
+            if s == 200 {
+                return r["request_id"].as_str().unwrap().to_string();
+            }
+            assert_eq!(s, 409, "{r}");
+        }
+        panic!("every user has seen every video");
     });
 
     // kill -9: the log still reads, and holds every answered decision.
@@ -241,7 +254,10 @@ fn serve_traffic_kill_restart_and_report() {
     assert!(contents.damaged <= 1);
     assert!(contents.records.iter().any(|r| matches!(r, Record::Outcome(o) if o.request_id == held)));
 
-    // The A/B report.
+    // The A/B report (`--out` elsewhere, then beside the log).
+    let elsewhere = tmp.path().join("report");
+    let out = bin().args(["report", "--ab-log"]).arg(&log).arg("--out").arg(&elsewhere).output().unwrap();
+    assert!(out.status.success() && elsewhere.join("ab_report.md").is_file(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = bin().args(["report", "--ab-log"]).arg(&log).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -260,6 +276,9 @@ fn serve_traffic_kill_restart_and_report() {
 fn serve_refuses_bad_setups_with_what_is_allowed() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["serve", "--arm", "A=oracle", "--port", "0"], "latent state"),
+        (vec!["serve", "--arm", "A=planner", "--port", "0"], "latent state"),
+        (vec!["serve", "--arm", "A=greedy", "--read-timeout", "0", "--port", "0"], "--read-timeout 0: allowed 0.1 to 3600"),
+        (vec!["serve", "--arm", "A=greedy", "--drain=-1", "--port", "0"], "--drain -1: allowed 0 to 3600"),
         (vec!["serve", "--arm", "A=greedy", "--arm", "A=random", "--port", "0"], "two arms are named"),
         (vec!["serve", "--arm", "A=greedy", "--arm", "B=random", "--split", "50", "--port", "0"], "--split"),
         (vec!["serve", "--arm", "Agreedy", "--port", "0"], "NAME=SOURCE"),
