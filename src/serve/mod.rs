@@ -1050,6 +1050,18 @@ mod tests {
         }
     }
 
+    /// Feedback "watched" for request `id`.
+    fn watched(id: &str, watch_time_s: Option<f64>) -> FeedbackRequest {
+        FeedbackRequest {
+            request_id: id.into(),
+            response: Reported::Watched,
+            watch_time_s,
+            left: false,
+            shared: false,
+            followed: false,
+        }
+    }
+
     const SMALL: &str = "seed = 3\n[world]\nn_videos = 400\nn_users = 120\n[env]\nmax_steps = 12\n";
 
     #[test]
@@ -1135,14 +1147,7 @@ mod tests {
         let err = service.recommend(&RecommendRequest { user: 120, new_session: false, recent: None }, 1).unwrap_err();
         assert_eq!(err.status, 404);
         assert!(err.message.contains("unknown user 120") && err.message.contains("0..120"), "{}", err.message);
-        let fb = |id: &str| FeedbackRequest {
-            request_id: id.into(),
-            response: Reported::Watched,
-            watch_time_s: Some(3.0),
-            left: false,
-            shared: false,
-            followed: false,
-        };
+        let fb = |id: &str| watched(id, Some(3.0));
         let e = service.feedback(&fb("nope"), 1).unwrap_err();
         assert_eq!(e.status, 404);
         let rec = service.recommend(&RecommendRequest { user: 4, new_session: false, recent: None }, 1).unwrap();
@@ -1241,14 +1246,7 @@ mod tests {
         let e = service.recommend(&req, 2).unwrap_err();
         assert_eq!(e.status, 409);
         assert!(e.message.contains("awaiting its feedback") && e.message.contains(&first.request_id), "{}", e.message);
-        let fb = |id: &str| FeedbackRequest {
-            request_id: id.into(),
-            response: Reported::Watched,
-            watch_time_s: None,
-            left: false,
-            shared: false,
-            followed: false,
-        };
+        let fb = |id: &str| watched(id, None);
         service.feedback(&fb(&first.request_id), 3).unwrap();
         let second = service.recommend(&req, 4).unwrap();
         assert_eq!((second.session, second.step), (first.session, first.step + 1));
@@ -1301,14 +1299,7 @@ mod tests {
     #[test]
     fn sessions_end_at_max_steps_and_recent_ends_the_old_decision() {
         let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
-        let fb = |id: &str| FeedbackRequest {
-            request_id: id.into(),
-            response: Reported::Watched,
-            watch_time_s: Some(1.0),
-            left: false,
-            shared: false,
-            followed: false,
-        };
+        let fb = |id: &str| watched(id, Some(1.0));
         let req = RecommendRequest { user: 5, new_session: true, recent: None };
         let mut over = false;
         let mut steps = 0;
@@ -1340,14 +1331,7 @@ mod tests {
     /// awaits feedback, and not once it has expired. `recent` is checked as feedback is.
     #[test]
     fn time_and_restarts_end_decisions_and_recent_is_checked() {
-        let fb = |id: &str| FeedbackRequest {
-            request_id: id.into(),
-            response: Reported::Watched,
-            watch_time_s: Some(1.0),
-            left: false,
-            shared: false,
-            followed: false,
-        };
+        let fb = |id: &str| watched(id, Some(1.0));
         let dir = tempfile::tempdir().unwrap();
         let mut opts = options(SMALL, &[("A", PolicyKind::Greedy)]);
         opts.log = Some(dir.path().to_path_buf());
