@@ -379,6 +379,17 @@ fn sweep_grids_with_repeated_or_colliding_values_are_refused() {
 /// A smoke run into `out` with `settings`, sent SIGINT `delay_ms` after `ready` appears in
 /// its folder (polled every `poll_ms`, for at most `wait_s` seconds); its output.
 fn interrupted_smoke(out: &Path, settings: &[&str], ready: &str, wait_s: u64, poll_ms: u64, delay_ms: u64) -> Output {
+    signalled_smoke(out, settings, ready, (wait_s, poll_ms, delay_ms), libc::SIGINT)
+}
+
+/// The same with `signal` (SIGINT or SIGTERM).
+fn signalled_smoke(
+    out: &Path,
+    settings: &[&str],
+    ready: &str,
+    (wait_s, poll_ms, delay_ms): (u64, u64, u64),
+    signal: i32,
+) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(out);
     for s in settings {
@@ -391,9 +402,22 @@ fn interrupted_smoke(out: &Path, settings: &[&str], ready: &str, wait_s: u64, po
     }
     std::thread::sleep(std::time::Duration::from_millis(delay_ms));
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     child.wait_with_output().unwrap()
+}
+
+/// SIGTERM (a scheduler's stop) checkpoints and says how to go on, as Ctrl-C does.
+#[test]
+fn sigterm_checkpoints_like_sigint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = ["train.episodes=3000", "train.eval_every=0", "train.checkpoint_every=0", "output.steps=false"];
+    let cut = tmp.path().join("cut");
+    let o = signalled_smoke(&cut, &settings, "config.toml", (60, 20, 1500), libc::SIGTERM);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!cut.join("summary.json").exists(), "the run finished before the signal; make it longer\n{stdout}");
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("fypsim run --resume") && cut.join("checkpoint/MANIFEST.json").is_file(), "{stdout}");
 }
 
 #[test]
@@ -530,11 +554,63 @@ fn small_promises_hold() {
     let o = run_checked(&["eval".into(), dir.display().to_string(), "--episodes".into(), "1000000000000000".into()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("--episodes 1000000000000000") && stderr(&o).contains("memory"), "{}", stderr(&o));
+    // A finished run is not overwritten.
+    let o = smoke(&dir, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already holds a finished run"), "{}", stderr(&o));
+    // Its config.toml repeats it, file for file.
+    let again = tmp.path().join("again");
+    let o = run_checked(&[
+        "run".into(),
+        dir.join("config.toml").display().to_string(),
+        "--quiet".into(),
+        "--out".into(),
+        again.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["episodes.csv", "eval.csv", "eval_episodes.csv", "baselines.csv"] {
+        assert!(std::fs::read(dir.join(f)).unwrap() == std::fs::read(again.join(f)).unwrap(), "{f} differs");
+    }
+    // summary.json too, but for the folder it names.
+    let summary = |d: &Path| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("results_dir");
+        v
+    };
+    assert_eq!(summary(&dir), summary(&again));
     // A run that fails before writing anything does not point at files.
     let o = smoke(&tmp.path().join("none"), &["dqn.device=\"cuda\""]);
     if o.status.code() == Some(1) {
         assert!(!stderr(&o).contains("files written so far"), "{}", stderr(&o));
     }
+}
+
+/// A write that fails (a disk that fills up: the file-size limit of the process) ends the
+/// run with an error that names the file and says where the files written so far are;
+/// those stay whole.
+#[test]
+fn a_failed_write_names_the_file_and_keeps_what_was_written() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["run", SMOKE, "--quiet", "--out"]).arg(&out);
+    // SAFETY: setrlimit and signal are async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit { rlim_cur: 20_000, rlim_max: libc::RLIM_INFINITY };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &r);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("files written so far are in") && err.contains("File too large"), "{err}");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(fypsim::config::Config::from_toml_str(&config, &[]).is_ok(), "config.toml is whole");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// One SIGINT stops `fypsim eval` after the current episode (it said so, and went on until
