@@ -80,7 +80,7 @@ fn serve_traffic_kill_restart_and_report() {
         .unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success() && err.contains("another fypsim process is working in"), "{err}");
-    let held = rt.block_on(async {
+    let _left_waiting = rt.block_on(async {
         let h: Value = c.get(format!("{url}/health")).send().await.unwrap().json().await.unwrap();
         assert_eq!(h["status"], "ok");
         assert_eq!(h["users"], 40);
