@@ -34,6 +34,9 @@ impl Server {
             .stderr(Stdio::inherit());
         if let Some(bytes) = limit {
             use std::os::unix::process::CommandExt;
+            // The limit applies to every file the server writes, an inherited stderr
+            // redirected to a large file (a CI log) too: give it a pipe of its own.
+            cmd.stderr(Stdio::piped());
             // SAFETY: setrlimit and signal are async-signal-safe; nothing else runs here.
             unsafe {
                 cmd.pre_exec(move || {
@@ -46,6 +49,13 @@ impl Server {
             }
         }
         let mut child = cmd.spawn().unwrap();
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                }
+            });
+        }
         let out = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
