@@ -679,5 +679,32 @@ mod tests {
         assert!(text.contains("power: n/a") && !text.contains("NaN"), "{text}");
         let text = markdown(&r);
         assert!(text.contains("Interference") && text.contains("B - A, reward per session: 3.000"), "{text}");
+        // A user seen in both arms is counted; 60 users in A against 2 in B at 50/50 is a
+        // sample-ratio mismatch, said in words.
+        let mut more = records.clone();
+        let with = |more: &mut Vec<Record>, user: u32, arm: &str| {
+            let mut d = match &records[0] {
+                Record::Decision(d) => d.clone(),
+                _ => unreachable!("the first record is a decision"),
+            };
+            let mut o = match &records[1] {
+                Record::Outcome(o) => o.clone(),
+                _ => unreachable!("the second record is its outcome"),
+            };
+            d.request_id = format!("x{user}{arm}");
+            o.request_id = d.request_id.clone();
+            (d.user, o.user, d.arm, o.arm) = (user, user, arm.into(), arm.into());
+            more.push(Record::Decision(d));
+            more.push(Record::Outcome(o));
+        };
+        with(&mut more, 1, "B");
+        for user in 100..160 {
+            with(&mut more, user, "A");
+        }
+        let r = analyse(&exp, &more, 0);
+        assert_eq!(r.users_in_two_arms, 1);
+        assert!(r.srm.as_ref().unwrap().alarm);
+        let text = markdown(&r);
+        assert!(text.contains("1 users in two arms") && text.contains("MISMATCH"), "{text}");
     }
 }
