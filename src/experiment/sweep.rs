@@ -286,6 +286,12 @@ pub fn execute_with(
                     continue;
                 }
                 let status = match isolated(runner, r) {
+                    Ok(RunStatus::Done) => {
+                        // error.txt is written and removed here alone: a run that now
+                        // succeeds leaves no error of an earlier attempt behind.
+                        let _ = std::fs::remove_file(r.dir.join("error.txt"));
+                        RunStatus::Done
+                    }
                     Ok(status) => status,
                     Err(e) => {
                         let msg = e.to_string();
@@ -350,10 +356,7 @@ fn run_one(r: &PlannedRun, on_episodes: &(dyn Fn(u64) + Sync)) -> Result<RunStat
     // libtorch threads are process-wide; parallel runs each get one.
     let control = crate::experiment::run::RunControl { resume, max_episodes: None };
     match crate::experiment::run::run_with(&r.config, &r.dir, &r.label, control, &mut Counting { on_episodes }) {
-        Ok(crate::experiment::run::RunEnd::Finished(_)) => {
-            let _ = std::fs::remove_file(r.dir.join("error.txt"));
-            Ok(RunStatus::Done)
-        }
+        Ok(crate::experiment::run::RunEnd::Finished(_)) => Ok(RunStatus::Done),
         Ok(crate::experiment::run::RunEnd::Interrupted { .. }) | Ok(crate::experiment::run::RunEnd::Stopped { .. }) => {
             Ok(RunStatus::Interrupted)
         }
@@ -458,6 +461,10 @@ mod tests {
         let mut ran = ran.into_inner().unwrap();
         ran.sort();
         assert_eq!(ran, [2, 3]);
+        // Run again, the failing run succeeds: its error.txt goes.
+        let again = execute_with(&runs, 2, &|_| Ok(RunStatus::Done), &|_, _| {});
+        assert!(again.failed.is_empty());
+        assert!(!runs[0].dir.join("error.txt").exists(), "error.txt stays after the run succeeded");
     }
 
     #[test]
