@@ -316,3 +316,27 @@ fn a_full_disk_refuses_rather_than_answer_unlogged_and_recovers() {
     let contents = fypsim::serve::log::read(dir.path()).unwrap();
     assert_eq!((contents.records.len(), contents.damaged), (served + 1, 0));
 }
+
+/// The traffic driver's open loop: arrivals at a fixed rate whatever the service's pace,
+/// with the arrivals it dropped and how far it lagged its own schedule reported beside
+/// the latencies.
+#[test]
+fn open_loop_traffic_reports_drops_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], None);
+    let json_path = dir.path().join("open.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["traffic", "--url", &format!("http://{}", server.addr), "--users", "10", "--duration", "1", "--rate", "200"])
+        .args(["--config", "configs/smoke.toml", "--seed", "3", "-q", "--json"])
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!((open["mode"].as_str(), open["rate"].as_f64()), (Some("open"), Some(200.0)), "{open}");
+    assert!(open["dropped"].is_u64() && open["dispatch_lag"]["p99_ms"].is_f64(), "{open}");
+    assert!(open["recommendations"].as_u64().unwrap() > 50, "{open}");
+    let (status, _) = server.stop(Duration::from_secs(30));
+    assert!(status.success());
+}
