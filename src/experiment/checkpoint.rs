@@ -330,6 +330,22 @@ mod tests {
         assert_ne!(fingerprint(&a), fingerprint(&c));
     }
 
+    /// A checkpoint of format 1 (before manifests: files and a COMPLETE marker) is still
+    /// read, unverified.
+    #[test]
+    fn format_1_checkpoints_are_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::default().check().unwrap();
+        let dir = d.path().join(DIR);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("a.bin"), b"old").unwrap();
+        fs::write(dir.join(LEGACY_COMPLETE), b"").unwrap();
+        assert!(exists(d.path()));
+        let ck = open(d.path(), &c).unwrap();
+        assert!(ck.manifest.is_none());
+        assert_eq!(ck.read("a.bin").unwrap(), b"old");
+    }
+
     #[test]
     fn a_failed_save_keeps_the_previous_checkpoint() {
         let d = tempfile::tempdir().unwrap();
