@@ -639,3 +639,140 @@ fn one_sigint_stops_eval_after_the_current_episode() {
     assert!(sent.elapsed().as_secs() < 20, "took {:?} after the signal", sent.elapsed());
     assert!(!dir.join("eval_saved_3000000.json").exists());
 }
+
+/// `fypsim ARGS`, sent `signals` (each after its delay in ms) once `ready` exists (polled
+/// for at most `wait_s` seconds); its output.
+fn signalled(args: &[String], ready: &Path, wait_s: u64, signals: &[(u64, i32)]) -> Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !ready.exists() && started.elapsed().as_secs() < wait_s {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for &(delay_ms, signal) in signals {
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn smoke_args(out: &Path, settings: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", SMOKE, "--quiet", "--out"].iter().map(|s| s.to_string()).collect();
+    args.push(out.display().to_string());
+    for s in settings {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    args
+}
+
+/// docs/run-folder.md: a second signal quits at once (exit 130), keeping the last
+/// checkpoint. The first lands in a long periodic evaluation (which finishes its episodes
+/// before the run stops), so the second finds the run still going.
+#[test]
+fn a_second_signal_quits_at_once_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cut");
+    let settings = [
+        "train.episodes=3000",
+        "train.eval_every=2",
+        "train.eval_episodes=4000",
+        "train.checkpoint_every=2",
+        "train.baselines=[]",
+        "output.steps=false",
+    ];
+    let sent = std::time::Instant::now();
+    let o = signalled(
+        &smoke_args(&out, &settings),
+        &out.join("checkpoint/MANIFEST.json"),
+        120,
+        &[(300, libc::SIGINT), (20, libc::SIGINT)],
+    );
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{err}");
+    assert!(err.contains("stopping now (the last checkpoint is kept)"), "the second signal did not quit at once:\n{err}");
+    assert!(!stdout.contains("interrupted after episode"), "the run stopped by the first signal's path:\n{stdout}");
+    assert!(sent.elapsed().as_secs() < 110);
+    // The checkpoint kept is whole: a resume verifies it and goes on from it.
+    let o = run_checked(&[
+        "run".into(),
+        "--resume".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+        "--max-episodes".into(),
+        "1".into(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", stderr(&o));
+    assert!(stdout.contains("stopped after episode"), "{stdout}");
+}
+
+/// docs/run-folder.md: a signal stops a sweep from starting runs, its run in flight
+/// checkpoints, and the same command continues it to the results of an uninterrupted sweep.
+#[test]
+fn a_signalled_sweep_checkpoints_its_run_and_the_same_command_continues_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(SMOKE);
+    let file = tmp.path().join("cut.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"cut\"\nbase = {:?}\nseeds = [1, 2]\n[grid]\n\"dqn.lr\" = [0.001]\n[set]\n\"train.episodes\" = 3000\n\
+             \"train.eval_every\" = 0\n\"train.checkpoint_every\" = 0\n\"output.steps\" = false\n",
+            base.display().to_string()
+        ),
+    )
+    .unwrap();
+    let sweep = |out: &Path| -> Vec<String> {
+        ["sweep", &file.display().to_string(), "--jobs", "1", "--out", &out.display().to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (whole, cut) = (tmp.path().join("whole"), tmp.path().join("cut"));
+    let o = run_checked(&sweep(&whole));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let first = cut.join("dqn.lr=0.001/seed1");
+    let o = signalled(&sweep(&cut), &first.join("config.toml"), 60, &[(1500, libc::SIGINT)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{}", stderr(&o));
+    assert!(!first.join("summary.json").exists(), "the run finished before the signal; make it longer\n{stdout}");
+    assert!(first.join("checkpoint/MANIFEST.json").is_file(), "{stdout}");
+    assert!(!cut.join("dqn.lr=0.001/seed2/summary.json").exists(), "a run started after the signal\n{stdout}");
+    assert!(stdout.contains("1 runs stopped with a checkpoint, 1 not started; run the same command to continue"), "{stdout}");
+
+    let o = run_checked(&sweep(&cut));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for seed in ["seed1", "seed2"] {
+        for f in ["episodes.csv", "eval_episodes.csv", "baselines.csv"] {
+            let path = |root: &Path| root.join("dqn.lr=0.001").join(seed).join(f);
+            assert_eq!(std::fs::read(path(&whole)).unwrap(), std::fs::read(path(&cut)).unwrap(), "{seed}/{f} differs");
+        }
+    }
+}
+
+/// docs/run-folder.md: a run with sessions in lockstep stops on a signal without a
+/// checkpoint, says it cannot be resumed, and `--resume` refuses it with the reason.
+#[test]
+fn a_signalled_lockstep_run_stops_without_a_checkpoint_and_is_not_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cut");
+    let settings =
+        ["train.episodes=3000", "train.sessions=4", "train.eval_every=0", "train.checkpoint_every=0", "output.steps=false"];
+    let o = signalled(&smoke_args(&out, &settings), &out.join("config.toml"), 60, &[(1500, libc::SIGINT)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{stdout}\n{}", stderr(&o));
+    assert!(!out.join("summary.json").exists(), "the run finished before the signal; make it longer\n{stdout}");
+    assert!(stdout.contains("cannot be resumed") && stdout.contains("run again to start afresh"), "{stdout}");
+    assert!(!out.join("checkpoint").exists(), "a lockstep run wrote a checkpoint");
+    let o = resume(&out);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("need train.sessions = 1"), "{}", stderr(&o));
+}

@@ -544,4 +544,22 @@ mod tests {
         assert_eq!(l.mean_ms, 50.5);
         assert_eq!(Latency::of(vec![]).count, 0);
     }
+
+    /// docs/serving.md: the driver draws its users with the seed: the same seed, the same
+    /// distinct users; another seed, others; more than the world holds is refused.
+    #[test]
+    fn users_are_drawn_with_the_seed() {
+        let config = crate::config::Config::from_toml_str("seed = 3\n[world]\nn_videos = 300\nn_users = 200\n", &[]).unwrap();
+        let world = World::generate(&config);
+        let a = pick_users(&world, 50, 7).unwrap();
+        assert_eq!(a, pick_users(&world, 50, 7).unwrap());
+        assert_ne!(a, pick_users(&world, 50, 8).unwrap());
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|&u| u < 200), "{a:?}");
+        use rand::RngCore;
+        // Each user's responses come from their own stream of the seed.
+        let (mut u, mut v) = (SimUser::new(&world, a[0], 7), SimUser::new(&world, a[0], 7));
+        assert_eq!(u.rng.next_u64(), v.rng.next_u64());
+        assert!(pick_users(&world, 201, 7).unwrap_err().to_string().contains("between 1 and the world's 200 users"));
+        assert!(pick_users(&world, 0, 7).is_err());
+    }
 }
