@@ -130,14 +130,30 @@ pub(crate) enum Command {
         /// With --ab-log: where to write the report (default: the log's folder).
         #[arg(long, requires = "ab_log")]
         out: Option<PathBuf>,
+        /// With --ab-log: estimate a policy the experiment did not serve from the arms that
+        /// logged exact propensities (served with @epsilon=E or @softmax=T), replaying the
+        /// log (repeatable): NAME, NAME@softmax=T, NAME@epsilon=E, or a run folder.
+        #[arg(long = "ope-target", value_name = "SPEC", requires = "ab_log")]
+        ope_targets: Vec<String>,
+        /// With --ope-target: the world's config, the server's (checked against the log).
+        #[arg(long, default_value = "configs/default.toml")]
+        config: PathBuf,
+        /// With --ope-target: a config override the server was given (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// With --ope-target: bootstrap resamples of the sessions (at least 100).
+        #[arg(long, default_value_t = 200)]
+        bootstrap: usize,
     },
     /// Serve policies over HTTP as an A/B experiment (docs/serving.md): POST /recommend,
     /// POST /feedback, GET /health, GET /metrics; every decision and outcome goes to the
     /// decision log. Stops, draining requests in flight, on Ctrl-C or SIGTERM.
     Serve {
-        /// An arm: NAME=SOURCE, where SOURCE is a run folder with a saved agent or a
-        /// baseline (greedy, random, most_viewed). Once for serving, twice for an A/B test.
-        #[arg(long = "arm", value_name = "NAME=SOURCE", required = true)]
+        /// An arm: NAME=SOURCE[@softmax=T|@epsilon=E], where SOURCE is a run folder with a
+        /// saved agent or a baseline (greedy, random, most_viewed); a mixture makes the arm
+        /// draw its choices and log their exact propensities (for off-policy evaluation).
+        /// Once for serving, twice for an A/B test.
+        #[arg(long = "arm", value_name = "NAME=SOURCE[@MIX]", required = true)]
         arms: Vec<String>,
         /// Traffic shares of the arms, e.g. 50/50 or 90/10 (default: equal).
         #[arg(long)]

@@ -106,7 +106,9 @@ fn main() -> ExitCode {
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
-        Command::Report { ab_log: Some(log), out, .. } => cmd_report_ab_log(log, out.as_deref()),
+        Command::Report { ab_log: Some(log), out, ope_targets, config, overrides, bootstrap, .. } => {
+            cmd_report_ab_log(log, out.as_deref(), ope_targets, (config, overrides), *bootstrap)
+        }
         Command::Report { dir, ab, .. } => cmd_report(dir.as_deref().expect("clap requires it"), ab.as_deref()),
         Command::Serve { arms, split, port, host, log, config, overrides, salt, threads, read_timeout, drain } => {
             fypsim::serve::http::HttpOptions::new(*threads, *read_timeout, *drain).map_err(anyhow::Error::from).and_then(|http| {

@@ -335,7 +335,7 @@ fn served_dqn_against_greedy_as_the_world_drifts() {
     let mut means = Vec::new();
     for source in [Source::Baseline(PolicyKind::Greedy), Source::Run(run.clone())] {
         let opts = ServeOptions {
-            arms: vec![ArmSpec { name: "A".into(), source: source.clone() }],
+            arms: vec![ArmSpec::plain("A", source.clone())],
             shares: None,
             salt: "drift".into(),
             config: Some(config.clone()),
@@ -419,4 +419,52 @@ fn serve_refuses(run: &std::path::Path) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "serve succeeded");
     String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// An arm served with a mixture logs exact propensities; `report --ab-log --ope-target`
+/// replays the log of real, concurrent HTTP traffic and estimates a policy the experiment
+/// did not serve from that arm (the deterministic arm is named and left out); a config of
+/// another world, or a target that reads the truth, is refused.
+#[test]
+fn a_mixture_arm_logs_for_off_policy_estimates_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let sets = ["--set", "world.n_users=200", "--set", "world.n_videos=400"];
+    let log_s = log.display().to_string();
+    let mut args = vec!["serve", "--arm", "A=greedy", "--arm", "B=greedy@epsilon=0.3", "--port", "0", "--salt", "mix"];
+    args.extend(["--log", &log_s, "--config", "configs/smoke.toml"]);
+    args.extend(sets);
+    let (mut server, url) = start_with(&args);
+    let mut traffic = vec!["traffic", "--url", &url, "--users", "200", "--duration", "4", "--concurrency", "4", "-q"];
+    traffic.extend(["--config", "configs/smoke.toml"]);
+    traffic.extend(sets);
+    let out = bin().args(&traffic).output().unwrap();
+    unsafe {
+        libc::kill(server.id() as i32, libc::SIGTERM);
+    }
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ds = decisions(&log);
+    assert!(ds.iter().any(|d| d.arm == "B" && d.propensity < 1.0) && ds.iter().all(|d| d.arm == "B" || d.propensity == 1.0));
+    assert!(ds.iter().filter(|d| d.arm == "B").all(|d| d.version.starts_with("greedy@epsilon=0.3@")));
+
+    let report = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["report", "--ab-log", &log_s, "--config", "configs/smoke.toml", "--bootstrap", "100"]).args(extra);
+        c.output().unwrap()
+    };
+    let out = report(&["--set", "world.n_users=200", "--set", "world.n_videos=400", "--ope-target", "most_viewed@softmax=1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("## Off-policy estimates") && stdout.contains("not used: arm A"), "{stdout}");
+    assert!(stdout.contains("| B | most_viewed@softmax=1 | session | dr_seq |"), "{stdout}");
+    let csv = std::fs::read_to_string(log.join("ab_ope.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 13, "{csv}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(log.join("ab_report.json")).unwrap()).unwrap();
+    assert!(json["ope"]["rows"].as_array().unwrap().iter().all(|r| r["value"].as_f64().unwrap().is_finite()));
+
+    let out = report(&["--ope-target", "most_viewed"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not the config's"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = report(&["--set", "world.n_users=200", "--set", "world.n_videos=400", "--ope-target", "oracle"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("latent state"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -33,8 +33,32 @@ pub(crate) fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn cmd_report_ab_log(dir: &Path, out: Option<&Path>) -> Result<()> {
-    let (report, files) = fypsim::serve::report::report(dir, out)?;
+pub(crate) fn cmd_report_ab_log(
+    dir: &Path,
+    out: Option<&Path>,
+    targets: &[String],
+    (config, overrides): (&Path, &[String]),
+    bootstrap: usize,
+) -> Result<()> {
+    let ope = if targets.is_empty() {
+        None
+    } else {
+        if bootstrap < fypsim::ope::estimators::MIN_BOOTSTRAP {
+            anyhow::bail!("--bootstrap {bootstrap}: at least {}", fypsim::ope::estimators::MIN_BOOTSTRAP);
+        }
+        let config = fypsim::config::Config::load(config, overrides)?;
+        let targets = targets.iter().map(|t| fypsim::ope::PolicySpec::parse(t)).collect::<fypsim::Result<Vec<_>>>()?;
+        let options = fypsim::ope::estimators::Options {
+            ridge: 1.0,
+            switch_tau: None,
+            shrinkage_lambda: None,
+            bootstrap,
+            seed: config.seed,
+            fqe_iterations: config.env.max_steps,
+        };
+        Some(fypsim::serve::report::OpeRequest { config, targets, options })
+    };
+    let (report, files) = fypsim::serve::report::report(dir, out, ope.as_ref())?;
     print!("{}", fypsim::serve::report::markdown(&report).trim_start_matches("# A/B report\n\n"));
     for f in &files {
         println!("wrote {}", f.display());

@@ -27,7 +27,7 @@ use crate::{Error, Result};
 use super::LogView;
 
 /// Which value an estimate is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Estimand {
     /// V1: the mean immediate reward of the target's choice over the logged decisions.
@@ -61,7 +61,7 @@ pub const LAMBDA_GRID: [f64; 7] = [0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5];
 pub const MIN_BOOTSTRAP: usize = 100;
 
 /// One estimate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Estimate {
     pub estimator: String,
     pub estimand: Estimand,
@@ -76,7 +76,7 @@ pub struct Estimate {
     /// number of decisions or sessions for the direct method.
     pub ess: f64,
     /// A threshold it used and how it was set.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub setting: String,
 }
 

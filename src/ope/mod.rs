@@ -50,6 +50,30 @@ pub struct PolicySpec {
     pub text: String,
 }
 
+impl Mix {
+    /// Parses `softmax=T` (T in (0, 1e6]) or `epsilon=E` (E in [0, 1]); the error says
+    /// what is wrong.
+    pub fn parse(text: &str) -> std::result::Result<Mix, &'static str> {
+        let (key, value) = text.split_once('=').ok_or("a mixture is softmax=T or epsilon=E")?;
+        let v: f64 = value.trim().parse().map_err(|_| "the mixture's value must be a number")?;
+        match key.trim() {
+            "softmax" if v.is_finite() && v > 0.0 && v <= 1e6 => Ok(Mix::Softmax(v)),
+            "epsilon" if (0.0..=1.0).contains(&v) => Ok(Mix::Epsilon(v)),
+            "softmax" | "epsilon" => Err("the mixture's value is out of range"),
+            _ => Err("unknown mixture"),
+        }
+    }
+
+    /// `softmax=T` or `epsilon=E` as written by [`Mix::parse`]; empty for the plain policy.
+    pub fn describe(&self) -> String {
+        match self {
+            Mix::Plain => String::new(),
+            Mix::Softmax(t) => format!("softmax={t}"),
+            Mix::Epsilon(e) => format!("epsilon={e}"),
+        }
+    }
+}
+
 impl PolicySpec {
     pub fn parse(text: &str) -> Result<PolicySpec> {
         let bad = |why: &str| {
@@ -60,17 +84,7 @@ impl PolicySpec {
         };
         let (name, mix) = match text.split_once('@') {
             None => (text.trim(), Mix::Plain),
-            Some((name, m)) => {
-                let (key, value) = m.split_once('=').ok_or_else(|| bad("a mixture is softmax=T or epsilon=E"))?;
-                let v: f64 = value.trim().parse().map_err(|_| bad("the mixture's value must be a number"))?;
-                let mix = match key.trim() {
-                    "softmax" if v.is_finite() && v > 0.0 && v <= 1e6 => Mix::Softmax(v),
-                    "epsilon" if (0.0..=1.0).contains(&v) => Mix::Epsilon(v),
-                    "softmax" | "epsilon" => return Err(bad("the mixture's value is out of range")),
-                    _ => return Err(bad("unknown mixture")),
-                };
-                (name.trim(), mix)
-            }
+            Some((name, m)) => (name.trim(), Mix::parse(m).map_err(bad)?),
         };
         let base = match PolicyKind::from_name(name) {
             Some(kind) => Base::Kind(kind),
@@ -87,6 +101,8 @@ pub struct SpecPolicy {
     policy: Box<dyn Policy>,
     mix: Mix,
     pub text: String,
+    /// The probability vectors of the last `act` / `act_batch` call (its propensities).
+    last: Vec<Vec<f64>>,
 }
 
 impl SpecPolicy {
@@ -125,7 +141,15 @@ impl SpecPolicy {
                 p
             }
         };
-        Ok(SpecPolicy { policy, mix: spec.mix, text: spec.text.clone() })
+        Ok(SpecPolicy::wrap(policy, spec.mix, spec.text.clone()))
+    }
+
+    /// `policy` made stochastic by `mix`: as a [`Policy`] it draws each choice from
+    /// [`SpecPolicy::probabilities`] and states the drawn slot's exact probability as its
+    /// propensity (a served arm that logs for off-policy evaluation). The caller has
+    /// checked that the policy may be used where it goes.
+    pub fn wrap(policy: Box<dyn Policy>, mix: Mix, text: String) -> SpecPolicy {
+        SpecPolicy { policy, mix, text, last: Vec::new() }
     }
 
     /// The probability of each slot of `obs` (zero past its candidates).
@@ -159,6 +183,34 @@ impl SpecPolicy {
                 p
             }
         })
+    }
+}
+
+impl Policy for SpecPolicy {
+    fn kind(&self) -> PolicyKind {
+        self.policy.kind()
+    }
+
+    fn act(&mut self, obs: &Observation, explore: bool, rng: &mut crate::rng::SimRng) -> Result<usize> {
+        Ok(self.act_batch(&[obs], explore, rng)?[0])
+    }
+
+    /// One draw per observation, in order, from the stream the caller passes.
+    fn act_batch(&mut self, obs: &[&Observation], _explore: bool, rng: &mut crate::rng::SimRng) -> Result<Vec<usize>> {
+        self.last = obs.iter().map(|o| SpecPolicy::probabilities(self, o)).collect::<Result<_>>()?;
+        Ok(self.last.iter().map(|p| draw(p, rng)).collect())
+    }
+
+    fn propensity(&self, _obs: &Observation, slot: usize, index: usize) -> f64 {
+        self.last.get(index).and_then(|p| p.get(slot)).copied().unwrap_or(f64::NAN)
+    }
+
+    fn probabilities(&self, obs: &Observation, _explore: bool) -> Option<Vec<f64>> {
+        SpecPolicy::probabilities(self, obs).ok()
+    }
+
+    fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
+        self.policy.scores(obs)
     }
 }
 

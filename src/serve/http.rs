@@ -105,6 +105,9 @@ enum Msg {
     Recommend(RecommendRequest, oneshot::Sender<std::result::Result<Recommendation, ApiError>>),
     Feedback(FeedbackRequest, oneshot::Sender<std::result::Result<FeedbackAck, ApiError>>),
     Health(oneshot::Sender<Health>),
+    /// A fault planted by a test: the engine panics on it (the failure path has a test).
+    #[cfg(test)]
+    Crash,
 }
 
 #[derive(Clone)]
@@ -180,6 +183,8 @@ fn answer_batches(service: &mut Service, rx: &mpsc::Receiver<Msg>, metrics: &Met
                     recs.push(req);
                     replies.push(tx);
                 }
+                #[cfg(test)]
+                Msg::Crash => panic!("a fault planted by a test"),
             }
         }
         if !recs.is_empty() {
@@ -494,4 +499,53 @@ pub fn serve(
     };
     let cut = served?;
     Ok(Stopped { requests: metrics.served.load(std::sync::atomic::Ordering::Relaxed), log, cut })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::PolicyKind;
+    use crate::serve::{ArmSpec, Source};
+
+    /// docs/serving.md: should the engine fail, it flushes the log and stops the server
+    /// with an error that says to restart on the same folder; the restart goes on.
+    #[test]
+    fn a_failing_engine_flushes_the_log_stops_the_server_and_a_restart_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        let opts = || ServeOptions {
+            arms: vec![ArmSpec::plain("A", Source::Baseline(PolicyKind::Greedy))],
+            shares: None,
+            salt: "crash".into(),
+            config: Some(Config::from_toml_str("seed = 3\n[world]\nn_videos = 300\nn_users = 40\n", &[]).unwrap()),
+            log: Some(log.clone()),
+        };
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let died = Arc::new(tokio::sync::Notify::new());
+        let (d, m, o) = (Arc::clone(&died), Arc::new(Metrics::new()), opts());
+        let thread = std::thread::spawn(move || engine(o, ready_tx, rx, m, d));
+        ready_rx.recv().unwrap().unwrap();
+        let (reply, answer) = oneshot::channel();
+        tx.send(Msg::Recommend(RecommendRequest { user: 3, new_session: true, recent: None }, reply)).unwrap();
+        let rec = answer.blocking_recv().unwrap().unwrap();
+        tx.send(Msg::Crash).unwrap();
+        let err = thread.join().expect("the engine catches its own panic").unwrap_err().to_string();
+        assert!(err.contains("the engine failed (a fault planted by a test)"), "{err}");
+        assert!(err.contains("restart the server on the same --log"), "{err}");
+        // The server was told to stop (a permit waits for the accept loop).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), died.notified()).await })
+            .expect("the accept loop is told to stop");
+        // The decision answered before the failure is in the log, whole.
+        let text = std::fs::read_to_string(log.join("log.jsonl")).unwrap();
+        assert!(text.ends_with('\n') && text.contains(&rec.request_id), "{text}");
+        // A restart on the same folder goes on: the decision still takes its feedback.
+        let mut again = Service::new(&opts()).unwrap();
+        let fb = crate::serve::tests::watched(&rec.request_id, None);
+        again.feedback(&fb, super::super::now_ms()).unwrap();
+        again.close().unwrap();
+    }
 }

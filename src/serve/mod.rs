@@ -13,6 +13,7 @@
 pub mod abtest;
 pub mod http;
 pub mod log;
+pub mod ope;
 pub mod report;
 pub mod traffic;
 
@@ -26,6 +27,7 @@ use crate::config::{Checked, PolicyKind};
 use crate::drive::session::decide_batch;
 use crate::env::{Env, Layout, Observation, Seen, Session};
 use crate::model::response::Action;
+use crate::ope::{Mix, SpecPolicy};
 use crate::platform::candidates::CandidateGenerator;
 use crate::rng::{stream, SimRng, Stream};
 use crate::world::World;
@@ -53,11 +55,21 @@ pub enum Source {
     Baseline(PolicyKind),
 }
 
-/// One arm of the experiment: `NAME=SOURCE` on the command line.
+/// One arm of the experiment: `NAME=SOURCE[@MIXTURE]` on the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmSpec {
     pub name: String,
     pub source: Source,
+    /// `@softmax=T` or `@epsilon=E`: the arm draws its choices (and logs their exact
+    /// propensities), so its log supports off-policy evaluation.
+    pub mix: Mix,
+}
+
+impl ArmSpec {
+    /// An arm serving `source` as it is.
+    pub fn plain(name: &str, source: Source) -> ArmSpec {
+        ArmSpec { name: name.to_string(), source, mix: Mix::Plain }
+    }
 }
 
 /// The baselines a service can run: they read only the candidates and their logged
@@ -83,7 +95,8 @@ pub fn refuse_truth_readers(kind: PolicyKind, what: &str) -> Result<()> {
 }
 
 impl ArmSpec {
-    /// Parses `NAME=SOURCE`, where SOURCE is a baseline's name or a run folder.
+    /// Parses `NAME=SOURCE[@softmax=T | @epsilon=E]`, where SOURCE is a baseline's name or
+    /// a run folder.
     pub fn parse(text: &str) -> Result<ArmSpec> {
         let (name, source) = text.split_once('=').ok_or_else(|| {
             Error::Other(format!("--arm `{text}`: expected NAME=SOURCE, e.g. A=greedy or B=results/default/seed42-001"))
@@ -92,7 +105,17 @@ impl ArmSpec {
         if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(Error::Other(format!("--arm `{text}`: an arm's name is 1 to 32 letters, digits, `_` or `-`")));
         }
-        let source = source.trim();
+        let (source, mix) = match source.split_once('@') {
+            None => (source.trim(), Mix::Plain),
+            Some((source, m)) => (
+                source.trim(),
+                Mix::parse(m).map_err(|why| {
+                    Error::Other(format!(
+                        "--arm `{text}`: {why}; a mixture is @softmax=T (T in (0, 1e6]) or @epsilon=E (E in [0, 1])"
+                    ))
+                })?,
+            ),
+        };
         let source = match PolicyKind::from_name(source) {
             Some(kind) if kind.is_bandit() => {
                 return Err(Error::Other(format!(
@@ -114,7 +137,7 @@ impl ArmSpec {
                 Source::Run(dir)
             }
         };
-        Ok(ArmSpec { name: name.to_string(), source })
+        Ok(ArmSpec { name: name.to_string(), source, mix })
     }
 }
 
@@ -979,8 +1002,22 @@ fn check_watch(w: Option<f64>) -> std::result::Result<(), ApiError> {
     }
 }
 
-/// Loads an arm's policy; a run folder's agent must see the world the service builds.
+/// Loads an arm's policy, made stochastic by its mixture if it has one (its version names
+/// the mixture, so a restart with another is another experiment).
 fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Result<Arm> {
+    let mut arm = load_plain_arm(spec, share, config, layout)?;
+    if spec.mix != Mix::Plain {
+        let mix = spec.mix.describe();
+        let text = format!("{}@{mix}", describe(&spec.source));
+        arm.policy = Box::new(SpecPolicy::wrap(arm.policy, spec.mix, text));
+        let (name, digest) = arm.version.split_once('@').unwrap_or((&arm.version, ""));
+        arm.version = format!("{name}@{mix}@{digest}");
+    }
+    Ok(arm)
+}
+
+/// Loads an arm's policy as it is; a run folder's agent must see the world the service builds.
+fn load_plain_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Result<Arm> {
     if let Source::Baseline(kind) = &spec.source {
         refuse_truth_readers(*kind, &format!("arm {}", spec.name))?;
     }
@@ -1042,7 +1079,7 @@ mod tests {
 
     fn options(toml: &str, arms: &[(&str, PolicyKind)]) -> ServeOptions {
         ServeOptions {
-            arms: arms.iter().map(|(n, k)| ArmSpec { name: n.to_string(), source: Source::Baseline(*k) }).collect(),
+            arms: arms.iter().map(|(n, k)| ArmSpec::plain(n, Source::Baseline(*k))).collect(),
             shares: None,
             salt: "test".into(),
             config: Some(Config::from_toml_str(toml, &[]).unwrap()),
@@ -1051,7 +1088,7 @@ mod tests {
     }
 
     /// Feedback "watched" for request `id`.
-    fn watched(id: &str, watch_time_s: Option<f64>) -> FeedbackRequest {
+    pub(in crate::serve) fn watched(id: &str, watch_time_s: Option<f64>) -> FeedbackRequest {
         FeedbackRequest {
             request_id: id.into(),
             response: Reported::Watched,
@@ -1200,14 +1237,7 @@ mod tests {
         std::os::unix::fs::symlink("/dev/full", dir.path().join(log::LOG)).unwrap();
         service.log = Some(log::Sink::open(dir.path()).unwrap());
         let matrix = format!("{:?}", service.env.matrix);
-        let fb = FeedbackRequest {
-            request_id: rec.request_id.clone(),
-            response: Reported::Watched,
-            watch_time_s: None,
-            left: false,
-            shared: false,
-            followed: false,
-        };
+        let fb = watched(&rec.request_id, None);
         let e = service.feedback(&fb, 2).unwrap_err();
         assert_eq!(e.status, 503);
         assert!(e.message.contains("No space left") && e.message.contains("unlogged"), "{}", e.message);
@@ -1388,5 +1418,87 @@ mod tests {
         let rebuilt = &service.live[&7].session;
         assert_eq!(rebuilt.t, kept.t);
         assert_eq!(format!("{:?}", rebuilt), format!("{kept:?}"));
+    }
+
+    /// Counts a policy's `act_batch` calls (and any `act`), delegating the choice.
+    struct Counting {
+        inner: Box<dyn Policy>,
+        calls: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Policy for Counting {
+        fn kind(&self) -> PolicyKind {
+            self.inner.kind()
+        }
+        fn act(&mut self, obs: &Observation, explore: bool, rng: &mut SimRng) -> Result<usize> {
+            self.calls.lock().unwrap().push(0);
+            self.inner.act(obs, explore, rng)
+        }
+        fn act_batch(&mut self, obs: &[&Observation], explore: bool, rng: &mut SimRng) -> Result<Vec<usize>> {
+            self.calls.lock().unwrap().push(obs.len());
+            self.inner.act_batch(obs, explore, rng)
+        }
+        fn propensity(&self, obs: &Observation, slot: usize, index: usize) -> f64 {
+            self.inner.propensity(obs, slot, index)
+        }
+    }
+
+    /// docs/serving.md: the engine answers the requests waiting in one batch with one
+    /// `act_batch` (one forward pass of a network) per arm, not one per request.
+    #[test]
+    fn a_batch_of_requests_is_one_act_batch_per_arm() {
+        let opts = options(SMALL, &[("A", PolicyKind::Greedy), ("B", PolicyKind::Random)]);
+        let mut service = Service::new(&opts).unwrap();
+        let calls: Vec<_> = (0..2).map(|_| std::sync::Arc::new(std::sync::Mutex::new(Vec::new()))).collect();
+        for (arm, c) in service.arms.iter_mut().zip(&calls) {
+            let inner = std::mem::replace(&mut arm.policy, Box::new(crate::agent::baselines::RandomPolicy));
+            arm.policy = Box::new(Counting { inner, calls: std::sync::Arc::clone(c) });
+        }
+        let reqs: Vec<RecommendRequest> =
+            (0..60u64).map(|user| RecommendRequest { user, new_session: true, recent: None }).collect();
+        let answers = service.recommend_batch(&reqs, 1);
+        let in_arm = |name: &str| answers.iter().filter(|a| a.as_ref().unwrap().arm == name).count();
+        let (a, b) = (in_arm("A"), in_arm("B"));
+        assert!(a > 0 && b > 0 && a + b == 60, "{a} + {b}");
+        assert_eq!(*calls[0].lock().unwrap(), vec![a], "arm A: one act_batch for its {a} requests");
+        assert_eq!(*calls[1].lock().unwrap(), vec![b], "arm B: one act_batch for its {b} requests");
+    }
+
+    /// An arm served with a mixture draws its choices and logs each one's exact
+    /// propensity, so its log supports off-policy evaluation; the mixture is part of the
+    /// arm's version; truth readers stay refused with a mixture too.
+    #[test]
+    fn mixture_arms_draw_and_log_exact_propensities() {
+        let mut opts = options(SMALL, &[]);
+        opts.arms = vec![ArmSpec::parse("A=greedy").unwrap(), ArmSpec::parse("B=greedy@epsilon=0.5").unwrap()];
+        let mut service = Service::new(&opts).unwrap();
+        let meta = service.arm_meta();
+        assert!(meta[1].version.starts_with("greedy@epsilon=0.5@fypsim-"), "{}", meta[1].version);
+        assert!(meta[0].version.starts_with("greedy@fypsim-"), "{}", meta[0].version);
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..120).collect();
+        let records = rehearse(&mut service, &world, &users, 2, 4).unwrap();
+        let (mut off_top, mut in_b) = (0, 0);
+        for r in &records {
+            if let Record::Decision(d) = r {
+                let n = d.candidates.len().min(10) as f64;
+                if d.arm == "A" {
+                    assert_eq!((d.slot, d.propensity), (0, 1.0));
+                    continue;
+                }
+                in_b += 1;
+                let p = if d.slot == 0 { 0.5 + 0.5 / n } else { 0.5 / n };
+                assert!((d.propensity - p).abs() < 1e-12, "slot {} of {n}: {} against {p}", d.slot, d.propensity);
+                off_top += (d.slot != 0) as usize;
+            }
+        }
+        // About half the choices are uniform: (n - 1) / n of those leave slot 0.
+        assert!(in_b > 200 && off_top * 10 > in_b * 3 && off_top * 10 < in_b * 6, "{off_top} of {in_b}");
+        for bad in ["A=greedy@epsilon=2", "A=greedy@softmax=0", "A=greedy@temperature=1", "A=greedy@", "A=oracle@epsilon=0.1"] {
+            let e = ArmSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(ArmSpec::parse("A=myopic_oracle@softmax=1").unwrap_err().to_string().contains("latent state"));
+        assert_eq!(ArmSpec::parse("A=random@softmax=2").unwrap().mix, Mix::Softmax(2.0));
     }
 }

@@ -119,6 +119,9 @@ pub struct AbReport {
     /// Lines of the log that are not records (skipped).
     pub damaged_lines: usize,
     pub interference: String,
+    /// Off-policy estimates of policies not in the experiment (`--ope-target`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ope: Option<super::ope::ServedOpe>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -240,6 +243,7 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
         damaged_lines,
         arms,
         interference: INTERFERENCE.into(),
+        ope: None,
     }
 }
 
@@ -326,6 +330,9 @@ pub fn markdown(r: &AbReport) -> String {
         );
     }
     s += &format!("\nInterference: {}\n", r.interference);
+    if let Some(o) = &r.ope {
+        s += &super::ope::markdown(o);
+    }
     s
 }
 
@@ -352,9 +359,18 @@ fn check_versions(experiment: &Experiment, records: &[Record], dir: &Path) -> Re
     Ok(())
 }
 
+/// What `--ope-target` asks of the report: targets estimated on the served log's world.
+pub struct OpeRequest {
+    /// The world's config (the server's): the log is replayed in it.
+    pub config: crate::config::Checked,
+    pub targets: Vec<crate::ope::PolicySpec>,
+    pub options: crate::ope::estimators::Options,
+}
+
 /// Reads the log in `dir`, writes `ab_report.json`, `ab_report.md` and `ab_report.png`
-/// into `out` (default: `dir`), and returns the report with the files.
-pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)> {
+/// into `out` (default: `dir`), with `ab_ope.csv` when `ope` asks for off-policy
+/// estimates, and returns the report with the files.
+pub fn report(dir: &Path, out: Option<&Path>, ope: Option<&OpeRequest>) -> Result<(AbReport, Vec<PathBuf>)> {
     let Contents { experiment, records, damaged } = super::log::read(dir)?;
     if records.is_empty() && damaged > 0 {
         return Err(Error::Other(format!(
@@ -366,7 +382,10 @@ pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)
         return Err(Error::Other(format!("{} holds no decisions yet: drive the service first (fypsim traffic)", dir.display())));
     }
     check_versions(&experiment, &records, dir)?;
-    let r = analyse(&experiment, &records, damaged);
+    let mut r = analyse(&experiment, &records, damaged);
+    if let Some(req) = ope {
+        r.ope = Some(super::ope::evaluate(&req.config, &experiment, &records, &req.targets, &req.options)?);
+    }
     let out = out.unwrap_or(dir);
     std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
     let json = out.join("ab_report.json");
@@ -376,7 +395,46 @@ pub fn report(dir: &Path, out: Option<&Path>) -> Result<(AbReport, Vec<PathBuf>)
     crate::files::write_file(&md, markdown(&r).as_bytes())?;
     let png = out.join("ab_report.png");
     draw(&png, &r)?;
-    Ok((r, vec![md, json, png]))
+    let mut files = vec![md, json, png];
+    if let Some(o) = &r.ope {
+        let csv = out.join("ab_ope.csv");
+        write_ope_csv(o, &csv)?;
+        files.push(csv);
+    }
+    Ok((r, files))
+}
+
+/// `ab_ope.csv`: one row per arm, target and estimator.
+fn write_ope_csv(o: &super::ope::ServedOpe, path: &Path) -> Result<()> {
+    use polars::prelude::{Column, DataFrame};
+    let rows = &o.rows;
+    let col_s = |name: &str, f: &dyn Fn(&super::ope::OpeRow) -> String| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<String>>())
+    };
+    let col_f =
+        |name: &str, f: &dyn Fn(&super::ope::OpeRow) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>());
+    let mut df = crate::output::records::frame(
+        DataFrame::new_infer_height(vec![
+            col_s("arm", &|r| r.arm.clone()),
+            col_s("logging", &|r| r.logging.clone()),
+            col_s("target", &|r| r.target.clone()),
+            Column::new("sessions".into(), rows.iter().map(|r| r.sessions as u64).collect::<Vec<u64>>()),
+            Column::new("decisions".into(), rows.iter().map(|r| r.decisions as u64).collect::<Vec<u64>>()),
+            col_s("estimator", &|r| r.estimate.estimator.clone()),
+            col_s("estimand", &|r| {
+                if r.estimate.estimand == crate::ope::estimators::Estimand::OneDecision { "one_decision" } else { "session" }
+                    .to_string()
+            }),
+            col_f("estimate", &|r| r.estimate.value),
+            col_f("ci_low", &|r| r.estimate.ci_low),
+            col_f("ci_high", &|r| r.estimate.ci_high),
+            col_f("se", &|r| r.estimate.se),
+            col_f("ess", &|r| r.estimate.ess),
+            col_s("setting", &|r| r.estimate.setting.clone()),
+        ]),
+        path,
+    )?;
+    crate::output::records::write_csv(&mut df, path)
 }
 
 /// Two panels: reward and watch time per session, one bar per arm with its interval.
@@ -463,10 +521,7 @@ mod tests {
         let toml = "seed = 11\n[world]\nn_videos = 1500\nn_users = 3000\n[env]\nmax_steps = 15\n";
         let config = Config::from_toml_str(toml, &[]).unwrap();
         let opts = ServeOptions {
-            arms: ["A", "B"]
-                .iter()
-                .map(|n| ArmSpec { name: n.to_string(), source: Source::Baseline(PolicyKind::Greedy) })
-                .collect(),
+            arms: ["A", "B"].iter().map(|n| ArmSpec::plain(n, Source::Baseline(PolicyKind::Greedy))).collect(),
             shares: None,
             salt: "aa".into(),
             config: Some(config),
@@ -581,7 +636,7 @@ mod tests {
         };
         let line = serde_json::to_string(&Record::Decision(d)).unwrap();
         std::fs::write(dir.path().join(LOG), format!("{line}\n")).unwrap();
-        let e = report(dir.path(), None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None).unwrap_err().to_string();
         assert!(e.contains("dqn@bbbb") && e.contains("dqn@aaaa") && e.contains("not this log's"), "{e}");
     }
 
@@ -593,7 +648,7 @@ mod tests {
         let exp = experiment(vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }]);
         std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
         std::fs::write(dir.path().join(LOG), "not json\n{\"half\": 1}\n\u{0}\u{1}garbage\n").unwrap();
-        let e = report(dir.path(), None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None).unwrap_err().to_string();
         assert!(e.contains("none of its 3 log lines"), "{e}");
     }
 
