@@ -275,8 +275,14 @@ pub(crate) enum Command {
         config: ConfigArgs,
         /// The logging policy: NAME, NAME@softmax=T or NAME@epsilon=E (NAME: a policy or a
         /// run folder), e.g. greedy@softmax=1.
-        #[arg(long, value_name = "SPEC")]
-        logging: String,
+        #[arg(long, value_name = "SPEC", required_unless_present = "log")]
+        logging: Option<String>,
+        /// Estimate from the log an earlier `fypsim ope` saved in DIR (its config.toml,
+        /// ope.json and log.parquet), replayed and checked, instead of logging afresh:
+        /// the config, logging policy and sessions are the log's (default output:
+        /// DIR/estimates).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["logging", "sessions"])]
+        log: Option<PathBuf>,
         /// A target policy, same grammar (repeatable), e.g. myopic_oracle@softmax=0.5.
         #[arg(long = "target", value_name = "SPEC", required = true)]
         targets: Vec<String>,

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         Command::Ope {
             config,
             logging,
+            log,
             targets,
             sessions,
             sizes,
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
             out,
         } => cmd_ope(
             config,
-            logging,
+            (logging.as_deref(), log.as_deref()),
             targets,
             *sessions,
             sizes.as_deref(),

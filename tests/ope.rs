@@ -89,3 +89,81 @@ fn ope_study_writes_its_tables_and_refuses_a_bad_file() {
     let err = String::from_utf8_lossy(&bad.get_output().stderr).to_string();
     assert!(err.contains("`sizes`") && err.contains("increasing"), "{err}");
 }
+
+/// `fypsim ope --log DIR`: a saved log is replayed (its choices rerun in their episodes)
+/// and estimates new targets; the same target gives the same estimates as the run that
+/// logged it; a log whose reward, propensity or choice was changed is refused, naming the
+/// row; a folder that is not an ope log, or a CONFIG beside --log, is refused.
+#[test]
+fn ope_estimates_new_targets_on_a_saved_log_after_checking_its_replay() {
+    use polars::prelude::{Column, DataFrame};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ope");
+    fypsim()
+        .args(["ope", "configs/smoke.toml", "--logging", "greedy@softmax=1", "--target", "greedy@softmax=0.5"])
+        .args(["--sessions", "150", "--bootstrap", "100", "--truth-max", "2000", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(out.join("config.toml").is_file());
+    let again = dir.path().join("again");
+    let run = fypsim()
+        .args(["ope", "--log"])
+        .arg(&out)
+        .args(["--target", "greedy@softmax=0.5", "--target", "most_viewed@epsilon=0.5"])
+        .args(["--bootstrap", "100", "--truth-max", "2000", "--out"])
+        .arg(&again)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&run.get_output().stdout).to_string();
+    assert!(text.contains("150 sessions") && text.contains("target most_viewed@epsilon=0.5"), "{text}");
+    let rows = |path: &std::path::Path, target: &str| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{target},150,")))
+            .map(str::to_string)
+            .collect()
+    };
+    let first = rows(&out.join("ope.csv"), "greedy@softmax=0.5");
+    assert_eq!(first.len(), 13);
+    assert_eq!(first, rows(&again.join("ope.csv"), "greedy@softmax=0.5"), "the replayed log estimates differently");
+    assert_eq!(rows(&again.join("ope.csv"), "most_viewed@epsilon=0.5").len(), 13);
+    assert!(!again.join("log.parquet").exists());
+
+    // A changed log is refused, naming the row.
+    let log = read_parquet(&out.join("log.parquet")).unwrap();
+    for (column, why) in [("reward", "the replay pays"), ("pscore", "choice probability"), ("action", "")] {
+        let mut df = DataFrame::new_infer_height(
+            ["session", "t", "action", "reward", "pscore"]
+                .iter()
+                .map(|c| log.column(c).unwrap().clone())
+                .collect::<Vec<Column>>(),
+        )
+        .unwrap();
+        let mut values: Vec<f64> = df
+            .column(column)
+            .unwrap()
+            .cast(&polars::prelude::DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        values[7] += if column == "action" { 1.0 } else { 0.25 };
+        df.with_column(Column::new(column.into(), values)).unwrap();
+        let bad = dir.path().join(format!("bad-{column}"));
+        std::fs::create_dir_all(&bad).unwrap();
+        for f in ["config.toml", "ope.json"] {
+            std::fs::copy(out.join(f), bad.join(f)).unwrap();
+        }
+        fypsim::output::records::write_parquet(&mut df, &bad.join("log.parquet")).unwrap();
+        let o = fypsim().args(["ope", "--log"]).arg(&bad).args(["--target", "greedy", "--truth-max", "100"]).assert().failure();
+        let err = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+        assert!(err.contains("does not replay at row") && err.contains(why), "{column}: {err}");
+    }
+    let o = fypsim().args(["ope", "--log", "configs", "--target", "greedy"]).assert().failure();
+    assert!(String::from_utf8_lossy(&o.get_output().stderr).contains("is not the folder of a `fypsim ope` log"));
+    let o = fypsim().args(["ope", "configs/smoke.toml", "--log"]).arg(&out).args(["--target", "greedy"]).assert().failure();
+    assert!(String::from_utf8_lossy(&o.get_output().stderr).contains("give no CONFIG or --set"));
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cmd_ope(
     config: &ConfigArgs,
-    logging: &str,
+    (logging, saved): (Option<&str>, Option<&Path>),
     targets: &[String],
     sessions: usize,
     sizes: Option<&[usize]>,
@@ -17,7 +17,14 @@ pub(crate) fn cmd_ope(
     truth_max: usize,
     out: Option<&Path>,
 ) -> Result<()> {
-    let checked = config.load()?;
+    if saved.is_some() && (!config.overrides.is_empty() || config.config != Path::new("configs/default.toml")) {
+        bail!("--log uses the saved log's own config (its config.toml): give no CONFIG or --set with it");
+    }
+    let checked = match saved {
+        Some(dir) => fypsim::config::Config::load(&dir.join(fypsim::ope::CONFIG_FILE), &[])
+            .map_err(|e| anyhow::anyhow!("{} is not the folder of a `fypsim ope` log ({e})", dir.display()))?,
+        None => config.load()?,
+    };
     if !(ridge.is_finite() && ridge > 0.0) {
         bail!("--ridge {ridge}: a finite number > 0");
     }
@@ -43,23 +50,37 @@ pub(crate) fn cmd_ope(
             have / 1e9
         );
     }
+    let options =
+        Options { ridge, switch_tau, shrinkage_lambda, bootstrap, seed: checked.seed, fqe_iterations: checked.env.max_steps };
+    let targets: Vec<PolicySpec> = targets.iter().map(|t| PolicySpec::parse(t)).collect::<fypsim::Result<_>>()?;
+    if let Some(saved) = saved {
+        let dir = out.map(Path::to_path_buf).unwrap_or_else(|| saved.join("estimates"));
+        let sizes = sizes.map(<[usize]>::to_vec).unwrap_or_default();
+        let report =
+            fypsim::ope::run_on_saved(saved, &targets, &sizes, &options, truth_max, &dir, &mut |s| eprintln!("fypsim ope: {s}"))?;
+        print_report(&report, "replaying");
+        println!("results: {} (ope.csv, ope.json, ope.png)", dir.display());
+        return Ok(());
+    }
+    let logging = logging.expect("clap requires --logging without --log");
     let request = Request {
         logging: PolicySpec::parse(logging)?,
-        targets: targets.iter().map(|t| PolicySpec::parse(t)).collect::<fypsim::Result<_>>()?,
+        targets,
         sessions,
         sizes: sizes.map(<[usize]>::to_vec).unwrap_or_else(|| vec![sessions / 100, sessions / 10]),
-        options: Options {
-            ridge,
-            switch_tau,
-            shrinkage_lambda,
-            bootstrap,
-            seed: checked.seed,
-            fqe_iterations: checked.env.max_steps,
-        },
+        options,
         truth_max,
     };
     let dir = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results").join("ope").join(&checked.name));
     let report = fypsim::ope::run(&checked, &request, &dir, &mut |s| eprintln!("fypsim ope: {s}"))?;
+    print_report(&report, "logging");
+    println!("results: {} (ope.csv, ope.json, ope.png, log.parquet)", dir.display());
+    Ok(())
+}
+
+/// The estimates of every target on the whole log, against the truths; `what` names the
+/// first stage's time (logging, or replaying a saved log).
+fn print_report(report: &fypsim::ope::Report, what: &str) {
     println!(
         "{} sessions ({} decisions) logged under {} ({} seed {}); 95% bootstrap intervals over sessions ({} resamples)",
         report.sessions, report.decisions, report.logging, report.config, report.seed, report.bootstrap
@@ -94,11 +115,9 @@ pub(crate) fn cmd_ope(
         }
     }
     println!(
-        "time: logging {:.1} s, estimating {:.1} s, truth runs {:.1} s",
+        "time: {what} {:.1} s, estimating {:.1} s, truth runs {:.1} s",
         report.logging_s, report.estimating_s, report.truth_s
     );
-    println!("results: {} (ope.csv, ope.json, ope.png, log.parquet)", dir.display());
-    Ok(())
 }
 
 /// Shows the study's stages as lines and its logs as a bar.

@@ -294,12 +294,7 @@ pub fn generate(
             let obs = env.observation();
             let probs = logging.probabilities(obs)?;
             let slot = draw(&probs, &mut rng);
-            let truth = &obs.truth;
-            let expected = obs
-                .candidates
-                .iter()
-                .map(|c| truth.model.expected_reward(&obs.user, &truth.latent, c.video, truth.now))
-                .collect();
+            let expected = expected_rewards(obs);
             let obs = obs.clone();
             let p = probs[slot];
             let step = env.step_with(slot, Some(p))?;
@@ -464,6 +459,170 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
     stage(&format!("logging {} sessions under {}", req.sessions, logging.text));
     let log = generate(config, &logging, 0, req.sessions, &mut |_| {})?;
     let logging_s = t0.elapsed().as_secs_f64();
+    let mut resolved = config.inner().clone();
+    resolved.provenance = Some(crate::experiment::run::provenance());
+    crate::files::write_file(
+        &dir.join(CONFIG_FILE),
+        format!(
+            "# The resolved config of this off-policy evaluation: `fypsim ope --log {}` estimates new targets on its log.\n{}",
+            dir.display(),
+            resolved.to_toml()
+        )
+        .as_bytes(),
+    )?;
+    let (report, probs) = estimate_and_measure(config, req, &logging, &targets, &log, logging_s, stage)?;
+    write(&report, &log, &targets, &probs, dir, true)?;
+    Ok(report)
+}
+
+/// The resolved config `fypsim ope` writes beside its log.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Estimates new targets on the log an earlier `fypsim ope` saved in `saved` (its
+/// `config.toml`, `ope.json` and `log.parquet`): the log is replayed (each session's
+/// episode rerun with the logged choices), which rebuilds every observation and checks
+/// that each logged propensity and reward is what the replay gives; then every estimator
+/// and truth as [`run`], written to `dir` (without `log.parquet`). The config, the logging
+/// policy and the sessions are the saved log's; `options`' seed and FQE iterations are
+/// set from its config.
+pub fn run_on_saved(
+    saved: &std::path::Path,
+    targets: &[PolicySpec],
+    sizes: &[usize],
+    options: &estimators::Options,
+    truth_max: usize,
+    dir: &std::path::Path,
+    stage: &mut dyn FnMut(&str),
+) -> Result<Report> {
+    use std::time::Instant;
+    let config = crate::config::Config::load(&saved.join(CONFIG_FILE), &[])
+        .map_err(|e| Error::Other(format!("{} is not the folder of a `fypsim ope` log ({e})", saved.display())))?;
+    if targets.is_empty() {
+        return Err(Error::Other("name at least one --target".into()));
+    }
+    let meta: serde_json::Value = {
+        let path = saved.join("ope.json");
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        serde_json::from_str(&text).map_err(|e| Error::Other(format!("{} is damaged: {e}", path.display())))?
+    };
+    let logging_text = meta["logging"]
+        .as_str()
+        .ok_or_else(|| Error::Other(format!("{}: no logging policy recorded", saved.join("ope.json").display())))?;
+    let logging_spec = PolicySpec::parse(logging_text)?;
+    let logging = SpecPolicy::new(&logging_spec, &config)?;
+    let target_policies: Vec<SpecPolicy> = targets.iter().map(|t| SpecPolicy::new(t, &config)).collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    stage(&format!("replaying the log in {}", saved.display()));
+    let log = replay_saved(&config, &logging, &saved.join("log.parquet"))?;
+    let logging_s = t0.elapsed().as_secs_f64();
+    if log.sessions() < 2 {
+        return Err(Error::Other(format!("the saved log holds {} session(s): at least 2", log.sessions())));
+    }
+    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    let req = Request {
+        logging: logging_spec,
+        targets: targets.to_vec(),
+        sessions: log.sessions(),
+        sizes: sizes.to_vec(),
+        options: estimators::Options { seed: config.seed, fqe_iterations: config.env.max_steps, ..options.clone() },
+        truth_max,
+    };
+    let (report, probs) = estimate_and_measure(&config, &req, &logging, &target_policies, &log, logging_s, stage)?;
+    write(&report, &log, &target_policies, &probs, dir, false)?;
+    Ok(report)
+}
+
+/// A column of `df` as f64 values (no nulls), or an error naming the file and column.
+fn column_f64(df: &polars::prelude::DataFrame, name: &str, path: &std::path::Path) -> Result<Vec<f64>> {
+    use polars::prelude::DataType;
+    let bad = |why: String| Error::Other(format!("{}: column `{name}` {why}", path.display()));
+    let c = df.column(name).map_err(|_| bad("is missing".into()))?;
+    let c = c.cast(&DataType::Float64).map_err(|e| bad(format!("is not numeric ({e})")))?;
+    let ca = c.f64().map_err(|e| bad(e.to_string()))?;
+    (0..ca.len()).map(|i| ca.get(i).ok_or_else(|| bad(format!("has an empty row {i}")))).collect()
+}
+
+/// Replays a saved `log.parquet` (its `session`, `t`, `action`, `pscore` and `reward`):
+/// session i reruns evaluation episode i of the config with the logged choices.
+fn replay_saved(config: &Checked, logging: &SpecPolicy, path: &std::path::Path) -> Result<OpeLog> {
+    let df = crate::output::records::read_parquet(path)?;
+    let (session, t, action) = (column_f64(&df, "session", path)?, column_f64(&df, "t", path)?, column_f64(&df, "action", path)?);
+    let (pscore, reward) = (column_f64(&df, "pscore", path)?, column_f64(&df, "reward", path)?);
+    let fail = |row: usize, why: String| {
+        Error::Other(format!(
+            "{} does not replay at row {row} (session {}, step {}): {why}; it is not the log of this folder's config and logging policy",
+            path.display(),
+            session[row],
+            t[row]
+        ))
+    };
+    let mut env = SimEnv::new(config)?;
+    env.reset(Some(config.seed), ResetOptions::default())?;
+    let mut log = OpeLog { decisions: Vec::new(), starts: vec![0], first_episode: 0 };
+    let mut row = 0;
+    while row < session.len() {
+        let k = log.sessions();
+        if session[row] != k as f64 {
+            return Err(fail(row, format!("sessions must be numbered 0, 1, 2, ... in order; expected {k}")));
+        }
+        env.reset(None, ResetOptions { episode: Some(k as u64), world: Some(StartWorld::Fresh) })?;
+        let mut step = 0;
+        while row < session.len() && session[row] == k as f64 {
+            if t[row] != step as f64 {
+                return Err(fail(row, format!("steps must be numbered 0, 1, 2, ... in order; expected {step}")));
+            }
+            if env.is_over() || env.observation().exhausted() {
+                return Err(fail(row, "the replayed session is over before this step".into()));
+            }
+            let obs = env.observation();
+            let slot = action[row];
+            if !(slot >= 0.0 && slot.fract() == 0.0 && (slot as usize) < obs.candidates.len()) {
+                return Err(fail(row, format!("action {slot} is not a slot of the {} candidates", obs.candidates.len())));
+            }
+            let slot = slot as usize;
+            let probs = logging.probabilities(obs)?;
+            if probs[slot] != pscore[row] {
+                return Err(fail(
+                    row,
+                    format!("the logging policy gives the choice probability {}, the log {}", probs[slot], pscore[row]),
+                ));
+            }
+            let expected = expected_rewards(obs);
+            let obs = obs.clone();
+            let p = probs[slot];
+            let outcome = env.step_with(slot, Some(p))?;
+            if outcome.reward != reward[row] {
+                return Err(fail(row, format!("the replay pays {}, the log {}", outcome.reward, reward[row])));
+            }
+            log.decisions.push(LoggedDecision { obs, expected, probs, slot, reward: outcome.reward });
+            row += 1;
+            step += 1;
+        }
+        if !(env.is_over() || env.observation().exhausted()) {
+            return Err(fail(row - 1, "the replayed session goes on after the log's last step of it".into()));
+        }
+        log.starts.push(log.decisions.len());
+    }
+    Ok(log)
+}
+
+/// Every candidate's true expected reward (slot order).
+fn expected_rewards(obs: &Observation) -> Vec<f64> {
+    let truth = &obs.truth;
+    obs.candidates.iter().map(|c| truth.model.expected_reward(&obs.user, &truth.latent, c.video, truth.now)).collect()
+}
+
+/// Every estimator of every target on every size of `log`, with the truths.
+fn estimate_and_measure(
+    config: &Checked,
+    req: &Request,
+    logging: &SpecPolicy,
+    targets: &[SpecPolicy],
+    log: &OpeLog,
+    logging_s: f64,
+    stage: &mut dyn FnMut(&str),
+) -> Result<(Report, Vec<Vec<Vec<f64>>>)> {
+    use std::time::Instant;
     let features = crate::agent::bandit::BanditFeatures::of(config);
     let mut sizes: Vec<usize> = req.sizes.iter().copied().filter(|&n| n >= 2 && n < req.sessions).collect();
     sizes.push(req.sessions);
@@ -473,9 +632,9 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
     let t1 = Instant::now();
     let mut probs_of = Vec::new();
     let mut estimates: Vec<Vec<(usize, Vec<estimators::Estimate>)>> = Vec::new();
-    for target in &targets {
+    for target in targets {
         stage(&format!("estimating {}", target.text));
-        let tp = target_probabilities(&log, target)?;
+        let tp = target_probabilities(log, target)?;
         let mut by_size = Vec::new();
         for &n in &sizes {
             let part = log.prefix(n);
@@ -552,12 +711,18 @@ pub fn run(config: &Checked, req: &Request, dir: &std::path::Path, stage: &mut d
         estimating_s,
         truth_s,
     };
-    write(&report, &log, &targets, &probs_of, dir)?;
-    Ok(report)
+    Ok((report, probs_of))
 }
 
-/// ope.csv, ope.json, ope.png and log.parquet.
-fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec<f64>>], dir: &std::path::Path) -> Result<()> {
+/// ope.csv, ope.json, ope.png, and log.parquet if `with_log`.
+fn write(
+    report: &Report,
+    log: &OpeLog,
+    targets: &[SpecPolicy],
+    probs: &[Vec<Vec<f64>>],
+    dir: &std::path::Path,
+    with_log: bool,
+) -> Result<()> {
     use polars::prelude::{Column, DataFrame};
     let csv = dir.join("ope.csv");
     let rows = &report.rows;
@@ -610,6 +775,9 @@ fn write(report: &Report, log: &OpeLog, targets: &[SpecPolicy], probs: &[Vec<Vec
         }
     }
 
+    if !with_log {
+        return Ok(());
+    }
     // The one-decision table, for other toolkits.
     let path = dir.join("log.parquet");
     let mut session = Vec::new();
