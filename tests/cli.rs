@@ -433,6 +433,10 @@ fn bandits_train_as_baselines_and_as_the_run_policy() {
         assert!(saved.is_file(), "{}", saved.display());
     }
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    // The trained policy minus each learning baseline, paired.
+    for b in ["linucb", "thompson", "epsilon_greedy"] {
+        assert!(summary["advantage_over_learners"][b]["ci95"].as_f64().unwrap().is_finite(), "{b}: {summary}");
+    }
     fypsim().arg("eval").arg(&a).assert().success();
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("eval_saved_20.json")).unwrap()).unwrap();
     for row in saved.as_array().unwrap().iter().skip(1) {
@@ -454,6 +458,10 @@ fn bandits_train_as_baselines_and_as_the_run_policy() {
     smoke_run(&c, &["policy=epsilon_greedy", "output.step_detail=true"]).success();
     let steps = read_parquet(&c.join("steps.parquet")).unwrap();
     assert!(!columns(&steps).contains(&"propensity_estimated".to_string()));
+    // output.step_detail writes the step's true outcome probabilities with every dynamic off.
+    for col in ["p_watched", "p_skipped", "p_liked", "p_left", "time_s", "offered"] {
+        assert!(columns(&steps).contains(&col.to_string()), "steps.parquet lacks {col}");
+    }
     let p: Vec<f64> = steps.column("propensity").unwrap().f64().unwrap().into_no_null_iter().collect();
     assert!(p.iter().any(|&x| x < 1.0), "epsilon-greedy explores");
     fypsim().arg("eval").arg(&c).assert().success().stdout(predicates::str::contains("epsilon_greedy (saved)"));
@@ -720,6 +728,9 @@ fn a_calendar_run_lives_the_population_through_weeks_and_writes_its_tables() {
     assert_eq!(read_parquet(&out.join("days.parquet")).unwrap().height(), 30);
     let weeks = read_parquet(&out.join("user_weeks.parquet")).unwrap();
     assert_eq!(weeks.height(), 2 * 40 * 2, "two whole weeks of 40 users under two policies");
+    for col in ["policy", "user", "week", "sessions", "active_days", "watch_s", "likes", "skips", "days_since_last_visit"] {
+        assert!(columns(&weeks).contains(&col.to_string()), "user_weeks.parquet lacks {col}");
+    }
     assert!(columns(&weeks).contains(&"inactive_next_week".to_string()));
     for png in ["days.png", "retention.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
@@ -801,4 +812,38 @@ fn a_multi_seed_calendar_run_aggregates_the_population_across_seeds() {
         .collect();
     assert!((d - per_seed.iter().sum::<f64>() / 3.0).abs() < 1e-9);
     assert!(out.join("retention.png").is_file());
+}
+
+/// docs/run-folder.md: a checkpoint's `agent.ot` holds the replay buffer's filled rows
+/// only (a buffer 50 times larger, as empty, costs nothing), and `config.toml` records the
+/// git revision the binary came from, `-dirty` when the tree had changes.
+#[test]
+fn checkpoints_hold_filled_replay_rows_and_configs_their_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (dir.path().join("small"), dir.path().join("large"));
+    smoke_run(&small, &["dqn.replay_capacity=2000"]).success();
+    smoke_run(&large, &["dqn.replay_capacity=100000"]).success();
+    let size = |d: &Path| std::fs::metadata(d.join("checkpoint/agent.ot")).unwrap().len();
+    let (a, b) = (size(&small), size(&large));
+    assert!((a as f64 - b as f64).abs() < 0.01 * a as f64, "agent.ot: {a} bytes with capacity 2,000, {b} with 100,000");
+
+    let config = std::fs::read_to_string(small.join("config.toml")).unwrap();
+    let recorded = config.lines().find_map(|l| l.strip_prefix("git_revision = ")).unwrap().trim_matches('"').to_string();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            assert_eq!(recorded, if dirty { format!("{head}-dirty") } else { head });
+        }
+        None => assert_eq!(recorded, "unknown"),
+    }
 }

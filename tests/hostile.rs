@@ -343,6 +343,9 @@ fn checkpoints_of_format_2_still_resume() {
     for f in ["episodes.csv", "eval.csv", "baselines.csv", "eval_episodes.csv"] {
         assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(dir.join(f)).unwrap(), "{f} differs");
     }
+    // Its next checkpoint is written in format 3.
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(ck.join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(manifest.format, 3);
 }
 
 #[test]
@@ -489,6 +492,11 @@ fn learning_across_sessions_resumes_from_its_last_finished_population_run_exactl
     let whole_s = started.elapsed().as_secs_f64();
     let runs = std::fs::read_to_string(whole.join("calendar_training.csv")).unwrap();
     assert_eq!(runs.lines().count(), 5, "a row per learning run\n{runs}");
+    assert_eq!(
+        runs.lines().next().unwrap(),
+        "run,sessions_per_user_day,watch_s_per_user,reward_per_session,day7_retention,steps,updates,mean_loss,epsilon",
+        "docs/run-folder.md's columns"
+    );
 
     let cut = tmp.path().join("cut");
     // The first checkpoint is training's final one; each learning run (about 2 s) then
@@ -775,4 +783,29 @@ fn a_signalled_lockstep_run_stops_without_a_checkpoint_and_is_not_resumed() {
     let o = resume(&out);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("need train.sessions = 1"), "{}", stderr(&o));
+}
+
+/// docs/run-folder.md: `fypsim check`, `serve` and `sweep` run the memory preflight too,
+/// before anything starts: a world too large for this machine is refused with its estimate.
+#[test]
+fn check_serve_and_sweep_refuse_a_world_too_large_for_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("huge.toml");
+    std::fs::write(&config, "seed = 1\n[world]\nn_users = 4000000000\n").unwrap();
+    let sweep = tmp.path().join("huge-sweep.toml");
+    std::fs::write(&sweep, format!("name = \"huge\"\nbase = {:?}\nseeds = [1, 2]\n", config.display().to_string())).unwrap();
+    let c = config.display().to_string();
+    let s = sweep.display().to_string();
+    let out = tmp.path().join("out").display().to_string();
+    for args in [
+        vec!["check", c.as_str()],
+        vec!["serve", "--arm", "A=greedy", "--port", "0", "--config", c.as_str()],
+        vec!["sweep", s.as_str(), "--out", out.as_str()],
+    ] {
+        let o = run_checked(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("more than this machine's"), "{args:?}: {err}");
+    }
+    assert!(!tmp.path().join("out").join("seed1").join("summary.json").exists());
 }

@@ -337,6 +337,96 @@ fn open_loop_traffic_reports_drops_and_lag() {
     assert_eq!((open["mode"].as_str(), open["rate"].as_f64()), (Some("open"), Some(200.0)), "{open}");
     assert!(open["dropped"].is_u64() && open["dispatch_lag"]["p99_ms"].is_f64(), "{open}");
     assert!(open["recommendations"].as_u64().unwrap() > 50, "{open}");
+    // One user at 2,000 arrivals a second is busy for most of them: those are counted as
+    // dropped, never silently lost.
+    let out = Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["traffic", "--url", &format!("http://{}", server.addr), "--users", "1", "--duration", "1", "--rate", "2000"])
+        .args(["--config", "configs/smoke.toml", "--seed", "4", "-q", "--json"])
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let busy: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert!(busy["dropped"].as_u64().unwrap() > 0 && busy["recommendations"].as_u64().unwrap() > 0, "{busy}");
+    let (status, _) = server.stop(Duration::from_secs(30));
+    assert!(status.success());
+}
+
+/// docs/serving.md: a signal that comes while the world loads stops the server as soon as
+/// it is up, cleanly (it was lost, or killed the process, before signals were listened to
+/// first).
+#[test]
+fn a_signal_while_the_world_loads_stops_the_server_once_it_is_up() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fypsim"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--arm", "A=greedy", "--config", "configs/smoke.toml", "--port", "0"])
+        .args(["--set", "world.n_users=1000000", "--set", "world.n_videos=40000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("loading the world") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the server ended before loading");
+    }
+    // Each line of stdout with the moment it came.
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let lines: Vec<(Instant, String)> = lines.try_iter().collect();
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(status.success(), "{status:?}\n{text:?}");
+    let up = lines.iter().find(|(_, l)| l.starts_with("listening on")).unwrap_or_else(|| panic!("never up: {text:?}")).0;
+    assert!(up > sent, "the world loaded before the signal came: make it larger");
+    assert!(text.iter().any(|l| l.contains("stopped after 0 requests")), "{text:?}");
+    assert!(sent.elapsed() < Duration::from_secs(120), "took {:?}", sent.elapsed());
+}
+
+/// docs/serving.md: an idle kept-alive connection is closed after the read timeout (it
+/// could otherwise hold a connection slot, and the drain, for ever).
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--read-timeout", "1"], None);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Read the whole response (headers, then Content-Length bytes of body).
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("\"status\""));
+    // Idle: the server closes it within the timeout (and a little scheduling).
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let closed = matches!(reader.read_to_end(&mut rest), Ok(0)) || rest.is_empty();
+    assert!(closed && idle.elapsed() < Duration::from_secs(5), "still open after {:?}: {rest:?}", idle.elapsed());
     let (status, _) = server.stop(Duration::from_secs(30));
     assert!(status.success());
 }

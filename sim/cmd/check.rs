@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub(crate) fn cmd_check(configs: &[PathBuf], print: bool) -> Result<()> {
     let mut failed = 0;
     for path in configs {
-        match Config::load(path, &[]) {
+        // Validation, then the same memory preflight as `run`, `serve` and `sweep`.
+        match Config::load(path, &[]).and_then(|c| fypsim::drive::preflight::fits_in_memory(&c).map(|()| c)) {
             Ok(c) => {
                 println!("ok: {}", path.display());
                 if print {

@@ -1168,6 +1168,9 @@ mod tests {
             assert!(service.env().matrix == env.matrix);
             assert_eq!(service.env().sim().views, env.sim().views);
             if !out.terminal {
+                // The session's features (and the video logs behind them) follow too.
+                let served = service.env.observe_session(&service.live[&user].session, &mut service.generator);
+                assert_eq!(format!("{:?}", served.state), format!("{:?}", env.observation().state));
                 let next =
                     service.recommend(&RecommendRequest { user: user as u64, new_session: false, recent: None }, 3).unwrap();
                 assert_eq!(next.candidates, env.observation().candidates.iter().map(|c| c.video).collect::<Vec<_>>());
@@ -1378,11 +1381,17 @@ mod tests {
         assert_eq!(e.status, 409);
         // User 3's decision is two hours old when the service restarts.
         let old = service.recommend(&req(3), t0 - 2 * PENDING_TTL_MS).unwrap();
+        let replayed = service.recommend(&req(5), t0).unwrap();
         service.close().unwrap();
         let mut service = Service::new(&opts).unwrap();
         assert_eq!(service.feedback(&fb(&first.request_id), t0 + 3).unwrap_err().status, 409);
         assert_eq!(service.feedback(&fb(&old.request_id), t0 + 3).unwrap_err().status, 409);
         service.feedback(&fb(&second.request_id), t0 + 3).unwrap();
+        // Sessions are not kept across a restart: user 5's next request opens a new one,
+        // which ends the decision replayed as awaiting.
+        let next = service.recommend(&RecommendRequest { user: 5, new_session: false, recent: None }, t0 + 3).unwrap();
+        assert_eq!((next.session, next.step), (replayed.session + 1, 0));
+        assert_eq!(service.feedback(&fb(&replayed.request_id), t0 + 3).unwrap_err().status, 409);
         let step = |response, watch| RecentStep { video: 1, response, watch_time_s: watch };
         for recent in [vec![step(Reported::Skipped, Some(1e5))], vec![step(Reported::Left, None), step(Reported::Watched, None)]]
         {
@@ -1500,5 +1509,22 @@ mod tests {
         }
         assert!(ArmSpec::parse("A=myopic_oracle@softmax=1").unwrap_err().to_string().contains("latent state"));
         assert_eq!(ArmSpec::parse("A=random@softmax=2").unwrap().mix, Mix::Softmax(2.0));
+    }
+
+    /// docs/serving.md: with `dynamics.behaviour` on, the service pays the watch-time,
+    /// share and follow terms as the user model does (`rehearse` fails on any difference).
+    #[test]
+    fn with_behaviour_on_the_service_pays_what_the_user_model_pays() {
+        let toml = "seed = 8\n[world]\nn_videos = 400\nn_users = 150\n[env]\nmax_steps = 12\n[dynamics.behaviour]\n\
+                    enabled = true\nshare_rate = 0.2\nfollow_rate = 0.2\nreward_watch_s = 0.05\nreward_share = 2.0\n\
+                    reward_follow = 3.0\n";
+        let mut service = Service::new(&options(toml, &[("A", PolicyKind::Greedy)])).unwrap();
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..150).collect();
+        let records = rehearse(&mut service, &world, &users, 2, 5).unwrap();
+        let outcomes: Vec<&Outcome> =
+            records.iter().filter_map(|r| if let Record::Outcome(o) = r { Some(o) } else { None }).collect();
+        assert!(outcomes.iter().any(|o| o.shared) && outcomes.iter().any(|o| o.followed), "no share or follow to pay");
+        assert!(outcomes.iter().any(|o| o.watch_time_s > 0.0 && o.reward.fract() != 0.0));
     }
 }

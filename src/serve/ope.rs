@@ -333,8 +333,8 @@ mod tests {
 
     const TOML: &str = "seed = 5\n[world]\nn_videos = 800\nn_users = 600\n[env]\nmax_steps = 10\n";
 
-    /// An experiment of `arms` rehearsed in process: 600 users, 3 sessions each.
-    fn served(arms: &[&str]) -> (Checked, Experiment, Vec<Record>) {
+    /// A service of `arms` on the test world, unlogged.
+    fn service(arms: &[&str]) -> (Checked, Service) {
         let config = Config::from_toml_str(TOML, &[]).unwrap();
         let opts = ServeOptions {
             arms: arms.iter().map(|a| ArmSpec::parse(a).unwrap()).collect(),
@@ -343,7 +343,12 @@ mod tests {
             config: Some(config.clone()),
             log: None,
         };
-        let mut service = Service::new(&opts).unwrap();
+        (config, Service::new(&opts).unwrap())
+    }
+
+    /// An experiment of `arms` rehearsed in process: 600 users, 3 sessions each.
+    fn served(arms: &[&str]) -> (Checked, Experiment, Vec<Record>) {
+        let (config, mut service) = service(arms);
         let world = service.env().world.clone();
         let users: Vec<u32> = (0..600).collect();
         let records = rehearse(&mut service, &world, &users, 3, 2).unwrap();
@@ -443,5 +448,35 @@ mod tests {
         let o = evaluate(&config, &exp, &records, &[PolicySpec::parse("most_viewed@softmax=1").unwrap()], &options()).unwrap();
         assert_eq!(o.rows.iter().filter(|r| r.arm == "A").count(), estimators::NAMES.len());
         assert_eq!(o.rows.iter().filter(|r| r.arm == "B").count(), estimators::NAMES.len());
+    }
+
+    /// An arm that draws without a mixture (a plain Thompson-sampling run, say) is refused;
+    /// a decision whose outcome never came ends what the log knows of its session.
+    #[test]
+    fn plain_stochastic_arms_are_refused_and_awaiting_decisions_end_their_session() {
+        let why = refusal("T", "thompson@0123456789ab", Mix::Plain, &[0.4, 1.0, 0.7]).unwrap();
+        assert!(why.contains("draws without a mixture"), "{why}");
+        assert!(refusal("R", "random@fypsim-0.1.0", Mix::Plain, &[0.1, 0.1]).is_none());
+        assert!(refusal("E", "greedy@epsilon=0@fypsim-0.1.0", Mix::Epsilon(0.0), &[1.0, 1.0]).unwrap().contains("propensity 1"));
+        assert!(refusal("N", "greedy@softmax=1@x", Mix::Softmax(1.0), &[0.5, f64::NAN]).unwrap().contains("NaN"));
+
+        // A user whose decision never had its feedback starts a new session: the log holds
+        // that decision awaiting; the replay leaves it out and goes on.
+        let (config, mut service) = service(&["A=random", "B=greedy@softmax=1"]);
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..100).collect();
+        let mut records = rehearse(&mut service, &world, &users, 2, 2).unwrap();
+        service.capture();
+        let req = RecommendRequest { user: 7, new_session: true, recent: None };
+        let left = service.recommend(&req, 2_000_000).unwrap();
+        let next = service.recommend(&req, 2_000_001).unwrap();
+        service.feedback(&crate::serve::tests::watched(&next.request_id, Some(1.0)), 2_000_002).unwrap();
+        records.extend(service.take_records());
+        let arms = replay(&config, &service.experiment(), &records).unwrap();
+        let a = service.experiment().arms.iter().position(|x| x.name == left.arm).unwrap();
+        let in_arm = records.iter().filter(|r| matches!(r, Record::Decision(d) if d.arm == left.arm)).count();
+        assert_eq!(arms[a].awaiting, 1);
+        assert_eq!(arms[a].log.decisions.len(), in_arm - 1);
+        assert_eq!(arms[1 - a].awaiting, 0);
     }
 }
