@@ -123,6 +123,14 @@ pub(crate) enum Command {
         /// Compare two configurations (labels as in report.md) as an A/B test.
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
         ab: Option<Vec<String>>,
+        /// The reward per session by the user's session index (1, 2-5, 6+) of every policy
+        /// of the calendar runs below DIR, across runs, with each policy's share of
+        /// --reference's: by_session.md and by_session.csv.
+        #[arg(long, conflicts_with = "ab")]
+        by_session: bool,
+        /// With --by-session: the policy whose return the shares are of.
+        #[arg(long, default_value = "myopic_oracle", requires = "by_session")]
+        reference: String,
         /// The decision log of `fypsim serve --log DIR`: per arm the mean reward and
         /// watch time per session, their difference, power and a sample-ratio check.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["dir", "ab"])]

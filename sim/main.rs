@@ -20,6 +20,7 @@ use crate::cmd::ope::cmd_ope;
 use crate::cmd::ope::cmd_ope_study;
 use crate::cmd::report::cmd_report;
 use crate::cmd::report::cmd_report_ab_log;
+use crate::cmd::report::cmd_report_by_session;
 use crate::cmd::run::cmd_run;
 use crate::cmd::serve::cmd_serve;
 use crate::cmd::serve::cmd_traffic;
@@ -109,6 +110,9 @@ fn main() -> ExitCode {
         }
         Command::Report { ab_log: Some(log), out, ope_targets, config, overrides, bootstrap, .. } => {
             cmd_report_ab_log(log, out.as_deref(), ope_targets, (config, overrides), *bootstrap)
+        }
+        Command::Report { dir, by_session: true, reference, .. } => {
+            cmd_report_by_session(dir.as_deref().expect("clap requires it"), reference)
         }
         Command::Report { dir, ab, .. } => cmd_report(dir.as_deref().expect("clap requires it"), ab.as_deref()),
         Command::Serve { arms, split, port, host, log, config, overrides, salt, threads, read_timeout, drain } => {

@@ -812,6 +812,34 @@ fn a_multi_seed_calendar_run_aggregates_the_population_across_seeds() {
         .collect();
     assert!((d - per_seed.iter().sum::<f64>() / 3.0).abs() < 1e-9);
     assert!(out.join("retention.png").is_file());
+
+    // The reward per session by session index, across seeds, recomputed from each seed's
+    // sessions.parquet: random's first sessions and its share of greedy's in them.
+    fypsim().args(["report"]).arg(&out).args(["--by-session", "--reference", "greedy"]).assert().success();
+    let first_sessions = |s: u32, policy: &str| -> f64 {
+        let df = read_parquet(&out.join(format!("seed{s}/sessions.parquet"))).unwrap();
+        let p = df.column("policy").unwrap().str().unwrap().clone();
+        let k = df.column("session").unwrap().cast(&polars::prelude::DataType::UInt32).unwrap();
+        let r = df.column("reward").unwrap().cast(&polars::prelude::DataType::Float64).unwrap();
+        let (k, r) = (k.u32().unwrap().clone(), r.f64().unwrap().clone());
+        let v: Vec<f64> =
+            (0..df.height()).filter(|&i| p.get(i) == Some(policy) && k.get(i) == Some(0)).map(|i| r.get(i).unwrap()).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let mean = (1..=3).map(|s| first_sessions(s, "random")).sum::<f64>() / 3.0;
+    let share = (1..=3).map(|s| first_sessions(s, "random") / first_sessions(s, "greedy")).sum::<f64>() / 3.0;
+    let table = read_csv(&out.join("by_session.csv")).unwrap();
+    let row = (0..table.height())
+        .find(|&i| {
+            table.column("policy").unwrap().str().unwrap().get(i) == Some("random")
+                && table.column("sessions_index").unwrap().str().unwrap().get(i) == Some("1")
+        })
+        .unwrap();
+    let got = |c: &str| table.column(c).unwrap().f64().unwrap().get(row).unwrap();
+    assert!((got("reward") - mean).abs() < 1e-9 && (got("share_of_reference") - share).abs() < 1e-9);
+    assert!(got("reward_ci95").is_finite());
+    let o = fypsim().args(["report", "configs", "--by-session"]).assert().failure();
+    assert!(String::from_utf8_lossy(&o.get_output().stderr).contains("needs a calendar run"));
 }
 
 /// docs/run-folder.md: a checkpoint's `agent.ot` holds the replay buffer's filled rows

@@ -65,3 +65,12 @@ pub(crate) fn cmd_report_ab_log(
     }
     Ok(())
 }
+
+pub(crate) fn cmd_report_by_session(dir: &Path, reference: &str) -> Result<()> {
+    let b = fypsim::experiment::fade::by_session(dir, reference)?;
+    print!("{}", fypsim::experiment::fade::markdown(&b));
+    for f in fypsim::experiment::fade::write(&b, dir)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! [`sweep`]s and the [`report`] that compares runs.
 
 pub mod checkpoint;
+pub mod fade;
 pub mod multiseed;
 pub mod report;
 pub mod run;
