@@ -138,6 +138,9 @@ pub(crate) enum Command {
         /// With --ab-log: where to write the report (default: the log's folder).
         #[arg(long, requires = "ab_log")]
         out: Option<PathBuf>,
+        /// With --ab-log: the arm the others are compared with (default: the first).
+        #[arg(long, value_name = "ARM", requires = "ab_log")]
+        control: Option<String>,
         /// With --ab-log: estimate a policy the experiment did not serve from the arms that
         /// logged exact propensities (served with @epsilon=E or @softmax=T), replaying the
         /// log (repeatable): NAME, NAME@softmax=T, NAME@epsilon=E, or a run folder.

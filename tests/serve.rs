@@ -493,3 +493,32 @@ fn a_mixture_arm_logs_for_off_policy_estimates_in_the_report() {
     let out = report(&["--set", "world.n_users=200", "--set", "world.n_videos=400", "--ope-target", "oracle"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("latent state"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An A/B/n experiment over HTTP: three arms, each compared with the named control in the
+/// report (k-arm sample-ratio check, Bonferroni's bound); an unknown control is refused.
+#[test]
+fn three_arms_are_served_and_reported_against_a_control() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let log_s = log.display().to_string();
+    let mut args = vec!["serve", "--arm", "A=greedy", "--arm", "B=random", "--arm", "C=most_viewed", "--split", "40/30/30"];
+    args.extend(["--port", "0", "--log", &log_s, "--config", "configs/smoke.toml", "--set", "world.n_users=300"]);
+    let (mut server, url) = start_with(&args);
+    let traffic = ["traffic", "--url", &url, "--users", "300", "--duration", "2", "--concurrency", "4", "-q"];
+    let out = bin().args(traffic).args(["--config", "configs/smoke.toml", "--set", "world.n_users=300"]).output().unwrap();
+    unsafe {
+        libc::kill(server.id() as i32, libc::SIGTERM);
+    }
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin().args(["report", "--ab-log", &log_s, "--control", "B"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| A - B |") && stdout.contains("| C - B |") && stdout.contains("Bonferroni"), "{stdout}");
+    assert!(stdout.contains("0.40 / 0.30 / 0.30"), "the k-arm sample-ratio check: {stdout}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(log.join("ab_report.json")).unwrap()).unwrap();
+    assert_eq!(json["comparisons"].as_array().unwrap().len(), 2);
+    assert!(json["srm"]["p_value"].as_f64().unwrap().is_finite());
+    let out = bin().args(["report", "--ab-log", &log_s, "--control", "Z"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--control Z: not an arm of this experiment (its arms: A, B, C)"));
+}

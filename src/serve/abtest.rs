@@ -92,14 +92,56 @@ pub fn power(effect: f64, se: f64) -> f64 {
 /// below 0.001) says the assignment or the logging is broken, and no difference between
 /// the arms can be trusted.
 pub fn srm_p_value(a: usize, b: usize, share_b: f64) -> f64 {
-    let n = (a + b) as f64;
-    let (ea, eb) = (n * (1.0 - share_b), n * share_b);
-    if ea <= 0.0 || eb <= 0.0 {
+    srm_p_value_k(&[a, b], &[1.0 - share_b, share_b])
+}
+
+/// The sample-ratio-mismatch check of k arms: the chi-square test (k - 1 degrees of
+/// freedom) of the users per arm against the configured shares. NaN where an expected
+/// count is not positive.
+pub fn srm_p_value_k(users: &[usize], shares: &[f64]) -> f64 {
+    let n: f64 = users.iter().sum::<usize>() as f64;
+    let mut chi2 = 0.0;
+    for (&u, &s) in users.iter().zip(shares) {
+        let e = n * s;
+        if e <= 0.0 {
+            return f64::NAN;
+        }
+        chi2 += (u as f64 - e).powi(2) / e;
+    }
+    chi2_sf(chi2, users.len().saturating_sub(1))
+}
+
+/// P(X > x) for X chi-square with `dof` degrees of freedom (an integer), in closed form
+/// (Abramowitz and Stegun 26.4.4 and 26.4.5): for an even dof 2m,
+/// e^(-x/2) sum_{j<m} (x/2)^j / j!; for an odd one, 2 P(Z > sqrt x) plus
+/// sqrt(2x/pi) e^(-x/2) sum_{j=1}^{(dof-1)/2} x^(j-1) / (1 3 5 ... (2j-1)). NaN for dof 0.
+pub fn chi2_sf(x: f64, dof: usize) -> f64 {
+    if dof == 0 || x.is_nan() {
         return f64::NAN;
     }
-    let chi2 = (a as f64 - ea).powi(2) / ea + (b as f64 - eb).powi(2) / eb;
-    // P(chi2_1 > x) = P(|Z| > sqrt(x)).
-    2.0 * normal_sf(chi2.sqrt())
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let half = 0.5 * x;
+    if dof.is_multiple_of(2) {
+        let (mut term, mut sum) = (1.0, 1.0);
+        for j in 1..dof / 2 {
+            term *= half / j as f64;
+            sum += term;
+        }
+        ((-half).exp() * sum).min(1.0)
+    } else {
+        let mut tail = 2.0 * normal_sf(x.sqrt());
+        let (mut term, mut sum) = (1.0, 0.0);
+        for j in 1..=(dof - 1) / 2 {
+            if j > 1 {
+                term *= x / (2 * j - 1) as f64;
+            }
+            sum += term;
+        }
+        tail += (2.0 * x / std::f64::consts::PI).sqrt() * (-half).exp() * sum;
+        tail.min(1.0)
+    }
 }
 
 /// P(Z > z) for a standard normal Z, from erfc (Numerical Recipes' erfcc: relative error
@@ -154,6 +196,23 @@ mod tests {
         assert!((moved - 0.42).abs() < 0.02, "{moved}");
         assert!(srm_p_value(b.iter().filter(|&&x| !x).count(), b.iter().filter(|&&x| x).count(), 0.3) > 0.001);
         assert!(srm_p_value(10_000, 10_600, 0.5) < 0.001);
+    }
+
+    /// The chi-square tail at its tabulated 5% and 0.1% points, for 1 to 7 degrees of
+    /// freedom; the k-arm check of two arms is the two-arm check.
+    #[test]
+    fn chi_square_tails_match_the_tables() {
+        let five = [3.841, 5.991, 7.815, 9.488, 11.070, 12.592, 14.067];
+        let tenth = [10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322];
+        for dof in 1..=7 {
+            assert!((chi2_sf(five[dof - 1], dof) - 0.05).abs() < 2e-4, "dof {dof}: {}", chi2_sf(five[dof - 1], dof));
+            assert!((chi2_sf(tenth[dof - 1], dof) - 0.001).abs() < 1e-5, "dof {dof}: {}", chi2_sf(tenth[dof - 1], dof));
+        }
+        assert_eq!(chi2_sf(0.0, 3), 1.0);
+        assert!(chi2_sf(1.0, 0).is_nan());
+        assert!((srm_p_value_k(&[480, 520], &[0.5, 0.5]) - srm_p_value(480, 520, 0.5)).abs() < 1e-15);
+        assert!((srm_p_value_k(&[1000, 1000, 1060], &[1.0 / 3.0; 3]) - (-2.3529_f64 / 2.0).exp()).abs() < 1e-4);
+        assert!(srm_p_value_k(&[1000, 1000, 1300], &[1.0 / 3.0; 3]) < 0.001);
     }
 
     /// A population of users with a persistent taste (so a user's sessions correlate)

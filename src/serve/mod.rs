@@ -43,6 +43,9 @@ pub const SESSION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
 /// then refused), so that abandoned decisions do not pile up.
 pub const PENDING_TTL_MS: u64 = 60 * 60 * 1000;
 
+/// The most arms an experiment may have.
+pub const MAX_ARMS: usize = 8;
+
 /// The most steps a client may report in `recent`.
 pub const MAX_RECENT: usize = 1000;
 
@@ -416,9 +419,9 @@ impl Service {
         if opts.arms.is_empty() {
             return Err(Error::Other("serve needs at least one --arm NAME=SOURCE".into()));
         }
-        if opts.arms.len() > 2 {
+        if opts.arms.len() > MAX_ARMS {
             return Err(Error::Other(format!(
-                "{} arms given: an experiment here has one arm (serving) or two (an A/B test)",
+                "{} arms given: an experiment here has 1 (serving) to {MAX_ARMS} arms (an A/B/n test)",
                 opts.arms.len()
             )));
         }
@@ -1296,7 +1299,7 @@ mod tests {
 
     /// A restart on the same log is the service it was: the matrix and each user's session
     /// counter come back from the log; another experiment's arms or world are refused,
-    /// naming what differs; more than two arms are refused.
+    /// naming what differs; more than eight arms are refused.
     #[test]
     fn a_restart_replays_the_log_and_refuses_another_experiment() {
         let dir = tempfile::tempdir().unwrap();
@@ -1322,8 +1325,10 @@ mod tests {
         assert!(e.contains("another experiment") && e.contains("arms"), "{e}");
         let e = other(&[("A", PolicyKind::Greedy), ("B", PolicyKind::Random)], &SMALL.replace("seed = 3", "seed = 4"));
         assert!(e.contains("another experiment") && e.contains("world"), "{e}");
-        let three = options(SMALL, &[("A", PolicyKind::Greedy), ("B", PolicyKind::Random), ("C", PolicyKind::MostViewed)]);
-        assert!(Service::new(&three).err().unwrap().to_string().contains("3 arms"));
+        let names = ["A", "B", "C", "D", "E", "F", "G", "H", "I"];
+        let nine: Vec<(&str, PolicyKind)> = names.iter().map(|n| (*n, PolicyKind::Greedy)).collect();
+        let e = Service::new(&options(SMALL, &nine)).err().unwrap().to_string();
+        assert!(e.contains("9 arms") && e.contains("to 8 arms"), "{e}");
     }
 
     /// A session ends after `env.max_steps` steps (the feedback says so and the next

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::log::{Contents, Experiment};
 use super::Record;
 use crate::output::plot::{plot_err, register_font, PALETTE};
-use crate::serve::abtest::{arm_estimate, difference, power, srm_p_value, UserTotals};
+use crate::serve::abtest::{arm_estimate, difference, power, srm_p_value, srm_p_value_k, UserTotals};
 use crate::{Error, Result};
 
 /// The interference note every report carries.
@@ -95,14 +95,33 @@ pub struct Srm {
     pub alarm: bool,
 }
 
+/// One arm against the control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub arm: String,
+    pub control: String,
+    /// The arm minus the control.
+    pub reward: Diff,
+    pub watch_time: Diff,
+    /// Whether p is below 0.05 / (the number of comparisons): Bonferroni's bound keeps the
+    /// chance of any false alarm among them at 5% or less.
+    pub significant_bonferroni: bool,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbReport {
     pub salt: String,
     pub arms: Vec<ArmFigures>,
-    /// With two arms: the second minus the first.
+    /// With two arms: the other arm minus the control (the first arm unless named).
     pub reward_diff: Option<Diff>,
     pub watch_time_diff: Option<Diff>,
+    /// With three or more arms: each arm against the control.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Comparison>,
+    /// The control, when named (`--control`); else the first arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
     pub srm: Option<Srm>,
     pub decisions: usize,
     pub outcomes: usize,
@@ -187,8 +206,14 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
     Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len(), unknown_arm }
 }
 
-/// Reads the log's records into the report (pure: the same records give the same report).
+/// Reads the log's records into the report (pure: the same records give the same report),
+/// with the first arm as the control.
 pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize) -> AbReport {
+    analyse_with(experiment, records, damaged_lines, 0)
+}
+
+/// [`analyse`] with arm `control` as the control.
+pub fn analyse_with(experiment: &Experiment, records: &[Record], damaged_lines: usize, control: usize) -> AbReport {
     let Collected { users, decisions, outcomes, orphans, two_arms, awaiting, unknown_arm } = collect(experiment, records);
     let mut arms = Vec::new();
     let mut estimates = Vec::new();
@@ -223,16 +248,39 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
         });
         estimates.push((er, ew));
     }
-    let two = estimates.len() == 2;
-    let srm = two.then(|| {
-        let counts = vec![arms[0].users, arms[1].users];
-        let p = srm_p_value(counts[0], counts[1], experiment.arms[1].share);
-        Srm { users: counts, expected_share: experiment.arms.iter().map(|a| a.share).collect(), p_value: p, alarm: p < 0.001 }
+    let k = estimates.len();
+    let srm = (k >= 2).then(|| {
+        let counts: Vec<usize> = arms.iter().map(|a| a.users).collect();
+        let shares: Vec<f64> = experiment.arms.iter().map(|a| a.share).collect();
+        let p = if k == 2 { srm_p_value(counts[0], counts[1], shares[1]) } else { srm_p_value_k(&counts, &shares) };
+        Srm { users: counts, expected_share: shares, p_value: p, alarm: p < 0.001 }
     });
+    let control = control.min(k.saturating_sub(1));
+    let other = usize::from(control == 0);
+    let two = k == 2;
+    let comparisons = if k >= 3 {
+        (0..k)
+            .filter(|&i| i != control)
+            .map(|i| {
+                let reward = Diff::of(&estimates[control].0, &estimates[i].0);
+                Comparison {
+                    arm: arms[i].name.clone(),
+                    control: arms[control].name.clone(),
+                    significant_bonferroni: reward.p_value < 0.05 / (k - 1) as f64,
+                    reward,
+                    watch_time: Diff::of(&estimates[control].1, &estimates[i].1),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     AbReport {
         salt: experiment.salt.clone(),
-        reward_diff: two.then(|| Diff::of(&estimates[0].0, &estimates[1].0)),
-        watch_time_diff: two.then(|| Diff::of(&estimates[0].1, &estimates[1].1)),
+        reward_diff: two.then(|| Diff::of(&estimates[control].0, &estimates[other].0)),
+        watch_time_diff: two.then(|| Diff::of(&estimates[control].1, &estimates[other].1)),
+        comparisons,
+        control: None,
         srm,
         decisions: decisions.iter().sum(),
         outcomes: outcomes.iter().sum(),
@@ -282,7 +330,10 @@ pub fn markdown(r: &AbReport) -> String {
         );
     }
     if let (Some(d), Some(w)) = (&r.reward_diff, &r.watch_time_diff) {
-        let (a, b) = (&r.arms[0].name, &r.arms[1].name);
+        let (a, b) = match &r.control {
+            Some(c) if *c == r.arms[1].name => (&r.arms[1].name, &r.arms[0].name),
+            _ => (&r.arms[0].name, &r.arms[1].name),
+        };
         s += &format!(
             "\n{b} - {a}, reward per session: {} [{}, {}], p = {}{}\n",
             f(d.diff),
@@ -308,6 +359,35 @@ pub fn markdown(r: &AbReport) -> String {
         } else {
             "power: n/a (each arm needs at least 2 users with a session)\n".to_string()
         };
+    }
+    if !r.comparisons.is_empty() {
+        let n = r.comparisons.len();
+        s += &format!(
+            "\nEach arm against the control {} ({n} comparisons: a difference is significant for the experiment as a whole \
+             at p < 0.05 / {n} = {:.4}, Bonferroni); mde80: the smallest difference detected 80% of the time.\n\n\
+             | arm - control | reward / session (95% CI) | p | significant | mde80 | watch s / session (95% CI) | p |\n\
+             |---|---|---|---|---|---|---|\n",
+            r.comparisons[0].control,
+            0.05 / n as f64
+        );
+        for c in &r.comparisons {
+            let (d, w) = (&c.reward, &c.watch_time);
+            s += &format!(
+                "| {} - {} | {} [{}, {}] | {} | {} | {} | {} [{}, {}] | {} |\n",
+                c.arm,
+                c.control,
+                f(d.diff),
+                f(d.ci95[0]),
+                f(d.ci95[1]),
+                f(d.p_value),
+                if c.significant_bonferroni { "yes" } else { "no" },
+                f(d.mde80),
+                f(w.diff),
+                f(w.ci95[0]),
+                f(w.ci95[1]),
+                f(w.p_value)
+            );
+        }
     }
     if let Some(m) = &r.srm {
         s += &format!(
@@ -369,8 +449,14 @@ pub struct OpeRequest {
 
 /// Reads the log in `dir`, writes `ab_report.json`, `ab_report.md` and `ab_report.png`
 /// into `out` (default: `dir`), with `ab_ope.csv` when `ope` asks for off-policy
-/// estimates, and returns the report with the files.
-pub fn report(dir: &Path, out: Option<&Path>, ope: Option<&OpeRequest>) -> Result<(AbReport, Vec<PathBuf>)> {
+/// estimates, and returns the report with the files. `control` names the arm the others
+/// are compared with (default: the first).
+pub fn report(
+    dir: &Path,
+    out: Option<&Path>,
+    ope: Option<&OpeRequest>,
+    control: Option<&str>,
+) -> Result<(AbReport, Vec<PathBuf>)> {
     let Contents { experiment, records, damaged } = super::log::read(dir)?;
     if records.is_empty() && damaged > 0 {
         return Err(Error::Other(format!(
@@ -382,7 +468,15 @@ pub fn report(dir: &Path, out: Option<&Path>, ope: Option<&OpeRequest>) -> Resul
         return Err(Error::Other(format!("{} holds no decisions yet: drive the service first (fypsim traffic)", dir.display())));
     }
     check_versions(&experiment, &records, dir)?;
-    let mut r = analyse(&experiment, &records, damaged);
+    let control_index = match control {
+        None => 0,
+        Some(name) => experiment.arms.iter().position(|a| a.name == name).ok_or_else(|| {
+            let names: Vec<&str> = experiment.arms.iter().map(|a| a.name.as_str()).collect();
+            Error::Other(format!("--control {name}: not an arm of this experiment (its arms: {})", names.join(", ")))
+        })?,
+    };
+    let mut r = analyse_with(&experiment, &records, damaged, control_index);
+    r.control = control.map(str::to_string);
     if let Some(req) = ope {
         r.ope = Some(super::ope::evaluate(&req.config, &experiment, &records, &req.targets, &req.options)?);
     }
@@ -636,7 +730,7 @@ mod tests {
         };
         let line = serde_json::to_string(&Record::Decision(d)).unwrap();
         std::fs::write(dir.path().join(LOG), format!("{line}\n")).unwrap();
-        let e = report(dir.path(), None, None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None, None).unwrap_err().to_string();
         assert!(e.contains("dqn@bbbb") && e.contains("dqn@aaaa") && e.contains("not this log's"), "{e}");
     }
 
@@ -648,7 +742,7 @@ mod tests {
         let exp = experiment(vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }]);
         std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
         std::fs::write(dir.path().join(LOG), "not json\n{\"half\": 1}\n\u{0}\u{1}garbage\n").unwrap();
-        let e = report(dir.path(), None, None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None, None).unwrap_err().to_string();
         assert!(e.contains("none of its 3 log lines"), "{e}");
     }
 
@@ -761,5 +855,51 @@ mod tests {
         assert!(r.srm.as_ref().unwrap().alarm);
         let text = markdown(&r);
         assert!(text.contains("1 users in two arms") && text.contains("MISMATCH"), "{text}");
+    }
+
+    /// Three arms: the k-arm sample-ratio check, each arm against the control (the first,
+    /// or a named one) with Bonferroni's bound, in the JSON and the text.
+    #[test]
+    fn three_arms_are_compared_with_a_control() {
+        let toml = "seed = 11\n[world]\nn_videos = 1500\nn_users = 900\n[env]\nmax_steps = 10\n";
+        let opts = ServeOptions {
+            arms: [("A", PolicyKind::Greedy), ("B", PolicyKind::Random), ("C", PolicyKind::MostViewed)]
+                .iter()
+                .map(|(n, k)| ArmSpec::plain(n, Source::Baseline(*k)))
+                .collect(),
+            shares: None,
+            salt: "abc".into(),
+            config: Some(Config::from_toml_str(toml, &[]).unwrap()),
+            log: None,
+        };
+        let mut service = Service::new(&opts).unwrap();
+        let world = service.env().world.clone();
+        let users: Vec<u32> = (0..900).collect();
+        let records = rehearse(&mut service, &world, &users, 2, 4).unwrap();
+        let r = analyse(&service.experiment(), &records, 0);
+        assert!(r.reward_diff.is_none());
+        let srm = r.srm.as_ref().unwrap();
+        assert_eq!((srm.users.len(), srm.users.iter().sum::<usize>()), (3, 900));
+        assert!(srm.p_value > 0.001 && !srm.alarm, "{srm:?}");
+        assert_eq!(
+            r.comparisons.iter().map(|c| (c.arm.as_str(), c.control.as_str())).collect::<Vec<_>>(),
+            [("B", "A"), ("C", "A")]
+        );
+        for (c, arm) in r.comparisons.iter().zip([1, 2]) {
+            let d = r.arms[arm].reward_per_session.mean - r.arms[0].reward_per_session.mean;
+            assert!((c.reward.diff - d).abs() < 1e-9);
+            assert_eq!(c.significant_bonferroni, c.reward.p_value < 0.025);
+        }
+        // Random loses to greedy by far more than its detectable difference.
+        assert!(r.comparisons[0].reward.diff < -r.comparisons[0].reward.mde80 && r.comparisons[0].significant_bonferroni);
+        let text = markdown(&r);
+        assert!(text.contains("Bonferroni") && text.contains("| B - A |") && text.contains("| C - A |"), "{text}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"comparisons\"") && json.contains("significant_bonferroni"));
+        let b = analyse_with(&service.experiment(), &records, 0, 1);
+        assert_eq!(
+            b.comparisons.iter().map(|c| (c.arm.as_str(), c.control.as_str())).collect::<Vec<_>>(),
+            [("A", "B"), ("C", "B")]
+        );
     }
 }
