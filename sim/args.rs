@@ -125,7 +125,8 @@ pub(crate) enum Command {
         ab: Option<Vec<String>>,
         /// The reward per session by the user's session index (1, 2-5, 6+) of every policy
         /// of the calendar runs below DIR, across runs, with each policy's share of
-        /// --reference's: by_session.md and by_session.csv.
+        /// --reference's (by_session.md and by_session.csv); with --ab-log, each arm's, in
+        /// the A/B report.
         #[arg(long, conflicts_with = "ab")]
         by_session: bool,
         /// With --by-session: the policy whose return the shares are of.

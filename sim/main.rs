@@ -108,8 +108,14 @@ fn main() -> ExitCode {
         Command::Sweep { sweep, out, jobs, shard, dry_run } => {
             cmd_sweep(sweep, out.as_deref(), *jobs, shard.as_deref(), *dry_run)
         }
-        Command::Report { ab_log: Some(log), out, control, ope_targets, config, overrides, bootstrap, .. } => {
-            cmd_report_ab_log(log, (out.as_deref(), control.as_deref()), ope_targets, (config, overrides), *bootstrap)
+        Command::Report { ab_log: Some(log), out, control, by_session, ope_targets, config, overrides, bootstrap, .. } => {
+            cmd_report_ab_log(
+                log,
+                (out.as_deref(), control.as_deref(), *by_session),
+                ope_targets,
+                (config, overrides),
+                *bootstrap,
+            )
         }
         Command::Report { dir, by_session: true, reference, .. } => {
             cmd_report_by_session(dir.as_deref().expect("clap requires it"), reference)

@@ -57,6 +57,9 @@ pub enum Stream {
     OpeTarget = 20,
     /// Off-policy evaluation: the cross-fitting folds and the bootstrap.
     OpeEstimate = 21,
+    /// `fypsim serve`: a learning arm's own draws while it learns (replay sampling), one
+    /// sub-stream per arm.
+    ServeLearn = 22,
 }
 
 /// A generator for `stream` of the run seeded with `seed`.

@@ -511,9 +511,10 @@ fn three_arms_are_served_and_reported_against_a_control() {
     }
     let _ = server.wait();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = bin().args(["report", "--ab-log", &log_s, "--control", "B"]).output().unwrap();
+    let out = bin().args(["report", "--ab-log", &log_s, "--control", "B", "--by-session"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("## By session index") && stdout.contains("| A | 1 |") && stdout.contains("| C | 6+ |"), "{stdout}");
     assert!(stdout.contains("| A - B |") && stdout.contains("| C - B |") && stdout.contains("Bonferroni"), "{stdout}");
     assert!(stdout.contains("0.40 / 0.30 / 0.30"), "the k-arm sample-ratio check: {stdout}");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(log.join("ab_report.json")).unwrap()).unwrap();
@@ -521,4 +522,62 @@ fn three_arms_are_served_and_reported_against_a_control() {
     assert!(json["srm"]["p_value"].as_f64().unwrap().is_finite());
     let out = bin().args(["report", "--ab-log", &log_s, "--control", "Z"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--control Z: not an arm of this experiment (its arms: A, B, C)"));
+}
+
+/// Arms that learn from their feedback (`:learn`): a bandit updates on every outcome, a
+/// DQN stores every served step in its replay buffer and trains as it did in training;
+/// after kill -9 and a restart on the same log, each learning arm's state (parameters,
+/// optimiser, replay buffer) is rebuilt exactly: its digest equals the one the killed
+/// server reported.
+#[test]
+fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bandit, dqn, log) = (tmp.path().join("linucb"), tmp.path().join("dqn"), tmp.path().join("log"));
+    for (dir, policy) in [(&bandit, "policy=linucb"), (&dqn, "policy=dqn")] {
+        let ok = bin().args(["run", "configs/smoke.toml", "--quiet", "--set", policy, "--out"]).arg(dir).status().unwrap();
+        assert!(ok.success());
+    }
+    let (a, b) = (format!("A={}:learn", bandit.display()), format!("B={}:learn", dqn.display()));
+    let log_s = log.display().to_string();
+    let args = ["serve", "--arm", a.as_str(), "--arm", b.as_str(), "--port", "0", "--salt", "learn", "--log", log_s.as_str()];
+    let health = |url: &str| -> Value {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async { reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap() })
+    };
+    let (mut server, url) = start_with(&args);
+    let out = bin()
+        .args(["traffic", "--url", &url, "--users", "30", "--duration", "2", "--concurrency", "3", "-q", "--config"])
+        .arg(bandit.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = health(&url);
+    let learning = before["learning"].as_array().unwrap().clone();
+    assert_eq!(learning.len(), 2, "{before}");
+    for l in &learning {
+        assert!(l["transitions"].as_u64().unwrap() > 20 && l.get("stopped").is_none(), "{l}");
+    }
+    assert!(before["arms"][0]["version"].as_str().unwrap().ends_with(":learn"));
+    let metrics = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap() });
+    assert!(
+        metrics.contains("fypsim_arm_learning{arm=\"B\"} 1") && metrics.contains("fypsim_arm_transitions_learnt"),
+        "{metrics}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (mut again, url) = start_with(&args);
+    let after = health(&url);
+    unsafe {
+        libc::kill(again.id() as i32, libc::SIGTERM);
+    }
+    let _ = again.wait();
+    for (l, m) in learning.iter().zip(after["learning"].as_array().unwrap()) {
+        assert_eq!(l["state_sha256"], m["state_sha256"], "arm {}: the restart rebuilt another state: {l} {m}", l["arm"]);
+        assert_eq!(l["transitions"], m["transitions"]);
+    }
+    // A baseline has nothing to learn.
+    let o = bin().args(["serve", "--arm", "A=greedy:learn", "--port", "0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a baseline has nothing to learn"));
 }

@@ -35,7 +35,7 @@ pub(crate) fn cmd_report(dir: &Path, ab: Option<&[String]>) -> Result<()> {
 
 pub(crate) fn cmd_report_ab_log(
     dir: &Path,
-    (out, control): (Option<&Path>, Option<&str>),
+    (out, control, by_session): (Option<&Path>, Option<&str>, bool),
     targets: &[String],
     (config, overrides): (&Path, &[String]),
     bootstrap: usize,
@@ -58,7 +58,7 @@ pub(crate) fn cmd_report_ab_log(
         };
         Some(fypsim::serve::report::OpeRequest { config, targets, options })
     };
-    let (report, files) = fypsim::serve::report::report(dir, out, ope.as_ref(), control)?;
+    let (report, files) = fypsim::serve::report::report(dir, out, ope.as_ref(), (control, by_session))?;
     print!("{}", fypsim::serve::report::markdown(&report).trim_start_matches("# A/B report\n\n"));
     for f in &files {
         println!("wrote {}", f.display());

@@ -501,6 +501,14 @@ impl DqnAgent {
             LossKind::Huber => q.huber_loss(&target, Reduction::Mean, 1.0),
         };
 
+        // A loss that is not finite takes no step: the parameters stay the last good ones
+        // (a training run then stops with an error; a learning served arm stops learning
+        // and serves on).
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return value;
+        }
+
         // The step.
         let grads = self.optimizer.gradients(&loss);
         self.optimizer.step(&grads, self.cfg.grad_clip);
@@ -511,7 +519,7 @@ impl DqnAgent {
             self.update_target();
         }
         self.epsilon.tick(DecayUnit::Update);
-        loss.double_value(&[])
+        value
     }
 }
 
@@ -692,6 +700,9 @@ impl DqnAgent {
         tensors.extend(adam);
         let (replay_tensors, replay_len, replay_next) = self.replay.to_tensors();
         tensors.extend(replay_tensors);
+        // In name order: the variable stores list theirs from a hash map, whose order
+        // changes from process to process; sorted, the same state saves the same bytes.
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
         // Serialised in memory and written by Rust, so that a failing write (a full disk)
         // is an error naming the file rather than an abort inside libtorch's writer.
         let buffer = SharedBuffer::default();
@@ -872,6 +883,10 @@ impl Policy for DqnAgent {
     }
 
     fn observe(&mut self, transition: Transition, _rng: &mut SimRng) -> Result<Option<f64>> {
+        // A reward that is not a number would poison every batch that samples it.
+        if !transition.reward.is_finite() {
+            return Err(Error::Other(format!("a step's reward is {}, not a finite number", transition.reward)));
+        }
         let end = transition.episode_end;
         self.pending.push_back(transition);
         if self.pending.len() >= self.cfg.n_step {

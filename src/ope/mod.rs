@@ -212,6 +212,15 @@ impl Policy for SpecPolicy {
     fn scores(&self, obs: &Observation) -> Option<Vec<f64>> {
         self.policy.scores(obs)
     }
+
+    /// A served arm with a mixture that learns: the policy underneath learns.
+    fn observe(&mut self, t: crate::agent::Transition, rng: &mut crate::rng::SimRng) -> Result<Option<f64>> {
+        self.policy.observe(t, rng)
+    }
+
+    fn save(&self, dir: &std::path::Path) -> Result<()> {
+        self.policy.save(dir)
+    }
 }
 
 /// One logged decision.

@@ -53,6 +53,8 @@ pub struct Metrics {
     feedback: Family<Labels, Counter>,
     batch: Histogram,
     in_flight: Gauge,
+    learning: Family<Labels, Gauge>,
+    learnt: Family<Labels, Gauge>,
     pub served: AtomicU64,
 }
 
@@ -70,13 +72,32 @@ impl Metrics {
         let feedback = Family::<Labels, Counter>::default();
         let batch = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let in_flight = Gauge::default();
+        let learning = Family::<Labels, Gauge>::default();
+        let learnt = Family::<Labels, Gauge>::default();
         registry.register("http_requests", "HTTP requests by endpoint and status", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer a request, by endpoint", latency.clone());
         registry.register("decisions", "Recommendations served, by arm", decisions.clone());
         registry.register("feedback", "Outcomes reported, by arm and response", feedback.clone());
         registry.register("engine_batch_size", "Requests the engine answered together", batch.clone());
         registry.register("http_requests_in_flight", "Requests being answered", in_flight.clone());
-        Metrics { registry, requests, latency, decisions, feedback, batch, in_flight, served: AtomicU64::new(0) }
+        registry.register(
+            "arm_learning",
+            "A learning arm: 1 while it learns, 0 once it has stopped (see /health)",
+            learning.clone(),
+        );
+        registry.register("arm_transitions_learnt", "Transitions a learning arm has learnt from", learnt.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            decisions,
+            feedback,
+            batch,
+            in_flight,
+            learning,
+            learnt,
+            served: AtomicU64::new(0),
+        }
     }
 
     fn observe(&self, endpoint: &str, status: StatusCode, seconds: f64) {
@@ -196,6 +217,10 @@ fn answer_batches(service: &mut Service, rx: &mpsc::Receiver<Msg>, metrics: &Met
                 let _ = tx.send(a);
             }
             recs.clear();
+        }
+        for (arm, transitions, learning) in service.learning_counts() {
+            metrics.learning.get_or_create(&vec![("arm".into(), arm.clone())]).set(i64::from(learning));
+            metrics.learnt.get_or_create(&vec![("arm".into(), arm)]).set(transitions as i64);
         }
     }
 }

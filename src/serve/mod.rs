@@ -29,7 +29,7 @@ use crate::env::{Env, Layout, Observation, Seen, Session};
 use crate::model::response::Action;
 use crate::ope::{Mix, SpecPolicy};
 use crate::platform::candidates::CandidateGenerator;
-use crate::rng::{stream, SimRng, Stream};
+use crate::rng::{stream, substream, SimRng, Stream};
 use crate::world::World;
 use crate::{Error, Result};
 
@@ -66,12 +66,14 @@ pub struct ArmSpec {
     /// `@softmax=T` or `@epsilon=E`: the arm draws its choices (and logs their exact
     /// propensities), so its log supports off-policy evaluation.
     pub mix: Mix,
+    /// `:learn`: the arm's trained agent keeps learning from the feedback it is served.
+    pub learn: bool,
 }
 
 impl ArmSpec {
     /// An arm serving `source` as it is.
     pub fn plain(name: &str, source: Source) -> ArmSpec {
-        ArmSpec { name: name.to_string(), source, mix: Mix::Plain }
+        ArmSpec { name: name.to_string(), source, mix: Mix::Plain, learn: false }
     }
 }
 
@@ -108,6 +110,10 @@ impl ArmSpec {
         if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(Error::Other(format!("--arm `{text}`: an arm's name is 1 to 32 letters, digits, `_` or `-`")));
         }
+        let (source, learn) = match source.trim().strip_suffix(":learn") {
+            Some(rest) => (rest, true),
+            None => (source, false),
+        };
         let (source, mix) = match source.split_once('@') {
             None => (source.trim(), Mix::Plain),
             Some((source, m)) => (
@@ -140,7 +146,12 @@ impl ArmSpec {
                 Source::Run(dir)
             }
         };
-        Ok(ArmSpec { name: name.to_string(), source, mix })
+        if learn && !matches!(source, Source::Run(_)) {
+            return Err(Error::Other(format!(
+                "--arm `{text}`: `:learn` needs a run folder with a trained DQN or bandit; a baseline has nothing to learn"
+            )));
+        }
+        Ok(ArmSpec { name: name.to_string(), source, mix, learn })
     }
 }
 
@@ -198,6 +209,29 @@ pub struct Arm {
     pub version: String,
     pub share: f64,
     policy: Box<dyn Policy>,
+    /// Whether it learns from its feedback, and its learning so far.
+    learning: Option<Learning>,
+}
+
+/// A learning arm's state besides its policy.
+struct Learning {
+    /// Its own draws (a DQN's replay sampling): one stream per arm.
+    rng: SimRng,
+    /// Transitions learnt from.
+    transitions: u64,
+    /// Why it stopped learning (a non-finite loss, a failed update); it then serves its
+    /// last good parameters.
+    stopped: Option<String>,
+}
+
+/// A learning arm's step whose next state is not known yet (the user's next decision in
+/// the session completes it).
+#[derive(Debug, Clone)]
+struct Half {
+    arm: usize,
+    state: crate::env::State,
+    action: usize,
+    reward: f64,
 }
 
 /// A user's session in flight.
@@ -214,6 +248,7 @@ struct UserState {
     live: Option<Live>,
     sessions: Option<u32>,
     awaiting: Option<(String, Pending)>,
+    half: Option<Half>,
 }
 
 /// A decision awaiting its feedback.
@@ -224,6 +259,8 @@ struct Pending {
     video: u32,
     session: u32,
     at_ms: u64,
+    /// A learning arm's decision: the state it was made in and the slot.
+    learn: Option<(crate::env::State, usize)>,
 }
 
 /// A request the service answers with an error: the HTTP status and what is wrong.
@@ -366,6 +403,41 @@ pub struct Health {
     pub live_sessions: usize,
     pub pending_feedback: usize,
     pub log: Option<String>,
+    /// The learning arms' state (none: every arm is frozen).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learning: Vec<LearningStatus>,
+}
+
+/// A learning arm's state, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearningStatus {
+    pub arm: String,
+    pub transitions: u64,
+    /// Why it stopped learning (it then serves its last parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// The SHA-256 over the files its policy saves (parameters, optimiser, replay buffer).
+    pub state_sha256: String,
+}
+
+/// The SHA-256 over the files `policy` saves, in name order.
+fn state_digest(policy: &dyn Policy) -> Result<String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fypsim-state-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    let saved = policy.save(&dir).and_then(|()| {
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(&dir).map_err(Error::io("read", &dir))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        let mut all = Vec::new();
+        for name in &names {
+            all.extend(std::fs::read(name).map_err(Error::io("read", name))?);
+        }
+        Ok(crate::files::sha256(&all))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    saved
 }
 
 /// The served experiment (see the module docs).
@@ -399,6 +471,10 @@ pub struct Service {
     _log_lock: Option<crate::experiment::run::RunLock>,
     /// Records kept in memory too ([`Service::capture`]).
     memory: Option<Vec<Record>>,
+    /// Per user, a learning arm's last step awaiting its next state.
+    halves: HashMap<u32, Half>,
+    /// Transitions of the request being answered, learnt once it is logged.
+    learn_queue: Vec<(usize, crate::agent::Transition)>,
 }
 
 /// A request id's run prefix and sequence number ("<prefix>-<hex seq>").
@@ -451,8 +527,13 @@ impl Service {
         let mut env = Env::new(&config, world);
         env.stop_listing_interactions();
         let mut arms = Vec::new();
-        for (spec, &share) in opts.arms.iter().zip(&shares) {
-            arms.push(load_arm(spec, share, &config, env.layout())?);
+        for (k, (spec, &share)) in opts.arms.iter().zip(&shares).enumerate() {
+            let mut arm = load_arm(spec, share, &config, env.layout())?;
+            if spec.learn {
+                arm.learning =
+                    Some(Learning { rng: substream(config.seed, Stream::ServeLearn, k as u64), transitions: 0, stopped: None });
+            }
+            arms.push(arm);
         }
         let generator = CandidateGenerator::new(env.world.videos.len());
         let started = now_ms();
@@ -477,6 +558,8 @@ impl Service {
             log_dir: opts.log.clone(),
             _log_lock: None,
             memory: None,
+            halves: HashMap::new(),
+            learn_queue: Vec::new(),
         };
         if let Some(dir) = &opts.log {
             std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
@@ -484,6 +567,9 @@ impl Service {
             let meta = service.experiment();
             let earlier = log::open_dir(dir, &meta)?;
             service.replay(&earlier);
+            if service.arms.iter().any(|a| a.learning.is_some()) && !earlier.is_empty() {
+                service.relearn(opts, &earlier)?;
+            }
             // This run's ids must not repeat an earlier run's (started in the same millisecond).
             let mut started = started;
             while service.earlier.contains_key(&service.prefix) {
@@ -573,7 +659,7 @@ impl Service {
             }
             if let Some(arm) = self.arms.iter().position(|a| a.name == d.arm) {
                 if self.user_known(user as u64) && (d.video as usize) < self.env.world.videos.len() {
-                    let p = Pending { user, arm, video: d.video, session: d.session, at_ms: d.time_ms };
+                    let p = Pending { user, arm, video: d.video, session: d.session, at_ms: d.time_ms, learn: None };
                     self.pending.insert(id.to_string(), p);
                     self.awaiting.insert(user, id.to_string());
                 }
@@ -641,7 +727,12 @@ impl Service {
     /// What a recommendation request may change of `user`.
     fn user_state(&self, user: u32) -> UserState {
         let awaiting = self.awaiting.get(&user).and_then(|id| Some((id.clone(), self.pending.get(id)?.clone())));
-        UserState { live: self.live.get(&user).cloned(), sessions: self.sessions.get(&user).copied(), awaiting }
+        UserState {
+            live: self.live.get(&user).cloned(),
+            sessions: self.sessions.get(&user).copied(),
+            awaiting,
+            half: self.halves.get(&user).cloned(),
+        }
     }
 
     /// Puts `user` back as `state` had it.
@@ -661,11 +752,18 @@ impl Service {
             self.pending.insert(id.clone(), p);
             self.awaiting.insert(user, id);
         }
+        match state.half {
+            Some(h) => self.halves.insert(user, h),
+            None => self.halves.remove(&user),
+        };
     }
 
     /// Ends `user`'s session: its decision awaiting feedback, if any, is dropped.
     fn end_session(&mut self, user: u32) {
         self.live.remove(&user);
+        // A learning arm's step whose session ended otherwise than by its feedback (a new
+        // session, a timeout) has no next state: it is not learnt from.
+        self.halves.remove(&user);
         if let Some(id) = self.awaiting.remove(&user) {
             self.pending.remove(&id);
         }
@@ -717,8 +815,10 @@ impl Service {
                 out[*i] = Some(Ok(self.decide(*user, arm, o, slot, d.propensity, now)));
             }
         }
-        // Logged before answered: decisions that cannot be logged are undone and refused.
+        // Logged before answered: decisions that cannot be logged are undone and refused
+        // (and nothing is learnt from them); logged, their completed steps are learnt.
         if let Err(e) = self.commit() {
+            self.learn_queue.clear();
             for r in out.iter_mut() {
                 if let Some(Ok(rec)) = r {
                     self.pending.remove(&rec.request_id);
@@ -729,6 +829,7 @@ impl Service {
                 self.restore(user, state);
             }
         }
+        self.learn();
         out.into_iter().map(|r| r.expect("every request answered")).collect()
     }
 
@@ -837,7 +938,22 @@ impl Service {
             step: live.session.t,
             policy: a.version.clone(),
         };
-        self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number, at_ms: now });
+        let learns = a.learning.is_some();
+        // A learning arm's previous step in this session is completed by this state.
+        if let Some(h) = self.halves.remove(&user) {
+            let t = crate::agent::Transition {
+                state: h.state,
+                action: h.action,
+                reward: h.reward,
+                next_state: obs.state.clone(),
+                terminal: false,
+                episode_end: false,
+                discount: 1.0,
+            };
+            self.learn_queue.push((h.arm, t));
+        }
+        let learn = learns.then(|| (obs.state.clone(), slot));
+        self.pending.insert(request_id.clone(), Pending { user, arm, video, session: live.number, at_ms: now, learn });
         self.awaiting.insert(user, request_id.clone());
         if now.saturating_sub(self.last_purge_ms) > 60_000 {
             self.pending.retain(|_, p| now.saturating_sub(p.at_ms) <= PENDING_TTL_MS);
@@ -943,19 +1059,180 @@ impl Service {
             self.awaiting.remove(&p.user);
         }
         let rules = self.config.env.clone();
-        let mut over = seen.left;
+        let left = seen.left;
+        let mut over = left;
         match self.live.get_mut(&p.user) {
             Some(l) if l.number == p.session => {
                 self.env.record(Some(&mut l.session), p.user, seen);
                 l.last_ms = now;
                 over |= rules.budget_spent(l.session.t);
+                if let Some((state, action)) = p.learn.clone() {
+                    if over {
+                        // The session's last step: terminal if the user left, else cut by
+                        // the step budget (the target bootstraps from the state it left).
+                        let next_state =
+                            if left { state.clone() } else { self.env.observe_session(&l.session, &mut self.generator).state };
+                        let t = crate::agent::Transition {
+                            state,
+                            action,
+                            reward,
+                            next_state,
+                            terminal: left,
+                            episode_end: true,
+                            discount: 1.0,
+                        };
+                        self.learn_queue.push((p.arm, t));
+                    } else {
+                        self.halves.insert(p.user, Half { arm: p.arm, state, action, reward });
+                    }
+                }
                 if over {
                     self.end_session(p.user);
                 }
             }
             _ => self.env.record(None, p.user, seen),
         }
+        self.learn();
         Ok(FeedbackAck { request_id: req.request_id.clone(), arm: self.arms[p.arm].name.clone(), reward, session_over: over })
+    }
+
+    /// Learns the queued transitions of what was just logged, in log order. An arm whose
+    /// update fails or whose loss is not finite stops learning and says why (`/health`).
+    fn learn(&mut self) {
+        for (arm, t) in std::mem::take(&mut self.learn_queue) {
+            let a = &mut self.arms[arm];
+            let Some(l) = a.learning.as_mut() else { continue };
+            if l.stopped.is_some() {
+                continue;
+            }
+            match a.policy.observe(t, &mut l.rng) {
+                Ok(Some(loss)) if !loss.is_finite() => {
+                    l.stopped = Some(format!("a non-finite loss ({loss}) at transition {}", l.transitions + 1));
+                }
+                Ok(_) => l.transitions += 1,
+                Err(e) => l.stopped = Some(format!("its update failed at transition {}: {e}", l.transitions + 1)),
+            }
+        }
+    }
+
+    /// On a restart, a learning arm's state is rebuilt from the log: a fresh service of the
+    /// same arms replays every decision and outcome in log order through the same code
+    /// that learnt them live, so each learning arm ends as a server that never stopped
+    /// would be at the log's end; its policies are then this service's.
+    fn relearn(&mut self, opts: &ServeOptions, records: &[Record]) -> Result<()> {
+        let mut scratch = Service::new(&ServeOptions { log: None, ..opts.clone() })?;
+        let names: Vec<String> = self.arms.iter().map(|a| a.name.clone()).collect();
+        scratch
+            .replay_in_order(&names, records, &mut |_, _, _, _| Ok(()), &mut |_, _| Ok(()))
+            .map_err(|e| Error::Other(format!("the learning arms' state cannot be rebuilt from the log: {e}")))?;
+        for (mine, theirs) in self.arms.iter_mut().zip(scratch.arms) {
+            if mine.learning.is_some() {
+                mine.policy = theirs.policy;
+                mine.learning = theirs.learning;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays `records` in order through this service (which holds no log and has served
+    /// nothing): each decision's session is opened or continued as it was, its
+    /// observation rebuilt and its candidates checked against the logged ones, the
+    /// decision made again with the logged slot, and each outcome applied as it was (a
+    /// learning arm learns from both as it did live). `on_decision` hears each decision
+    /// with its arm (an index into `arms`, the log's arm names), its observation and the
+    /// replay's request id; `on_outcome` each outcome with what the replay paid.
+    pub(crate) fn replay_in_order(
+        &mut self,
+        arms: &[String],
+        records: &[Record],
+        on_decision: &mut dyn FnMut(usize, &Decision, Observation, &str) -> Result<()>,
+        on_outcome: &mut dyn FnMut(&Outcome, f64) -> Result<()>,
+    ) -> Result<()> {
+        let mut ids: HashMap<&str, String> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Decision(d) => {
+                    let Some(arm) = arms.iter().position(|a| *a == d.arm) else { continue };
+                    let fail = |why: String| {
+                        Error::Other(format!(
+                            "the log cannot be replayed at decision {} (user {}, session {}, step {}): {why}",
+                            d.request_id, d.user, d.session, d.step
+                        ))
+                    };
+                    let req = RecommendRequest { user: d.user as u64, new_session: d.step == 0, recent: None };
+                    let obs = self.prepare(d.user, &req, d.time_ms).map_err(|e| fail(e.message))?;
+                    let live = &self.live[&d.user];
+                    if (live.number, live.session.t) != (d.session, d.step) {
+                        return Err(fail(format!(
+                            "the replay is at session {}, step {} (a session rebuilt from `recent` cannot be replayed)",
+                            live.number, live.session.t
+                        )));
+                    }
+                    let rebuilt: Vec<u32> = obs.candidates.iter().map(|c| c.video).collect();
+                    if rebuilt != d.candidates || d.slot >= rebuilt.len() {
+                        return Err(fail(format!(
+                            "the rebuilt candidates differ from the logged ones ({} rebuilt, {} logged; first difference at slot {})",
+                            rebuilt.len(),
+                            d.candidates.len(),
+                            rebuilt.iter().zip(&d.candidates).take_while(|(a, b)| a == b).count()
+                        )));
+                    }
+                    let rec = self.decide(d.user, arm, &obs, d.slot, d.propensity, d.time_ms);
+                    self.outbox.clear();
+                    self.learn();
+                    on_decision(arm, d, obs, &rec.request_id)?;
+                    ids.insert(d.request_id.as_str(), rec.request_id);
+                }
+                Record::Outcome(o) => {
+                    let Some(id) = ids.get(o.request_id.as_str()) else { continue };
+                    let fb = FeedbackRequest {
+                        request_id: id.clone(),
+                        response: o.response,
+                        watch_time_s: Some(o.watch_time_s),
+                        left: o.left,
+                        shared: o.shared,
+                        followed: o.followed,
+                    };
+                    let ack = self.feedback(&fb, o.time_ms).map_err(|e| {
+                        Error::Other(format!("the log cannot be replayed at the outcome of {}: {}", o.request_id, e.message))
+                    })?;
+                    if (ack.reward - o.reward).abs() > 1e-9 {
+                        return Err(Error::Other(format!(
+                            "the log cannot be replayed at the outcome of {}: the replay pays {}, the log {}",
+                            o.request_id, ack.reward, o.reward
+                        )));
+                    }
+                    on_outcome(o, ack.reward)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each learning arm's name, transitions learnt and whether it still learns (cheap:
+    /// for `/metrics` after every batch).
+    pub fn learning_counts(&self) -> Vec<(String, u64, bool)> {
+        self.arms
+            .iter()
+            .filter_map(|a| a.learning.as_ref().map(|l| (a.name.clone(), l.transitions, l.stopped.is_none())))
+            .collect()
+    }
+
+    /// Each learning arm: transitions learnt, why it stopped (if it did), and the SHA-256
+    /// of its saved state (what a restart must rebuild exactly).
+    pub fn learning_status(&self) -> Vec<LearningStatus> {
+        self.arms
+            .iter()
+            .filter_map(|a| {
+                let l = a.learning.as_ref()?;
+                Some(LearningStatus {
+                    arm: a.name.clone(),
+                    transitions: l.transitions,
+                    stopped: l.stopped.clone(),
+                    state_sha256: state_digest(a.policy.as_ref()).unwrap_or_else(|e| format!("unavailable: {e}")),
+                })
+            })
+            .collect()
     }
 
     /// Keeps every record in memory too, for [`Service::take_records`] (the in-process
@@ -984,6 +1261,7 @@ impl Service {
             live_sessions: self.live.len(),
             pending_feedback: self.pending.len(),
             log: self.log_dir.as_ref().map(|d| d.display().to_string()),
+            learning: self.learning_status(),
         }
     }
 
@@ -1009,12 +1287,21 @@ fn check_watch(w: Option<f64>) -> std::result::Result<(), ApiError> {
 /// the mixture, so a restart with another is another experiment).
 fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Result<Arm> {
     let mut arm = load_plain_arm(spec, share, config, layout)?;
+    if spec.learn && !arm.kind.learns() {
+        return Err(Error::Other(format!(
+            "arm {}: `:learn` needs a trained DQN or bandit; {} does not learn",
+            spec.name, arm.kind
+        )));
+    }
     if spec.mix != Mix::Plain {
         let mix = spec.mix.describe();
         let text = format!("{}@{mix}", describe(&spec.source));
         arm.policy = Box::new(SpecPolicy::wrap(arm.policy, spec.mix, text));
         let (name, digest) = arm.version.split_once('@').unwrap_or((&arm.version, ""));
         arm.version = format!("{name}@{mix}@{digest}");
+    }
+    if spec.learn {
+        arm.version.push_str(":learn");
     }
     Ok(arm)
 }
@@ -1031,6 +1318,7 @@ fn load_plain_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout)
             version: format!("{}@fypsim-{}", kind.name(), env!("CARGO_PKG_VERSION")),
             share,
             policy: make_policy(*kind, config)?,
+            learning: None,
         }),
         Source::Run(dir) => {
             let run = crate::experiment::run::config_of_run(dir)?;
@@ -1060,6 +1348,7 @@ fn load_plain_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout)
                 version: format!("{}@{digest}", run.policy.name()),
                 share,
                 policy,
+                learning: None,
             })
         }
     }
@@ -1531,5 +1820,56 @@ mod tests {
             records.iter().filter_map(|r| if let Record::Outcome(o) = r { Some(o) } else { None }).collect();
         assert!(outcomes.iter().any(|o| o.shared) && outcomes.iter().any(|o| o.followed), "no share or follow to pay");
         assert!(outcomes.iter().any(|o| o.watch_time_s > 0.0 && o.reward.fract() != 0.0));
+    }
+
+    /// docs/serving.md: a learning arm whose update fails (a non-finite reward, say) stops
+    /// learning, keeps its last good parameters and says why; it serves on.
+    #[test]
+    fn a_diverging_learning_arm_stops_learning_and_keeps_its_last_parameters() {
+        for kind in [PolicyKind::LinUcb, PolicyKind::Dqn] {
+            let mut service = Service::new(&options(SMALL, &[("A", PolicyKind::Greedy)])).unwrap();
+            let config = service.config().clone();
+            let mut c: crate::config::Config = (*config).clone();
+            c.dqn.learning_starts = 1;
+            c.dqn.batch_size = 1;
+            let c = c.check().unwrap();
+            service.arms[0].policy = make_policy(kind, &c).unwrap();
+            service.arms[0].learning = Some(Learning { rng: stream(1, Stream::ServeLearn), transitions: 0, stopped: None });
+            // Two good steps of user 3, learnt.
+            let fb = |id: &str| watched(id, Some(1.0));
+            for now in [1, 3] {
+                let rec = service.recommend(&RecommendRequest { user: 3, new_session: now == 1, recent: None }, now).unwrap();
+                service.feedback(&fb(&rec.request_id), now + 1).unwrap();
+            }
+            let rec = service.recommend(&RecommendRequest { user: 3, new_session: false, recent: None }, 5).unwrap();
+            let good = service.learning_status()[0].clone();
+            assert!(good.transitions >= 1 && good.stopped.is_none(), "{kind}: {good:?}");
+            // A transition with a reward that is not a number.
+            let state = service.live[&3].session.clone();
+            let obs = service.env.observe_session(&state, &mut service.generator);
+            let t = crate::agent::Transition {
+                state: obs.state.clone(),
+                action: 0,
+                reward: f64::NAN,
+                next_state: obs.state,
+                terminal: true,
+                episode_end: true,
+                discount: 1.0,
+            };
+            service.learn_queue.push((0, t));
+            service.learn();
+            let bad = service.learning_status()[0].clone();
+            assert!(bad.stopped.is_some(), "{kind}: {bad:?}");
+            assert_eq!(
+                (bad.transitions, &bad.state_sha256),
+                (good.transitions, &good.state_sha256),
+                "{kind}: the last good state"
+            );
+            assert!(!service.health().learning[0].stopped.as_ref().unwrap().is_empty());
+            // It serves on and learns no more.
+            service.feedback(&fb(&rec.request_id), 6).unwrap();
+            service.recommend(&RecommendRequest { user: 3, new_session: false, recent: None }, 7).unwrap();
+            assert_eq!(service.learning_status()[0].transitions, good.transitions);
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::log::{Experiment, Record};
-use super::{refuse_truth_readers, ArmSpec, FeedbackRequest, RecommendRequest, ServeOptions, Service, Source};
+use super::{refuse_truth_readers, ArmSpec, ServeOptions, Service, Source};
 use crate::agent::make_policy;
 use crate::config::{Checked, PolicyKind};
 use crate::ope::estimators::{self, Estimate, Options};
@@ -102,102 +102,64 @@ pub fn replay(config: &Checked, experiment: &Experiment, records: &[Record]) -> 
     for a in &experiment.arms {
         logging.push(logging_policy(&a.version, config)?);
     }
-    // Per arm: sessions in order of their first decision, keyed by (user, session).
-    let mut sessions: Vec<Vec<Vec<LoggedDecision>>> = experiment.arms.iter().map(|_| Vec::new()).collect();
-    let mut session_of: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
-    // A logged request id -> (the replay's id, arm, session index, decision index).
-    let mut ids: HashMap<&str, (String, usize, usize, usize)> = HashMap::new();
-    let mut rewarded: Vec<Vec<Vec<bool>>> = experiment.arms.iter().map(|_| Vec::new()).collect();
-    for r in records {
-        match r {
-            Record::Decision(d) => {
-                let Some(arm) = experiment.arms.iter().position(|a| a.name == d.arm) else { continue };
-                let fail = |why: String| {
-                    Error::Other(format!(
-                        "the log cannot be replayed at decision {} (user {}, session {}, step {}): {why}",
-                        d.request_id, d.user, d.session, d.step
-                    ))
-                };
-                let req = RecommendRequest { user: d.user as u64, new_session: d.step == 0, recent: None };
-                let obs = service.prepare(d.user, &req, d.time_ms).map_err(|e| fail(e.message))?;
-                let live = &service.live[&d.user];
-                if (live.number, live.session.t) != (d.session, d.step) {
-                    return Err(fail(format!(
-                        "the replay is at session {}, step {} (a session rebuilt from `recent` cannot be replayed)",
-                        live.number, live.session.t
-                    )));
-                }
-                let rebuilt: Vec<u32> = obs.candidates.iter().map(|c| c.video).collect();
-                if rebuilt != d.candidates || d.slot >= rebuilt.len() {
-                    return Err(fail(format!(
-                        "the rebuilt candidates differ from the logged ones ({} rebuilt, {} logged; first difference at slot {})",
-                        rebuilt.len(),
-                        d.candidates.len(),
-                        rebuilt.iter().zip(&d.candidates).take_while(|(a, b)| a == b).count()
-                    )));
-                }
-                let slots = obs.state.valid.len().max(rebuilt.len());
-                let probs = match &logging[arm].0 {
-                    Some(policy) => {
-                        let p = policy.probabilities(&obs)?;
-                        if (p[d.slot] - d.propensity).abs() > 1e-9 * p[d.slot].max(1e-300) + 1e-12 {
-                            return Err(fail(format!(
-                                "the arm's policy ({}) gives the logged choice probability {} on the rebuilt state, the log {}",
-                                experiment.arms[arm].version, p[d.slot], d.propensity
-                            )));
-                        }
-                        p
-                    }
-                    // Only the chosen slot's probability is known; a mixture makes every
-                    // candidate's positive (NaN: positive, unknown).
-                    None => (0..slots)
-                        .map(|k| {
-                            if k == d.slot {
-                                d.propensity
-                            } else if k < rebuilt.len() {
-                                f64::NAN
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect(),
-                };
-                let rec = service.decide(d.user, arm, &obs, d.slot, d.propensity, d.time_ms);
-                service.outbox.clear();
-                let key = (d.user, d.session);
-                let (a, s) = *session_of.entry(key).or_insert_with(|| {
-                    sessions[arm].push(Vec::new());
-                    rewarded[arm].push(Vec::new());
-                    (arm, sessions[arm].len() - 1)
-                });
-                sessions[a][s].push(LoggedDecision { obs, expected: Vec::new(), probs, slot: d.slot, reward: 0.0 });
-                rewarded[a][s].push(false);
-                ids.insert(d.request_id.as_str(), (rec.request_id, a, s, sessions[a][s].len() - 1));
-            }
-            Record::Outcome(o) => {
-                let Some((id, a, s, k)) = ids.get(o.request_id.as_str()).cloned() else { continue };
-                let fb = FeedbackRequest {
-                    request_id: id,
-                    response: o.response,
-                    watch_time_s: Some(o.watch_time_s),
-                    left: o.left,
-                    shared: o.shared,
-                    followed: o.followed,
-                };
-                let ack = service.feedback(&fb, o.time_ms).map_err(|e| {
-                    Error::Other(format!("the log cannot be replayed at the outcome of {}: {}", o.request_id, e.message))
-                })?;
-                if (ack.reward - o.reward).abs() > 1e-9 {
-                    return Err(Error::Other(format!(
-                        "the log cannot be replayed at the outcome of {}: the replay pays {}, the log {}",
-                        o.request_id, ack.reward, o.reward
-                    )));
-                }
-                sessions[a][s][k].reward = o.reward;
-                rewarded[a][s][k] = true;
-            }
-        }
+    // Per arm: sessions in order of their first decision, keyed by (user, session); per
+    // logged request id, where its decision is. Shared by the two callbacks.
+    struct Built {
+        sessions: Vec<Vec<Vec<LoggedDecision>>>,
+        rewarded: Vec<Vec<Vec<bool>>>,
+        session_of: HashMap<(u32, u32), (usize, usize)>,
+        at: HashMap<String, (usize, usize, usize)>,
     }
+    let built = std::cell::RefCell::new(Built {
+        sessions: experiment.arms.iter().map(|_| Vec::new()).collect(),
+        rewarded: experiment.arms.iter().map(|_| Vec::new()).collect(),
+        session_of: HashMap::new(),
+        at: HashMap::new(),
+    });
+    let names: Vec<String> = experiment.arms.iter().map(|a| a.name.clone()).collect();
+    service.replay_in_order(
+        &names,
+        records,
+        &mut |arm, d, obs, _| {
+            let n = obs.candidates.len();
+            let slots = obs.state.valid.len().max(n);
+            let probs = match &logging[arm].0 {
+                Some(policy) => {
+                    let p = policy.probabilities(&obs)?;
+                    if (p[d.slot] - d.propensity).abs() > 1e-9 * p[d.slot].max(1e-300) + 1e-12 {
+                        return Err(Error::Other(format!(
+                            "the log cannot be replayed at decision {}: the arm's policy ({}) gives the logged choice probability {} on the rebuilt state, the log {}",
+                            d.request_id, experiment.arms[arm].version, p[d.slot], d.propensity
+                        )));
+                    }
+                    p
+                }
+                // Only the chosen slot's probability is known; a mixture makes every
+                // candidate's positive (NaN: positive, unknown).
+                None => (0..slots).map(|k| if k == d.slot { d.propensity } else if k < n { f64::NAN } else { 0.0 }).collect(),
+            };
+            let b = &mut *built.borrow_mut();
+            let (a, s) = *b.session_of.entry((d.user, d.session)).or_insert_with(|| {
+                b.sessions[arm].push(Vec::new());
+                b.rewarded[arm].push(Vec::new());
+                (arm, b.sessions[arm].len() - 1)
+            });
+            b.sessions[a][s].push(LoggedDecision { obs, expected: Vec::new(), probs, slot: d.slot, reward: 0.0 });
+            b.rewarded[a][s].push(false);
+            let k = b.sessions[a][s].len() - 1;
+            b.at.insert(d.request_id.clone(), (a, s, k));
+            Ok(())
+        },
+        &mut |o, paid| {
+            let b = &mut *built.borrow_mut();
+            if let Some(&(a, s, k)) = b.at.get(&o.request_id) {
+                b.sessions[a][s][k].reward = paid;
+                b.rewarded[a][s][k] = true;
+            }
+            Ok(())
+        },
+    )?;
+    let Built { mut sessions, rewarded, .. } = built.into_inner();
     let mut out = Vec::new();
     for (arm, meta) in experiment.arms.iter().enumerate() {
         let mut log = OpeLog { decisions: Vec::new(), starts: vec![0], first_episode: 0 };
@@ -330,6 +292,7 @@ mod tests {
     use crate::config::Config;
     use crate::ope::estimators::Estimand;
     use crate::serve::traffic::rehearse;
+    use crate::serve::RecommendRequest;
 
     const TOML: &str = "seed = 5\n[world]\nn_videos = 800\nn_users = 600\n[env]\nmax_steps = 10\n";
 

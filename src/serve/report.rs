@@ -141,6 +141,51 @@ pub struct AbReport {
     /// Off-policy estimates of policies not in the experiment (`--ope-target`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ope: Option<super::ope::ServedOpe>,
+    /// Per arm, the reward per session by the user's session index (`--by-session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_session_index: Option<Vec<IndexFigures>>,
+}
+
+/// One arm's sessions of one index group (the user's 1st, 2nd to 5th, 6th and later).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexFigures {
+    pub arm: String,
+    pub sessions_index: String,
+    pub users: usize,
+    pub sessions: usize,
+    /// Over users (delta method), as the arms' means are.
+    pub reward_per_session: Mean,
+}
+
+/// Per arm and index group of `crate::experiment::fade::GROUPS`, the reward per session.
+pub fn by_session_index(experiment: &Experiment, records: &[Record]) -> Vec<IndexFigures> {
+    let users = collect(experiment, records).users;
+    let mut out = Vec::new();
+    for (i, meta) in experiment.arms.iter().enumerate() {
+        for &(lo, hi) in &crate::experiment::fade::GROUPS {
+            let inside = |k: u32| k + 1 >= lo && hi.is_none_or(|h| k < h);
+            let totals: Vec<UserTotals> = users
+                .values()
+                .filter(|t| t.arm == i)
+                .filter_map(|t| {
+                    let (n, v) =
+                        t.sessions.iter().filter(|(k, _)| inside(**k)).fold((0.0, 0.0), |(n, v), (_, r)| (n + 1.0, v + r));
+                    (n > 0.0).then_some(UserTotals { sessions: n, value: v })
+                })
+                .collect();
+            if totals.is_empty() {
+                continue;
+            }
+            out.push(IndexFigures {
+                arm: meta.name.clone(),
+                sessions_index: crate::experiment::fade::group_name((lo, hi)),
+                users: totals.len(),
+                sessions: totals.iter().map(|t| t.sessions as usize).sum(),
+                reward_per_session: Mean::of(&arm_estimate(&totals)),
+            });
+        }
+    }
+    out
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -150,7 +195,8 @@ fn is_zero(n: &usize) -> bool {
 /// Per user, per arm: sessions and their reward and watch-time sums.
 struct Totals {
     arm: usize,
-    sessions: std::collections::BTreeSet<u32>,
+    /// Per session (the user's session number), its reward.
+    sessions: BTreeMap<u32, f64>,
     reward: f64,
     watch: f64,
 }
@@ -195,7 +241,7 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
                     let t = users.get_mut(&user).expect("decided users have totals");
                     // A session counts from its first outcome: one still awaiting
                     // feedback is not a session with reward 0.
-                    t.sessions.insert(session);
+                    *t.sessions.entry(session).or_default() += o.reward;
                     t.reward += o.reward;
                     t.watch += o.watch_time_s;
                 }
@@ -292,6 +338,7 @@ pub fn analyse_with(experiment: &Experiment, records: &[Record], damaged_lines: 
         arms,
         interference: INTERFERENCE.into(),
         ope: None,
+        by_session_index: None,
     }
 }
 
@@ -410,6 +457,23 @@ pub fn markdown(r: &AbReport) -> String {
         );
     }
     s += &format!("\nInterference: {}\n", r.interference);
+    if let Some(groups) = &r.by_session_index {
+        s += "\n## By session index\n\nReward per session by the user's session index (intervals over users).\n\n\
+              | arm | sessions | users | sessions counted | reward / session (95% CI) |\n|---|---|---|---|---|\n";
+        for g in groups {
+            let m = &g.reward_per_session;
+            s += &format!(
+                "| {} | {} | {} | {} | {} [{}, {}] |\n",
+                g.arm,
+                g.sessions_index,
+                g.users,
+                g.sessions,
+                f(m.mean),
+                f(m.ci95[0]),
+                f(m.ci95[1])
+            );
+        }
+    }
     if let Some(o) = &r.ope {
         s += &super::ope::markdown(o);
     }
@@ -455,7 +519,7 @@ pub fn report(
     dir: &Path,
     out: Option<&Path>,
     ope: Option<&OpeRequest>,
-    control: Option<&str>,
+    (control, by_session): (Option<&str>, bool),
 ) -> Result<(AbReport, Vec<PathBuf>)> {
     let Contents { experiment, records, damaged } = super::log::read(dir)?;
     if records.is_empty() && damaged > 0 {
@@ -477,6 +541,9 @@ pub fn report(
     };
     let mut r = analyse_with(&experiment, &records, damaged, control_index);
     r.control = control.map(str::to_string);
+    if by_session {
+        r.by_session_index = Some(by_session_index(&experiment, &records));
+    }
     if let Some(req) = ope {
         r.ope = Some(super::ope::evaluate(&req.config, &experiment, &records, &req.targets, &req.options)?);
     }
@@ -730,7 +797,7 @@ mod tests {
         };
         let line = serde_json::to_string(&Record::Decision(d)).unwrap();
         std::fs::write(dir.path().join(LOG), format!("{line}\n")).unwrap();
-        let e = report(dir.path(), None, None, None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None, (None, false)).unwrap_err().to_string();
         assert!(e.contains("dqn@bbbb") && e.contains("dqn@aaaa") && e.contains("not this log's"), "{e}");
     }
 
@@ -742,7 +809,7 @@ mod tests {
         let exp = experiment(vec![ArmMeta { name: "A".into(), policy: "greedy".into(), version: "v".into(), share: 1.0 }]);
         std::fs::write(dir.path().join(EXPERIMENT), serde_json::to_string(&exp).unwrap()).unwrap();
         std::fs::write(dir.path().join(LOG), "not json\n{\"half\": 1}\n\u{0}\u{1}garbage\n").unwrap();
-        let e = report(dir.path(), None, None, None).unwrap_err().to_string();
+        let e = report(dir.path(), None, None, (None, false)).unwrap_err().to_string();
         assert!(e.contains("none of its 3 log lines"), "{e}");
     }
 
@@ -896,6 +963,15 @@ mod tests {
         assert!(text.contains("Bonferroni") && text.contains("| B - A |") && text.contains("| C - A |"), "{text}");
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"comparisons\"") && json.contains("significant_bonferroni"));
+        // By session index: every session of an arm in exactly one group; two sessions a
+        // user, so groups 1 and 2-5 only, each with every user of the arm.
+        let groups = by_session_index(&service.experiment(), &records);
+        for a in &r.arms {
+            let mine: Vec<&IndexFigures> = groups.iter().filter(|g| g.arm == a.name).collect();
+            assert_eq!(mine.iter().map(|g| g.sessions).sum::<usize>(), a.sessions, "{}", a.name);
+            assert_eq!(mine.iter().map(|g| g.sessions_index.as_str()).collect::<Vec<_>>(), ["1", "2-5"]);
+            assert!(mine.iter().all(|g| g.users == a.users && g.reward_per_session.mean.is_finite()));
+        }
         let b = analyse_with(&service.experiment(), &records, 0, 1);
         assert_eq!(
             b.comparisons.iter().map(|c| (c.arm.as_str(), c.control.as_str())).collect::<Vec<_>>(),
