@@ -43,7 +43,7 @@ for _ in $(seq 1 600); do
 done
 [[ -n $url ]] || { echo "the server did not start:" >&2; cat "$out/server.err" >&2; exit 1; }
 "$bin" traffic --url "$url" --users "$users" --duration "$secs" --concurrency 8 --seed 1 --json "$out/traffic.json"
-curl -s "$url/health" >"$out/health.json" || true
+curl -s "$url/health?state=digest" >"$out/health.json" || true
 kill -TERM "$pid"
 wait "$pid" || true
 trap - EXIT

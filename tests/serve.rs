@@ -542,7 +542,7 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let args = ["serve", "--arm", a.as_str(), "--arm", b.as_str(), "--port", "0", "--salt", "learn", "--log", log_s.as_str()];
     let health = |url: &str| -> Value {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async { reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap() })
+        rt.block_on(async { reqwest::get(format!("{url}/health?state=digest")).await.unwrap().json().await.unwrap() })
     };
     let (mut server, url) = start_with(&args);
     let out = bin()
@@ -565,19 +565,59 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
         metrics.contains("fypsim_arm_learning{arm=\"B\"} 1") && metrics.contains("fypsim_arm_transitions_learnt"),
         "{metrics}"
     );
+    // A decision of each arm left awaiting its feedback when the server is killed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+    let mut held: Vec<Value> = Vec::new();
+    for user in 30..40 {
+        let (s, r) = rt.block_on(post(&c, &format!("{url}/recommend"), &json!({"user": user, "new_session": true})));
+        assert_eq!(s, 200, "{r}");
+        // A session of a learning arm cannot be rebuilt from `recent`.
+        let (s, e) = rt.block_on(post(&c, &format!("{url}/recommend"), &json!({"user": user, "recent": []})));
+        assert_eq!(s, 422, "{e}");
+        held.push(r);
+    }
+    let before = health(&url);
     server.kill().unwrap();
     server.wait().unwrap();
     let (mut again, url) = start_with(&args);
     let after = health(&url);
-    unsafe {
-        libc::kill(again.id() as i32, libc::SIGTERM);
-    }
-    let _ = again.wait();
-    for (l, m) in learning.iter().zip(after["learning"].as_array().unwrap()) {
+    for (l, m) in before["learning"].as_array().unwrap().iter().zip(after["learning"].as_array().unwrap()) {
         assert_eq!(l["state_sha256"], m["state_sha256"], "arm {}: the restart rebuilt another state: {l} {m}", l["arm"]);
         assert_eq!(l["transitions"], m["transitions"]);
     }
-    // A baseline has nothing to learn.
+    // Their feedback after the restart moves the world but teaches nothing; a second
+    // restart rebuilds exactly what the first one had.
+    for r in &held {
+        let (s, a) =
+            rt.block_on(post(&c, &format!("{url}/feedback"), &json!({"request_id": r["request_id"], "response": "left"})));
+        assert_eq!(s, 200, "{a}");
+    }
+    let (s, r) = rt.block_on(post(&c, &format!("{url}/recommend"), &json!({"user": 31, "new_session": true})));
+    assert_eq!(s, 200, "{r}");
+    let (s, _) =
+        rt.block_on(post(&c, &format!("{url}/feedback"), &json!({"request_id": r["request_id"], "response": "watched"})));
+    assert_eq!(s, 200);
+    let second = health(&url);
+    again.kill().unwrap();
+    again.wait().unwrap();
+    let (mut third, url) = start_with(&args);
+    let rebuilt = health(&url);
+    unsafe {
+        libc::kill(third.id() as i32, libc::SIGTERM);
+    }
+    let _ = third.wait();
+    assert_eq!(second["learning"], rebuilt["learning"], "the second restart rebuilt another state");
+    // A baseline has nothing to learn; a DQN with n-step returns cannot learn served.
     let o = bin().args(["serve", "--arm", "A=greedy:learn", "--port", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("a baseline has nothing to learn"));
+    let nstep = tmp.path().join("nstep");
+    let ok = bin().args(["run", "configs/smoke.toml", "--quiet", "--set", "dqn.n_step=3", "--out"]).arg(&nstep).status().unwrap();
+    assert!(ok.success());
+    let o = bin().args(["serve", "--port", "0", "--arm"]).arg(format!("A={}:learn", nstep.display())).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("dqn.n_step = 3 cannot learn while served"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

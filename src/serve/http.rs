@@ -125,7 +125,8 @@ impl Default for Metrics {
 enum Msg {
     Recommend(RecommendRequest, oneshot::Sender<std::result::Result<Recommendation, ApiError>>),
     Feedback(FeedbackRequest, oneshot::Sender<std::result::Result<FeedbackAck, ApiError>>),
-    Health(oneshot::Sender<Health>),
+    /// With the learning arms' state digests if true.
+    Health(bool, oneshot::Sender<Health>),
     /// A fault planted by a test: the engine panics on it (the failure path has a test).
     #[cfg(test)]
     Crash,
@@ -197,8 +198,8 @@ fn answer_batches(service: &mut Service, rx: &mpsc::Receiver<Msg>, metrics: &Met
                     }
                     let _ = tx.send(answer);
                 }
-                Msg::Health(tx) => {
-                    let _ = tx.send(service.health());
+                Msg::Health(digest, tx) => {
+                    let _ = tx.send(service.health_with(digest));
                 }
                 Msg::Recommend(req, tx) => {
                     recs.push(req);
@@ -281,8 +282,11 @@ async fn feedback(State(s): State<AppState>, body: std::result::Result<Json<Feed
     handle(s, "feedback", body, Msg::Feedback).await
 }
 
-async fn health(State(s): State<AppState>) -> Response {
-    match ask(&s, Msg::Health).await {
+/// `GET /health`; `?state=digest` adds each learning arm's state digest (it saves the
+/// arm's whole state: the engine waits for it).
+async fn health(State(s): State<AppState>, uri: axum::http::Uri) -> Response {
+    let digest = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "state=digest"));
+    match ask(&s, |tx| Msg::Health(digest, tx)).await {
         Some(h) => Json(h).into_response(),
         None => error_response(&engine_gone()),
     }

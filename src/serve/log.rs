@@ -118,6 +118,18 @@ pub struct Outcome {
 pub enum Record {
     Decision(Decision),
     Outcome(Outcome),
+    /// A server began serving on the log: what it kept of the sessions before it (none)
+    /// is what a replay of the log must repeat.
+    Start(Start),
+}
+
+/// A server's start on the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The prefix of the request ids it issues.
+    pub run: String,
 }
 
 /// A log as read back.

@@ -114,7 +114,13 @@ impl ArmSpec {
             Some(rest) => (rest, true),
             None => (source, false),
         };
-        let (source, mix) = match source.split_once('@') {
+        // The mixture is what follows the last `@`, if that names one (a run folder's
+        // path may hold an `@` of its own).
+        let mixture = source.rsplit_once('@').filter(|(_, m)| {
+            let m = m.trim_start();
+            m.starts_with("softmax") || m.starts_with("epsilon") || m.is_empty()
+        });
+        let (source, mix) = match mixture {
             None => (source.trim(), Mix::Plain),
             Some((source, m)) => (
                 source.trim(),
@@ -416,8 +422,10 @@ pub struct LearningStatus {
     /// Why it stopped learning (it then serves its last parameters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
-    /// The SHA-256 over the files its policy saves (parameters, optimiser, replay buffer).
-    pub state_sha256: String,
+    /// The SHA-256 over the files its policy saves (parameters, optimiser, replay buffer),
+    /// when asked (`GET /health?state=digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_sha256: Option<String>,
 }
 
 /// The SHA-256 over the files `policy` saves, in name order.
@@ -577,6 +585,10 @@ impl Service {
                 service.prefix = format!("{started:x}");
             }
             service.log = Some(log::Sink::open(dir)?);
+            // Where this server's run begins: a replay of the log repeats what a restart
+            // keeps (no session, no step awaiting its next state) at this point.
+            service.emit(Record::Start(log::Start { time_ms: started, run: service.prefix.clone() }));
+            service.commit().map_err(|e| Error::Other(e.message))?;
         }
         Ok(service)
     }
@@ -635,6 +647,7 @@ impl Service {
                         *top = (*top).max(seq);
                     }
                 }
+                Record::Start(_) => {}
                 Record::Outcome(o) => {
                     if decided.remove(o.request_id.as_str()).is_some() && self.user_known(o.user as u64) {
                         let seen = self.seen(o.video, o.response, o.watch_time_s, o.left);
@@ -865,6 +878,15 @@ impl Service {
                 }
             }
         }
+        if req.recent.is_some() && self.arms[arm_of(&self.salt, user as u64, &self.shares())].learning.is_some() {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "user {user}'s arm learns: its sessions cannot be rebuilt from `recent` (a restart could not replay them \
+                     to rebuild what the arm learnt); start a new session instead"
+                ),
+            ));
+        }
         let rules = &self.config.env;
         let stale = match self.live.get(&user) {
             None => true,
@@ -1067,9 +1089,10 @@ impl Service {
                 l.last_ms = now;
                 over |= rules.budget_spent(l.session.t);
                 if let Some((state, action)) = p.learn.clone() {
-                    if over {
-                        // The session's last step: terminal if the user left, else cut by
-                        // the step budget (the target bootstraps from the state it left).
+                    if over || self.arms[p.arm].kind.is_bandit() {
+                        // A bandit learns from every outcome; a DQN's session's last step is
+                        // terminal if the user left, else cut by the step budget (its target
+                        // bootstraps from the state it left).
                         let next_state =
                             if left { state.clone() } else { self.env.observe_session(&l.session, &mut self.generator).state };
                         let t = crate::agent::Transition {
@@ -1151,6 +1174,13 @@ impl Service {
         let mut ids: HashMap<&str, String> = HashMap::new();
         for r in records {
             match r {
+                Record::Start(_) => {
+                    // A server (re)started here: it kept no session and no step awaiting its
+                    // next state, and the decisions it took feedback for were not learnt.
+                    self.live.clear();
+                    self.halves.clear();
+                    self.pending.values_mut().for_each(|p| p.learn = None);
+                }
                 Record::Decision(d) => {
                     let Some(arm) = arms.iter().position(|a| *a == d.arm) else { continue };
                     let fail = |why: String| {
@@ -1159,8 +1189,18 @@ impl Service {
                             d.request_id, d.user, d.session, d.step
                         ))
                     };
+                    if !self.user_known(d.user as u64) {
+                        return Err(fail(format!("the world has users 0..{}", self.env.matrix.n_users())));
+                    }
                     let req = RecommendRequest { user: d.user as u64, new_session: d.step == 0, recent: None };
                     let obs = self.prepare(d.user, &req, d.time_ms).map_err(|e| fail(e.message))?;
+                    if d.step == 0 {
+                        // A new session takes the logged number: a request the service
+                        // refused (a user who had seen everything) may have opened one
+                        // that the log does not show.
+                        self.live.get_mut(&d.user).expect("prepare opened it").number = d.session;
+                        self.sessions.insert(d.user, d.session + 1);
+                    }
                     let live = &self.live[&d.user];
                     if (live.number, live.session.t) != (d.session, d.step) {
                         return Err(fail(format!(
@@ -1218,9 +1258,10 @@ impl Service {
             .collect()
     }
 
-    /// Each learning arm: transitions learnt, why it stopped (if it did), and the SHA-256
-    /// of its saved state (what a restart must rebuild exactly).
-    pub fn learning_status(&self) -> Vec<LearningStatus> {
+    /// Each learning arm: transitions learnt, why it stopped (if it did), and with
+    /// `digest` the SHA-256 of its saved state (what a restart must rebuild exactly; it
+    /// saves the whole state, replay buffer included, so only on request).
+    pub fn learning_status(&self, digest: bool) -> Vec<LearningStatus> {
         self.arms
             .iter()
             .filter_map(|a| {
@@ -1229,7 +1270,7 @@ impl Service {
                     arm: a.name.clone(),
                     transitions: l.transitions,
                     stopped: l.stopped.clone(),
-                    state_sha256: state_digest(a.policy.as_ref()).unwrap_or_else(|e| format!("unavailable: {e}")),
+                    state_sha256: digest.then(|| state_digest(a.policy.as_ref()).unwrap_or_else(|e| format!("unavailable: {e}"))),
                 })
             })
             .collect()
@@ -1251,6 +1292,12 @@ impl Service {
     }
 
     pub fn health(&self) -> Health {
+        self.health_with(false)
+    }
+
+    /// [`Service::health`], with each learning arm's state digest if `digest`
+    /// (`GET /health?state=digest`).
+    pub fn health_with(&self, digest: bool) -> Health {
         Health {
             status: if self.log_failure().is_some() { "log_failed".into() } else { "ok".into() },
             world: self.fingerprint.clone(),
@@ -1261,7 +1308,7 @@ impl Service {
             live_sessions: self.live.len(),
             pending_feedback: self.pending.len(),
             log: self.log_dir.as_ref().map(|d| d.display().to_string()),
-            learning: self.learning_status(),
+            learning: self.learning_status(digest),
         }
     }
 
@@ -1292,6 +1339,16 @@ fn load_arm(spec: &ArmSpec, share: f64, config: &Checked, layout: &Layout) -> Re
             "arm {}: `:learn` needs a trained DQN or bandit; {} does not learn",
             spec.name, arm.kind
         )));
+    }
+    if let (true, Source::Run(dir)) = (spec.learn, &spec.source) {
+        let run = crate::experiment::run::config_of_run(dir)?;
+        if run.policy == PolicyKind::Dqn && run.dqn.n_step > 1 {
+            return Err(Error::Other(format!(
+                "arm {}: a DQN with dqn.n_step = {} cannot learn while served: its n-step returns would join different \
+                 users' steps, which interleave; serve it frozen, or train one with n_step = 1",
+                spec.name, run.dqn.n_step
+            )));
+        }
     }
     if spec.mix != Mix::Plain {
         let mix = spec.mix.describe();
@@ -1419,6 +1476,7 @@ mod tests {
                     assert!(decisions.contains(&o.request_id), "an outcome follows its decision");
                     assert!(outcomes.insert(o.request_id.clone()));
                 }
+                Record::Start(_) => panic!("an unlogged service writes no start"),
             }
         }
         assert_eq!(decisions, outcomes);
@@ -1803,6 +1861,9 @@ mod tests {
         }
         assert!(ArmSpec::parse("A=myopic_oracle@softmax=1").unwrap_err().to_string().contains("latent state"));
         assert_eq!(ArmSpec::parse("A=random@softmax=2").unwrap().mix, Mix::Softmax(2.0));
+        // An `@` that starts no mixture belongs to the run folder's path.
+        let e = ArmSpec::parse("A=/no/such/run@home").unwrap_err().to_string();
+        assert!(e.contains("neither a servable baseline") && !e.contains("mixture"), "{e}");
     }
 
     /// docs/serving.md: with `dynamics.behaviour` on, the service pays the watch-time,
@@ -1842,8 +1903,10 @@ mod tests {
                 service.feedback(&fb(&rec.request_id), now + 1).unwrap();
             }
             let rec = service.recommend(&RecommendRequest { user: 3, new_session: false, recent: None }, 5).unwrap();
-            let good = service.learning_status()[0].clone();
-            assert!(good.transitions >= 1 && good.stopped.is_none(), "{kind}: {good:?}");
+            let good = service.learning_status(true)[0].clone();
+            // A bandit learnt from each outcome; the DQN each step once the next decision
+            // of the session gave its next state.
+            assert!(good.transitions == 2 && good.stopped.is_none(), "{kind}: {good:?}");
             // A transition with a reward that is not a number.
             let state = service.live[&3].session.clone();
             let obs = service.env.observe_session(&state, &mut service.generator);
@@ -1858,18 +1921,18 @@ mod tests {
             };
             service.learn_queue.push((0, t));
             service.learn();
-            let bad = service.learning_status()[0].clone();
+            let bad = service.learning_status(true)[0].clone();
             assert!(bad.stopped.is_some(), "{kind}: {bad:?}");
             assert_eq!(
                 (bad.transitions, &bad.state_sha256),
                 (good.transitions, &good.state_sha256),
                 "{kind}: the last good state"
             );
-            assert!(!service.health().learning[0].stopped.as_ref().unwrap().is_empty());
+            assert!(!service.health_with(false).learning[0].stopped.as_ref().unwrap().is_empty());
             // It serves on and learns no more.
             service.feedback(&fb(&rec.request_id), 6).unwrap();
             service.recommend(&RecommendRequest { user: 3, new_session: false, recent: None }, 7).unwrap();
-            assert_eq!(service.learning_status()[0].transitions, good.transitions);
+            assert_eq!(service.learning_status(true)[0].transitions, good.transitions);
         }
     }
 }

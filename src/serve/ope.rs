@@ -94,8 +94,8 @@ pub fn replay(config: &Checked, experiment: &Experiment, records: &[Record]) -> 
     if service.fingerprint != experiment.world {
         return Err(Error::Other(format!(
             "the log's world ({}) is not the config's ({}): give the config the server was started with (--config, --set)",
-            &experiment.world[..experiment.world.len().min(12)],
-            &service.fingerprint[..12]
+            experiment.world.chars().take(12).collect::<String>(),
+            service.fingerprint.chars().take(12).collect::<String>()
         )));
     }
     let mut logging = Vec::new();
@@ -399,6 +399,13 @@ mod tests {
         }
         let e = replay(&config, &exp, &scaled).err().unwrap().to_string();
         assert!(e.contains("gives the logged choice probability"), "{e}");
+
+        let mut stranger = records.clone();
+        if let Record::Decision(d) = &mut stranger[k] {
+            d.user = 1_000_000;
+        }
+        let e = replay(&config, &exp, &stranger).err().unwrap().to_string();
+        assert!(e.contains("the world has users 0..600"), "{e}");
 
         let other = Config::from_toml_str(&TOML.replace("seed = 5", "seed = 6"), &[]).unwrap();
         let e = replay(&other, &exp, &records).err().unwrap().to_string();

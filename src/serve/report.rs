@@ -66,6 +66,10 @@ pub struct Diff {
     pub power_at_5_percent: f64,
 }
 
+/// The two-sided critical value of the normal at 5% / m, for m = 1 to 7 comparisons
+/// (Bonferroni's level for an A/B/n test of up to 8 arms).
+const Z_BONFERRONI: [f64; 7] = [1.959_964, 2.241_403, 2.393_980, 2.497_705, 2.575_829, 2.638_257, 2.690_109];
+
 impl Diff {
     fn of(a: &crate::serve::abtest::ArmEstimate, b: &crate::serve::abtest::ArmEstimate) -> Diff {
         let d = difference(a, b);
@@ -76,6 +80,19 @@ impl Diff {
             p_value: d.p_value,
             mde80: (1.96 + 0.841_621) * d.se,
             power_at_5_percent: power(0.05 * a.mean.abs(), d.se),
+        }
+    }
+
+    /// [`Diff::of`] as one of `m` comparisons tested at 5% / m: the detectable difference
+    /// and the power at that level.
+    fn of_among(a: &crate::serve::abtest::ArmEstimate, b: &crate::serve::abtest::ArmEstimate, m: usize) -> Diff {
+        let z = Z_BONFERRONI[m.clamp(1, Z_BONFERRONI.len()) - 1];
+        let d = Diff::of(a, b);
+        let k = 0.05 * a.mean.abs() / d.se;
+        Diff {
+            mde80: (z + 0.841_621) * d.se,
+            power_at_5_percent: crate::serve::abtest::normal_sf(z - k) + crate::serve::abtest::normal_sf(z + k),
+            ..d
         }
     }
 
@@ -247,6 +264,7 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
                 }
                 None => orphans += 1,
             },
+            Record::Start(_) => {}
         }
     }
     Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len(), unknown_arm }
@@ -308,13 +326,13 @@ pub fn analyse_with(experiment: &Experiment, records: &[Record], damaged_lines: 
         (0..k)
             .filter(|&i| i != control)
             .map(|i| {
-                let reward = Diff::of(&estimates[control].0, &estimates[i].0);
+                let reward = Diff::of_among(&estimates[control].0, &estimates[i].0, k - 1);
                 Comparison {
                     arm: arms[i].name.clone(),
                     control: arms[control].name.clone(),
                     significant_bonferroni: reward.p_value < 0.05 / (k - 1) as f64,
                     reward,
-                    watch_time: Diff::of(&estimates[control].1, &estimates[i].1),
+                    watch_time: Diff::of_among(&estimates[control].1, &estimates[i].1, k - 1),
                 }
             })
             .collect()
@@ -411,7 +429,7 @@ pub fn markdown(r: &AbReport) -> String {
         let n = r.comparisons.len();
         s += &format!(
             "\nEach arm against the control {} ({n} comparisons: a difference is significant for the experiment as a whole \
-             at p < 0.05 / {n} = {:.4}, Bonferroni); mde80: the smallest difference detected 80% of the time.\n\n\
+             at p < 0.05 / {n} = {:.4}, Bonferroni); mde80: the smallest difference detected 80% of the time at that level.\n\n\
              | arm - control | reward / session (95% CI) | p | significant | mde80 | watch s / session (95% CI) | p |\n\
              |---|---|---|---|---|---|---|\n",
             r.comparisons[0].control,
@@ -487,7 +505,7 @@ fn check_versions(experiment: &Experiment, records: &[Record], dir: &Path) -> Re
     let versions: HashMap<&str, &str> = experiment.arms.iter().map(|a| (a.name.as_str(), a.version.as_str())).collect();
     let mut wrong = records.iter().filter_map(|r| match r {
         Record::Decision(d) => versions.get(d.arm.as_str()).filter(|v| **v != d.version).map(|v| (d, *v)),
-        Record::Outcome(_) => None,
+        Record::Outcome(_) | Record::Start(_) => None,
     });
     if let Some((d, expected)) = wrong.next() {
         let n = 1 + wrong.count();
@@ -971,6 +989,10 @@ mod tests {
             assert_eq!(mine.iter().map(|g| g.sessions).sum::<usize>(), a.sessions, "{}", a.name);
             assert_eq!(mine.iter().map(|g| g.sessions_index.as_str()).collect::<Vec<_>>(), ["1", "2-5"]);
             assert!(mine.iter().all(|g| g.users == a.users && g.reward_per_session.mean.is_finite()));
+        }
+        for m in 1..=7 {
+            let level = 2.0 * crate::serve::abtest::normal_sf(Z_BONFERRONI[m - 1]);
+            assert!((level - 0.05 / m as f64).abs() < 1e-6, "{m}: {level}");
         }
         let b = analyse_with(&service.experiment(), &records, 0, 1);
         assert_eq!(
