@@ -121,6 +121,18 @@ pub enum Record {
     /// A server began serving on the log: what it kept of the sessions before it (none)
     /// is what a replay of the log must repeat.
     Start(Start),
+    /// A learning arm stopped learning (it serves its last good parameters on).
+    LearningStopped(LearningStopped),
+}
+
+/// A learning arm's stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearningStopped {
+    pub time_ms: u64,
+    pub arm: String,
+    /// Transitions it had learnt from.
+    pub transitions: u64,
+    pub why: String,
 }
 
 /// A server's start on the log.

@@ -647,7 +647,7 @@ impl Service {
                         *top = (*top).max(seq);
                     }
                 }
-                Record::Start(_) => {}
+                Record::Start(_) | Record::LearningStopped(_) => {}
                 Record::Outcome(o) => {
                     if decided.remove(o.request_id.as_str()).is_some() && self.user_known(o.user as u64) {
                         let seen = self.seen(o.video, o.response, o.watch_time_s, o.left);
@@ -842,7 +842,7 @@ impl Service {
                 self.restore(user, state);
             }
         }
-        self.learn();
+        self.learn(now);
         out.into_iter().map(|r| r.expect("every request answered")).collect()
     }
 
@@ -1115,13 +1115,14 @@ impl Service {
             }
             _ => self.env.record(None, p.user, seen),
         }
-        self.learn();
+        self.learn(now);
         Ok(FeedbackAck { request_id: req.request_id.clone(), arm: self.arms[p.arm].name.clone(), reward, session_over: over })
     }
 
     /// Learns the queued transitions of what was just logged, in log order. An arm whose
     /// update fails or whose loss is not finite stops learning and says why (`/health`).
-    fn learn(&mut self) {
+    fn learn(&mut self, now: u64) {
+        let mut stops = Vec::new();
         for (arm, t) in std::mem::take(&mut self.learn_queue) {
             let a = &mut self.arms[arm];
             let Some(l) = a.learning.as_mut() else { continue };
@@ -1135,6 +1136,20 @@ impl Service {
                 Ok(_) => l.transitions += 1,
                 Err(e) => l.stopped = Some(format!("its update failed at transition {}: {e}", l.transitions + 1)),
             }
+            if let Some(why) = &l.stopped {
+                stops.push(Record::LearningStopped(log::LearningStopped {
+                    time_ms: now,
+                    arm: a.name.clone(),
+                    transitions: l.transitions,
+                    why: why.clone(),
+                }));
+            }
+        }
+        // Said in the log too (and so in the A/B report); should the write fail, `/health`
+        // still says it.
+        if !stops.is_empty() {
+            self.outbox.extend(stops);
+            let _ = self.commit();
         }
     }
 
@@ -1174,6 +1189,7 @@ impl Service {
         let mut ids: HashMap<&str, String> = HashMap::new();
         for r in records {
             match r {
+                Record::LearningStopped(_) => {}
                 Record::Start(_) => {
                     // A server (re)started here: it kept no session and no step awaiting its
                     // next state, and the decisions it took feedback for were not learnt.
@@ -1219,7 +1235,8 @@ impl Service {
                     }
                     let rec = self.decide(d.user, arm, &obs, d.slot, d.propensity, d.time_ms);
                     self.outbox.clear();
-                    self.learn();
+                    self.learn(d.time_ms);
+                    self.outbox.clear();
                     on_decision(arm, d, obs, &rec.request_id)?;
                     ids.insert(d.request_id.as_str(), rec.request_id);
                 }
@@ -1476,7 +1493,7 @@ mod tests {
                     assert!(decisions.contains(&o.request_id), "an outcome follows its decision");
                     assert!(outcomes.insert(o.request_id.clone()));
                 }
-                Record::Start(_) => panic!("an unlogged service writes no start"),
+                Record::Start(_) | Record::LearningStopped(_) => panic!("only decisions and outcomes here"),
             }
         }
         assert_eq!(decisions, outcomes);
@@ -1919,8 +1936,16 @@ mod tests {
                 episode_end: true,
                 discount: 1.0,
             };
+            service.capture();
             service.learn_queue.push((0, t));
-            service.learn();
+            service.learn(6);
+            let said = service.take_records();
+            assert!(
+                matches!(&said[..], [Record::LearningStopped(s)] if s.arm == "A" && s.transitions == 2 && s.why.contains("finite")),
+                "{kind}: {said:?}"
+            );
+            let report = crate::serve::report::analyse(&service.experiment(), &said, 0);
+            assert!(crate::serve::report::markdown(&report).contains("arm A stopped learning"), "{kind}");
             let bad = service.learning_status(true)[0].clone();
             assert!(bad.stopped.is_some(), "{kind}: {bad:?}");
             assert_eq!(

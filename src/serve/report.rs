@@ -161,6 +161,9 @@ pub struct AbReport {
     /// Per arm, the reward per session by the user's session index (`--by-session`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_session_index: Option<Vec<IndexFigures>>,
+    /// Learning arms that stopped learning, as the log says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learning_stopped: Vec<crate::serve::log::LearningStopped>,
 }
 
 /// One arm's sessions of one index group (the user's 1st, 2nd to 5th, 6th and later).
@@ -228,6 +231,8 @@ struct Collected {
     two_arms: usize,
     awaiting: usize,
     unknown_arm: usize,
+    /// Learning arms' stops, in log order.
+    stopped: Vec<crate::serve::log::LearningStopped>,
 }
 
 fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
@@ -237,6 +242,7 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
     let (mut decisions, mut outcomes, mut orphans, mut two_arms, mut unknown_arm) =
         (vec![0usize; arm_index.len()], vec![0usize; arm_index.len()], 0, 0, 0);
     let mut in_two = std::collections::BTreeSet::new();
+    let mut stopped = Vec::new();
     for r in records {
         match r {
             Record::Decision(d) => {
@@ -265,9 +271,10 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
                 None => orphans += 1,
             },
             Record::Start(_) => {}
+            Record::LearningStopped(s) => stopped.push(s.clone()),
         }
     }
-    Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len(), unknown_arm }
+    Collected { users, decisions, outcomes, orphans, two_arms, awaiting: decided.len(), unknown_arm, stopped }
 }
 
 /// Reads the log's records into the report (pure: the same records give the same report),
@@ -278,7 +285,8 @@ pub fn analyse(experiment: &Experiment, records: &[Record], damaged_lines: usize
 
 /// [`analyse`] with arm `control` as the control.
 pub fn analyse_with(experiment: &Experiment, records: &[Record], damaged_lines: usize, control: usize) -> AbReport {
-    let Collected { users, decisions, outcomes, orphans, two_arms, awaiting, unknown_arm } = collect(experiment, records);
+    let Collected { users, decisions, outcomes, orphans, two_arms, awaiting, unknown_arm, stopped: learning_stopped } =
+        collect(experiment, records);
     let mut arms = Vec::new();
     let mut estimates = Vec::new();
     for (i, meta) in experiment.arms.iter().enumerate() {
@@ -357,6 +365,7 @@ pub fn analyse_with(experiment: &Experiment, records: &[Record], damaged_lines: 
         interference: INTERFERENCE.into(),
         ope: None,
         by_session_index: None,
+        learning_stopped,
     }
 }
 
@@ -474,6 +483,12 @@ pub fn markdown(r: &AbReport) -> String {
             r.damaged_lines, r.orphan_outcomes, r.users_in_two_arms, r.unknown_arm_decisions
         );
     }
+    for l in &r.learning_stopped {
+        s += &format!(
+            "learning: arm {} stopped learning after {} transitions ({}); it served its last good parameters from then on\n",
+            l.arm, l.transitions, l.why
+        );
+    }
     s += &format!("\nInterference: {}\n", r.interference);
     if let Some(groups) = &r.by_session_index {
         s += "\n## By session index\n\nReward per session by the user's session index (intervals over users).\n\n\
@@ -505,7 +520,7 @@ fn check_versions(experiment: &Experiment, records: &[Record], dir: &Path) -> Re
     let versions: HashMap<&str, &str> = experiment.arms.iter().map(|a| (a.name.as_str(), a.version.as_str())).collect();
     let mut wrong = records.iter().filter_map(|r| match r {
         Record::Decision(d) => versions.get(d.arm.as_str()).filter(|v| **v != d.version).map(|v| (d, *v)),
-        Record::Outcome(_) | Record::Start(_) => None,
+        Record::Outcome(_) | Record::Start(_) | Record::LearningStopped(_) => None,
     });
     if let Some((d, expected)) = wrong.next() {
         let n = 1 + wrong.count();
