@@ -36,6 +36,16 @@ pub enum Estimand {
     Session,
 }
 
+impl Estimand {
+    /// Its name in tables: `one_decision` or `session` (as it serialises).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Estimand::OneDecision => "one_decision",
+            Estimand::Session => "session",
+        }
+    }
+}
+
 /// How the estimators are set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {

@@ -723,6 +723,24 @@ fn estimate_and_measure(
     Ok((report, probs_of))
 }
 
+/// The columns of an estimate in every table of estimates (`ope.csv`, `ab_ope.csv`):
+/// `estimator`, `estimand`, `estimate`, `ci_low`, `ci_high`, `se`, `ess`.
+pub fn estimate_columns(es: &[&estimators::Estimate]) -> Vec<polars::prelude::Column> {
+    use polars::prelude::Column;
+    let f = |name: &str, g: &dyn Fn(&estimators::Estimate) -> f64| {
+        Column::new(name.into(), es.iter().map(|e| g(e)).collect::<Vec<f64>>())
+    };
+    vec![
+        Column::new("estimator".into(), es.iter().map(|e| e.estimator.clone()).collect::<Vec<String>>()),
+        Column::new("estimand".into(), es.iter().map(|e| e.estimand.name().to_string()).collect::<Vec<String>>()),
+        f("estimate", &|e| e.value),
+        f("ci_low", &|e| e.ci_low),
+        f("ci_high", &|e| e.ci_high),
+        f("se", &|e| e.se),
+        f("ess", &|e| e.ess),
+    ]
+}
+
 /// ope.csv, ope.json, ope.png, and log.parquet if `with_log`.
 fn write(
     report: &Report,
@@ -737,26 +755,18 @@ fn write(
     let rows = &report.rows;
     let col_f = |name: &str, f: &dyn Fn(&Row) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>());
     let col_s = |name: &str, f: &dyn Fn(&Row) -> String| Column::new(name.into(), rows.iter().map(f).collect::<Vec<String>>());
-    let mut df = crate::output::records::frame(
-        DataFrame::new_infer_height(vec![
-            col_s("target", &|r| r.target.clone()),
-            Column::new("sessions".into(), rows.iter().map(|r| r.sessions as u64).collect::<Vec<u64>>()),
-            col_s("estimator", &|r| r.estimate.estimator.clone()),
-            col_s("estimand", &|r| {
-                if r.estimate.estimand == estimators::Estimand::OneDecision { "one_decision" } else { "session" }.to_string()
-            }),
-            col_f("estimate", &|r| r.estimate.value),
-            col_f("ci_low", &|r| r.estimate.ci_low),
-            col_f("ci_high", &|r| r.estimate.ci_high),
-            col_f("se", &|r| r.estimate.se),
-            col_f("ess", &|r| r.estimate.ess),
-            col_f("truth", &|r| r.truth),
-            col_f("error", &|r| r.error),
-            col_f("relative_error", &|r| r.relative_error),
-            col_s("setting", &|r| r.estimate.setting.clone()),
-        ]),
-        &csv,
-    )?;
+    let mut columns = vec![
+        col_s("target", &|r| r.target.clone()),
+        Column::new("sessions".into(), rows.iter().map(|r| r.sessions as u64).collect::<Vec<u64>>()),
+    ];
+    columns.extend(estimate_columns(&rows.iter().map(|r| &r.estimate).collect::<Vec<_>>()));
+    columns.extend([
+        col_f("truth", &|r| r.truth),
+        col_f("error", &|r| r.error),
+        col_f("relative_error", &|r| r.relative_error),
+        col_s("setting", &|r| r.estimate.setting.clone()),
+    ]);
+    let mut df = crate::output::records::frame(DataFrame::new_infer_height(columns), &csv)?;
     crate::output::records::write_csv(&mut df, &csv)?;
     let json = serde_json::to_string_pretty(report).expect("a report serialises");
     crate::files::write_file(&dir.join("ope.json"), json.as_bytes())?;

@@ -445,7 +445,7 @@ fn write(report: &StudyReport, rows: &[LogRow], dir: &Path) -> Result<()> {
             s("target", &|c| c.target.clone()),
             Column::new("sessions".into(), cells.iter().map(|c| c.sessions as u64).collect::<Vec<u64>>()),
             s("estimator", &|c| c.estimator.clone()),
-            s("estimand", &|c| if c.estimand == Estimand::Session { "session" } else { "one_decision" }.to_string()),
+            s("estimand", &|c| c.estimand.name().to_string()),
             Column::new("logs".into(), cells.iter().map(|c| c.logs as u64).collect::<Vec<u64>>()),
             f("truth", &|c| c.truth),
             f("bias", &|c| c.bias),

@@ -605,29 +605,16 @@ fn write_ope_csv(o: &super::ope::ServedOpe, path: &Path) -> Result<()> {
     let col_s = |name: &str, f: &dyn Fn(&super::ope::OpeRow) -> String| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<String>>())
     };
-    let col_f =
-        |name: &str, f: &dyn Fn(&super::ope::OpeRow) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>());
-    let mut df = crate::output::records::frame(
-        DataFrame::new_infer_height(vec![
-            col_s("arm", &|r| r.arm.clone()),
-            col_s("logging", &|r| r.logging.clone()),
-            col_s("target", &|r| r.target.clone()),
-            Column::new("sessions".into(), rows.iter().map(|r| r.sessions as u64).collect::<Vec<u64>>()),
-            Column::new("decisions".into(), rows.iter().map(|r| r.decisions as u64).collect::<Vec<u64>>()),
-            col_s("estimator", &|r| r.estimate.estimator.clone()),
-            col_s("estimand", &|r| {
-                if r.estimate.estimand == crate::ope::estimators::Estimand::OneDecision { "one_decision" } else { "session" }
-                    .to_string()
-            }),
-            col_f("estimate", &|r| r.estimate.value),
-            col_f("ci_low", &|r| r.estimate.ci_low),
-            col_f("ci_high", &|r| r.estimate.ci_high),
-            col_f("se", &|r| r.estimate.se),
-            col_f("ess", &|r| r.estimate.ess),
-            col_s("setting", &|r| r.estimate.setting.clone()),
-        ]),
-        path,
-    )?;
+    let mut columns = vec![
+        col_s("arm", &|r| r.arm.clone()),
+        col_s("logging", &|r| r.logging.clone()),
+        col_s("target", &|r| r.target.clone()),
+        Column::new("sessions".into(), rows.iter().map(|r| r.sessions as u64).collect::<Vec<u64>>()),
+        Column::new("decisions".into(), rows.iter().map(|r| r.decisions as u64).collect::<Vec<u64>>()),
+    ];
+    columns.extend(crate::ope::estimate_columns(&rows.iter().map(|r| &r.estimate).collect::<Vec<_>>()));
+    columns.push(col_s("setting", &|r| r.estimate.setting.clone()));
+    let mut df = crate::output::records::frame(DataFrame::new_infer_height(columns), path)?;
     crate::output::records::write_csv(&mut df, path)
 }
 
