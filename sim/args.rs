@@ -153,7 +153,7 @@ pub(crate) enum Command {
         /// With --ope-target: a config override the server was given (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// With --ope-target: bootstrap resamples of the sessions (at least 100).
+        /// With --ope-target: bootstrap resamples of the sessions (100 to 100,000).
         #[arg(long, default_value_t = 200)]
         bootstrap: usize,
     },
@@ -305,7 +305,7 @@ pub(crate) enum Command {
         /// (default: a hundredth and a tenth of --sessions).
         #[arg(long, value_delimiter = ',', value_name = "N1,N2,...")]
         sizes: Option<Vec<usize>>,
-        /// Bootstrap resamples of the sessions for the 95% intervals (at least 100).
+        /// Bootstrap resamples of the sessions for the 95% intervals (100 to 100,000).
         #[arg(long, default_value_t = 200)]
         bootstrap: usize,
         /// The fitted models' ridge penalty.

@@ -43,11 +43,12 @@ fn ope_writes_every_estimate_with_its_truth_and_the_log_table() {
 #[test]
 fn ope_refuses_what_it_cannot_estimate_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--logging", "greedy", "--target", "random"], "never chooses"),
         (&["--logging", "greedy@softmax=1", "--target", "planner"], "probabilities are unknown"),
         (&["--logging", "greedy@softmax=0", "--target", "random"], "NAME@softmax=T"),
-        (&["--logging", "random", "--target", "greedy", "--bootstrap", "5"], "at least 100"),
+        (&["--logging", "random", "--target", "greedy", "--bootstrap", "5"], "from 100 to 100000"),
+        (&["--logging", "random", "--target", "greedy", "--bootstrap", "1000000000000"], "from 100 to 100000"),
         (&["--logging", "random", "--target", "greedy", "--switch-tau", "3"], "--switch-tau 3"),
     ];
     for (args, want) in cases {

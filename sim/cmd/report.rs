@@ -43,8 +43,9 @@ pub(crate) fn cmd_report_ab_log(
     let ope = if targets.is_empty() {
         None
     } else {
-        if bootstrap < fypsim::ope::estimators::MIN_BOOTSTRAP {
-            anyhow::bail!("--bootstrap {bootstrap}: at least {}", fypsim::ope::estimators::MIN_BOOTSTRAP);
+        use fypsim::ope::estimators::{MAX_BOOTSTRAP, MIN_BOOTSTRAP};
+        if !(MIN_BOOTSTRAP..=MAX_BOOTSTRAP).contains(&bootstrap) {
+            anyhow::bail!("--bootstrap {bootstrap}: from {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP}");
         }
         let config = fypsim::config::Config::load(config, overrides)?;
         let targets = targets.iter().map(|t| fypsim::ope::PolicySpec::parse(t)).collect::<fypsim::Result<Vec<_>>>()?;

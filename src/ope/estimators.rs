@@ -56,7 +56,7 @@ pub struct Options {
     pub switch_tau: Option<f64>,
     /// Optimistic shrinkage's lambda; None: chosen from [`LAMBDA_GRID`] by the same rule.
     pub shrinkage_lambda: Option<f64>,
-    /// Bootstrap resamples of the sessions (at least 100).
+    /// Bootstrap resamples of the sessions (100 to 100,000).
     pub bootstrap: usize,
     /// Seeds the folds and the bootstrap.
     pub seed: u64,
@@ -69,6 +69,10 @@ pub const LAMBDA_GRID: [f64; 7] = [0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5];
 
 /// The fewest bootstrap resamples allowed.
 pub const MIN_BOOTSTRAP: usize = 100;
+
+/// The most bootstrap resamples allowed (more only costs memory: an estimate per resample
+/// per estimator).
+pub const MAX_BOOTSTRAP: usize = 100_000;
 
 /// One estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -306,8 +310,8 @@ pub fn estimate(log: LogView<'_>, target: &[Vec<f64>], features: &BanditFeatures
     if sessions < 2 {
         return Err(Error::Other(format!("off-policy evaluation needs at least 2 logged sessions, not {sessions}")));
     }
-    if opts.bootstrap < MIN_BOOTSTRAP {
-        return Err(Error::Other(format!("--bootstrap {}: at least {MIN_BOOTSTRAP} resamples", opts.bootstrap)));
+    if !(MIN_BOOTSTRAP..=MAX_BOOTSTRAP).contains(&opts.bootstrap) {
+        return Err(Error::Other(format!("--bootstrap {}: from {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP} resamples", opts.bootstrap)));
     }
     let mut rng = substream(opts.seed, Stream::OpeEstimate, 0);
     let fold: Vec<usize> = (0..sessions).map(|_| rng.random_range(0..2)).collect();

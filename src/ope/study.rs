@@ -38,7 +38,7 @@ pub struct StudyFile {
     pub sizes: Vec<usize>,
     /// Independent logs per size (same length as `sizes`, not increasing).
     pub logs: Vec<usize>,
-    /// Bootstrap resamples per estimate (at least 100).
+    /// Bootstrap resamples per estimate (100 to 100,000).
     #[serde(default = "default_bootstrap")]
     pub bootstrap: usize,
     /// On-policy sessions per target for its session truth.
@@ -86,8 +86,11 @@ impl StudyFile {
         if s.logs.iter().any(|l| !(2..=MAX_LOGS).contains(l)) || s.logs.windows(2).any(|w| w[0] < w[1]) {
             return bad("logs", format!("= {:?}: from 2 to {MAX_LOGS} logs per size, never more for a larger size", s.logs));
         }
-        if s.bootstrap < estimators::MIN_BOOTSTRAP || s.bootstrap > 100_000 {
-            return bad("bootstrap", format!("= {}: from {} to 100000", s.bootstrap, estimators::MIN_BOOTSTRAP));
+        if !(estimators::MIN_BOOTSTRAP..=estimators::MAX_BOOTSTRAP).contains(&s.bootstrap) {
+            return bad(
+                "bootstrap",
+                format!("= {}: from {} to {}", s.bootstrap, estimators::MIN_BOOTSTRAP, estimators::MAX_BOOTSTRAP),
+            );
         }
         if !(2..=MAX_TRUTH).contains(&s.truth_sessions) {
             return bad("truth_sessions", format!("= {}: from 2 to {MAX_TRUTH}", s.truth_sessions));
