@@ -932,6 +932,32 @@ impl Policy for DqnAgent {
     fn load(&mut self, dir: &Path) -> Result<()> {
         DqnAgent::load(self, dir)
     }
+
+    /// The online network's weights, in variable-name order: what it acts by.
+    fn parameters(&self) -> Option<Vec<f32>> {
+        Some(flat_weights(&self.online_vs))
+    }
+
+    fn set_parameters(&mut self, parameters: &[f32]) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = self.online_vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let total: usize = vars.iter().map(|(_, t)| t.numel()).sum();
+        if total != parameters.len() {
+            return Err(Error::Other(format!(
+                "{} parameters given for a network of {total}: they are of another network",
+                parameters.len()
+            )));
+        }
+        let mut at = 0;
+        for (_, mut t) in vars {
+            let n = t.numel();
+            let src =
+                Tensor::from_slice(&parameters[at..at + n]).view(t.size().as_slice()).to_kind(t.kind()).to_device(self.device);
+            tch::no_grad(|| t.copy_(&src));
+            at += n;
+        }
+        Ok(())
+    }
 }
 
 /// The greedy slot: the first best Q-value among the first `n` slots (the real candidates).

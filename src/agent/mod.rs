@@ -98,6 +98,19 @@ pub trait Policy: Send {
     fn load(&mut self, _dir: &std::path::Path) -> Result<()> {
         Ok(())
     }
+
+    /// The parameters it acts by, flat (a network's weights), when it has them: a copy
+    /// of the policy can then serve while this one learns, and take these at chosen
+    /// points ([`Policy::set_parameters`]). None: it learns where it acts (a bandit).
+    fn parameters(&self) -> Option<Vec<f32>> {
+        None
+    }
+
+    /// Acts by `parameters` from now on (what [`Policy::parameters`] of a policy of the
+    /// same shape gave), bit for bit.
+    fn set_parameters(&mut self, _parameters: &[f32]) -> Result<()> {
+        Err(crate::Error::Other(format!("a {} policy has no parameters to set", self.kind())))
+    }
 }
 
 /// The probabilities of a policy that always chooses `slot`, over `obs`'s slots.

@@ -221,6 +221,14 @@ impl Policy for SpecPolicy {
     fn save(&self, dir: &std::path::Path) -> Result<()> {
         self.policy.save(dir)
     }
+
+    fn parameters(&self) -> Option<Vec<f32>> {
+        self.policy.parameters()
+    }
+
+    fn set_parameters(&mut self, parameters: &[f32]) -> Result<()> {
+        self.policy.set_parameters(parameters)
+    }
 }
 
 /// One logged decision.
