@@ -200,6 +200,11 @@ pub(crate) enum Command {
         /// them and closing the log.
         #[arg(long, value_name = "SECONDS", default_value_t = fypsim::serve::http::DEFAULT_DRAIN_S)]
         drain: f64,
+        /// Seconds between checkpoints of a learning DQN arm's state beside the log (a
+        /// restart then learns only what came after the last one; one more is written
+        /// when the server stops).
+        #[arg(long, value_name = "SECONDS", default_value_t = fypsim::serve::LEARNING_CHECKPOINT_EVERY.as_secs_f64())]
+        learning_checkpoint: f64,
     },
     /// Drive a served experiment with simulated users over HTTP: each answers its
     /// recommendations with the world's user model and posts the feedback. Prints
@@ -231,6 +236,15 @@ pub(crate) enum Command {
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Plan instead of driving: for --users users with SESSIONS sessions each, the
+        /// smallest difference in reward per session each arm's comparison with the
+        /// control detects (80% power, Bonferroni's level), from an in-process A/A
+        /// rehearsal of the served experiment with greedy in every arm.
+        #[arg(long, value_name = "SESSIONS")]
+        plan: Option<usize>,
+        /// With --plan: the arm the others are compared with (default: the first).
+        #[arg(long, value_name = "ARM", requires = "plan")]
+        control: Option<String>,
         /// No progress bar.
         #[arg(short, long)]
         quiet: bool,

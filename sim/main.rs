@@ -121,25 +121,51 @@ fn main() -> ExitCode {
             cmd_report_by_session(dir.as_deref().expect("clap requires it"), reference)
         }
         Command::Report { dir, ab, .. } => cmd_report(dir.as_deref().expect("clap requires it"), ab.as_deref()),
-        Command::Serve { arms, split, port, host, log, config, overrides, salt, threads, read_timeout, drain } => {
-            fypsim::serve::http::HttpOptions::new(*threads, *read_timeout, *drain).map_err(anyhow::Error::from).and_then(|http| {
-                cmd_serve(arms, split.as_deref(), (host, *port), log.as_deref(), config.as_deref(), overrides, salt, http)
-            })
-        }
-        Command::Traffic { url, users, duration, concurrency, rate, config, overrides, seed, json, quiet } => cmd_traffic(
-            fypsim::serve::traffic::TrafficOptions {
-                url: url.clone(),
-                users: *users,
-                duration_s: *duration,
-                concurrency: *concurrency,
-                rate: *rate,
-                seed: *seed,
-                progress: !*quiet && std::io::stderr().is_terminal(),
-            },
+        Command::Serve {
+            arms,
+            split,
+            port,
+            host,
+            log,
             config,
             overrides,
-            json.as_deref(),
-        ),
+            salt,
+            threads,
+            read_timeout,
+            drain,
+            learning_checkpoint,
+        } => {
+            fypsim::serve::http::HttpOptions::new(*threads, *read_timeout, *drain).map_err(anyhow::Error::from).and_then(|http| {
+                cmd_serve(
+                    arms,
+                    split.as_deref(),
+                    (host, *port),
+                    log.as_deref(),
+                    config.as_deref(),
+                    overrides,
+                    salt,
+                    http,
+                    *learning_checkpoint,
+                )
+            })
+        }
+        Command::Traffic { url, users, duration, concurrency, rate, config, overrides, seed, json, quiet, plan, control } => {
+            cmd_traffic(
+                fypsim::serve::traffic::TrafficOptions {
+                    url: url.clone(),
+                    users: *users,
+                    duration_s: *duration,
+                    concurrency: *concurrency,
+                    rate: *rate,
+                    seed: *seed,
+                    progress: !*quiet && std::io::stderr().is_terminal(),
+                },
+                config,
+                overrides,
+                json.as_deref(),
+                plan.map(|sessions| (sessions, control.as_deref())),
+            )
+        }
         Command::Bench { configs, overrides, json, learn: true, every, seeds, .. } => {
             cmd_bench_learn(configs, overrides, *json, *every, seeds)
         }

@@ -357,6 +357,7 @@ fn served_dqn_against_greedy_as_the_world_drifts() {
             salt: "drift".into(),
             config: Some(config.clone()),
             log: None,
+            learning_checkpoint_every: fypsim::serve::LEARNING_CHECKPOINT_EVERY,
         };
         let mut service = Service::new(&opts).unwrap();
         let world = service.env().world.clone();
@@ -525,10 +526,12 @@ fn three_arms_are_served_and_reported_against_a_control() {
 }
 
 /// Arms that learn from their feedback (`:learn`): a bandit updates on every outcome, a
-/// DQN stores every served step in its replay buffer and trains as it did in training;
-/// after kill -9 and a restart on the same log, each learning arm's state (parameters,
-/// optimiser, replay buffer) is rebuilt exactly: its digest equals the one the killed
-/// server reported.
+/// DQN stores every served step in its replay buffer and trains as it did in training,
+/// on a learner of its own whose parameters serve from logged swaps; after kill -9 and a
+/// restart on the same log, each learning arm's state (parameters, optimiser, replay
+/// buffer, the parameters serving) is rebuilt exactly, from the learner's checkpoint and
+/// the log after it, or from the whole log when the checkpoint is damaged: its digests
+/// equal the ones the killed server reported.
 #[test]
 fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -539,14 +542,51 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     }
     let (a, b) = (format!("A={}:learn", bandit.display()), format!("B={}:learn", dqn.display()));
     let log_s = log.display().to_string();
-    let args = ["serve", "--arm", a.as_str(), "--arm", b.as_str(), "--port", "0", "--salt", "learn", "--log", log_s.as_str()];
+    let args = [
+        "serve",
+        "--arm",
+        a.as_str(),
+        "--arm",
+        b.as_str(),
+        "--port",
+        "0",
+        "--salt",
+        "learn",
+        "--log",
+        log_s.as_str(),
+        "--learning-checkpoint",
+        "1",
+    ];
     let health = |url: &str| -> Value {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async { reqwest::get(format!("{url}/health?state=digest")).await.unwrap().json().await.unwrap() })
     };
+    // What a restart must rebuild: each arm's transitions, state and serving parameters.
+    let state = |h: &Value| -> Vec<Value> {
+        h["learning"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| json!([l["arm"], l["transitions"], l["state_sha256"], l["serving_transitions"], l["serving_sha256"]]))
+            .collect()
+    };
     let (mut server, url) = start_with(&args);
     let out = bin()
-        .args(["traffic", "--url", &url, "--users", "30", "--duration", "2", "--concurrency", "3", "-q", "--config"])
+        .args([
+            "traffic",
+            "--url",
+            &url,
+            "--users",
+            "30",
+            "--duration",
+            "2",
+            "--rate",
+            "200",
+            "--concurrency",
+            "3",
+            "-q",
+            "--config",
+        ])
         .arg(bandit.join("config.toml"))
         .output()
         .unwrap();
@@ -557,6 +597,18 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     for l in &learning {
         assert!(l["transitions"].as_u64().unwrap() > 20 && l.get("stopped").is_none(), "{l}");
     }
+    // The DQN serves parameters it learnt, swapped in at logged points.
+    let serving = learning[1]["serving_transitions"].as_u64().unwrap();
+    assert!(serving > 0 && serving <= learning[1]["transitions"].as_u64().unwrap(), "{}", learning[1]);
+    let swaps = read(&log).unwrap().records.iter().filter(|r| matches!(r, Record::Swap(s) if s.arm == "B")).count();
+    assert!(swaps > 0 && learning[0].get("serving_transitions").is_none());
+    // It checkpoints beside the log (every second here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&url)["learning"][1]["checkpoint"]["transitions"].as_u64().is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint: {}", health(&url));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(log.join("learning/B/checkpoint/MANIFEST.json").is_file());
     assert!(before["arms"][0]["version"].as_str().unwrap().ends_with(":learn"));
     let metrics = tokio::runtime::Runtime::new()
         .unwrap()
@@ -582,10 +634,8 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     server.wait().unwrap();
     let (mut again, url) = start_with(&args);
     let after = health(&url);
-    for (l, m) in before["learning"].as_array().unwrap().iter().zip(after["learning"].as_array().unwrap()) {
-        assert_eq!(l["state_sha256"], m["state_sha256"], "arm {}: the restart rebuilt another state: {l} {m}", l["arm"]);
-        assert_eq!(l["transitions"], m["transitions"]);
-    }
+    assert_eq!(state(&before), state(&after), "the restart rebuilt another state");
+    assert!(after["learning"][1]["checkpoint"]["loaded"].as_u64().unwrap() > 0, "{after}");
     // Their feedback after the restart moves the world but teaches nothing; a second
     // restart rebuilds exactly what the first one had.
     for r in &held {
@@ -601,13 +651,29 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let second = health(&url);
     again.kill().unwrap();
     again.wait().unwrap();
+    // A damaged checkpoint is set aside: the arm learns from the whole log, to the same state.
+    let ckpt = log.join("learning/B/checkpoint/learner.json");
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&ckpt, bytes).unwrap();
     let (mut third, url) = start_with(&args);
     let rebuilt = health(&url);
+    assert!(rebuilt["learning"][1]["checkpoint"].get("loaded").is_none(), "{rebuilt}");
+    // Stopped with SIGTERM, it writes a last checkpoint of everything learnt; a restart
+    // then has nothing to learn again.
     unsafe {
         libc::kill(third.id() as i32, libc::SIGTERM);
     }
     let _ = third.wait();
-    assert_eq!(second["learning"], rebuilt["learning"], "the second restart rebuilt another state");
+    assert_eq!(state(&second), state(&rebuilt), "the second restart rebuilt another state");
+    let (mut fourth, url) = start_with(&args);
+    let last = health(&url);
+    unsafe {
+        libc::kill(fourth.id() as i32, libc::SIGTERM);
+    }
+    let _ = fourth.wait();
+    assert_eq!(state(&second), state(&last));
+    assert_eq!(last["learning"][1]["checkpoint"]["loaded"], second["learning"][1]["transitions"], "{last}");
     // A baseline has nothing to learn; a DQN with n-step returns cannot learn served.
     let o = bin().args(["serve", "--arm", "A=greedy:learn", "--port", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("a baseline has nothing to learn"));
@@ -620,4 +686,43 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `fypsim traffic --plan SESSIONS` states before an experiment runs what it can detect:
+/// each arm against the control, at Bonferroni's level, from an in-process A/A rehearsal
+/// of the served experiment (its shares and salt); more sessions detect less.
+#[test]
+fn traffic_plans_the_detectable_difference_before_the_experiment_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["serve", "--arm", "A=greedy", "--arm", "B=random", "--arm", "C=most_viewed", "--split", "40/30/30"];
+    let mut args = args.to_vec();
+    args.extend(["--port", "0", "--config", "configs/smoke.toml"]);
+    let (mut server, url) = start_with(&args);
+    let plan = |sessions: &str, extra: &[&str]| {
+        let json = tmp.path().join(format!("plan-{sessions}.json"));
+        let mut a = vec!["traffic", "--url", &url, "--users", "20", "--config", "configs/smoke.toml", "--plan", sessions];
+        a.extend(extra);
+        let out = bin().args(&a).arg("--json").arg(&json).output().unwrap();
+        (out, json)
+    };
+    let (out, json) = plan("2", &["--control", "B"]);
+    let (out8, json8) = plan("8", &["--control", "B"]);
+    let (zero, _) = plan("0", &[]);
+    let (stranger, _) = plan("2", &["--control", "Z"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success() && out8.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("plan: 20 users, 2 sessions each; each arm against B at p < 0.0250"), "{stdout}");
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let p8: Value = serde_json::from_str(&std::fs::read_to_string(&json8).unwrap()).unwrap();
+    let arms = p["arms"].as_array().unwrap();
+    assert_eq!(arms.iter().map(|a| a["users"].as_u64().unwrap()).sum::<u64>(), 20, "{p}");
+    assert!(arms[1]["mde80"].is_null() && arms[1]["name"] == "B", "the control: {p}");
+    for k in [0, 2] {
+        let (m2, m8) = (arms[k]["mde80"].as_f64().unwrap(), p8["arms"][k]["mde80"].as_f64().unwrap());
+        assert!(m2 > 0.0 && m8 < m2, "more sessions, a smaller detectable difference: {m2} vs {m8}");
+    }
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--plan 0: sessions per user, from 1 to 1000"));
+    assert!(String::from_utf8_lossy(&stranger.stderr).contains("--control Z: not an arm of the served experiment"));
 }

@@ -14,6 +14,7 @@ pub(crate) fn cmd_serve(
     overrides: &[String],
     salt: &str,
     http: fypsim::serve::http::HttpOptions,
+    learning_checkpoint_s: f64,
 ) -> Result<()> {
     use fypsim::serve::{parse_split, ArmSpec, ServeOptions, Source};
     let specs: Vec<ArmSpec> = arms.iter().map(|a| ArmSpec::parse(a)).collect::<fypsim::Result<_>>()?;
@@ -33,7 +34,17 @@ pub(crate) fn cmd_serve(
         .map_err(|e| e.to_string())
         .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
         .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine can listen on ({e})"))?;
-    let opts = ServeOptions { arms: specs, shares, salt: salt.to_string(), config, log: log.map(Path::to_path_buf) };
+    if !(learning_checkpoint_s.is_finite() && (1.0..=86_400.0).contains(&learning_checkpoint_s)) {
+        anyhow::bail!("--learning-checkpoint {learning_checkpoint_s}: from 1 to 86400 seconds");
+    }
+    let opts = ServeOptions {
+        arms: specs,
+        shares,
+        salt: salt.to_string(),
+        config,
+        log: log.map(Path::to_path_buf),
+        learning_checkpoint_every: std::time::Duration::from_secs_f64(learning_checkpoint_s),
+    };
     if log.is_none() {
         eprintln!("note: no --log DIR: decisions are not logged, so no A/B report can be made");
     }
@@ -77,8 +88,12 @@ pub(crate) fn cmd_traffic(
     config: &Path,
     overrides: &[String],
     json: Option<&Path>,
+    plan: Option<(usize, Option<&str>)>,
 ) -> Result<()> {
     let config = Config::load(config, overrides)?;
+    if let Some((sessions, control)) = plan {
+        return cmd_plan(&opts, &config, sessions, control, json);
+    }
     // Where the figures go is checked before the run, not after it (the file is made
     // now and written at the end).
     let made = json.filter(|p| !p.exists());
@@ -137,6 +152,48 @@ pub(crate) fn cmd_traffic(
         let text = serde_json::to_string_pretty(&r)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("figures: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `fypsim traffic --plan SESSIONS`: what the experiment can detect, before it runs.
+fn cmd_plan(
+    opts: &fypsim::serve::traffic::TrafficOptions,
+    config: &fypsim::config::Checked,
+    sessions: usize,
+    control: Option<&str>,
+    json: Option<&Path>,
+) -> Result<()> {
+    eprintln!("rehearsing the experiment in process ({} users, {sessions} sessions each, greedy in every arm)...", opts.users);
+    let p = fypsim::serve::traffic::plan(opts, config, sessions, control)?;
+    println!(
+        "plan: {} users, {} sessions each; each arm against {} at p < {:.4}{}",
+        p.users,
+        p.sessions_per_user,
+        p.control,
+        p.level,
+        if p.arms.len() > 2 { " (5% / comparisons, Bonferroni)" } else { "" }
+    );
+    println!("| arm | share | users | mde80 (reward / session) | power for a 5% difference |");
+    println!("|---|---|---|---|---|");
+    for a in &p.arms {
+        let (mde, power) = match (a.mde80, a.power_at_5_percent) {
+            (Some(m), Some(w)) => (format!("{m:.3}"), format!("{:.0}%", 100.0 * w)),
+            _ if a.name == p.control => ("control".into(), String::new()),
+            _ => ("n/a (too few users)".into(), String::new()),
+        };
+        println!("| {} | {:.0}% | {} | {mde} | {power} |", a.name, 100.0 * a.share, a.users);
+    }
+    println!(
+        "mde80: the smallest true difference detected 80% of the time, from the spread of reward per session \
+         across users in an A/A rehearsal of this world (mean {:.3} a session); arms whose policies spread \
+         rewards more detect less",
+        p.reward_per_session
+    );
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&p)?;
+        std::fs::write(path, text).with_context(|| format!("--json {}: cannot write there", path.display()))?;
+        println!("plan: {}", path.display());
     }
     Ok(())
 }

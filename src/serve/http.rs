@@ -184,6 +184,8 @@ fn answer_batches(service: &mut Service, rx: &mpsc::Receiver<Msg>, metrics: &Met
         }
         metrics.batch.observe(batch.len() as f64);
         let now = super::now_ms();
+        // Parameters a learner has learnt since serve from this batch on (the swap logged first).
+        service.swap_in(now);
         // Feedback first: a client sends a user's next request only after its feedback.
         for m in batch {
             match m {
@@ -549,6 +551,7 @@ mod tests {
             salt: "crash".into(),
             config: Some(Config::from_toml_str("seed = 3\n[world]\nn_videos = 300\nn_users = 40\n", &[]).unwrap()),
             log: Some(log.clone()),
+            learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
         };
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();

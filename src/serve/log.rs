@@ -123,6 +123,18 @@ pub enum Record {
     Start(Start),
     /// A learning arm stopped learning (it serves its last good parameters on).
     LearningStopped(LearningStopped),
+    /// A learning arm serves, from here on, the parameters its learner learnt from its
+    /// first `transitions` transitions (docs/serving.md: Arms that learn).
+    Swap(Swap),
+}
+
+/// A learning arm's swap to newly learnt parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Swap {
+    pub time_ms: u64,
+    pub arm: String,
+    /// The arm's transitions (in log order) the parameters were learnt from.
+    pub transitions: u64,
 }
 
 /// A learning arm's stop.

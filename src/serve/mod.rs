@@ -12,6 +12,7 @@
 
 pub mod abtest;
 pub mod http;
+pub mod learner;
 pub mod log;
 pub mod ope;
 pub mod report;
@@ -204,7 +205,12 @@ pub struct ServeOptions {
     pub config: Option<Checked>,
     /// The decision log's folder; None: no log (tests and benchmarks only).
     pub log: Option<PathBuf>,
+    /// How often a learning DQN arm's learner checkpoints its state beside the log.
+    pub learning_checkpoint_every: std::time::Duration,
 }
+
+/// The default of [`ServeOptions::learning_checkpoint_every`].
+pub const LEARNING_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A served arm.
 pub struct Arm {
@@ -228,6 +234,9 @@ struct Learning {
     /// Why it stopped learning (a non-finite loss, a failed update); it then serves its
     /// last good parameters.
     stopped: Option<String>,
+    /// A policy that serves by parameters (a DQN) learns apart, on a learner of its own
+    /// ([`learner`]); a bandit learns where it serves, from every outcome.
+    apart: Option<learner::Apart>,
 }
 
 /// A learning arm's step whose next state is not known yet (the user's next decision in
@@ -426,26 +435,16 @@ pub struct LearningStatus {
     /// when asked (`GET /health?state=digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_sha256: Option<String>,
-}
-
-/// The SHA-256 over the files `policy` saves, in name order.
-fn state_digest(policy: &dyn Policy) -> Result<String> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("fypsim-state-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-    let saved = policy.save(&dir).and_then(|()| {
-        let mut names: Vec<PathBuf> =
-            std::fs::read_dir(&dir).map_err(Error::io("read", &dir))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        names.sort();
-        let mut all = Vec::new();
-        for name in &names {
-            all.extend(std::fs::read(name).map_err(Error::io("read", name))?);
-        }
-        Ok(crate::files::sha256(&all))
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    saved
+    /// A DQN arm, which learns apart from where it serves: the transitions the parameters
+    /// it serves by were learnt from (its last logged swap; 0: it serves what it loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_transitions: Option<u64>,
+    /// With the state's digest: the SHA-256 of the parameters it serves by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_sha256: Option<String>,
+    /// A DQN arm's last checkpoint beside the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<learner::CheckpointStatus>,
 }
 
 /// The served experiment (see the module docs).
@@ -483,6 +482,10 @@ pub struct Service {
     halves: HashMap<u32, Half>,
     /// Transitions of the request being answered, learnt once it is logged.
     learn_queue: Vec<(usize, crate::agent::Transition)>,
+    /// In a replay, arms whose serving parameters are not known since a swap (the
+    /// checkpoint their learner was loaded from passed over them).
+    serving_unknown: HashSet<usize>,
+    learning_checkpoint_every: std::time::Duration,
 }
 
 /// A request id's run prefix and sequence number ("<prefix>-<hex seq>").
@@ -538,8 +541,16 @@ impl Service {
         for (k, (spec, &share)) in opts.arms.iter().zip(&shares).enumerate() {
             let mut arm = load_arm(spec, share, &config, env.layout())?;
             if spec.learn {
-                arm.learning =
-                    Some(Learning { rng: substream(config.seed, Stream::ServeLearn, k as u64), transitions: 0, stopped: None });
+                let rng = substream(config.seed, Stream::ServeLearn, k as u64);
+                // A policy that serves by parameters learns on a copy of its own.
+                let apart = match arm.policy.parameters() {
+                    Some(_) => {
+                        let learner = load_plain_arm(spec, share, &config, env.layout())?.policy;
+                        Some(learner::Apart::inline(learner::Core::new(learner, rng.clone())))
+                    }
+                    None => None,
+                };
+                arm.learning = Some(Learning { rng, transitions: 0, stopped: None, apart });
             }
             arms.push(arm);
         }
@@ -568,6 +579,8 @@ impl Service {
             memory: None,
             halves: HashMap::new(),
             learn_queue: Vec::new(),
+            serving_unknown: HashSet::new(),
+            learning_checkpoint_every: opts.learning_checkpoint_every,
         };
         if let Some(dir) = &opts.log {
             std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
@@ -578,6 +591,7 @@ impl Service {
             if service.arms.iter().any(|a| a.learning.is_some()) && !earlier.is_empty() {
                 service.relearn(opts, &earlier)?;
             }
+            service.start_learning()?;
             // This run's ids must not repeat an earlier run's (started in the same millisecond).
             let mut started = started;
             while service.earlier.contains_key(&service.prefix) {
@@ -647,7 +661,7 @@ impl Service {
                         *top = (*top).max(seq);
                     }
                 }
-                Record::Start(_) | Record::LearningStopped(_) => {}
+                Record::Start(_) | Record::LearningStopped(_) | Record::Swap(_) => {}
                 Record::Outcome(o) => {
                     if decided.remove(o.request_id.as_str()).is_some() && self.user_known(o.user as u64) {
                         let seen = self.seen(o.video, o.response, o.watch_time_s, o.left);
@@ -1126,6 +1140,10 @@ impl Service {
         for (arm, t) in std::mem::take(&mut self.learn_queue) {
             let a = &mut self.arms[arm];
             let Some(l) = a.learning.as_mut() else { continue };
+            if let Some(apart) = l.apart.as_mut() {
+                apart.push(t);
+                continue;
+            }
             if l.stopped.is_some() {
                 continue;
             }
@@ -1156,13 +1174,68 @@ impl Service {
     /// On a restart, a learning arm's state is rebuilt from the log: a fresh service of the
     /// same arms replays every decision and outcome in log order through the same code
     /// that learnt them live, so each learning arm ends as a server that never stopped
-    /// would be at the log's end; its policies are then this service's.
+    /// would be at the log's end; its policies are then this service's. A DQN arm's
+    /// learner starts from its checkpoint beside the log and learns only what came after
+    /// it; a checkpoint that does not fit the log is set aside (with a warning) and the
+    /// arm learns from the whole log.
     fn relearn(&mut self, opts: &ServeOptions, records: &[Record]) -> Result<()> {
+        let dir = self.log_dir.clone();
+        match self.relearn_from(opts, records, dir.as_deref()) {
+            Err(Error::Checkpoint(why)) => {
+                eprintln!("warning: {why}; the learning arms learn again from the whole log");
+                self.relearn_from(opts, records, None)
+            }
+            other => other,
+        }
+    }
+
+    fn relearn_from(&mut self, opts: &ServeOptions, records: &[Record], checkpoints: Option<&std::path::Path>) -> Result<()> {
         let mut scratch = Service::new(&ServeOptions { log: None, ..opts.clone() })?;
+        if let Some(dir) = checkpoints {
+            for a in scratch.arms.iter_mut() {
+                let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
+                let d = dir.join(learner::DIR).join(&a.name);
+                apart.resume(&d, &self.config).map_err(|e| {
+                    Error::Checkpoint(format!(
+                        "the checkpoint of learning arm {} in {} cannot be used ({e})",
+                        a.name,
+                        d.display()
+                    ))
+                })?;
+            }
+        }
         let names: Vec<String> = self.arms.iter().map(|a| a.name.clone()).collect();
         scratch
             .replay_in_order(&names, records, &mut |_, _, _, _| Ok(()), &mut |_, _| Ok(()))
             .map_err(|e| Error::Other(format!("the learning arms' state cannot be rebuilt from the log: {e}")))?;
+        for a in scratch.arms.iter_mut() {
+            let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
+            if apart.checkpoint_verified() == Some(false) {
+                return Err(Error::Checkpoint(format!(
+                    "the checkpoint of learning arm {} holds transitions this log does not give (is it another log's?)",
+                    a.name
+                )));
+            }
+        }
+        if let Some(&k) = scratch.serving_unknown.iter().next() {
+            return Err(Error::Checkpoint(format!(
+                "the parameters learning arm {} served last are neither in its checkpoint nor learnt after it",
+                scratch.arms[k].name
+            )));
+        }
+        for a in &scratch.arms {
+            if let Some(apart) = a.learning.as_ref().and_then(|l| l.apart.as_ref()) {
+                let (taken, from) = apart.taken();
+                match from {
+                    Some(n) => eprintln!(
+                        "learning arm {}: {taken} transitions, {n} from its checkpoint and {} learnt again from the log",
+                        a.name,
+                        taken.saturating_sub(n)
+                    ),
+                    None => eprintln!("learning arm {}: {taken} transitions, learnt again from the whole log", a.name),
+                }
+            }
+        }
         for (mine, theirs) in self.arms.iter_mut().zip(scratch.arms) {
             if mine.learning.is_some() {
                 mine.policy = theirs.policy;
@@ -1170,6 +1243,70 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Moves each DQN arm's learner onto a thread of its own, checkpointing beside the
+    /// log (when there is one); from here on its parameters serve at logged swaps
+    /// ([`Service::swap_in`]). A service that replays a log learns inline instead.
+    pub fn start_learning(&mut self) -> Result<()> {
+        for a in self.arms.iter_mut() {
+            let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
+            let checkpointing = self.log_dir.as_ref().map(|dir| learner::Checkpointing {
+                dir: dir.join(learner::DIR).join(&a.name),
+                every: self.learning_checkpoint_every,
+                config: self.config.clone(),
+                #[cfg(test)]
+                fail: Default::default(),
+            });
+            let serving = (apart.serving() > 0).then(|| learner::Snapshot {
+                transitions: apart.serving(),
+                parameters: a.policy.parameters().unwrap_or_default(),
+            });
+            apart.start(checkpointing, serving)?;
+        }
+        Ok(())
+    }
+
+    /// Between two batches: each DQN arm's newly learnt parameters, if its learner offers
+    /// some, are logged as a swap and serve from the next decision on (parameters that
+    /// cannot be logged do not serve: the learner offers newer ones after its next
+    /// update); a learner that stopped is said in the log.
+    pub fn swap_in(&mut self, now: u64) {
+        let mut offers = Vec::new();
+        for (k, a) in self.arms.iter_mut().enumerate() {
+            let Some(l) = a.learning.as_mut() else { continue };
+            let Some(apart) = l.apart.as_mut() else { continue };
+            let poll = apart.poll();
+            let (learnt, stopped) = apart.status();
+            if let (Some(why), None) = (stopped, &l.stopped) {
+                l.stopped = Some(why.clone());
+                self.outbox.push(Record::LearningStopped(log::LearningStopped {
+                    time_ms: now,
+                    arm: a.name.clone(),
+                    transitions: learnt,
+                    why,
+                }));
+            }
+            if let Some(snap) = poll.offer {
+                self.outbox.push(Record::Swap(log::Swap { time_ms: now, arm: a.name.clone(), transitions: snap.transitions }));
+                offers.push((k, snap));
+            }
+        }
+        if self.outbox.is_empty() || self.commit().is_err() {
+            return;
+        }
+        for (k, snap) in offers {
+            let a = &mut self.arms[k];
+            let Some(l) = a.learning.as_mut() else { continue };
+            match a.policy.set_parameters(&snap.parameters) {
+                Ok(()) => {
+                    if let Some(apart) = l.apart.as_mut() {
+                        apart.swapped(snap.transitions);
+                    }
+                }
+                Err(e) => l.stopped = Some(format!("its learnt parameters could not be served: {e}")),
+            }
+        }
     }
 
     /// Replays `records` in order through this service (which holds no log and has served
@@ -1190,6 +1327,22 @@ impl Service {
         for r in records {
             match r {
                 Record::LearningStopped(_) => {}
+                Record::Swap(w) => {
+                    let Some(arm) = arms.iter().position(|a| *a == w.arm) else { continue };
+                    let a = &mut self.arms[arm];
+                    let fail = |why: String| Error::Other(format!("the log cannot be replayed at arm {}'s swap: {why}", w.arm));
+                    // An arm replayed frozen (a served-log evaluation's stand-in) has nothing to swap.
+                    let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
+                    match apart.swap_to(w.transitions).map_err(|e| fail(e.to_string()))? {
+                        Some(p) => {
+                            a.policy.set_parameters(&p).map_err(|e| fail(e.to_string()))?;
+                            self.serving_unknown.remove(&arm);
+                        }
+                        None => {
+                            self.serving_unknown.insert(arm);
+                        }
+                    }
+                }
                 Record::Start(_) => {
                     // A server (re)started here: it kept no session and no step awaiting its
                     // next state, and the decisions it took feedback for were not learnt.
@@ -1269,28 +1422,67 @@ impl Service {
     /// Each learning arm's name, transitions learnt and whether it still learns (cheap:
     /// for `/metrics` after every batch).
     pub fn learning_counts(&self) -> Vec<(String, u64, bool)> {
-        self.arms
-            .iter()
-            .filter_map(|a| a.learning.as_ref().map(|l| (a.name.clone(), l.transitions, l.stopped.is_none())))
-            .collect()
+        self.learning_view().into_iter().map(|l| (l.arm, l.transitions, l.stopped.is_none())).collect()
     }
 
-    /// Each learning arm: transitions learnt, why it stopped (if it did), and with
-    /// `digest` the SHA-256 of its saved state (what a restart must rebuild exactly; it
-    /// saves the whole state, replay buffer included, so only on request).
-    pub fn learning_status(&self, digest: bool) -> Vec<LearningStatus> {
+    /// Each learning arm: transitions learnt, why it stopped (if it did), where a DQN arm
+    /// serves from and its last checkpoint.
+    fn learning_view(&self) -> Vec<LearningStatus> {
         self.arms
             .iter()
             .filter_map(|a| {
                 let l = a.learning.as_ref()?;
+                let (transitions, stopped) = match &l.apart {
+                    Some(apart) => {
+                        let (n, why) = apart.status();
+                        (n, why.or_else(|| l.stopped.clone()))
+                    }
+                    None => (l.transitions, l.stopped.clone()),
+                };
                 Some(LearningStatus {
                     arm: a.name.clone(),
-                    transitions: l.transitions,
-                    stopped: l.stopped.clone(),
-                    state_sha256: digest.then(|| state_digest(a.policy.as_ref()).unwrap_or_else(|e| format!("unavailable: {e}"))),
+                    transitions,
+                    stopped,
+                    state_sha256: None,
+                    serving_transitions: l.apart.as_ref().map(|p| p.serving()),
+                    serving_sha256: None,
+                    checkpoint: l.apart.as_ref().and_then(|p| p.checkpoint_status()),
                 })
             })
             .collect()
+    }
+
+    /// [`Service::learning_view`], and with `digest` the SHA-256 of each arm's saved
+    /// state once its learner has taken every transition handed over (what a restart must
+    /// rebuild exactly; it saves the whole state, replay buffer included, so only on
+    /// request) and of the parameters it serves by.
+    pub fn learning_status(&mut self, digest: bool) -> Vec<LearningStatus> {
+        if digest {
+            for a in self.arms.iter_mut() {
+                if let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) {
+                    // Waits for the learner to take everything queued, so the counts below are final.
+                    let _ = apart.digest();
+                }
+            }
+        }
+        let mut out = self.learning_view();
+        if digest {
+            let mut k = 0;
+            for a in self.arms.iter_mut() {
+                let Some(l) = a.learning.as_mut() else { continue };
+                let unavailable = |e: Error| format!("unavailable: {e}");
+                let state = match l.apart.as_mut() {
+                    Some(apart) => apart.digest(),
+                    None => learner::state_digest(a.policy.as_ref()),
+                };
+                out[k].state_sha256 = Some(state.unwrap_or_else(unavailable));
+                if l.apart.is_some() {
+                    out[k].serving_sha256 = a.policy.parameters().map(|p| learner::parameters_digest(&p));
+                }
+                k += 1;
+            }
+        }
+        out
     }
 
     /// Keeps every record in memory too, for [`Service::take_records`] (the in-process
@@ -1309,12 +1501,17 @@ impl Service {
     }
 
     pub fn health(&self) -> Health {
-        self.health_with(false)
+        self.health_of(self.learning_view())
     }
 
     /// [`Service::health`], with each learning arm's state digest if `digest`
     /// (`GET /health?state=digest`).
-    pub fn health_with(&self, digest: bool) -> Health {
+    pub fn health_with(&mut self, digest: bool) -> Health {
+        let learning = self.learning_status(digest);
+        self.health_of(learning)
+    }
+
+    fn health_of(&self, learning: Vec<LearningStatus>) -> Health {
         Health {
             status: if self.log_failure().is_some() { "log_failed".into() } else { "ok".into() },
             world: self.fingerprint.clone(),
@@ -1325,7 +1522,7 @@ impl Service {
             live_sessions: self.live.len(),
             pending_feedback: self.pending.len(),
             log: self.log_dir.as_ref().map(|d| d.display().to_string()),
-            learning: self.learning_status(digest),
+            learning,
         }
     }
 
@@ -1333,6 +1530,12 @@ impl Service {
     pub fn close(mut self) -> Result<Option<PathBuf>> {
         if let Some(sink) = self.log.take() {
             sink.close()?;
+        }
+        // Each learner takes what is queued and writes its last checkpoint.
+        for a in self.arms.iter_mut() {
+            if let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) {
+                apart.close();
+            }
         }
         Ok(self.log_dir.clone())
     }
@@ -1450,6 +1653,7 @@ mod tests {
             salt: "test".into(),
             config: Some(Config::from_toml_str(toml, &[]).unwrap()),
             log: None,
+            learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
         }
     }
 
@@ -1493,7 +1697,7 @@ mod tests {
                     assert!(decisions.contains(&o.request_id), "an outcome follows its decision");
                     assert!(outcomes.insert(o.request_id.clone()));
                 }
-                Record::Start(_) | Record::LearningStopped(_) => panic!("only decisions and outcomes here"),
+                Record::Start(_) | Record::LearningStopped(_) | Record::Swap(_) => panic!("only decisions and outcomes here"),
             }
         }
         assert_eq!(decisions, outcomes);
@@ -1901,7 +2105,9 @@ mod tests {
     }
 
     /// docs/serving.md: a learning arm whose update fails (a non-finite reward, say) stops
-    /// learning, keeps its last good parameters and says why; it serves on.
+    /// learning, keeps its last good parameters and says why; it serves on. A bandit
+    /// learns where it serves; a DQN on a learner of its own, whose stop the engine learns
+    /// between two batches.
     #[test]
     fn a_diverging_learning_arm_stops_learning_and_keeps_its_last_parameters() {
         for kind in [PolicyKind::LinUcb, PolicyKind::Dqn] {
@@ -1912,10 +2118,17 @@ mod tests {
             c.dqn.batch_size = 1;
             let c = c.check().unwrap();
             service.arms[0].policy = make_policy(kind, &c).unwrap();
-            service.arms[0].learning = Some(Learning { rng: stream(1, Stream::ServeLearn), transitions: 0, stopped: None });
+            let apart = (kind == PolicyKind::Dqn).then(|| {
+                learner::Apart::inline(learner::Core::new(make_policy(kind, &c).unwrap(), stream(1, Stream::ServeLearn)))
+            });
+            service.arms[0].learning =
+                Some(Learning { rng: stream(1, Stream::ServeLearn), transitions: 0, stopped: None, apart });
+            service.start_learning().unwrap();
+            service.capture();
             // Two good steps of user 3, learnt.
             let fb = |id: &str| watched(id, Some(1.0));
             for now in [1, 3] {
+                service.swap_in(now);
                 let rec = service.recommend(&RecommendRequest { user: 3, new_session: now == 1, recent: None }, now).unwrap();
                 service.feedback(&fb(&rec.request_id), now + 1).unwrap();
             }
@@ -1936,17 +2149,19 @@ mod tests {
                 episode_end: true,
                 discount: 1.0,
             };
-            service.capture();
+            service.take_records();
             service.learn_queue.push((0, t));
             service.learn(6);
-            let said = service.take_records();
+            let bad = service.learning_status(true)[0].clone();
+            service.swap_in(6);
+            let said: Vec<Record> =
+                service.take_records().into_iter().filter(|r| matches!(r, Record::LearningStopped(_))).collect();
             assert!(
                 matches!(&said[..], [Record::LearningStopped(s)] if s.arm == "A" && s.transitions == 2 && s.why.contains("finite")),
                 "{kind}: {said:?}"
             );
             let report = crate::serve::report::analyse(&service.experiment(), &said, 0);
             assert!(crate::serve::report::markdown(&report).contains("arm A stopped learning"), "{kind}");
-            let bad = service.learning_status(true)[0].clone();
             assert!(bad.stopped.is_some(), "{kind}: {bad:?}");
             assert_eq!(
                 (bad.transitions, &bad.state_sha256),

@@ -89,6 +89,7 @@ pub fn replay(config: &Checked, experiment: &Experiment, records: &[Record]) -> 
         salt: experiment.salt.clone(),
         config: Some(config.clone()),
         log: None,
+        learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
     };
     let mut service = Service::new(&opts)?;
     if service.fingerprint != experiment.world {
@@ -305,6 +306,7 @@ mod tests {
             salt: "ope".into(),
             config: Some(config.clone()),
             log: None,
+            learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
         };
         (config, Service::new(&opts).unwrap())
     }

@@ -270,7 +270,7 @@ fn collect(experiment: &Experiment, records: &[Record]) -> Collected {
                 }
                 None => orphans += 1,
             },
-            Record::Start(_) => {}
+            Record::Start(_) | Record::Swap(_) => {}
             Record::LearningStopped(s) => stopped.push(s.clone()),
         }
     }
@@ -520,7 +520,7 @@ fn check_versions(experiment: &Experiment, records: &[Record], dir: &Path) -> Re
     let versions: HashMap<&str, &str> = experiment.arms.iter().map(|a| (a.name.as_str(), a.version.as_str())).collect();
     let mut wrong = records.iter().filter_map(|r| match r {
         Record::Decision(d) => versions.get(d.arm.as_str()).filter(|v| **v != d.version).map(|v| (d, *v)),
-        Record::Outcome(_) | Record::Start(_) | Record::LearningStopped(_) => None,
+        Record::Outcome(_) | Record::Start(_) | Record::LearningStopped(_) | Record::Swap(_) => None,
     });
     if let Some((d, expected)) = wrong.next() {
         let n = 1 + wrong.count();
@@ -707,6 +707,7 @@ mod tests {
             salt: "aa".into(),
             config: Some(config),
             log: None,
+            learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
         };
         let mut service = Service::new(&opts).unwrap();
         let world = service.env().world.clone();
@@ -958,6 +959,7 @@ mod tests {
             salt: "abc".into(),
             config: Some(Config::from_toml_str(toml, &[]).unwrap()),
             log: None,
+            learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
         };
         let mut service = Service::new(&opts).unwrap();
         let world = service.env().world.clone();

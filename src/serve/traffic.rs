@@ -141,6 +141,145 @@ pub fn rehearse(service: &mut Service, world: &World, users: &[u32], sessions: u
     Ok(service.take_records())
 }
 
+/// The most sessions per user a plan rehearses.
+pub const MAX_PLAN_SESSIONS: usize = 1000;
+
+/// What an experiment of a given size can detect, stated before it runs
+/// (`fypsim traffic --plan SESSIONS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub users: usize,
+    pub sessions_per_user: usize,
+    pub control: String,
+    /// The level each comparison with the control is tested at: 5% / (arms − 1).
+    pub level: f64,
+    /// The rehearsal's reward per session, every arm served greedily.
+    pub reward_per_session: f64,
+    pub arms: Vec<PlanArm>,
+}
+
+/// One arm of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanArm {
+    pub name: String,
+    pub share: f64,
+    /// Users of the experiment the hash assigns it.
+    pub users: usize,
+    /// Against the control: the smallest difference in reward per session detected with
+    /// 80% power at the plan's level (None for the control itself).
+    pub mde80: Option<f64>,
+    /// Against the control: the power for a difference of 5% of the control's mean.
+    pub power_at_5_percent: Option<f64>,
+}
+
+/// Plans the experiment the server at `opts.url` serves for `opts.users` users (drawn
+/// as the driver draws them) with `sessions` sessions each: an A/A rehearsal in process
+/// of exactly that experiment (its arms' shares and salt, so the same users land in the
+/// same arms), with greedy serving in every arm as a stand-in for the arms' policies,
+/// gives the spread of the users' reward per session, and the A/B report's own
+/// arithmetic gives each comparison's detectable difference at its Bonferroni level.
+/// The arms' own policies may spread rewards more or less than greedy does.
+pub fn plan(opts: &TrafficOptions, config: &Checked, sessions: usize, control: Option<&str>) -> Result<Plan> {
+    if sessions == 0 || sessions > MAX_PLAN_SESSIONS {
+        return Err(Error::Other(format!("--plan {sessions}: sessions per user, from 1 to {MAX_PLAN_SESSIONS}")));
+    }
+    let base = base_url(opts)?;
+    let health = runtime()?.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+        fetch_health(&client, &base, config).await
+    })?;
+    let control = match control {
+        None => 0,
+        Some(c) => health.arms.iter().position(|a| a.name == c).ok_or_else(|| {
+            let names: Vec<&str> = health.arms.iter().map(|a| a.name.as_str()).collect();
+            Error::Other(format!("--control {c}: not an arm of the served experiment (its arms: {})", names.join(", ")))
+        })?,
+    };
+    let serve = super::ServeOptions {
+        arms: health
+            .arms
+            .iter()
+            .map(|a| super::ArmSpec::plain(&a.name, super::Source::Baseline(crate::config::PolicyKind::Greedy)))
+            .collect(),
+        shares: Some(health.arms.iter().map(|a| a.share).collect()),
+        salt: health.salt.clone(),
+        config: Some(config.clone()),
+        log: None,
+        learning_checkpoint_every: super::LEARNING_CHECKPOINT_EVERY,
+    };
+    let mut service = Service::new(&serve)?;
+    let world = service.env().world.clone();
+    let ids = pick_users(&world, opts.users, opts.seed)?;
+    let records = rehearse(&mut service, &world, &ids, sessions, opts.seed)?;
+    let report = super::report::analyse_with(&service.experiment(), &records, 0, control);
+    let k = health.arms.len();
+    let against: Vec<Option<super::report::Diff>> = (0..k)
+        .map(|i| match (i == control, k) {
+            (true, _) => None,
+            (false, 2) => report.reward_diff,
+            (false, _) => report.comparisons.iter().find(|c| c.arm == health.arms[i].name).map(|c| c.reward),
+        })
+        .collect();
+    let (y, n) = report
+        .arms
+        .iter()
+        .fold((0.0, 0.0), |(y, n), a| (y + a.reward_per_session.mean * a.sessions as f64, n + a.sessions as f64));
+    Ok(Plan {
+        users: ids.len(),
+        sessions_per_user: sessions,
+        control: health.arms[control].name.clone(),
+        level: 0.05 / (k.max(2) - 1) as f64,
+        reward_per_session: y / n,
+        arms: report
+            .arms
+            .iter()
+            .zip(against)
+            .map(|(a, d)| PlanArm {
+                name: a.name.clone(),
+                share: a.share,
+                users: a.users,
+                mde80: d.map(|d| d.mde80).filter(|x| x.is_finite()),
+                power_at_5_percent: d.map(|d| d.power_at_5_percent).filter(|x| x.is_finite()),
+            })
+            .collect(),
+    })
+}
+
+fn base_url(opts: &TrafficOptions) -> Result<String> {
+    let base = opts.url.trim_end_matches('/').to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::Other(format!("--url {}: an http:// address, e.g. http://127.0.0.1:8080", opts.url)));
+    }
+    Ok(base)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
+}
+
+/// The service's `/health`, checked to serve the world of `config`.
+async fn fetch_health(client: &reqwest::Client, base: &str, config: &Checked) -> Result<Health> {
+    let health: Health = answer(client.get(format!("{base}/health")).send().await)
+        .await
+        .map_err(|(_, m)| Error::Other(format!("{base}/health: {m}; is `fypsim serve` running there?")))?;
+    let fingerprint = crate::experiment::checkpoint::fingerprint(config);
+    if health.world != fingerprint {
+        return Err(Error::Other(format!(
+            "the service at {base} serves another world than this config's (world {} vs {}): \
+             give `fypsim traffic` the config the server uses (--config, --set)",
+            &health.world[..12.min(health.world.len())],
+            &fingerprint[..12]
+        )));
+    }
+    Ok(health)
+}
+
 /// What to drive.
 #[derive(Debug, Clone)]
 pub struct TrafficOptions {
@@ -328,15 +467,8 @@ pub fn drive(opts: &TrafficOptions, config: &Checked) -> Result<TrafficReport> {
             return Err(Error::Other(format!("--rate {r}: requests per second, more than 0 and at most 1000000")));
         }
     }
-    let base = opts.url.trim_end_matches('/').to_string();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(Error::Other(format!("--url {}: an http:// address, e.g. http://127.0.0.1:8080", opts.url)));
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(drive_async(opts, config, base))
+    let base = base_url(opts)?;
+    runtime()?.block_on(drive_async(opts, config, base))
 }
 
 async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> Result<TrafficReport> {
@@ -346,18 +478,7 @@ async fn drive_async(opts: &TrafficOptions, config: &Checked, base: String) -> R
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
-    let health: Health = answer(client.get(format!("{base}/health")).send().await)
-        .await
-        .map_err(|(_, m)| Error::Other(format!("{base}/health: {m}; is `fypsim serve` running there?")))?;
-    let fingerprint = crate::experiment::checkpoint::fingerprint(config);
-    if health.world != fingerprint {
-        return Err(Error::Other(format!(
-            "the service at {base} serves another world than this config's (world {} vs {}): \
-             give `fypsim traffic` the config the server uses (--config, --set)",
-            &health.world[..12.min(health.world.len())],
-            &fingerprint[..12]
-        )));
-    }
+    fetch_health(&client, &base, config).await?;
     let world = Arc::new(World::generate(config));
     let ids = pick_users(&world, opts.users, opts.seed)?;
     let users: Vec<SimUser> = ids.iter().map(|&id| SimUser::new(&world, id, opts.seed)).collect();

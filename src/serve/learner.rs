@@ -1,0 +1,728 @@
+//! Learning apart from serving (docs/serving.md: Arms that learn).
+//!
+//! A learning arm whose policy acts by parameters (a DQN) is two copies of that policy.
+//! One serves on the engine thread; the other, the learner ([`Core`]), learns on a thread
+//! of its own from the arm's transitions, in log order, as the engine hands them over once
+//! their records are logged. After an update the learner offers its parameters; the
+//! engine takes them between two batches, logs a `swap` record saying how many of the
+//! arm's transitions they were learnt from, and only then serves by them. A replay of the
+//! log (a restart, a served-log evaluation) learns the same transitions inline and swaps
+//! at the same records, so what served each decision follows from the log alone, however
+//! the learner's thread was scheduled.
+//!
+//! The learner checkpoints its whole state (the policy with its optimiser, replay buffer
+//! and draws, its place in the arm's transitions, the parameters of the last logged swap)
+//! into `<log>/learning/<arm>/checkpoint/` every so often and when the server stops. A
+//! restart loads the checkpoint, checks it against the log (the transitions the log gives
+//! up to it must hash to what it recorded) and learns only the transitions after it; a
+//! checkpoint that does not belong to the log is set aside and the arm learns from the
+//! whole log. A checkpoint that cannot be written (a full disk) leaves the previous one
+//! whole; the arm learns and serves on, and `/health` says what failed.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::agent::{Policy, Transition};
+use crate::config::Checked;
+use crate::experiment::checkpoint;
+use crate::rng::SimRng;
+use crate::{Error, Result};
+
+/// The folder of the learning arms' checkpoints in a log folder.
+pub const DIR: &str = "learning";
+const STATE: &str = "learner.json";
+const SERVING: &str = "serving.f32";
+
+/// How long a digest may wait for the learner to take what is queued.
+const WAIT: Duration = Duration::from_secs(600);
+
+/// The least time between two offers of new parameters: each swap is a log record and a
+/// copy of the parameters on the engine thread, and serving parameters a tenth of a
+/// second older costs nothing a user notices.
+const OFFER_EVERY: Duration = Duration::from_millis(100);
+
+/// Parameters learnt from the arm's first `transitions` transitions.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub transitions: u64,
+    pub parameters: Vec<f32>,
+}
+
+/// A checkpoint's own record, besides the policy's files.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// Transitions taken (learnt from, or passed over after a stop).
+    transitions: u64,
+    learnt: u64,
+    stopped: Option<String>,
+    rng: SimRng,
+    /// The running SHA-256 over the transitions taken ([`Core::take`]).
+    stream_sha256: String,
+    /// The last swap logged before the checkpoint; its parameters are `serving.f32`.
+    serving: Option<u64>,
+}
+
+/// Where a learner loaded from a checkpoint stands against the log being replayed.
+struct Resumed {
+    /// The transitions the checkpoint holds: passed over when the replay hands them again.
+    skip: u64,
+    stream_sha256: String,
+    serving: Option<Snapshot>,
+    /// Whether the log's first `skip` transitions hashed to the checkpoint's digest.
+    verified: bool,
+}
+
+/// The learner: the policy that learns and its place in the arm's transitions.
+pub struct Core {
+    policy: Box<dyn Policy>,
+    rng: SimRng,
+    taken: u64,
+    learnt: u64,
+    stopped: Option<String>,
+    stream: Sha256,
+    /// Its parameters changed since they were last offered.
+    updated: bool,
+    resumed: Option<Resumed>,
+}
+
+impl Core {
+    pub fn new(policy: Box<dyn Policy>, rng: SimRng) -> Core {
+        Core { policy, rng, taken: 0, learnt: 0, stopped: None, stream: Sha256::new(), updated: false, resumed: None }
+    }
+
+    fn stream_hex(&self) -> String {
+        self.stream.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Takes the arm's next transition: learns from it, or passes over it (it stopped, or
+    /// a checkpoint it was loaded from holds it). Returns why it stops, when it stops now.
+    /// A panic inside an update (a bug, or libtorch failing) stops the learning as any
+    /// other failure does, on a thread or in a replay alike.
+    fn take(&mut self, t: Transition) -> Option<String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.take_unguarded(t))) {
+            Ok(why) => why,
+            Err(payload) => {
+                let why =
+                    format!("its update failed at transition {}: {}", self.learnt + 1, crate::panic_message(payload.as_ref()));
+                self.stopped = Some(why.clone());
+                Some(why)
+            }
+        }
+    }
+
+    fn take_unguarded(&mut self, t: Transition) -> Option<String> {
+        self.taken += 1;
+        self.stream.update((t.action as u64).to_le_bytes());
+        self.stream.update(t.reward.to_bits().to_le_bytes());
+        self.stream.update([u8::from(t.terminal), u8::from(t.episode_end)]);
+        if let Some(skip) = self.resumed.as_ref().map(|r| r.skip) {
+            if self.taken <= skip {
+                if self.taken == skip {
+                    let hex = self.stream_hex();
+                    let r = self.resumed.as_mut().expect("resumed");
+                    r.verified = hex == r.stream_sha256;
+                }
+                return None;
+            }
+        }
+        if self.stopped.is_some() {
+            return None;
+        }
+        let why = match self.policy.observe(t, &mut self.rng) {
+            Ok(Some(loss)) if !loss.is_finite() => format!("a non-finite loss ({loss}) at transition {}", self.learnt + 1),
+            Ok(update) => {
+                self.learnt += 1;
+                self.updated |= update.is_some();
+                return None;
+            }
+            Err(e) => format!("its update failed at transition {}: {e}", self.learnt + 1),
+        };
+        self.stopped = Some(why.clone());
+        Some(why)
+    }
+
+    /// Loads the checkpoint in `dir` (`<log>/learning/<arm>`), if there is one: the policy's
+    /// state, and where it stands; the replay then passes over the transitions it holds.
+    /// Ok(false): none there.
+    pub fn resume(&mut self, dir: &Path, config: &Checked) -> Result<bool> {
+        if !checkpoint::exists(dir) {
+            return Ok(false);
+        }
+        let ck = checkpoint::open(dir, config)?;
+        let bytes = ck.read(STATE)?;
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Checkpoint(format!("{} is damaged: {e}", ck.dir.join(STATE).display())))?;
+        self.policy.load(&ck.dir)?;
+        let serving = match saved.serving {
+            Some(transitions) => {
+                let bytes = ck.read(SERVING)?;
+                let parameters = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                Some(Snapshot { transitions, parameters })
+            }
+            None => None,
+        };
+        self.learnt = saved.learnt;
+        self.stopped = saved.stopped;
+        self.rng = saved.rng;
+        self.resumed = Some(Resumed { skip: saved.transitions, stream_sha256: saved.stream_sha256, serving, verified: false });
+        Ok(true)
+    }
+
+    /// Writes a checkpoint of its state into `c.dir` (the previous one stays whole until
+    /// this one is complete), with `serving`, the parameters of the last logged swap.
+    fn checkpoint(&self, serving: Option<&Snapshot>, c: &Checkpointing) -> Result<()> {
+        let w = checkpoint::Writer::begin(&c.dir)?;
+        self.policy.save(w.dir())?;
+        #[cfg(test)]
+        if c.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            let path = w.dir().join(STATE);
+            return Err(Error::io("write", &path)(std::io::Error::from_raw_os_error(28)));
+        }
+        let saved = Saved {
+            transitions: self.taken,
+            learnt: self.learnt,
+            stopped: self.stopped.clone(),
+            rng: self.rng.clone(),
+            stream_sha256: self.stream_hex(),
+            serving: serving.map(|s| s.transitions),
+        };
+        w.write(STATE, serde_json::to_string_pretty(&saved).expect("a learner state serialises").as_bytes())?;
+        if let Some(s) = serving {
+            let bytes: Vec<u8> = s.parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
+            w.write(SERVING, &bytes)?;
+        }
+        w.finish(&c.config, 0)
+    }
+}
+
+/// Checkpoints of a learner on its thread.
+#[derive(Clone)]
+pub struct Checkpointing {
+    /// `<log>/learning/<arm>`.
+    pub dir: PathBuf,
+    pub every: Duration,
+    /// The served world's config: a checkpoint is loaded only under the same.
+    pub config: Checked,
+    /// A full disk, planted by a test.
+    #[cfg(test)]
+    pub fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How the learner's last checkpoint went (`/health`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// Transitions the last complete checkpoint holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<u64>,
+    /// Why the last attempt failed, if it did (the checkpoint before it is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    /// The transitions of the checkpoint this server started from (None: it learnt from
+    /// the whole log, or there was nothing to learn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<u64>,
+}
+
+/// What the learner's thread tells the engine.
+#[derive(Default)]
+struct Shared {
+    taken: u64,
+    learnt: u64,
+    offer: Option<Snapshot>,
+    stopped: Option<String>,
+    checkpoint: CheckpointStatus,
+}
+
+enum ToLearner {
+    Learn(Box<Transition>),
+    /// The swap to the snapshot of these transitions is logged.
+    Swapped(u64),
+    /// Answered once everything queued before it is taken: the state's SHA-256, or why
+    /// it is unavailable.
+    Digest(mpsc::Sender<std::result::Result<String, String>>),
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum Mode {
+    /// Learns when asked (a replay: at each logged swap, and at the end).
+    Inline {
+        core: Box<Core>,
+        queue: VecDeque<Transition>,
+    },
+    Thread {
+        tx: mpsc::Sender<ToLearner>,
+        shared: Arc<Mutex<Shared>>,
+        handle: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+/// The learning half of a learning arm that serves by parameters.
+pub struct Apart {
+    mode: Mode,
+    /// Transitions handed over, in log order.
+    queued: u64,
+    /// The transitions the serving parameters were learnt from (the last swap; 0: none).
+    serving: u64,
+}
+
+/// What the engine learns from the learner between two batches.
+pub struct Poll {
+    pub offer: Option<Snapshot>,
+}
+
+impl Apart {
+    pub fn inline(core: Core) -> Apart {
+        Apart { mode: Mode::Inline { core: Box::new(core), queue: VecDeque::new() }, queued: 0, serving: 0 }
+    }
+
+    /// The transitions the serving parameters were learnt from.
+    pub fn serving(&self) -> u64 {
+        self.serving
+    }
+
+    /// Hands over the arm's next transition (logged).
+    pub fn push(&mut self, t: Transition) {
+        self.queued += 1;
+        match &mut self.mode {
+            Mode::Inline { queue, .. } => queue.push_back(t),
+            // A learner's thread that is gone has failed; `status` says so.
+            Mode::Thread { tx, .. } => {
+                let _ = tx.send(ToLearner::Learn(Box::new(t)));
+            }
+        }
+    }
+
+    /// Transitions learnt from, and why it stopped learning (if it did).
+    pub fn status(&self) -> (u64, Option<String>) {
+        match &self.mode {
+            Mode::Inline { core, .. } => (core.learnt, core.stopped.clone()),
+            Mode::Thread { shared, handle, .. } => {
+                let s = lock(shared);
+                let stopped = match (&s.stopped, handle.as_ref().is_some_and(|h| h.is_finished())) {
+                    (Some(why), _) => Some(why.clone()),
+                    (None, true) => Some("its learner's thread failed".to_string()),
+                    (None, false) => None,
+                };
+                (s.learnt, stopped)
+            }
+        }
+    }
+
+    pub fn checkpoint_status(&self) -> Option<CheckpointStatus> {
+        match &self.mode {
+            Mode::Inline { .. } => None,
+            Mode::Thread { shared, .. } => Some(lock(shared).checkpoint.clone()),
+        }
+    }
+
+    /// A replay's logged swap: learns up to the swap's `transitions` and gives the
+    /// parameters learnt from exactly those (None: a checkpoint the learner was loaded
+    /// from passed them over, and it kept other ones).
+    pub fn swap_to(&mut self, transitions: u64) -> Result<Option<Vec<f32>>> {
+        let Mode::Inline { core, queue } = &mut self.mode else {
+            return Err(Error::Other("a learner on its thread swaps by offers, not by the log".into()));
+        };
+        while core.taken < transitions {
+            let Some(t) = queue.pop_front() else {
+                return Err(Error::Other(format!(
+                    "the log swaps in parameters learnt from {transitions} transitions where it gives {}",
+                    core.taken
+                )));
+            };
+            core.take(t);
+        }
+        if core.taken > transitions {
+            return Err(Error::Other(format!(
+                "the log swaps in parameters learnt from {transitions} transitions after an earlier swap of {}",
+                core.taken
+            )));
+        }
+        self.serving = transitions;
+        match &core.resumed {
+            Some(r) if transitions < r.skip => {
+                Ok(r.serving.as_ref().filter(|s| s.transitions == transitions).map(|s| s.parameters.clone()))
+            }
+            _ => Ok(core.policy.parameters()),
+        }
+    }
+
+    /// Learns every transition queued (inline).
+    fn catch_up(&mut self) {
+        if let Mode::Inline { core, queue } = &mut self.mode {
+            while let Some(t) = queue.pop_front() {
+                core.take(t);
+            }
+        }
+    }
+
+    /// Loads the learner's checkpoint in `dir`, if there is one ([`Core::resume`]), before
+    /// a replay of the log.
+    pub fn resume(&mut self, dir: &Path, config: &Checked) -> Result<bool> {
+        match &mut self.mode {
+            Mode::Inline { core, queue } if core.taken == 0 && queue.is_empty() => core.resume(dir, config),
+            _ => Err(Error::Other("a learner resumes from a checkpoint only before it has taken anything".into())),
+        }
+    }
+
+    /// Transitions taken, and those of the checkpoint it was loaded from (inline).
+    pub fn taken(&self) -> (u64, Option<u64>) {
+        match &self.mode {
+            Mode::Inline { core, queue } => (core.taken + queue.len() as u64, core.resumed.as_ref().map(|r| r.skip)),
+            Mode::Thread { shared, .. } => (lock(shared).taken, None),
+        }
+    }
+
+    /// After a replay from a checkpoint: whether the log gave the checkpoint's transitions
+    /// (as many, and the same); None when it was not loaded from one.
+    pub fn checkpoint_verified(&mut self) -> Option<bool> {
+        self.catch_up();
+        let Mode::Inline { core, .. } = &self.mode else { return None };
+        core.resumed.as_ref().map(|r| r.verified)
+    }
+
+    /// Moves the learner onto a thread of its own (after a replay of the log, with what
+    /// it left queued learnt first); it checkpoints as `checkpointing` says.
+    pub fn start(&mut self, checkpointing: Option<Checkpointing>, serving: Option<Snapshot>) -> Result<()> {
+        self.catch_up();
+        if !matches!(self.mode, Mode::Inline { .. }) {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let Mode::Inline { core, .. } =
+            std::mem::replace(&mut self.mode, Mode::Thread { tx, shared: shared.clone(), handle: None })
+        else {
+            unreachable!("checked above")
+        };
+        let mut core = *core;
+        let loaded = core.resumed.take().map(|r| r.skip);
+        core.updated = core.taken > self.serving;
+        {
+            let mut s = lock(&shared);
+            (s.taken, s.learnt, s.stopped) = (core.taken, core.learnt, core.stopped.clone());
+            s.checkpoint.loaded = loaded;
+        }
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("fypsim-learner".into())
+            .spawn(move || run(core, rx, s, checkpointing, serving, loaded.unwrap_or(0)))
+            .map_err(|e| Error::Other(format!("cannot start a learner's thread: {e}")))?;
+        if let Mode::Thread { handle: h, .. } = &mut self.mode {
+            *h = Some(handle);
+        }
+        Ok(())
+    }
+
+    /// Between two batches: an offer of new parameters (the engine logs the swap, then
+    /// serves by them and calls [`Apart::swapped`]), and a stop, when there is one.
+    pub fn poll(&mut self) -> Poll {
+        match &self.mode {
+            Mode::Inline { .. } => Poll { offer: None },
+            Mode::Thread { shared, .. } => Poll { offer: lock(shared).offer.take() },
+        }
+    }
+
+    /// The swap to the snapshot of `transitions` is logged and serves.
+    pub fn swapped(&mut self, transitions: u64) {
+        self.serving = transitions;
+        if let Mode::Thread { tx, .. } = &self.mode {
+            let _ = tx.send(ToLearner::Swapped(transitions));
+        }
+    }
+
+    /// The SHA-256 of the learner's whole state once it has taken every transition
+    /// handed over (what a restart must rebuild exactly).
+    pub fn digest(&mut self) -> Result<String> {
+        self.catch_up();
+        match &self.mode {
+            Mode::Inline { core, .. } => state_digest(core.policy.as_ref()),
+            Mode::Thread { tx, .. } => {
+                let (reply, answer) = mpsc::channel();
+                tx.send(ToLearner::Digest(reply)).map_err(|_| Error::Other("its learner's thread failed".into()))?;
+                answer.recv_timeout(WAIT).map_err(|_| Error::Other("its learner did not answer".into()))?.map_err(Error::Other)
+            }
+        }
+    }
+
+    /// Stops the learner's thread once it has taken what is queued (it writes a last
+    /// checkpoint).
+    pub fn close(&mut self) {
+        if let Mode::Thread { tx, handle, .. } = &mut self.mode {
+            let (gone, _) = mpsc::channel();
+            drop(std::mem::replace(tx, gone));
+            if let Some(h) = handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Apart {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The learner's thread: takes transitions in the order they come, offers its
+/// parameters after an update whenever the engine has taken its previous offer, and
+/// checkpoints every `checkpointing.every` and when the engine lets it go.
+fn run(
+    mut core: Core,
+    rx: mpsc::Receiver<ToLearner>,
+    shared: Arc<Mutex<Shared>>,
+    checkpointing: Option<Checkpointing>,
+    mut serving: Option<Snapshot>,
+    // The transitions of the checkpoint on disk it started from (0: none usable).
+    mut saved_at: u64,
+) {
+    // Serving goes first: the learner runs at Linux's idle priority (SCHED_IDLE, per
+    // thread), on a core nothing else wants, so any request preempts it at once; on a
+    // busy machine learning falls behind (its transitions wait, in order) rather than
+    // answers slowing down. Elsewhere, or refused, it runs as it is.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+    let mut offered: VecDeque<Snapshot> = VecDeque::new();
+    let mut last = Instant::now();
+    let mut last_offer = Instant::now().checked_sub(OFFER_EVERY).unwrap_or_else(Instant::now);
+    let save = |core: &Core, serving: Option<&Snapshot>, c: &Checkpointing| {
+        let result = core.checkpoint(serving, c);
+        let mut s = lock(&shared);
+        match result {
+            Ok(()) => {
+                s.checkpoint.transitions = Some(core.taken);
+                s.checkpoint.failed = None;
+            }
+            Err(e) => {
+                eprintln!("warning: a learning arm's checkpoint in {} failed ({e}); the previous one is kept", c.dir.display());
+                s.checkpoint.failed = Some(e.to_string());
+            }
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(ToLearner::Learn(t)) => {
+                if let Some(why) = core.take(*t) {
+                    lock(&shared).stopped = Some(why);
+                }
+            }
+            Ok(ToLearner::Swapped(n)) => {
+                while let Some(s) = offered.pop_front() {
+                    if s.transitions == n {
+                        serving = Some(s);
+                        break;
+                    }
+                }
+            }
+            Ok(ToLearner::Digest(reply)) => {
+                {
+                    let mut s = lock(&shared);
+                    (s.taken, s.learnt) = (core.taken, core.learnt);
+                }
+                let _ = reply.send(state_digest(core.policy.as_ref()).map_err(|e| e.to_string()));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        {
+            let mut s = lock(&shared);
+            s.taken = core.taken;
+            s.learnt = core.learnt;
+            if core.updated && s.offer.is_none() && last_offer.elapsed() >= OFFER_EVERY {
+                last_offer = Instant::now();
+                if let Some(parameters) = core.policy.parameters() {
+                    let snap = Snapshot { transitions: core.taken, parameters };
+                    offered.push_back(snap.clone());
+                    if offered.len() > 16 {
+                        offered.pop_front();
+                    }
+                    s.offer = Some(snap);
+                }
+                core.updated = false;
+            }
+        }
+        if let Some(c) = &checkpointing {
+            if core.taken > saved_at && last.elapsed() >= c.every {
+                save(&core, serving.as_ref(), c);
+                saved_at = core.taken;
+                last = Instant::now();
+            }
+        }
+    }
+    if let Some(c) = &checkpointing {
+        if core.taken > saved_at {
+            save(&core, serving.as_ref(), c);
+        }
+    }
+}
+
+/// The SHA-256 over the files `policy` saves, in name order.
+pub fn state_digest(policy: &dyn Policy) -> Result<String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fypsim-state-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    let saved = policy.save(&dir).and_then(|()| {
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(&dir).map_err(Error::io("read", &dir))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        let mut all = Vec::new();
+        for name in &names {
+            all.extend(std::fs::read(name).map_err(Error::io("read", name))?);
+        }
+        Ok(crate::files::sha256(&all))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    saved
+}
+
+/// The SHA-256 of parameters (what serves).
+pub fn parameters_digest(parameters: &[f32]) -> String {
+    let bytes: Vec<u8> = parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
+    crate::files::sha256(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::make_policy;
+    use crate::config::{Config, PolicyKind};
+    use crate::rng::{stream, Stream};
+
+    fn config() -> Checked {
+        let mut c: Config = (*crate::agent::tests::config()).clone();
+        c.dqn.learning_starts = 2;
+        c.dqn.batch_size = 2;
+        c.dqn.train_every = 1;
+        c.check().unwrap()
+    }
+
+    fn core(c: &Checked) -> Core {
+        Core::new(make_policy(PolicyKind::Dqn, c).unwrap(), stream(1, Stream::ServeLearn))
+    }
+
+    fn steps(c: &Checked, n: usize) -> Vec<Transition> {
+        let obs = crate::agent::tests::observations(c);
+        (0..n)
+            .map(|i| Transition {
+                state: obs[i].state.clone(),
+                action: i % 3,
+                reward: (i % 4) as f64 * 0.5,
+                next_state: obs[i + 1].state.clone(),
+                terminal: i % 5 == 4,
+                episode_end: i % 5 == 4,
+                discount: 1.0,
+            })
+            .collect()
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A full disk while checkpointing keeps the previous checkpoint whole; the learner
+    /// learns on, says what failed, and the next checkpoint that can be written is.
+    #[test]
+    fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_learns_on() {
+        let c = config();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(DIR).join("B");
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ck = Checkpointing { dir: dir.clone(), every: Duration::ZERO, config: c.clone(), fail: fail.clone() };
+        let mut apart = Apart::inline(core(&c));
+        apart.start(Some(ck), None).unwrap();
+        let all = steps(&c, 12);
+        for t in &all[..6] {
+            apart.push(t.clone());
+        }
+        let six = apart.digest().unwrap();
+        wait_for("a checkpoint of 6", || apart.checkpoint_status().unwrap().transitions == Some(6));
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in &all[6..9] {
+            apart.push(t.clone());
+        }
+        wait_for("a failed checkpoint", || apart.checkpoint_status().unwrap().failed.is_some());
+        let status = apart.checkpoint_status().unwrap();
+        assert_eq!(status.transitions, Some(6), "{status:?}");
+        assert!(status.failed.as_ref().unwrap().contains("os error 28"), "{status:?}");
+        // The checkpoint on disk is the one of 6, whole; the learner learnt on.
+        let mut resumed = Apart::inline(core(&c));
+        assert!(resumed.resume(&dir, &c).unwrap());
+        for t in &all[..6] {
+            resumed.push(t.clone());
+        }
+        assert_eq!(resumed.checkpoint_verified(), Some(true));
+        assert_eq!(resumed.digest().unwrap(), six);
+        apart.digest().unwrap();
+        assert_eq!(apart.status(), (9, None));
+        // Room again: the next checkpoint is written and the failure cleared.
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        apart.push(all[9].clone());
+        wait_for("a checkpoint of 10", || {
+            apart.checkpoint_status().unwrap() == CheckpointStatus { transitions: Some(10), ..Default::default() }
+        });
+        apart.close();
+    }
+
+    /// A learner resumed from a checkpoint and fed the log's transitions ends where one
+    /// that learnt them all ends; a checkpoint whose transitions the log does not give is
+    /// found out; a swap gives exactly the parameters of its transitions.
+    #[test]
+    fn a_resumed_learner_equals_one_that_never_stopped_and_swaps_are_exact() {
+        let c = config();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("A");
+        let all = steps(&c, 12);
+        // Learnt inline: the parameters after 4 and after 8, and the state after 12.
+        let mut whole = Apart::inline(core(&c));
+        all.iter().for_each(|t| whole.push(t.clone()));
+        let p4 = whole.swap_to(4).unwrap().unwrap();
+        let p8 = whole.swap_to(8).unwrap().unwrap();
+        assert_ne!(p4, p8, "it learnt between the swaps");
+        assert!(whole.swap_to(7).is_err(), "a swap back in the log's past");
+        let end = whole.digest().unwrap();
+        // On its thread, checkpointed after 6 with the swap of 4 serving.
+        let ck =
+            Checkpointing { dir: dir.clone(), every: Duration::from_secs(3600), config: c.clone(), fail: Default::default() };
+        let mut live = Apart::inline(core(&c));
+        all[..4].iter().for_each(|t| live.push(t.clone()));
+        let serving = Snapshot { transitions: 4, parameters: live.swap_to(4).unwrap().unwrap() };
+        all[4..6].iter().for_each(|t| live.push(t.clone()));
+        live.start(Some(ck), Some(serving)).unwrap();
+        live.close();
+        // Resumed: the swap of 4 comes from the checkpoint, the one of 8 is learnt again.
+        let mut resumed = Apart::inline(core(&c));
+        assert!(resumed.resume(&dir, &c).unwrap());
+        all.iter().for_each(|t| resumed.push(t.clone()));
+        assert_eq!(resumed.swap_to(4).unwrap().unwrap(), p4);
+        assert_eq!(resumed.swap_to(8).unwrap().unwrap(), p8);
+        assert_eq!(resumed.checkpoint_verified(), Some(true));
+        assert_eq!(resumed.digest().unwrap(), end);
+        // A log whose first transitions differ: the checkpoint is not its own.
+        let mut other = Apart::inline(core(&c));
+        assert!(other.resume(&dir, &c).unwrap());
+        let mut changed = all.clone();
+        changed[2].reward += 1.0;
+        changed.into_iter().for_each(|t| other.push(t));
+        assert_eq!(other.checkpoint_verified(), Some(false));
+        // A swap the checkpoint passed over, with other parameters than it kept: unknown.
+        let mut skipped = Apart::inline(core(&c));
+        assert!(skipped.resume(&dir, &c).unwrap());
+        all.iter().for_each(|t| skipped.push(t.clone()));
+        assert_eq!(skipped.swap_to(3).unwrap(), None);
+    }
+}
