@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks `fypsim serve` with `fypsim traffic` on this machine (docs/serving.md:
 # Speed): for a trained DQN arm and a greedy arm, closed-loop throughput and latency at
-# concurrency 1, 16 and 64, and open-loop latency at a fixed arrival rate. Server and
-# driver share the machine's cores, as they would on one box.
+# concurrency 1, 16 and 64, and open-loop latency at a fixed arrival rate; and the same
+# DQN learning from its feedback (`:learn`, docs/serving.md: Arms that learn) at that
+# rate, side by side with it frozen. Server and driver share the machine's cores, as
+# they would on one box.
 #
-#   scripts/serve-bench.sh [SECONDS_PER_POINT] [OPEN_LOOP_RATE] [REPEATS]
+#   scripts/serve-bench.sh [SECONDS_PER_POINT] [OPEN_LOOP_RATE] [REPEATS] [open]
+#
+# With `open` as the fourth argument only the open-loop points run (frozen and learning
+# DQN, and greedy).
 #
 # Every point runs REPEATS times (default 3), each on a fresh server (the live matrix
 # grows with the traffic, and a user's longer history makes their candidates dearer, so
@@ -17,6 +22,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 rate=${2:-1000}
 repeats=${3:-3}
+only=${4:-all}
 out=results/serve-bench
 bin=target/release/fypsim
 mkdir -p "$out"
@@ -62,11 +68,17 @@ point() { # arm source, name, traffic arguments...
 }
 
 rm -f "$out"/*-r[0-9]*.json
-for arm in dqn greedy; do
-    src=$([[ $arm == dqn ]] && echo "$out/run" || echo greedy)
-    for c in 1 16 64; do
-        point "$src" "$arm-closed-$c" --duration "$secs" --concurrency "$c"
-    done
+for arm in dqn dqn-learning greedy; do
+    case $arm in
+        dqn) src="$out/run" ;;
+        dqn-learning) src="$out/run:learn" ;;
+        greedy) src=greedy ;;
+    esac
+    if [[ $only != open && $arm != dqn-learning ]]; then
+        for c in 1 16 64; do
+            point "$src" "$arm-closed-$c" --duration "$secs" --concurrency "$c"
+        done
+    fi
     point "$src" "$arm-open-$rate" --duration "$((secs * 2))" --rate "$rate"
 done
 
@@ -74,11 +86,13 @@ cat >"$out/summary.py" <<'PY'
 import glob, json, statistics, sys
 out, rate, repeats = sys.argv[1], sys.argv[2], sys.argv[3]
 print(f"Median over {repeats} repeats, each on a fresh server.\n")
-print("| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | driver lag p99 ms | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for arm in ["dqn", "greedy"]:
+print("| arm | load | recommendations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | feedback p99 ms | driver lag p99 ms | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for arm in ["dqn", "dqn-learning", "greedy"]:
     for name in ["closed-1", "closed-16", "closed-64", f"open-{rate}"]:
         runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/{arm}-{name}-r*.json"))]
+        if not runs:
+            continue
         med = lambda f: statistics.median(f(r) for r in runs)
         first = runs[0]
         load = f"open loop {first['rate']:.0f}/s" if first["mode"] == "open" else f"closed, concurrency {first['concurrency']}"
@@ -86,7 +100,8 @@ for arm in ["dqn", "greedy"]:
         lag = f"{med(lambda r: r['dispatch_lag']['p99_ms']):.2f}" if first.get("dispatch_lag") else ""
         errors = sum(sum(r["errors"].values()) + r["dropped"] for r in runs)
         print(f"| {arm} | {load} | {med(lambda r: r['recommendations_per_s']):.0f} | {med(lambda r: r['requests_per_s']):.0f} | "
-              f"{lat('p50_ms'):.2f} | {lat('p90_ms'):.2f} | {lat('p99_ms'):.2f} | {lat('max_ms'):.2f} | {lag} | {errors} |")
+              f"{lat('p50_ms'):.2f} | {lat('p90_ms'):.2f} | {lat('p99_ms'):.2f} | {lat('max_ms'):.2f} | "
+              f"{med(lambda r: r['feedback_latency']['p99_ms']):.2f} | {lag} | {errors} |")
 PY
 python3 "$out/summary.py" "$out" "$rate" "$repeats" >"$out/summary.md"
 cat "$out/summary.md"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The experiment of docs/serving.md (Arms that learn): three arms on the default world,
-# a frozen DQN, the same DQN learning from its feedback, and a Thompson-sampling bandit
-# learning from its own, each a third of the users; simulated users over HTTP for
+# The experiment of docs/serving.md (Arms that learn): four arms on the default world,
+# a frozen DQN, the same DQN learning from its feedback (served greedily), the same DQN
+# learning while it explores (served with epsilon = 0.1), and a Thompson-sampling bandit
+# learning from its own, each a quarter of the users; first the plan (what an
+# experiment of this size detects, before it runs), then simulated users over HTTP for
 # SECONDS (default 60); then the A/B report against the frozen DQN, with each arm's
 # reward per session by the user's session index.
 #
@@ -31,8 +33,8 @@ if [[ ! -f $out/thompson/summary.json ]]; then
     "$bin" run configs/default.toml --quiet --set policy=thompson --out "$out/thompson"
 fi
 rm -rf "$out/log" "$out/server.out"
-"$bin" serve --arm "frozen=$out/dqn" --arm "learning=$out/dqn:learn" --arm "bandit=$out/thompson:learn" \
-    --salt learning --port 0 --log "$out/log" >"$out/server.out" 2>"$out/server.err" &
+"$bin" serve --arm "frozen=$out/dqn" --arm "learning=$out/dqn:learn" --arm "exploring=$out/dqn@epsilon=0.1:learn" \
+    --arm "bandit=$out/thompson:learn" --salt learning --port 0 --log "$out/log" >"$out/server.out" 2>"$out/server.err" &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true' EXIT
 url=""
@@ -42,6 +44,8 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [[ -n $url ]] || { echo "the server did not start:" >&2; cat "$out/server.err" >&2; exit 1; }
+# About 115 sessions per user in 60 s at 200 users on this machine.
+"$bin" traffic --url "$url" --users "$users" --plan $((secs * 115 / 60 > 0 ? secs * 115 / 60 : 1)) --control frozen --json "$out/plan.json"
 "$bin" traffic --url "$url" --users "$users" --duration "$secs" --concurrency 8 --seed 1 --json "$out/traffic.json"
 curl -s "$url/health?state=digest" >"$out/health.json" || true
 kill -TERM "$pid"
