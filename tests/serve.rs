@@ -632,12 +632,16 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let before = health(&url);
     server.kill().unwrap();
     server.wait().unwrap();
-    let (mut again, url) = start_with(&args);
+    // Restarted without periodic checkpoints: it starts from the killed server's.
+    let mut hourly = args.to_vec();
+    *hourly.last_mut().unwrap() = "3600";
+    let (mut again, url) = start_with(&hourly);
     let after = health(&url);
     assert_eq!(state(&before), state(&after), "the restart rebuilt another state");
-    assert!(after["learning"][1]["checkpoint"]["loaded"].as_u64().unwrap() > 0, "{after}");
-    // Their feedback after the restart moves the world but teaches nothing; a second
-    // restart rebuilds exactly what the first one had.
+    let loaded = after["learning"][1]["checkpoint"]["loaded"].as_u64().unwrap();
+    assert!(loaded > 0, "{after}");
+    // Their feedback after the restart moves the world but teaches nothing; more traffic
+    // teaches more, past the checkpoint.
     for r in &held {
         let (s, a) =
             rt.block_on(post(&c, &format!("{url}/feedback"), &json!({"request_id": r["request_id"], "response": "left"})));
@@ -648,32 +652,60 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let (s, _) =
         rt.block_on(post(&c, &format!("{url}/feedback"), &json!({"request_id": r["request_id"], "response": "watched"})));
     assert_eq!(s, 200);
+    let out = bin()
+        .args(["traffic", "--url", &url, "--users", "20", "--duration", "1", "--rate", "100", "-q", "--seed", "2", "--config"])
+        .arg(bandit.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let second = health(&url);
+    let learnt = second["learning"][1]["transitions"].as_u64().unwrap();
+    assert!(learnt > loaded, "{second}");
     again.kill().unwrap();
     again.wait().unwrap();
-    // A damaged checkpoint is set aside: the arm learns from the whole log, to the same state.
+    // From the first server's checkpoint, and the log after it.
+    let (mut third, url) = start_with(&args);
+    let rebuilt = health(&url);
+    assert_eq!(state(&second), state(&rebuilt), "the second restart rebuilt another state");
+    assert_eq!(rebuilt["learning"][1]["checkpoint"]["loaded"].as_u64(), Some(loaded), "{rebuilt}");
+    third.kill().unwrap();
+    third.wait().unwrap();
+    // A damaged checkpoint is not used: the arm learns from the whole log, to the same state.
     let ckpt = log.join("learning/B/checkpoint/learner.json");
     let mut bytes = std::fs::read(&ckpt).unwrap();
     bytes.push(b' ');
     std::fs::write(&ckpt, bytes).unwrap();
-    let (mut third, url) = start_with(&args);
-    let rebuilt = health(&url);
-    assert!(rebuilt["learning"][1]["checkpoint"].get("loaded").is_none(), "{rebuilt}");
+    let (mut fourth, url) = start_with(&args);
+    let whole = health(&url);
+    assert!(whole["learning"][1]["checkpoint"].get("loaded").is_none(), "{whole}");
     // Stopped with SIGTERM, it writes a last checkpoint of everything learnt; a restart
     // then has nothing to learn again.
-    unsafe {
-        libc::kill(third.id() as i32, libc::SIGTERM);
-    }
-    let _ = third.wait();
-    assert_eq!(state(&second), state(&rebuilt), "the second restart rebuilt another state");
-    let (mut fourth, url) = start_with(&args);
-    let last = health(&url);
     unsafe {
         libc::kill(fourth.id() as i32, libc::SIGTERM);
     }
     let _ = fourth.wait();
+    assert_eq!(state(&second), state(&whole), "the restart from the whole log rebuilt another state");
+    let (mut fifth, url) = start_with(&args);
+    let last = health(&url);
+    unsafe {
+        libc::kill(fifth.id() as i32, libc::SIGTERM);
+    }
+    let _ = fifth.wait();
     assert_eq!(state(&second), state(&last));
-    assert_eq!(last["learning"][1]["checkpoint"]["loaded"], second["learning"][1]["transitions"], "{last}");
+    assert_eq!(last["learning"][1]["checkpoint"]["loaded"].as_u64(), Some(learnt), "{last}");
+    // Without a log, a DQN arm learns and serves what it learns all the same.
+    let (mut bare, url) = start_with(&["serve", "--arm", b.as_str(), "--port", "0"]);
+    let out = bin()
+        .args(["traffic", "--url", &url, "--users", "20", "--duration", "1", "--rate", "200", "-q", "--config"])
+        .arg(dqn.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = health(&url);
+    let _ = bare.kill();
+    let _ = bare.wait();
+    assert!(h["learning"][0]["transitions"].as_u64().unwrap() > 20, "{h}");
+    assert!(h["learning"][0]["serving_transitions"].as_u64().unwrap() > 0, "{h}");
     // A baseline has nothing to learn; a DQN with n-step returns cannot learn served.
     let o = bin().args(["serve", "--arm", "A=greedy:learn", "--port", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("a baseline has nothing to learn"));

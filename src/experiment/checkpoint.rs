@@ -189,6 +189,16 @@ impl Checkpoint {
     }
 }
 
+/// Removes what a save that failed left in `run` (a `checkpoint.tmp/` without its
+/// manifest), so that it holds no space until the next save; a complete one, the only
+/// checkpoint after a crash between removing the old one and the rename, is kept.
+pub fn remove_unfinished(run: &Path) {
+    let tmp = run.join(TMP);
+    if tmp.exists() && !tmp.join(MANIFEST).is_file() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+}
+
 /// Whether `run` holds a checkpoint (complete or not; not verified).
 pub fn exists(run: &Path) -> bool {
     [DIR, TMP].iter().any(|d| {

@@ -6,22 +6,23 @@
 //! their records are logged. After an update the learner offers its parameters; the
 //! engine takes them between two batches, logs a `swap` record saying how many of the
 //! arm's transitions they were learnt from, and only then serves by them. A replay of the
-//! log (a restart, a served-log evaluation) learns the same transitions inline and swaps
-//! at the same records, so what served each decision follows from the log alone, however
-//! the learner's thread was scheduled.
+//! log on a restart learns the same transitions inline and swaps at the same records, so
+//! what served each decision follows from the log alone, however the learner's thread was
+//! scheduled.
 //!
 //! The learner checkpoints its whole state (the policy with its optimiser, replay buffer
-//! and draws, its place in the arm's transitions, the parameters of the last logged swap)
+//! and draws, its place in the arm's transitions, the parameters of the swaps it knows of)
 //! into `<log>/learning/<arm>/checkpoint/` every so often and when the server stops. A
 //! restart loads the checkpoint, checks it against the log (the transitions the log gives
 //! up to it must hash to what it recorded) and learns only the transitions after it; a
-//! checkpoint that does not belong to the log is set aside and the arm learns from the
-//! whole log. A checkpoint that cannot be written (a full disk) leaves the previous one
-//! whole; the arm learns and serves on, and `/health` says what failed.
+//! checkpoint that does not belong to the log is not used (the arm learns from the whole
+//! log, and its learner replaces it at once). A checkpoint that cannot be written (a full
+//! disk) leaves the previous one whole; the arm learns and serves on, and `/health` says
+//! what failed until a checkpoint succeeds.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::{Policy, Transition};
 use crate::config::Checked;
+use crate::env::State;
 use crate::experiment::checkpoint;
 use crate::rng::SimRng;
 use crate::{Error, Result};
@@ -36,7 +38,11 @@ use crate::{Error, Result};
 /// The folder of the learning arms' checkpoints in a log folder.
 pub const DIR: &str = "learning";
 const STATE: &str = "learner.json";
-const SERVING: &str = "serving.f32";
+
+/// The most transitions (and other messages) that may wait for the learner: beyond, the
+/// engine waits for it (memory stays bounded on a machine too busy for the learner to
+/// keep up; answers then slow down instead).
+pub const MAX_BEHIND: usize = 20_000;
 
 /// How long a digest may wait for the learner to take what is queued.
 const WAIT: Duration = Duration::from_secs(600);
@@ -46,11 +52,18 @@ const WAIT: Duration = Duration::from_secs(600);
 /// second older costs nothing a user notices.
 const OFFER_EVERY: Duration = Duration::from_millis(100);
 
+/// Offers not yet known to be logged that the learner keeps (and checkpoints).
+const OFFERS_KEPT: usize = 16;
+
 /// Parameters learnt from the arm's first `transitions` transitions.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub transitions: u64,
     pub parameters: Vec<f32>,
+}
+
+fn snapshot_file(transitions: u64) -> String {
+    format!("serving-{transitions}.f32")
 }
 
 /// A checkpoint's own record, besides the policy's files.
@@ -63,8 +76,10 @@ struct Saved {
     rng: SimRng,
     /// The running SHA-256 over the transitions taken ([`Core::take`]).
     stream_sha256: String,
-    /// The last swap logged before the checkpoint; its parameters are `serving.f32`.
-    serving: Option<u64>,
+    /// The snapshots it holds (`serving-N.f32`): the last swap the learner knew logged,
+    /// and the offers after it not yet known to be logged; a restart's replay takes from
+    /// them a logged swap the checkpoint passed over.
+    snapshots: Vec<u64>,
 }
 
 /// Where a learner loaded from a checkpoint stands against the log being replayed.
@@ -72,7 +87,7 @@ struct Resumed {
     /// The transitions the checkpoint holds: passed over when the replay hands them again.
     skip: u64,
     stream_sha256: String,
-    serving: Option<Snapshot>,
+    snapshots: Vec<Snapshot>,
     /// Whether the log's first `skip` transitions hashed to the checkpoint's digest.
     verified: bool,
 }
@@ -88,6 +103,16 @@ pub struct Core {
     /// Its parameters changed since they were last offered.
     updated: bool,
     resumed: Option<Resumed>,
+}
+
+fn hash_state(h: &mut Sha256, s: &State) {
+    for x in &s.numeric {
+        h.update(x.to_bits().to_le_bytes());
+    }
+    for x in &s.categorical {
+        h.update(x.to_le_bytes());
+    }
+    h.update(s.valid.iter().map(|&v| u8::from(v)).collect::<Vec<u8>>());
 }
 
 impl Core {
@@ -120,6 +145,8 @@ impl Core {
         self.stream.update((t.action as u64).to_le_bytes());
         self.stream.update(t.reward.to_bits().to_le_bytes());
         self.stream.update([u8::from(t.terminal), u8::from(t.episode_end)]);
+        hash_state(&mut self.stream, &t.state);
+        hash_state(&mut self.stream, &t.next_state);
         if let Some(skip) = self.resumed.as_ref().map(|r| r.skip) {
             if self.taken <= skip {
                 if self.taken == skip {
@@ -158,24 +185,31 @@ impl Core {
         let saved: Saved = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Checkpoint(format!("{} is damaged: {e}", ck.dir.join(STATE).display())))?;
         self.policy.load(&ck.dir)?;
-        let serving = match saved.serving {
-            Some(transitions) => {
-                let bytes = ck.read(SERVING)?;
-                let parameters = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                Some(Snapshot { transitions, parameters })
-            }
-            None => None,
-        };
+        let mut snapshots = Vec::new();
+        for transitions in saved.snapshots {
+            let bytes = ck.read(&snapshot_file(transitions))?;
+            let parameters = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            snapshots.push(Snapshot { transitions, parameters });
+        }
         self.learnt = saved.learnt;
         self.stopped = saved.stopped;
         self.rng = saved.rng;
-        self.resumed = Some(Resumed { skip: saved.transitions, stream_sha256: saved.stream_sha256, serving, verified: false });
+        self.resumed = Some(Resumed { skip: saved.transitions, stream_sha256: saved.stream_sha256, snapshots, verified: false });
         Ok(true)
     }
 
     /// Writes a checkpoint of its state into `c.dir` (the previous one stays whole until
-    /// this one is complete), with `serving`, the parameters of the last logged swap.
-    fn checkpoint(&self, serving: Option<&Snapshot>, c: &Checkpointing) -> Result<()> {
+    /// this one is complete), with `snapshots` (the parameters of the swaps it knows of).
+    /// A failed attempt leaves no unfinished files behind.
+    fn checkpoint(&self, snapshots: &[&Snapshot], c: &Checkpointing) -> Result<()> {
+        let written = self.write_checkpoint(snapshots, c);
+        if written.is_err() {
+            checkpoint::remove_unfinished(&c.dir);
+        }
+        written
+    }
+
+    fn write_checkpoint(&self, snapshots: &[&Snapshot], c: &Checkpointing) -> Result<()> {
         let w = checkpoint::Writer::begin(&c.dir)?;
         self.policy.save(w.dir())?;
         #[cfg(test)]
@@ -189,12 +223,12 @@ impl Core {
             stopped: self.stopped.clone(),
             rng: self.rng.clone(),
             stream_sha256: self.stream_hex(),
-            serving: serving.map(|s| s.transitions),
+            snapshots: snapshots.iter().map(|s| s.transitions).collect(),
         };
         w.write(STATE, serde_json::to_string_pretty(&saved).expect("a learner state serialises").as_bytes())?;
-        if let Some(s) = serving {
+        for s in snapshots {
             let bytes: Vec<u8> = s.parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
-            w.write(SERVING, &bytes)?;
+            w.write(&snapshot_file(s.transitions), &bytes)?;
         }
         w.finish(&c.config, 0)
     }
@@ -228,10 +262,11 @@ pub struct CheckpointStatus {
     pub loaded: Option<u64>,
 }
 
-/// What the learner's thread tells the engine.
-#[derive(Default)]
+/// What the learner's thread tells the engine. The learner holds the lock only to copy a
+/// few fields in or out, and the engine only tries it ([`Apart::poll`]): an idle-priority
+/// thread preempted while holding it must not stall the engine.
+#[derive(Default, Clone)]
 struct Shared {
-    taken: u64,
     learnt: u64,
     offer: Option<Snapshot>,
     stopped: Option<String>,
@@ -253,14 +288,13 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 enum Mode {
     /// Learns when asked (a replay: at each logged swap, and at the end).
-    Inline {
-        core: Box<Core>,
-        queue: VecDeque<Transition>,
-    },
+    Inline { core: Box<Core>, queue: VecDeque<Transition> },
     Thread {
-        tx: mpsc::Sender<ToLearner>,
+        tx: mpsc::SyncSender<ToLearner>,
         shared: Arc<Mutex<Shared>>,
         handle: Option<std::thread::JoinHandle<()>>,
+        /// What the engine last read of `shared` (all but the offer).
+        seen: Shared,
     },
 }
 
@@ -273,11 +307,6 @@ pub struct Apart {
     serving: u64,
 }
 
-/// What the engine learns from the learner between two batches.
-pub struct Poll {
-    pub offer: Option<Snapshot>,
-}
-
 impl Apart {
     pub fn inline(core: Core) -> Apart {
         Apart { mode: Mode::Inline { core: Box::new(core), queue: VecDeque::new() }, queued: 0, serving: 0 }
@@ -288,7 +317,8 @@ impl Apart {
         self.serving
     }
 
-    /// Hands over the arm's next transition (logged).
+    /// Hands over the arm's next transition (logged). On a thread, it waits while
+    /// [`MAX_BEHIND`] wait already.
     pub fn push(&mut self, t: Transition) {
         self.queued += 1;
         match &mut self.mode {
@@ -300,18 +330,17 @@ impl Apart {
         }
     }
 
-    /// Transitions learnt from, and why it stopped learning (if it did).
+    /// Transitions learnt from, and why it stopped learning (if it did), as last read.
     pub fn status(&self) -> (u64, Option<String>) {
         match &self.mode {
             Mode::Inline { core, .. } => (core.learnt, core.stopped.clone()),
-            Mode::Thread { shared, handle, .. } => {
-                let s = lock(shared);
-                let stopped = match (&s.stopped, handle.as_ref().is_some_and(|h| h.is_finished())) {
+            Mode::Thread { seen, handle, .. } => {
+                let stopped = match (&seen.stopped, handle.as_ref().is_some_and(|h| h.is_finished())) {
                     (Some(why), _) => Some(why.clone()),
                     (None, true) => Some("its learner's thread failed".to_string()),
                     (None, false) => None,
                 };
-                (s.learnt, stopped)
+                (seen.learnt, stopped)
             }
         }
     }
@@ -319,13 +348,13 @@ impl Apart {
     pub fn checkpoint_status(&self) -> Option<CheckpointStatus> {
         match &self.mode {
             Mode::Inline { .. } => None,
-            Mode::Thread { shared, .. } => Some(lock(shared).checkpoint.clone()),
+            Mode::Thread { seen, .. } => Some(seen.checkpoint.clone()),
         }
     }
 
     /// A replay's logged swap: learns up to the swap's `transitions` and gives the
     /// parameters learnt from exactly those (None: a checkpoint the learner was loaded
-    /// from passed them over, and it kept other ones).
+    /// from passed them over, and holds no snapshot of them).
     pub fn swap_to(&mut self, transitions: u64) -> Result<Option<Vec<f32>>> {
         let Mode::Inline { core, queue } = &mut self.mode else {
             return Err(Error::Other("a learner on its thread swaps by offers, not by the log".into()));
@@ -341,14 +370,14 @@ impl Apart {
         }
         if core.taken > transitions {
             return Err(Error::Other(format!(
-                "the log swaps in parameters learnt from {transitions} transitions after an earlier swap of {}",
+                "the log swaps in parameters learnt from {transitions} transitions, fewer than an earlier swap's {}",
                 core.taken
             )));
         }
         self.serving = transitions;
         match &core.resumed {
             Some(r) if transitions < r.skip => {
-                Ok(r.serving.as_ref().filter(|s| s.transitions == transitions).map(|s| s.parameters.clone()))
+                Ok(r.snapshots.iter().find(|s| s.transitions == transitions).map(|s| s.parameters.clone()))
             }
             _ => Ok(core.policy.parameters()),
         }
@@ -372,11 +401,12 @@ impl Apart {
         }
     }
 
-    /// Transitions taken, and those of the checkpoint it was loaded from (inline).
-    pub fn taken(&self) -> (u64, Option<u64>) {
+    /// After a replay: the transitions taken, and those of the checkpoint it was loaded
+    /// from (None on its thread).
+    pub fn replayed(&self) -> Option<(u64, Option<u64>)> {
         match &self.mode {
-            Mode::Inline { core, queue } => (core.taken + queue.len() as u64, core.resumed.as_ref().map(|r| r.skip)),
-            Mode::Thread { shared, .. } => (lock(shared).taken, None),
+            Mode::Inline { core, queue } => Some((core.taken + queue.len() as u64, core.resumed.as_ref().map(|r| r.skip))),
+            Mode::Thread { .. } => None,
         }
     }
 
@@ -389,44 +419,62 @@ impl Apart {
     }
 
     /// Moves the learner onto a thread of its own (after a replay of the log, with what
-    /// it left queued learnt first); it checkpoints as `checkpointing` says.
-    pub fn start(&mut self, checkpointing: Option<Checkpointing>, serving: Option<Snapshot>) -> Result<()> {
+    /// it left queued learnt first); it checkpoints as `checkpointing` says. `serving` is
+    /// what the arm serves now.
+    pub fn start(&mut self, checkpointing: Option<Checkpointing>, serving: Snapshot) -> Result<()> {
         self.catch_up();
         if !matches!(self.mode, Mode::Inline { .. }) {
             return Ok(());
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(MAX_BEHIND);
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let Mode::Inline { core, .. } =
-            std::mem::replace(&mut self.mode, Mode::Thread { tx, shared: shared.clone(), handle: None })
-        else {
-            unreachable!("checked above")
-        };
+        let thread = Mode::Thread { tx, shared: shared.clone(), handle: None, seen: Shared::default() };
+        let Mode::Inline { core, .. } = std::mem::replace(&mut self.mode, thread) else { unreachable!("checked above") };
         let mut core = *core;
         let loaded = core.resumed.take().map(|r| r.skip);
-        core.updated = core.taken > self.serving;
-        {
-            let mut s = lock(&shared);
-            (s.taken, s.learnt, s.stopped) = (core.taken, core.learnt, core.stopped.clone());
-            s.checkpoint.loaded = loaded;
-        }
+        // What it learnt since the last swap serves at its first offer.
+        core.updated = core.policy.parameters().as_ref() != Some(&serving.parameters);
+        let first = Shared {
+            learnt: core.learnt,
+            offer: None,
+            stopped: core.stopped.clone(),
+            checkpoint: CheckpointStatus { loaded, ..Default::default() },
+        };
+        *lock(&shared) = first.clone();
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("fypsim-learner".into())
-            .spawn(move || run(core, rx, s, checkpointing, serving, loaded.unwrap_or(0)))
+            .spawn(move || run(core, rx, s, checkpointing, serving, loaded))
             .map_err(|e| Error::Other(format!("cannot start a learner's thread: {e}")))?;
-        if let Mode::Thread { handle: h, .. } = &mut self.mode {
+        if let Mode::Thread { handle: h, seen, .. } = &mut self.mode {
             *h = Some(handle);
+            *seen = first;
         }
         Ok(())
     }
 
-    /// Between two batches: an offer of new parameters (the engine logs the swap, then
-    /// serves by them and calls [`Apart::swapped`]), and a stop, when there is one.
-    pub fn poll(&mut self) -> Poll {
-        match &self.mode {
-            Mode::Inline { .. } => Poll { offer: None },
-            Mode::Thread { shared, .. } => Poll { offer: lock(shared).offer.take() },
+    /// Between two batches: the learner's newest offer of parameters, if it has one (the
+    /// engine logs the swap, then serves by them and calls [`Apart::swapped`]); it reads
+    /// the learner's counts and stop too. Only tried: when the learner holds the lock,
+    /// there is no offer this time.
+    pub fn poll(&mut self) -> Option<Snapshot> {
+        let Mode::Thread { shared, seen, .. } = &mut self.mode else { return None };
+        let mut s = match shared.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        seen.learnt = s.learnt;
+        seen.stopped.clone_from(&s.stopped);
+        seen.checkpoint.clone_from(&s.checkpoint);
+        s.offer.take()
+    }
+
+    /// An offer the engine could not log (a full disk): offered again between the next
+    /// two batches, unless the learner has a newer one by then.
+    pub fn put_back(&mut self, snap: Snapshot) {
+        if let Mode::Thread { shared, .. } = &self.mode {
+            lock(shared).offer.get_or_insert(snap);
         }
     }
 
@@ -439,15 +487,23 @@ impl Apart {
     }
 
     /// The SHA-256 of the learner's whole state once it has taken every transition
-    /// handed over (what a restart must rebuild exactly).
+    /// handed over (what a restart must rebuild exactly); its counts are read then too.
     pub fn digest(&mut self) -> Result<String> {
         self.catch_up();
-        match &self.mode {
+        match &mut self.mode {
             Mode::Inline { core, .. } => state_digest(core.policy.as_ref()),
-            Mode::Thread { tx, .. } => {
+            Mode::Thread { tx, shared, seen, .. } => {
                 let (reply, answer) = mpsc::channel();
                 tx.send(ToLearner::Digest(reply)).map_err(|_| Error::Other("its learner's thread failed".into()))?;
-                answer.recv_timeout(WAIT).map_err(|_| Error::Other("its learner did not answer".into()))?.map_err(Error::Other)
+                let digest = answer
+                    .recv_timeout(WAIT)
+                    .map_err(|_| Error::Other("its learner did not answer".into()))?
+                    .map_err(Error::Other);
+                let s = lock(shared);
+                seen.learnt = s.learnt;
+                seen.stopped.clone_from(&s.stopped);
+                seen.checkpoint.clone_from(&s.checkpoint);
+                digest
             }
         }
     }
@@ -456,7 +512,7 @@ impl Apart {
     /// checkpoint).
     pub fn close(&mut self) {
         if let Mode::Thread { tx, handle, .. } = &mut self.mode {
-            let (gone, _) = mpsc::channel();
+            let (gone, _) = mpsc::sync_channel(0);
             drop(std::mem::replace(tx, gone));
             if let Some(h) = handle.take() {
                 let _ = h.join();
@@ -472,16 +528,18 @@ impl Drop for Apart {
 }
 
 /// The learner's thread: takes transitions in the order they come, offers its
-/// parameters after an update whenever the engine has taken its previous offer, and
-/// checkpoints every `checkpointing.every` and when the engine lets it go.
+/// parameters after an update whenever the engine has taken its previous offer (at most
+/// every [`OFFER_EVERY`]), and checkpoints every `checkpointing.every` when something
+/// changed (retrying a failed one after as long) and when the engine lets it go.
+/// `loaded`: the transitions of the checkpoint on disk it started from (None: none fits,
+/// and it writes one at once).
 fn run(
     mut core: Core,
     rx: mpsc::Receiver<ToLearner>,
     shared: Arc<Mutex<Shared>>,
     checkpointing: Option<Checkpointing>,
-    mut serving: Option<Snapshot>,
-    // The transitions of the checkpoint on disk it started from (0: none usable).
-    mut saved_at: u64,
+    mut serving: Snapshot,
+    loaded: Option<u64>,
 ) {
     // Serving goes first: the learner runs at Linux's idle priority (SCHED_IDLE, per
     // thread), on a core nothing else wants, so any request preempts it at once; on a
@@ -492,20 +550,37 @@ fn run(
         let param = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
+    // Offers not yet known to be logged, oldest first.
     let mut offered: VecDeque<Snapshot> = VecDeque::new();
-    let mut last = Instant::now();
+    // What the checkpoint on disk holds: transitions taken and the swap serving.
+    let mut saved = match loaded {
+        Some(n) => Some((n, serving.transitions)),
+        // Nothing learnt: nothing to save.
+        None if core.taken == 0 => Some((0, serving.transitions)),
+        None => None,
+    };
+    let every = checkpointing.as_ref().map_or(Duration::ZERO, |c| c.every);
+    let mut last_save = Instant::now();
+    if saved.is_none() {
+        last_save = last_save.checked_sub(every).unwrap_or(last_save);
+    }
     let mut last_offer = Instant::now().checked_sub(OFFER_EVERY).unwrap_or_else(Instant::now);
-    let save = |core: &Core, serving: Option<&Snapshot>, c: &Checkpointing| {
-        let result = core.checkpoint(serving, c);
+    let save = |core: &Core, serving: &Snapshot, offered: &VecDeque<Snapshot>, c: &Checkpointing| {
+        let mut snapshots = vec![serving];
+        snapshots.extend(offered.iter().filter(|s| s.transitions <= core.taken));
+        let result = core.checkpoint(&snapshots, c);
         let mut s = lock(&shared);
         match result {
             Ok(()) => {
                 s.checkpoint.transitions = Some(core.taken);
                 s.checkpoint.failed = None;
+                true
             }
             Err(e) => {
+                drop(s);
                 eprintln!("warning: a learning arm's checkpoint in {} failed ({e}); the previous one is kept", c.dir.display());
-                s.checkpoint.failed = Some(e.to_string());
+                lock(&shared).checkpoint.failed = Some(e.to_string());
+                false
             }
         }
     };
@@ -519,49 +594,49 @@ fn run(
             Ok(ToLearner::Swapped(n)) => {
                 while let Some(s) = offered.pop_front() {
                     if s.transitions == n {
-                        serving = Some(s);
+                        serving = s;
                         break;
                     }
                 }
             }
             Ok(ToLearner::Digest(reply)) => {
-                {
-                    let mut s = lock(&shared);
-                    (s.taken, s.learnt) = (core.taken, core.learnt);
-                }
+                lock(&shared).learnt = core.learnt;
                 let _ = reply.send(state_digest(core.policy.as_ref()).map_err(|e| e.to_string()));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        {
+        let room = {
             let mut s = lock(&shared);
-            s.taken = core.taken;
             s.learnt = core.learnt;
-            if core.updated && s.offer.is_none() && last_offer.elapsed() >= OFFER_EVERY {
-                last_offer = Instant::now();
-                if let Some(parameters) = core.policy.parameters() {
-                    let snap = Snapshot { transitions: core.taken, parameters };
-                    offered.push_back(snap.clone());
-                    if offered.len() > 16 {
-                        offered.pop_front();
-                    }
-                    s.offer = Some(snap);
+            s.offer.is_none()
+        };
+        if core.updated && room && last_offer.elapsed() >= OFFER_EVERY {
+            // Copied outside the lock; handed over under it.
+            if let Some(parameters) = core.policy.parameters() {
+                let snap = Snapshot { transitions: core.taken, parameters };
+                offered.push_back(snap.clone());
+                if offered.len() > OFFERS_KEPT {
+                    offered.pop_front();
                 }
-                core.updated = false;
+                lock(&shared).offer = Some(snap);
             }
+            core.updated = false;
+            last_offer = Instant::now();
         }
         if let Some(c) = &checkpointing {
-            if core.taken > saved_at && last.elapsed() >= c.every {
-                save(&core, serving.as_ref(), c);
-                saved_at = core.taken;
-                last = Instant::now();
+            let now = (core.taken, serving.transitions);
+            if saved != Some(now) && last_save.elapsed() >= c.every {
+                if save(&core, &serving, &offered, c) {
+                    saved = Some(now);
+                }
+                last_save = Instant::now();
             }
         }
     }
     if let Some(c) = &checkpointing {
-        if core.taken > saved_at {
-            save(&core, serving.as_ref(), c);
+        if saved != Some((core.taken, serving.transitions)) {
+            save(&core, &serving, &offered, c);
         }
     }
 }
@@ -634,8 +709,14 @@ mod tests {
         }
     }
 
-    /// A full disk while checkpointing keeps the previous checkpoint whole; the learner
-    /// learns on, says what failed, and the next checkpoint that can be written is.
+    /// What a fresh copy of the arm's policy serves: the parameters it was made with.
+    fn initial(c: &Checked) -> Snapshot {
+        Snapshot { transitions: 0, parameters: make_policy(PolicyKind::Dqn, c).unwrap().parameters().unwrap() }
+    }
+
+    /// A full disk while checkpointing keeps the previous checkpoint whole and leaves no
+    /// unfinished files; the learner learns on, says what failed, retries, and the next
+    /// checkpoint that can be written is, at the latest when it stops.
     #[test]
     fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_learns_on() {
         let c = config();
@@ -644,21 +725,28 @@ mod tests {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ck = Checkpointing { dir: dir.clone(), every: Duration::ZERO, config: c.clone(), fail: fail.clone() };
         let mut apart = Apart::inline(core(&c));
-        apart.start(Some(ck), None).unwrap();
+        apart.start(Some(ck), initial(&c)).unwrap();
         let all = steps(&c, 12);
         for t in &all[..6] {
             apart.push(t.clone());
         }
         let six = apart.digest().unwrap();
-        wait_for("a checkpoint of 6", || apart.checkpoint_status().unwrap().transitions == Some(6));
+        wait_for("a checkpoint of 6", || {
+            apart.poll();
+            apart.checkpoint_status().unwrap().transitions == Some(6)
+        });
         fail.store(true, std::sync::atomic::Ordering::SeqCst);
         for t in &all[6..9] {
             apart.push(t.clone());
         }
-        wait_for("a failed checkpoint", || apart.checkpoint_status().unwrap().failed.is_some());
+        wait_for("a failed checkpoint", || {
+            apart.poll();
+            apart.checkpoint_status().unwrap().failed.is_some()
+        });
         let status = apart.checkpoint_status().unwrap();
         assert_eq!(status.transitions, Some(6), "{status:?}");
         assert!(status.failed.as_ref().unwrap().contains("os error 28"), "{status:?}");
+        assert!(!dir.join("checkpoint.tmp").exists(), "a failed save leaves nothing behind");
         // The checkpoint on disk is the one of 6, whole; the learner learnt on.
         let mut resumed = Apart::inline(core(&c));
         assert!(resumed.resume(&dir, &c).unwrap());
@@ -667,19 +755,23 @@ mod tests {
         }
         assert_eq!(resumed.checkpoint_verified(), Some(true));
         assert_eq!(resumed.digest().unwrap(), six);
-        apart.digest().unwrap();
+        let nine = apart.digest().unwrap();
         assert_eq!(apart.status(), (9, None));
-        // Room again: the next checkpoint is written and the failure cleared.
+        // Room again, and it stops at once: its last checkpoint holds all 9.
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
-        apart.push(all[9].clone());
-        wait_for("a checkpoint of 10", || {
-            apart.checkpoint_status().unwrap() == CheckpointStatus { transitions: Some(10), ..Default::default() }
-        });
         apart.close();
+        let mut last = Apart::inline(core(&c));
+        assert!(last.resume(&dir, &c).unwrap());
+        assert_eq!(last.replayed(), Some((0, Some(9))));
+        all[..9].iter().for_each(|t| last.push(t.clone()));
+        assert_eq!(last.checkpoint_verified(), Some(true));
+        assert_eq!(last.digest().unwrap(), nine);
     }
 
     /// A learner resumed from a checkpoint and fed the log's transitions ends where one
-    /// that learnt them all ends; a checkpoint whose transitions the log does not give is
+    /// that learnt them all ends; a logged swap the checkpoint passed over comes from the
+    /// snapshots it holds (the last swap it knew logged, and an offer the engine took but
+    /// had not said was logged); a checkpoint whose transitions the log does not give is
     /// found out; a swap gives exactly the parameters of its transitions.
     #[test]
     fn a_resumed_learner_equals_one_that_never_stopped_and_swaps_are_exact() {
@@ -687,39 +779,57 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("A");
         let all = steps(&c, 12);
-        // Learnt inline: the parameters after 4 and after 8, and the state after 12.
-        let mut whole = Apart::inline(core(&c));
-        all.iter().for_each(|t| whole.push(t.clone()));
-        let p4 = whole.swap_to(4).unwrap().unwrap();
-        let p8 = whole.swap_to(8).unwrap().unwrap();
-        assert_ne!(p4, p8, "it learnt between the swaps");
-        assert!(whole.swap_to(7).is_err(), "a swap back in the log's past");
-        let end = whole.digest().unwrap();
-        // On its thread, checkpointed after 6 with the swap of 4 serving.
+        // On its thread from transition 4 (the swap of 4 serving), checkpointed when it
+        // stops after 6; the engine took an offer it never said was logged.
         let ck =
             Checkpointing { dir: dir.clone(), every: Duration::from_secs(3600), config: c.clone(), fail: Default::default() };
         let mut live = Apart::inline(core(&c));
         all[..4].iter().for_each(|t| live.push(t.clone()));
         let serving = Snapshot { transitions: 4, parameters: live.swap_to(4).unwrap().unwrap() };
+        live.start(Some(ck), serving).unwrap();
         all[4..6].iter().for_each(|t| live.push(t.clone()));
-        live.start(Some(ck), Some(serving)).unwrap();
+        let mut offer = None;
+        wait_for("an offer", || {
+            offer = live.poll();
+            offer.is_some()
+        });
+        let offer = offer.unwrap();
+        assert!((5..=6).contains(&offer.transitions), "{}", offer.transitions);
         live.close();
-        // Resumed: the swap of 4 comes from the checkpoint, the one of 8 is learnt again.
+        // Learnt inline: the parameters after 4, at the offer and after 8, and the state after 12.
+        let mut whole = Apart::inline(core(&c));
+        all.iter().for_each(|t| whole.push(t.clone()));
+        let p4 = whole.swap_to(4).unwrap().unwrap();
+        let po = whole.swap_to(offer.transitions).unwrap().unwrap();
+        assert_eq!(po, offer.parameters, "the thread learnt what a replay learns");
+        let p8 = whole.swap_to(8).unwrap().unwrap();
+        assert_ne!(p4, p8, "it learnt between the swaps");
+        assert!(whole.swap_to(7).is_err(), "a swap back in the log's past");
+        let end = whole.digest().unwrap();
+        // Resumed: the swaps of 4 and of the offer come from the checkpoint, the one of 8
+        // is learnt again.
         let mut resumed = Apart::inline(core(&c));
         assert!(resumed.resume(&dir, &c).unwrap());
         all.iter().for_each(|t| resumed.push(t.clone()));
         assert_eq!(resumed.swap_to(4).unwrap().unwrap(), p4);
+        assert_eq!(resumed.swap_to(offer.transitions).unwrap().unwrap(), po);
         assert_eq!(resumed.swap_to(8).unwrap().unwrap(), p8);
         assert_eq!(resumed.checkpoint_verified(), Some(true));
         assert_eq!(resumed.digest().unwrap(), end);
-        // A log whose first transitions differ: the checkpoint is not its own.
-        let mut other = Apart::inline(core(&c));
-        assert!(other.resume(&dir, &c).unwrap());
-        let mut changed = all.clone();
-        changed[2].reward += 1.0;
-        changed.into_iter().for_each(|t| other.push(t));
-        assert_eq!(other.checkpoint_verified(), Some(false));
-        // A swap the checkpoint passed over, with other parameters than it kept: unknown.
+        // A log whose first transitions differ (a reward, or a state): the checkpoint is
+        // not its own.
+        for change in [0, 1] {
+            let mut other = Apart::inline(core(&c));
+            assert!(other.resume(&dir, &c).unwrap());
+            let mut changed = all.clone();
+            match change {
+                0 => changed[2].reward += 1.0,
+                _ => changed[3].next_state.numeric[0] += 0.5,
+            }
+            changed.into_iter().for_each(|t| other.push(t));
+            assert_eq!(other.checkpoint_verified(), Some(false), "change {change}");
+        }
+        // A swap the checkpoint passed over and holds no snapshot of: unknown.
         let mut skipped = Apart::inline(core(&c));
         assert!(skipped.resume(&dir, &c).unwrap());
         all.iter().for_each(|t| skipped.push(t.clone()));

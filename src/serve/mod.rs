@@ -501,8 +501,21 @@ pub fn now_ms() -> u64 {
 
 impl Service {
     /// Builds the world, loads every arm's policy, opens the decision log (replaying an
-    /// existing one: its outcomes into the matrix, its unanswered decisions as pending).
+    /// existing one: its outcomes into the matrix, its unanswered decisions as pending),
+    /// and starts each learning DQN arm's learner on its thread.
     pub fn new(opts: &ServeOptions) -> Result<Service> {
+        let mut service = Service::open(opts)?;
+        service.start_learning()?;
+        Ok(service)
+    }
+
+    /// A service to replay a log through ([`Service::replay_in_order`]): as
+    /// [`Service::new`], but its learning DQN arms learn inline, at the log's swaps.
+    pub(crate) fn for_replay(opts: &ServeOptions) -> Result<Service> {
+        Service::open(opts)
+    }
+
+    fn open(opts: &ServeOptions) -> Result<Service> {
         if opts.arms.is_empty() {
             return Err(Error::Other("serve needs at least one --arm NAME=SOURCE".into()));
         }
@@ -591,7 +604,6 @@ impl Service {
             if service.arms.iter().any(|a| a.learning.is_some()) && !earlier.is_empty() {
                 service.relearn(opts, &earlier)?;
             }
-            service.start_learning()?;
             // This run's ids must not repeat an earlier run's (started in the same millisecond).
             let mut started = started;
             while service.earlier.contains_key(&service.prefix) {
@@ -1180,28 +1192,31 @@ impl Service {
     /// arm learns from the whole log.
     fn relearn(&mut self, opts: &ServeOptions, records: &[Record]) -> Result<()> {
         let dir = self.log_dir.clone();
-        match self.relearn_from(opts, records, dir.as_deref()) {
-            Err(Error::Checkpoint(why)) => {
-                eprintln!("warning: {why}; the learning arms learn again from the whole log");
-                self.relearn_from(opts, records, None)
+        if let Err(why) = self.relearn_from(opts, records, dir.as_deref())? {
+            eprintln!("warning: {why}; the learning arms learn again from the whole log");
+            if let Err(why) = self.relearn_from(opts, records, None)? {
+                return Err(Error::Other(format!("the learning arms' state cannot be rebuilt from the log: {why}")));
             }
-            other => other,
         }
+        Ok(())
     }
 
-    fn relearn_from(&mut self, opts: &ServeOptions, records: &[Record], checkpoints: Option<&std::path::Path>) -> Result<()> {
-        let mut scratch = Service::new(&ServeOptions { log: None, ..opts.clone() })?;
+    /// [`Service::relearn`] from the learners' checkpoints in `checkpoints` (None: from
+    /// the whole log); Ok(Err(why)): a checkpoint does not fit the log.
+    fn relearn_from(
+        &mut self,
+        opts: &ServeOptions,
+        records: &[Record],
+        checkpoints: Option<&std::path::Path>,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut scratch = Service::for_replay(&ServeOptions { log: None, ..opts.clone() })?;
         if let Some(dir) = checkpoints {
             for a in scratch.arms.iter_mut() {
                 let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
                 let d = dir.join(learner::DIR).join(&a.name);
-                apart.resume(&d, &self.config).map_err(|e| {
-                    Error::Checkpoint(format!(
-                        "the checkpoint of learning arm {} in {} cannot be used ({e})",
-                        a.name,
-                        d.display()
-                    ))
-                })?;
+                if let Err(e) = apart.resume(&d, &self.config) {
+                    return Ok(Err(format!("the checkpoint of learning arm {} in {} cannot be used ({e})", a.name, d.display())));
+                }
             }
         }
         let names: Vec<String> = self.arms.iter().map(|a| a.name.clone()).collect();
@@ -1211,38 +1226,44 @@ impl Service {
         for a in scratch.arms.iter_mut() {
             let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
             if apart.checkpoint_verified() == Some(false) {
-                return Err(Error::Checkpoint(format!(
+                return Ok(Err(format!(
                     "the checkpoint of learning arm {} holds transitions this log does not give (is it another log's?)",
                     a.name
                 )));
             }
         }
         if let Some(&k) = scratch.serving_unknown.iter().next() {
-            return Err(Error::Checkpoint(format!(
+            return Ok(Err(format!(
                 "the parameters learning arm {} served last are neither in its checkpoint nor learnt after it",
                 scratch.arms[k].name
             )));
         }
         for a in &scratch.arms {
-            if let Some(apart) = a.learning.as_ref().and_then(|l| l.apart.as_ref()) {
-                let (taken, from) = apart.taken();
-                match from {
-                    Some(n) => eprintln!(
-                        "learning arm {}: {taken} transitions, {n} from its checkpoint and {} learnt again from the log",
-                        a.name,
-                        taken.saturating_sub(n)
-                    ),
-                    None => eprintln!("learning arm {}: {taken} transitions, learnt again from the whole log", a.name),
-                }
+            let Some((taken, from)) = a.learning.as_ref().and_then(|l| l.apart.as_ref()).and_then(|p| p.replayed()) else {
+                continue;
+            };
+            match from {
+                Some(n) => eprintln!(
+                    "learning arm {}: {taken} transitions, {n} from its checkpoint and {} learnt again from the log",
+                    a.name,
+                    taken.saturating_sub(n)
+                ),
+                None => eprintln!("learning arm {}: {taken} transitions, learnt again from the whole log", a.name),
             }
         }
         for (mine, theirs) in self.arms.iter_mut().zip(scratch.arms) {
             if mine.learning.is_some() {
                 mine.policy = theirs.policy;
                 mine.learning = theirs.learning;
+                // A learner that stopped before the restart has said so in the log already.
+                if let Some(l) = mine.learning.as_mut() {
+                    if let Some(apart) = &l.apart {
+                        l.stopped = apart.status().1;
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Moves each DQN arm's learner onto a thread of its own, checkpointing beside the
@@ -1258,10 +1279,8 @@ impl Service {
                 #[cfg(test)]
                 fail: Default::default(),
             });
-            let serving = (apart.serving() > 0).then(|| learner::Snapshot {
-                transitions: apart.serving(),
-                parameters: a.policy.parameters().unwrap_or_default(),
-            });
+            let serving =
+                learner::Snapshot { transitions: apart.serving(), parameters: a.policy.parameters().unwrap_or_default() };
             apart.start(checkpointing, serving)?;
         }
         Ok(())
@@ -1273,27 +1292,43 @@ impl Service {
     /// update); a learner that stopped is said in the log.
     pub fn swap_in(&mut self, now: u64) {
         let mut offers = Vec::new();
+        let mut stops = Vec::new();
         for (k, a) in self.arms.iter_mut().enumerate() {
             let Some(l) = a.learning.as_mut() else { continue };
             let Some(apart) = l.apart.as_mut() else { continue };
-            let poll = apart.poll();
+            let offer = apart.poll();
             let (learnt, stopped) = apart.status();
             if let (Some(why), None) = (stopped, &l.stopped) {
-                l.stopped = Some(why.clone());
                 self.outbox.push(Record::LearningStopped(log::LearningStopped {
                     time_ms: now,
                     arm: a.name.clone(),
                     transitions: learnt,
-                    why,
+                    why: why.clone(),
                 }));
+                stops.push((k, why));
             }
-            if let Some(snap) = poll.offer {
+            if let Some(snap) = offer {
                 self.outbox.push(Record::Swap(log::Swap { time_ms: now, arm: a.name.clone(), transitions: snap.transitions }));
                 offers.push((k, snap));
             }
         }
-        if self.outbox.is_empty() || self.commit().is_err() {
+        if self.outbox.is_empty() {
             return;
+        }
+        if self.commit().is_err() {
+            // Not logged, so not served, and the stop not yet said: each waits for the
+            // next batch.
+            for (k, snap) in offers {
+                if let Some(apart) = self.arms[k].learning.as_mut().and_then(|l| l.apart.as_mut()) {
+                    apart.put_back(snap);
+                }
+            }
+            return;
+        }
+        for (k, why) in stops {
+            if let Some(l) = self.arms[k].learning.as_mut() {
+                l.stopped = Some(why);
+            }
         }
         for (k, snap) in offers {
             let a = &mut self.arms[k];
@@ -1457,29 +1492,32 @@ impl Service {
     /// rebuild exactly; it saves the whole state, replay buffer included, so only on
     /// request) and of the parameters it serves by.
     pub fn learning_status(&mut self, digest: bool) -> Vec<LearningStatus> {
-        if digest {
-            for a in self.arms.iter_mut() {
-                if let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) {
-                    // Waits for the learner to take everything queued, so the counts below are final.
-                    let _ = apart.digest();
-                }
-            }
-        }
+        // One digest per learning arm, in arm order (a DQN's waits for its learner to
+        // take everything queued, so the counts read after are final).
+        let digests: Vec<String> = if digest {
+            self.arms
+                .iter_mut()
+                .filter_map(|a| {
+                    let l = a.learning.as_mut()?;
+                    let state = match l.apart.as_mut() {
+                        Some(apart) => apart.digest(),
+                        None => learner::state_digest(a.policy.as_ref()),
+                    };
+                    Some(state.unwrap_or_else(|e| format!("unavailable: {e}")))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut out = self.learning_view();
         if digest {
-            let mut k = 0;
-            for a in self.arms.iter_mut() {
-                let Some(l) = a.learning.as_mut() else { continue };
-                let unavailable = |e: Error| format!("unavailable: {e}");
-                let state = match l.apart.as_mut() {
-                    Some(apart) => apart.digest(),
-                    None => learner::state_digest(a.policy.as_ref()),
-                };
-                out[k].state_sha256 = Some(state.unwrap_or_else(unavailable));
-                if l.apart.is_some() {
-                    out[k].serving_sha256 = a.policy.parameters().map(|p| learner::parameters_digest(&p));
-                }
-                k += 1;
+            let serving = self.arms.iter().filter(|a| a.learning.is_some()).map(|a| {
+                let apart = a.learning.as_ref().is_some_and(|l| l.apart.is_some());
+                apart.then(|| a.policy.parameters().map(|p| learner::parameters_digest(&p))).flatten()
+            });
+            for ((o, d), s) in out.iter_mut().zip(digests).zip(serving) {
+                o.state_sha256 = Some(d);
+                o.serving_sha256 = s;
             }
         }
         out

@@ -91,7 +91,7 @@ pub fn replay(config: &Checked, experiment: &Experiment, records: &[Record]) -> 
         log: None,
         learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
     };
-    let mut service = Service::new(&opts)?;
+    let mut service = Service::for_replay(&opts)?;
     if service.fingerprint != experiment.world {
         return Err(Error::Other(format!(
             "the log's world ({}) is not the config's ({}): give the config the server was started with (--config, --set)",
