@@ -240,7 +240,7 @@ pub(crate) enum Command {
         /// smallest difference in reward per session each arm's comparison with the
         /// control detects (80% power, Bonferroni's level), from an in-process A/A
         /// rehearsal of the served experiment with greedy in every arm.
-        #[arg(long, value_name = "SESSIONS")]
+        #[arg(long, value_name = "SESSIONS", conflicts_with_all = ["rate", "duration", "concurrency"])]
         plan: Option<usize>,
         /// With --plan: the arm the others are compared with (default: the first).
         #[arg(long, value_name = "ARM", requires = "plan")]

@@ -19,7 +19,7 @@ fn bin() -> Command {
 }
 
 /// Starts the server; returns it with its base URL once it listens (the caller waits for it).
-fn start(run: &Path, log: &Path) -> (Child, String) {
+fn start(run: &Path, log: &Path) -> (Server, String) {
     let b = format!("B={}", run.display());
     let log = log.display().to_string();
     start_with(&["serve", "--arm", "A=greedy", "--arm", &b, "--port", "0", "--salt", "it", "--log", &log])
@@ -27,8 +27,32 @@ fn start(run: &Path, log: &Path) -> (Child, String) {
 
 /// Starts `fypsim ARGS` (a server); returns it with its base URL once it listens.
 #[allow(clippy::zombie_processes)]
-fn start_with(args: &[&str]) -> (Child, String) {
-    let mut child = bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+/// A server a test started: killed when the test lets it go, even by failing (a failing
+/// test left its servers running).
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_with(args: &[&str]) -> (Server, String) {
+    let mut child = Server(bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
     // Its stderr through a pipe of the test's own (not the harness's): a test that fails
     // and leaves its server behind does not keep the harness waiting on that output.
     let err = child.stderr.take().unwrap();
@@ -739,6 +763,7 @@ fn traffic_plans_the_detectable_difference_before_the_experiment_runs() {
     };
     let (out, json) = plan("2", &["--control", "B"]);
     let (out8, json8) = plan("8", &["--control", "B"]);
+    let (out1000, json1000) = plan("1000", &[]);
     let (zero, _) = plan("0", &[]);
     let (stranger, _) = plan("2", &["--control", "Z"]);
     let _ = server.kill();
@@ -755,6 +780,11 @@ fn traffic_plans_the_detectable_difference_before_the_experiment_runs() {
         let (m2, m8) = (arms[k]["mde80"].as_f64().unwrap(), p8["arms"][k]["mde80"].as_f64().unwrap());
         assert!(m2 > 0.0 && m8 < m2, "more sessions, a smaller detectable difference: {m2} vs {m8}");
     }
+    // Users who run out of unseen videos are said, and the sessions that ran counted.
+    let p1000: Value = serde_json::from_str(&std::fs::read_to_string(&json1000).unwrap()).unwrap();
+    assert!(p1000["users_exhausted"].as_u64().unwrap() > 0 && p1000["sessions_run"].as_u64().unwrap() < 20_000, "{p1000}");
+    assert!(String::from_utf8_lossy(&out1000.stdout).contains("ran out of unseen videos before their last session"));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--plan 0: sessions per user, from 1 to 1000"));
+    assert!(!String::from_utf8_lossy(&zero.stderr).contains("rehearsing"), "refused before anything runs");
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("--control Z: not an arm of the served experiment"));
 }

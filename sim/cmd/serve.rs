@@ -164,6 +164,10 @@ fn cmd_plan(
     control: Option<&str>,
     json: Option<&Path>,
 ) -> Result<()> {
+    use fypsim::serve::traffic::MAX_PLAN_SESSIONS;
+    if sessions == 0 || sessions > MAX_PLAN_SESSIONS {
+        anyhow::bail!("--plan {sessions}: sessions per user, from 1 to {MAX_PLAN_SESSIONS}");
+    }
     eprintln!("rehearsing the experiment in process ({} users, {sessions} sessions each, greedy in every arm)...", opts.users);
     let p = fypsim::serve::traffic::plan(opts, config, sessions, control)?;
     println!(
@@ -174,22 +178,39 @@ fn cmd_plan(
         p.level,
         if p.arms.len() > 2 { " (5% / comparisons, Bonferroni)" } else { "" }
     );
+    if p.arms.len() < 2 {
+        println!("one arm: there is nothing to compare it with");
+    }
     println!("| arm | share | users | mde80 (reward / session) | power for a 5% difference |");
     println!("|---|---|---|---|---|");
+    let control_users = p.arms.iter().find(|a| a.name == p.control).map_or(0, |a| a.users);
     for a in &p.arms {
         let (mde, power) = match (a.mde80, a.power_at_5_percent) {
             (Some(m), Some(w)) => (format!("{m:.3}"), format!("{:.0}%", 100.0 * w)),
             _ if a.name == p.control => ("control".into(), String::new()),
-            _ => ("n/a (too few users)".into(), String::new()),
+            _ if control_users < 2 => ("n/a (the control has fewer than 2 users)".into(), String::new()),
+            _ => ("n/a (fewer than 2 users)".into(), String::new()),
         };
         println!("| {} | {:.0}% | {} | {mde} | {power} |", a.name, 100.0 * a.share, a.users);
     }
-    println!(
-        "mde80: the smallest true difference detected 80% of the time, from the spread of reward per session \
-         across users in an A/A rehearsal of this world (mean {:.3} a session); arms whose policies spread \
-         rewards more detect less",
-        p.reward_per_session
-    );
+    if p.users_exhausted > 0 {
+        println!(
+            "{} of the {} users ran out of unseen videos before their last session: the rehearsal ran {} sessions, \
+             not {}; the figures are for those",
+            p.users_exhausted,
+            p.users,
+            p.sessions_run,
+            p.users * p.sessions_per_user
+        );
+    }
+    match p.reward_per_session {
+        Some(mean) => println!(
+            "mde80: the smallest true difference detected 80% of the time, from the spread of reward per session \
+             across users in an A/A rehearsal of this world (mean {mean:.3} a session); arms whose policies spread \
+             rewards more detect less"
+        ),
+        None => println!("the rehearsal ran no session: no figure can be given"),
+    }
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&p)?;
         std::fs::write(path, text).with_context(|| format!("--json {}: cannot write there", path.display()))?;

@@ -178,6 +178,17 @@ impl Core {
     /// Ok(false): none there.
     pub fn resume(&mut self, dir: &Path, config: &Checked) -> Result<bool> {
         if !checkpoint::exists(dir) {
+            // Nothing there is fine; something there that is not a checkpoint is said.
+            let odd = dir.ancestors().take(2).find(|p| p.exists() && !p.is_dir());
+            if let Some(p) = odd {
+                return Err(Error::Checkpoint(format!("{} is not a folder", p.display())));
+            }
+            if dir.join(checkpoint::DIR).exists() {
+                return Err(Error::Checkpoint(format!(
+                    "{} holds no complete checkpoint (its MANIFEST.json is missing)",
+                    dir.join(checkpoint::DIR).display()
+                )));
+            }
             return Ok(false);
         }
         let ck = checkpoint::open(dir, config)?;
@@ -185,11 +196,31 @@ impl Core {
         let saved: Saved = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Checkpoint(format!("{} is damaged: {e}", ck.dir.join(STATE).display())))?;
         self.policy.load(&ck.dir)?;
+        let expected = self.policy.parameters().map_or(0, |p| p.len());
         let mut snapshots = Vec::new();
         for transitions in saved.snapshots {
-            let bytes = ck.read(&snapshot_file(transitions))?;
+            let name = snapshot_file(transitions);
+            let bytes = ck.read(&name)?;
+            if bytes.len() != 4 * expected || transitions > saved.transitions {
+                return Err(Error::Checkpoint(format!(
+                    "{} holds {} bytes of parameters learnt from {transitions} transitions; the network has {expected} \
+                     parameters ({} bytes), learnt from at most the checkpoint's {}",
+                    ck.dir.join(&name).display(),
+                    bytes.len(),
+                    4 * expected,
+                    saved.transitions
+                )));
+            }
             let parameters = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             snapshots.push(Snapshot { transitions, parameters });
+        }
+        if saved.learnt > saved.transitions {
+            return Err(Error::Checkpoint(format!(
+                "{} says {} transitions learnt of {} taken",
+                ck.dir.join(STATE).display(),
+                saved.learnt,
+                saved.transitions
+            )));
         }
         self.learnt = saved.learnt;
         self.stopped = saved.stopped;
@@ -578,7 +609,10 @@ fn run(
             }
             Err(e) => {
                 drop(s);
-                eprintln!("warning: a learning arm's checkpoint in {} failed ({e}); the previous one is kept", c.dir.display());
+                eprintln!(
+                    "warning: a learning arm's checkpoint in {} failed ({e}); any earlier one is kept, and it tries again",
+                    c.dir.display()
+                );
                 lock(&shared).checkpoint.failed = Some(e.to_string());
                 false
             }
@@ -834,5 +868,22 @@ mod tests {
         assert!(skipped.resume(&dir, &c).unwrap());
         all.iter().for_each(|t| skipped.push(t.clone()));
         assert_eq!(skipped.swap_to(3).unwrap(), None);
+        // A snapshot of another length, its manifest rewritten to match: refused as a
+        // checkpoint (a restart then learns from the whole log), not served.
+        let ck = dir.join(checkpoint::DIR);
+        let name = snapshot_file(4);
+        let short = std::fs::read(ck.join(&name)).unwrap()[4..].to_vec();
+        std::fs::write(ck.join(&name), &short).unwrap();
+        let manifest = ck.join("MANIFEST.json");
+        let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        m["files"][&name] = serde_json::json!({"bytes": short.len(), "sha256": crate::files::sha256(&short)});
+        std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+        let e = Apart::inline(core(&c)).resume(&dir, &c).unwrap_err().to_string();
+        assert!(e.contains(&name) && e.contains("parameters"), "{e}");
+        // Something in the way of a checkpoint is said, not passed over.
+        std::fs::remove_dir_all(&ck).unwrap();
+        std::fs::write(&ck, b"not a folder").unwrap();
+        let e = Apart::inline(core(&c)).resume(&dir, &c).unwrap_err().to_string();
+        assert!(e.contains("no complete checkpoint"), "{e}");
     }
 }

@@ -1192,30 +1192,43 @@ impl Service {
     /// arm learns from the whole log.
     fn relearn(&mut self, opts: &ServeOptions, records: &[Record]) -> Result<()> {
         let dir = self.log_dir.clone();
-        if let Err(why) = self.relearn_from(opts, records, dir.as_deref())? {
-            eprintln!("warning: {why}; the learning arms learn again from the whole log");
-            if let Err(why) = self.relearn_from(opts, records, None)? {
-                return Err(Error::Other(format!("the learning arms' state cannot be rebuilt from the log: {why}")));
+        // Arms whose checkpoint does not fit: each learns from the whole log, the others
+        // from theirs.
+        let mut ignored = HashSet::new();
+        loop {
+            match self.relearn_from(opts, records, dir.as_deref(), &ignored)? {
+                Ok(()) => return Ok(()),
+                Err((arm, why)) => {
+                    eprintln!("warning: {why}; arm {arm} learns again from the whole log");
+                    if !ignored.insert(arm) {
+                        return Err(Error::Other(format!("the learning arms' state cannot be rebuilt from the log: {why}")));
+                    }
+                }
             }
         }
-        Ok(())
     }
 
     /// [`Service::relearn`] from the learners' checkpoints in `checkpoints` (None: from
-    /// the whole log); Ok(Err(why)): a checkpoint does not fit the log.
+    /// the whole log), but for the arms in `ignored`; Ok(Err((arm, why))): the arm's
+    /// checkpoint does not fit the log.
     fn relearn_from(
         &mut self,
         opts: &ServeOptions,
         records: &[Record],
         checkpoints: Option<&std::path::Path>,
-    ) -> Result<std::result::Result<(), String>> {
+        ignored: &HashSet<String>,
+    ) -> Result<std::result::Result<(), (String, String)>> {
         let mut scratch = Service::for_replay(&ServeOptions { log: None, ..opts.clone() })?;
         if let Some(dir) = checkpoints {
             for a in scratch.arms.iter_mut() {
                 let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
+                if ignored.contains(&a.name) {
+                    continue;
+                }
                 let d = dir.join(learner::DIR).join(&a.name);
                 if let Err(e) = apart.resume(&d, &self.config) {
-                    return Ok(Err(format!("the checkpoint of learning arm {} in {} cannot be used ({e})", a.name, d.display())));
+                    let why = format!("the checkpoint of learning arm {} in {} cannot be used ({e})", a.name, d.display());
+                    return Ok(Err((a.name.clone(), why)));
                 }
             }
         }
@@ -1226,18 +1239,21 @@ impl Service {
         for a in scratch.arms.iter_mut() {
             let Some(apart) = a.learning.as_mut().and_then(|l| l.apart.as_mut()) else { continue };
             if apart.checkpoint_verified() == Some(false) {
-                return Ok(Err(format!(
+                let why = format!(
                     "the checkpoint of learning arm {} holds transitions this log does not give (is it another log's?)",
                     a.name
-                )));
+                );
+                return Ok(Err((a.name.clone(), why)));
             }
         }
         if let Some(&k) = scratch.serving_unknown.iter().next() {
-            return Ok(Err(format!(
-                "the parameters learning arm {} served last are neither in its checkpoint nor learnt after it",
-                scratch.arms[k].name
-            )));
+            let name = scratch.arms[k].name.clone();
+            let why = format!("the parameters learning arm {name} served last are neither in its checkpoint nor learnt after it");
+            return Ok(Err((name, why)));
         }
+        // The arms whose stop the log has said: a stop not said yet is said again.
+        let said: HashSet<&str> =
+            records.iter().filter_map(|r| if let Record::LearningStopped(s) = r { Some(s.arm.as_str()) } else { None }).collect();
         for a in &scratch.arms {
             let Some((taken, from)) = a.learning.as_ref().and_then(|l| l.apart.as_ref()).and_then(|p| p.replayed()) else {
                 continue;
@@ -1255,10 +1271,11 @@ impl Service {
             if mine.learning.is_some() {
                 mine.policy = theirs.policy;
                 mine.learning = theirs.learning;
-                // A learner that stopped before the restart has said so in the log already.
+                // A learner that stopped before the restart: said in the log already, or
+                // to be said (`swap_in`).
                 if let Some(l) = mine.learning.as_mut() {
                     if let Some(apart) = &l.apart {
-                        l.stopped = apart.status().1;
+                        l.stopped = apart.status().1.filter(|_| said.contains(mine.name.as_str()));
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! service's pace) and measures throughput and latency; [`rehearse`] runs them against a
 //! [`Service`] in process, without HTTP and deterministically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -153,8 +153,13 @@ pub struct Plan {
     pub control: String,
     /// The level each comparison with the control is tested at: 5% / (arms − 1).
     pub level: f64,
-    /// The rehearsal's reward per session, every arm served greedily.
-    pub reward_per_session: f64,
+    /// The rehearsal's reward per session, every arm served greedily (None: no session).
+    pub reward_per_session: Option<f64>,
+    /// Sessions the rehearsal ran: fewer than users × sessions when users ran out of
+    /// unseen videos.
+    pub sessions_run: usize,
+    /// Users who ran out of unseen videos before their last session.
+    pub users_exhausted: usize,
     pub arms: Vec<PlanArm>,
 }
 
@@ -226,13 +231,24 @@ pub fn plan(opts: &TrafficOptions, config: &Checked, sessions: usize, control: O
     let (y, n) = report
         .arms
         .iter()
+        .filter(|a| a.sessions > 0)
         .fold((0.0, 0.0), |(y, n), a| (y + a.reward_per_session.mean * a.sessions as f64, n + a.sessions as f64));
+    let mut per_user: HashMap<u32, HashSet<u32>> = HashMap::new();
+    for r in &records {
+        if let Record::Decision(d) = r {
+            per_user.entry(d.user).or_default().insert(d.session);
+        }
+    }
+    let sessions_run = per_user.values().map(HashSet::len).sum();
+    let users_exhausted = ids.iter().filter(|u| per_user.get(u).map_or(0, HashSet::len) < sessions).count();
     Ok(Plan {
         users: ids.len(),
         sessions_per_user: sessions,
         control: health.arms[control].name.clone(),
         level: 0.05 / (k.max(2) - 1) as f64,
-        reward_per_session: y / n,
+        reward_per_session: (n > 0.0).then(|| y / n),
+        sessions_run,
+        users_exhausted,
         arms: report
             .arms
             .iter()
