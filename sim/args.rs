@@ -202,9 +202,9 @@ pub(crate) enum Command {
         drain: f64,
         /// Seconds between checkpoints of a learning DQN arm's state beside the log (a
         /// restart then learns only what came after the last one; one more is written
-        /// when the server stops).
-        #[arg(long, value_name = "SECONDS", default_value_t = fypsim::serve::LEARNING_CHECKPOINT_EVERY.as_secs_f64())]
-        learning_checkpoint: f64,
+        /// when the server stops). Default: 60.
+        #[arg(long, value_name = "SECONDS")]
+        learning_checkpoint: Option<f64>,
     },
     /// Drive a served experiment with simulated users over HTTP: each answers its
     /// recommendations with the world's user model and posts the feedback. Prints

@@ -14,7 +14,7 @@ pub(crate) fn cmd_serve(
     overrides: &[String],
     salt: &str,
     http: fypsim::serve::http::HttpOptions,
-    learning_checkpoint_s: f64,
+    learning_checkpoint_s: Option<f64>,
 ) -> Result<()> {
     use fypsim::serve::{parse_split, ArmSpec, ServeOptions, Source};
     let specs: Vec<ArmSpec> = arms.iter().map(|a| ArmSpec::parse(a)).collect::<fypsim::Result<_>>()?;
@@ -34,9 +34,15 @@ pub(crate) fn cmd_serve(
         .map_err(|e| e.to_string())
         .and_then(|mut a| a.next().ok_or_else(|| "no address".into()))
         .map_err(|e| anyhow::anyhow!("--host {host}: not an address this machine can listen on ({e})"))?;
-    if !(learning_checkpoint_s.is_finite() && (1.0..=86_400.0).contains(&learning_checkpoint_s)) {
-        anyhow::bail!("--learning-checkpoint {learning_checkpoint_s}: from 1 to 86400 seconds");
+    if let Some(s) = learning_checkpoint_s {
+        if !(s.is_finite() && (1.0..=86_400.0).contains(&s)) {
+            anyhow::bail!("--learning-checkpoint {s}: from 1 to 86400 seconds");
+        }
+        if log.is_none() || !specs.iter().any(|a| a.learn) {
+            eprintln!("note: --learning-checkpoint has no effect without --log and an arm that learns (`:learn`)");
+        }
     }
+    let learning_checkpoint_s = learning_checkpoint_s.unwrap_or(fypsim::serve::LEARNING_CHECKPOINT_EVERY.as_secs_f64());
     let opts = ServeOptions {
         arms: specs,
         shares,

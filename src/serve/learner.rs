@@ -191,6 +191,23 @@ impl Core {
             }
             return Ok(false);
         }
+        // Said for what it is: a checkpoint of another world (the run-folder message of
+        // `checkpoint::open` would point at a config.toml that a log folder lacks).
+        for name in [checkpoint::DIR, "checkpoint.tmp"] {
+            let manifest = dir.join(name).join("MANIFEST.json");
+            if let Ok(m) = std::fs::read(&manifest)
+                .map_err(drop)
+                .and_then(|b| serde_json::from_slice::<checkpoint::Manifest>(&b).map_err(drop))
+            {
+                if m.config_sha256 != checkpoint::fingerprint(config) {
+                    return Err(Error::Checkpoint(format!(
+                        "{} was written for another world than the one served",
+                        manifest.display()
+                    )));
+                }
+                break;
+            }
+        }
         let ck = checkpoint::open(dir, config)?;
         let bytes = ck.read(STATE)?;
         let saved: Saved = serde_json::from_slice(&bytes)
@@ -868,6 +885,12 @@ mod tests {
         assert!(skipped.resume(&dir, &c).unwrap());
         all.iter().for_each(|t| skipped.push(t.clone()));
         assert_eq!(skipped.swap_to(3).unwrap(), None);
+        // A checkpoint of another world is said to be one.
+        let mut other: Config = (*c).clone();
+        other.seed += 1;
+        let other = other.check().unwrap();
+        let e = Apart::inline(core(&other)).resume(&dir, &other).unwrap_err().to_string();
+        assert!(e.contains("written for another world"), "{e}");
         // A snapshot of another length, its manifest rewritten to match: refused as a
         // checkpoint (a restart then learns from the whole log), not served.
         let ck = dir.join(checkpoint::DIR);
