@@ -594,6 +594,17 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
             .map(|l| json!([l["arm"], l["transitions"], l["state_sha256"], l["serving_transitions"], l["serving_sha256"]]))
             .collect()
     };
+    // The learner runs at idle priority: on a machine busy with other tests it may learn
+    // only once the engine waits for it (a digest). It then offers what it learnt, which
+    // serves from the engine's next batch: one request after a pause.
+    let nudge = |url: &str, user: u64| {
+        health(url);
+        std::thread::sleep(Duration::from_millis(300));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (s, r) =
+            rt.block_on(post(&reqwest::Client::new(), &format!("{url}/recommend"), &json!({"user": user, "new_session": true})));
+        assert_eq!(s, 200, "{r}");
+    };
     let (mut server, url) = start_with(&args);
     let out = bin()
         .args([
@@ -615,6 +626,7 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    nudge(&url, 39);
     let before = health(&url);
     let learning = before["learning"].as_array().unwrap().clone();
     assert_eq!(learning.len(), 2, "{before}");
@@ -725,6 +737,7 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    nudge(&url, 39);
     let h = health(&url);
     let _ = bare.kill();
     let _ = bare.wait();
