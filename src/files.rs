@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
-fn hex(digest: &[u8]) -> String {
+/// A digest's bytes as lower-case hex.
+pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

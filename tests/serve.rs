@@ -605,27 +605,14 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
             rt.block_on(post(&reqwest::Client::new(), &format!("{url}/recommend"), &json!({"user": user, "new_session": true})));
         assert_eq!(s, 200, "{r}");
     };
+    // Simulated users of `run`'s world for a second or two, open loop.
+    let traffic = |url: &str, run: &Path, args: &[&str]| {
+        let out =
+            bin().args(["traffic", "--url", url, "-q"]).args(args).arg("--config").arg(run.join("config.toml")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
     let (mut server, url) = start_with(&args);
-    let out = bin()
-        .args([
-            "traffic",
-            "--url",
-            &url,
-            "--users",
-            "30",
-            "--duration",
-            "2",
-            "--rate",
-            "200",
-            "--concurrency",
-            "3",
-            "-q",
-            "--config",
-        ])
-        .arg(bandit.join("config.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    traffic(&url, &bandit, &["--users", "30", "--duration", "2", "--rate", "200", "--concurrency", "3"]);
     nudge(&url, 39);
     let before = health(&url);
     let learning = before["learning"].as_array().unwrap().clone();
@@ -688,12 +675,7 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     let (s, _) =
         rt.block_on(post(&c, &format!("{url}/feedback"), &json!({"request_id": r["request_id"], "response": "watched"})));
     assert_eq!(s, 200);
-    let out = bin()
-        .args(["traffic", "--url", &url, "--users", "20", "--duration", "1", "--rate", "100", "-q", "--seed", "2", "--config"])
-        .arg(bandit.join("config.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    traffic(&url, &bandit, &["--users", "20", "--duration", "1", "--rate", "100", "--seed", "2"]);
     let second = health(&url);
     let learnt = second["learning"][1]["transitions"].as_u64().unwrap();
     assert!(learnt > loaded, "{second}");
@@ -731,12 +713,7 @@ fn learning_arms_learn_from_feedback_and_a_restart_rebuilds_them_exactly() {
     assert_eq!(last["learning"][1]["checkpoint"]["loaded"].as_u64(), Some(learnt), "{last}");
     // Without a log, a DQN arm learns and serves what it learns all the same.
     let (mut bare, url) = start_with(&["serve", "--arm", b.as_str(), "--port", "0"]);
-    let out = bin()
-        .args(["traffic", "--url", &url, "--users", "20", "--duration", "1", "--rate", "200", "-q", "--config"])
-        .arg(dqn.join("config.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    traffic(&url, &dqn, &["--users", "20", "--duration", "1", "--rate", "200"]);
     nudge(&url, 39);
     let h = health(&url);
     let _ = bare.kill();

@@ -170,10 +170,8 @@ fn cmd_plan(
     control: Option<&str>,
     json: Option<&Path>,
 ) -> Result<()> {
-    use fypsim::serve::traffic::MAX_PLAN_SESSIONS;
-    if sessions == 0 || sessions > MAX_PLAN_SESSIONS {
-        anyhow::bail!("--plan {sessions}: sessions per user, from 1 to {MAX_PLAN_SESSIONS}");
-    }
+    // Refused before the rehearsal is announced.
+    fypsim::serve::traffic::check_plan_sessions(sessions)?;
     eprintln!("rehearsing the experiment in process ({} users, {sessions} sessions each, greedy in every arm)...", opts.users);
     let p = fypsim::serve::traffic::plan(opts, config, sessions, control)?;
     println!(

@@ -121,7 +121,7 @@ impl Core {
     }
 
     fn stream_hex(&self) -> String {
-        self.stream.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::files::hex(&self.stream.clone().finalize())
     }
 
     /// Takes the arm's next transition: learns from it, or passes over it (it stopped, or
@@ -160,17 +160,16 @@ impl Core {
         if self.stopped.is_some() {
             return None;
         }
-        let why = match self.policy.observe(t, &mut self.rng) {
-            Ok(Some(loss)) if !loss.is_finite() => format!("a non-finite loss ({loss}) at transition {}", self.learnt + 1),
-            Ok(update) => {
-                self.learnt += 1;
-                self.updated |= update.is_some();
-                return None;
+        match learn_step(self.policy.as_mut(), t, &mut self.rng, &mut self.learnt) {
+            Ok(updated) => {
+                self.updated |= updated;
+                None
             }
-            Err(e) => format!("its update failed at transition {}: {e}", self.learnt + 1),
-        };
-        self.stopped = Some(why.clone());
-        Some(why)
+            Err(why) => {
+                self.stopped = Some(why.clone());
+                Some(why)
+            }
+        }
     }
 
     /// Loads the checkpoint in `dir` (`<log>/learning/<arm>`), if there is one: the policy's
@@ -275,10 +274,28 @@ impl Core {
         };
         w.write(STATE, serde_json::to_string_pretty(&saved).expect("a learner state serialises").as_bytes())?;
         for s in snapshots {
-            let bytes: Vec<u8> = s.parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
-            w.write(&snapshot_file(s.transitions), &bytes)?;
+            w.write(&snapshot_file(s.transitions), &parameter_bytes(&s.parameters))?;
         }
         w.finish(&c.config, 0)
+    }
+}
+
+/// One transition learnt by a learning arm's `policy`, the rule for a learner and for a
+/// bandit learning where it serves alike: Ok(whether it updated), counted in `learnt`; or
+/// why it stops learning (its update failed, or gave a loss that is not a finite number).
+pub fn learn_step(
+    policy: &mut dyn Policy,
+    t: Transition,
+    rng: &mut SimRng,
+    learnt: &mut u64,
+) -> std::result::Result<bool, String> {
+    match policy.observe(t, rng) {
+        Ok(Some(loss)) if !loss.is_finite() => Err(format!("a non-finite loss ({loss}) at transition {}", *learnt + 1)),
+        Ok(update) => {
+            *learnt += 1;
+            Ok(update.is_some())
+        }
+        Err(e) => Err(format!("its update failed at transition {}: {e}", *learnt + 1)),
     }
 }
 
@@ -319,6 +336,15 @@ struct Shared {
     offer: Option<Snapshot>,
     stopped: Option<String>,
     checkpoint: CheckpointStatus,
+}
+
+impl Shared {
+    /// The engine's reading of what the learner told: all but the offer.
+    fn read(&mut self, from: &Shared) {
+        self.learnt = from.learnt;
+        self.stopped.clone_from(&from.stopped);
+        self.checkpoint.clone_from(&from.checkpoint);
+    }
 }
 
 enum ToLearner {
@@ -512,9 +538,7 @@ impl Apart {
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        seen.learnt = s.learnt;
-        seen.stopped.clone_from(&s.stopped);
-        seen.checkpoint.clone_from(&s.checkpoint);
+        seen.read(&s);
         s.offer.take()
     }
 
@@ -547,10 +571,7 @@ impl Apart {
                     .recv_timeout(WAIT)
                     .map_err(|_| Error::Other("its learner did not answer".into()))?
                     .map_err(Error::Other);
-                let s = lock(shared);
-                seen.learnt = s.learnt;
-                seen.stopped.clone_from(&s.stopped);
-                seen.checkpoint.clone_from(&s.checkpoint);
+                seen.read(&lock(shared));
                 digest
             }
         }
@@ -712,10 +733,14 @@ pub fn state_digest(policy: &dyn Policy) -> Result<String> {
     saved
 }
 
+/// Parameters as a snapshot file holds them (little-endian f32s).
+fn parameter_bytes(parameters: &[f32]) -> Vec<u8> {
+    parameters.iter().flat_map(|p| p.to_le_bytes()).collect()
+}
+
 /// The SHA-256 of parameters (what serves).
 pub fn parameters_digest(parameters: &[f32]) -> String {
-    let bytes: Vec<u8> = parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
-    crate::files::sha256(&bytes)
+    crate::files::sha256(&parameter_bytes(parameters))
 }
 
 #[cfg(test)]

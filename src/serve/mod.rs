@@ -212,6 +212,22 @@ pub struct ServeOptions {
 /// The default of [`ServeOptions::learning_checkpoint_every`].
 pub const LEARNING_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+impl ServeOptions {
+    /// The experiment of `arms` (names and shares) and `salt` in `config`'s world, with
+    /// greedy serving in every arm: the same users land in the same arms, and nothing is
+    /// logged (a served-log replay's and a plan's stand-in).
+    pub fn stand_in(arms: &[log::ArmMeta], salt: &str, config: &Checked) -> ServeOptions {
+        ServeOptions {
+            arms: arms.iter().map(|a| ArmSpec::plain(&a.name, Source::Baseline(PolicyKind::Greedy))).collect(),
+            shares: Some(arms.iter().map(|a| a.share).collect()),
+            salt: salt.to_string(),
+            config: Some(config.clone()),
+            log: None,
+            learning_checkpoint_every: LEARNING_CHECKPOINT_EVERY,
+        }
+    }
+}
+
 /// A served arm.
 pub struct Arm {
     pub name: String,
@@ -1159,12 +1175,8 @@ impl Service {
             if l.stopped.is_some() {
                 continue;
             }
-            match a.policy.observe(t, &mut l.rng) {
-                Ok(Some(loss)) if !loss.is_finite() => {
-                    l.stopped = Some(format!("a non-finite loss ({loss}) at transition {}", l.transitions + 1));
-                }
-                Ok(_) => l.transitions += 1,
-                Err(e) => l.stopped = Some(format!("its update failed at transition {}: {e}", l.transitions + 1)),
+            if let Err(why) = learner::learn_step(a.policy.as_mut(), t, &mut l.rng, &mut l.transitions) {
+                l.stopped = Some(why);
             }
             if let Some(why) = &l.stopped {
                 stops.push(Record::LearningStopped(log::LearningStopped {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::log::{Experiment, Record};
-use super::{refuse_truth_readers, ArmSpec, ServeOptions, Service, Source};
+use super::{refuse_truth_readers, ServeOptions, Service};
 use crate::agent::make_policy;
 use crate::config::{Checked, PolicyKind};
 use crate::ope::estimators::{self, Estimate, Options};
@@ -83,15 +83,7 @@ fn refusal(arm: &str, version: &str, mix: Mix, propensities: &[f64]) -> Option<S
 /// Replays `records` in order through a fresh service of `config`'s world (which must be
 /// the experiment's) and returns each arm's decisions with their rebuilt observations.
 pub fn replay(config: &Checked, experiment: &Experiment, records: &[Record]) -> Result<Vec<ArmLog>> {
-    let opts = ServeOptions {
-        arms: experiment.arms.iter().map(|a| ArmSpec::plain(&a.name, Source::Baseline(PolicyKind::Greedy))).collect(),
-        shares: Some(experiment.arms.iter().map(|a| a.share).collect()),
-        salt: experiment.salt.clone(),
-        config: Some(config.clone()),
-        log: None,
-        learning_checkpoint_every: crate::serve::LEARNING_CHECKPOINT_EVERY,
-    };
-    let mut service = Service::for_replay(&opts)?;
+    let mut service = Service::for_replay(&ServeOptions::stand_in(&experiment.arms, &experiment.salt, config))?;
     if service.fingerprint != experiment.world {
         return Err(Error::Other(format!(
             "the log's world ({}) is not the config's ({}): give the config the server was started with (--config, --set)",
@@ -293,7 +285,7 @@ mod tests {
     use crate::config::Config;
     use crate::ope::estimators::Estimand;
     use crate::serve::traffic::rehearse;
-    use crate::serve::RecommendRequest;
+    use crate::serve::{ArmSpec, RecommendRequest};
 
     const TOML: &str = "seed = 5\n[world]\nn_videos = 800\nn_users = 600\n[env]\nmax_steps = 10\n";
 

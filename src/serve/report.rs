@@ -208,6 +208,18 @@ pub fn by_session_index(experiment: &Experiment, records: &[Record]) -> Vec<Inde
     out
 }
 
+/// The index of the arm named `control` among `arms` (the first without one); `whose`
+/// names the experiment in the refusal.
+pub fn control_index(arms: &[crate::serve::log::ArmMeta], control: Option<&str>, whose: &str) -> Result<usize> {
+    match control {
+        None => Ok(0),
+        Some(name) => arms.iter().position(|a| a.name == name).ok_or_else(|| {
+            let names: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
+            Error::Other(format!("--control {name}: not an arm of {whose} (its arms: {})", names.join(", ")))
+        }),
+    }
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -565,13 +577,7 @@ pub fn report(
         return Err(Error::Other(format!("{} holds no decisions yet: drive the service first (fypsim traffic)", dir.display())));
     }
     check_versions(&experiment, &records, dir)?;
-    let control_index = match control {
-        None => 0,
-        Some(name) => experiment.arms.iter().position(|a| a.name == name).ok_or_else(|| {
-            let names: Vec<&str> = experiment.arms.iter().map(|a| a.name.as_str()).collect();
-            Error::Other(format!("--control {name}: not an arm of this experiment (its arms: {})", names.join(", ")))
-        })?,
-    };
+    let control_index = control_index(&experiment.arms, control, "this experiment")?;
     let mut r = analyse_with(&experiment, &records, damaged, control_index);
     r.control = control.map(str::to_string);
     if by_session {

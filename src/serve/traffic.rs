@@ -144,6 +144,14 @@ pub fn rehearse(service: &mut Service, world: &World, users: &[u32], sessions: u
 /// The most sessions per user a plan rehearses.
 pub const MAX_PLAN_SESSIONS: usize = 1000;
 
+/// Refuses a plan's sessions per user outside 1 to [`MAX_PLAN_SESSIONS`].
+pub fn check_plan_sessions(sessions: usize) -> Result<()> {
+    if sessions == 0 || sessions > MAX_PLAN_SESSIONS {
+        return Err(Error::Other(format!("--plan {sessions}: sessions per user, from 1 to {MAX_PLAN_SESSIONS}")));
+    }
+    Ok(())
+}
+
 /// What an experiment of a given size can detect, stated before it runs
 /// (`fypsim traffic --plan SESSIONS`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,9 +193,7 @@ pub struct PlanArm {
 /// arithmetic gives each comparison's detectable difference at its Bonferroni level.
 /// The arms' own policies may spread rewards more or less than greedy does.
 pub fn plan(opts: &TrafficOptions, config: &Checked, sessions: usize, control: Option<&str>) -> Result<Plan> {
-    if sessions == 0 || sessions > MAX_PLAN_SESSIONS {
-        return Err(Error::Other(format!("--plan {sessions}: sessions per user, from 1 to {MAX_PLAN_SESSIONS}")));
-    }
+    check_plan_sessions(sessions)?;
     let base = base_url(opts)?;
     let health = runtime()?.block_on(async {
         let client = reqwest::Client::builder()
@@ -196,26 +202,8 @@ pub fn plan(opts: &TrafficOptions, config: &Checked, sessions: usize, control: O
             .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
         fetch_health(&client, &base, config).await
     })?;
-    let control = match control {
-        None => 0,
-        Some(c) => health.arms.iter().position(|a| a.name == c).ok_or_else(|| {
-            let names: Vec<&str> = health.arms.iter().map(|a| a.name.as_str()).collect();
-            Error::Other(format!("--control {c}: not an arm of the served experiment (its arms: {})", names.join(", ")))
-        })?,
-    };
-    let serve = super::ServeOptions {
-        arms: health
-            .arms
-            .iter()
-            .map(|a| super::ArmSpec::plain(&a.name, super::Source::Baseline(crate::config::PolicyKind::Greedy)))
-            .collect(),
-        shares: Some(health.arms.iter().map(|a| a.share).collect()),
-        salt: health.salt.clone(),
-        config: Some(config.clone()),
-        log: None,
-        learning_checkpoint_every: super::LEARNING_CHECKPOINT_EVERY,
-    };
-    let mut service = Service::new(&serve)?;
+    let control = super::report::control_index(&health.arms, control, "the served experiment")?;
+    let mut service = Service::new(&super::ServeOptions::stand_in(&health.arms, &health.salt, config))?;
     let world = service.env().world.clone();
     let ids = pick_users(&world, opts.users, opts.seed)?;
     let records = rehearse(&mut service, &world, &ids, sessions, opts.seed)?;
